@@ -1,0 +1,1 @@
+"""The nbody explorer dashboard (Panel). Arrives with the explorer issue."""

@@ -1,0 +1,272 @@
+"""Configuration: TOML and CLI values checked against the schema, merged, and exported.
+
+Precedence (lowest first): schema defaults < top-level TOML keys < the phase's TOML section
+(``[train]`` or ``[simulate]``) < CLI flags. Values are coerced only where nothing is lost:
+``1e6`` for an integer key is ``1000000``; ``1.5`` is an error.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import tomllib
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Mapping
+
+import param
+import tomli_w
+
+from .errors import InputError
+from .schema import KEYS, SECTIONS, Config, section_keys
+
+PHASES = ("train", "simulate")
+_PARAM_MESSAGE_PREFIX = re.compile(r"^\w+ parameter '[^']*' ")
+
+
+def _closest(word: str, choices) -> str:
+    match = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f"; did you mean '{match[0]}'?" if match else ""
+
+
+def unknown_key_error(key: str, where: str) -> InputError:
+    return InputError(f"unknown key '{key}' in {where}{_closest(key, KEYS)}")
+
+
+def _type_name(p: param.Parameter) -> str:
+    if isinstance(p, param.Boolean):
+        return "true or false"
+    if isinstance(p, param.Integer):
+        return "an integer"
+    if isinstance(p, param.Number):
+        return "a number"
+    if isinstance(p, param.Selector):
+        return "one of " + ", ".join(repr(o) for o in p.objects)
+    if isinstance(p, param.List):
+        return "a list"
+    return "a string"
+
+
+def _coerce_item(p: param.Parameter, value: Any) -> Any:
+    """Convert ``value`` to the parameter's type without losing anything, or raise TypeError."""
+    if isinstance(p, param.Boolean):
+        if isinstance(value, bool):
+            return value
+    elif isinstance(p, param.Integer):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    elif isinstance(p, param.Number):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value) if isinstance(value, float) else value
+    elif isinstance(p, param.List):
+        if isinstance(value, list):
+            item_types = p.item_type if isinstance(p.item_type, tuple) else (p.item_type,)
+            if int in item_types and float not in item_types:
+                value = [int(v) if isinstance(v, float) and v.is_integer() else v for v in value]
+            if all(isinstance(v, item_types) and not isinstance(v, bool) for v in value):
+                return value
+    elif isinstance(value, str):
+        return value
+    raise TypeError
+
+
+def check_value(key: str, value: Any, where: str) -> Any:
+    """The value of ``key`` as the schema types it; raises InputError naming key and place."""
+    p = Config.param[key]
+    if value is None and p.allow_None:
+        return None
+    try:
+        value = _coerce_item(p, value)
+    except TypeError:
+        raise InputError(f"{where}: '{key}' must be {_type_name(p)}, not {value!r}") from None
+    try:
+        p._validate(value)
+    except ValueError as err:
+        reason = _PARAM_MESSAGE_PREFIX.sub("", str(err)).rstrip(".")
+        raise InputError(f"{where}: '{key}' {reason}") from None
+    return value
+
+
+def parse_text(key: str, text: str | list[str]) -> Any:
+    """Turn a CLI string (or list of strings) into a TOML-like value for :func:`check_value`."""
+    p = Config.param[key]
+    if isinstance(text, list):
+        return [_parse_scalar(t) for t in text]
+    if p.allow_None and text.lower() == "none":
+        return None
+    if isinstance(p, (param.Integer, param.Number)):
+        return _parse_scalar(text)
+    return text
+
+
+def _parse_scalar(text: str) -> Any:
+    for convert in (int, float):
+        try:
+            return convert(text)
+        except ValueError:
+            pass
+    return text
+
+
+def read_toml(path: str | Path) -> dict:
+    """Parse a TOML file; unreadable or malformed files raise InputError naming the file."""
+    path = Path(path)
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise InputError(f"config file '{path}' does not exist; check the path given to --config") from None
+    except OSError as err:
+        raise InputError(f"cannot read config file '{path}': {err.strerror}") from None
+    except tomllib.TOMLDecodeError as err:
+        raise InputError(f"config file '{path}' is not valid TOML: {err}") from None
+
+
+def split_layers(data: Mapping, source: str) -> dict[str, dict]:
+    """Check a parsed TOML document and split it into its top level and phase sections."""
+    layers: dict[str, dict] = {"top": {}, "train": {}, "simulate": {}}
+    for key, value in data.items():
+        if key in PHASES:
+            if not isinstance(value, dict):
+                raise InputError(f"{source}: '{key}' must be a section [{key}], not a value")
+            layers[key] = _checked_layer(value, f"[{key}] of {source}")
+        elif isinstance(value, dict):
+            raise InputError(f"{source}: unknown section [{key}]; the sections are [train] and [simulate]"
+                             f"{_closest(key, PHASES)}")
+        else:
+            layers["top"].update(_checked_layer({key: value}, f"{source} (top level)"))
+    return layers
+
+
+def _checked_layer(values: Mapping, where: str) -> dict:
+    out = {}
+    for key, value in values.items():
+        if key not in KEYS:
+            raise unknown_key_error(key, where)
+        out[key] = check_value(key, value, where)
+    return out
+
+
+def build_config(*layers: Mapping[str, Any]) -> Config:
+    """A Config from the defaults updated by each already-checked layer in turn."""
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        merged.update(layer)
+    cfg = Config(**merged)
+    check_consistency(cfg)
+    return cfg
+
+
+def check_consistency(cfg: Config) -> None:
+    """Rules that involve more than one key."""
+    for low, high in (("E_lower", "E_upper"), ("L_lower", "L_upper"), ("e_min", "e_max"), ("a_min", "a_max")):
+        if getattr(cfg, low) > getattr(cfg, high):
+            raise InputError(f"'{low}' ({getattr(cfg, low)}) must not exceed '{high}' ({getattr(cfg, high)})")
+    has_mass = cfg.external_field_mass is not None
+    has_pos = cfg.external_field_position is not None
+    if has_mass != has_pos:
+        raise InputError("the external field needs both 'external_field_mass' and 'external_field_position'"
+                         " (x y z); set both or neither")
+    if cfg.integrator_mode == "history" and cfg.history_len < 1 and not cfg.model_path:
+        raise InputError("integrator_mode 'history' needs 'history_len' >= 1 (or a model_path whose"
+                         " checkpoint has a history)")
+    if cfg.save_name is not None:
+        check_save_name(cfg.save_name)
+
+
+def check_save_name(name: str) -> None:
+    """``save_name`` is a directory name under data/, never a path."""
+    if not name or name in (".", "..") or "/" in name or "\\" in name or name.startswith("~") or "\0" in name:
+        raise InputError(f"'save_name' must be a plain name (a folder under data/), not {name!r}; "
+                         "drop any '/', '..' or '~'")
+
+
+def default_save_name(mode: str) -> str:
+    return f"{mode}_{datetime.now():%Y%m%d_%H%M%S}"
+
+
+def final_checkpoint(save_name: str, epochs: int, data_dir: str | Path = "data") -> str:
+    """Where training leaves its last checkpoint: data/<save_name>/model/model_epoch_<epochs-1>.pt."""
+    return str(Path(data_dir) / save_name / "model" / f"model_epoch_{epochs - 1:04d}.pt")
+
+
+def load_configs(mode: str, config_path: str | Path | None = None, cli: Mapping[str, Any] | None = None,
+                 phase_cli: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Config]:
+    """Resolve the configuration of each phase that ``mode`` runs.
+
+    ``cli`` holds flag values for every phase (already checked), ``phase_cli`` values for one
+    phase only (``--train-ic-path``). Returns ``{"train": Config, "simulate": Config}`` restricted
+    to the phases of ``mode`` (``both`` runs both).
+    """
+    if config_path is not None:
+        layers = split_layers(read_toml(config_path), f"'{config_path}'")
+    else:
+        layers = {"top": {}, "train": {}, "simulate": {}}
+    cli = dict(cli or {})
+    phase_cli = phase_cli or {}
+    phases = PHASES if mode == "both" else (mode,)
+    given = {ph: {**layers["top"], **layers[ph], **cli, **phase_cli.get(ph, {})} for ph in PHASES}
+    name = given["train"].get("save_name") or given["simulate"].get("save_name") or default_save_name(mode)
+    for ph in PHASES:
+        given[ph].setdefault("save_name", name)
+    if mode == "both":
+        _apply_both_defaults(given)
+    return {ph: build_config(given[ph]) for ph in phases}
+
+
+def _apply_both_defaults(given: dict[str, dict]) -> None:
+    """Spec: in ``both``, simulation uses the checkpoint training just wrote, with the learned policy."""
+    train, sim = given["train"], given["simulate"]
+    if "model_path" not in sim:
+        epochs = train.get("epochs", Config.param["epochs"].default)
+        sim["model_path"] = final_checkpoint(train.get("save_name", sim.get("save_name")), epochs)
+    if "integrator_mode" not in sim:
+        history_len = train.get("history_len", Config.param["history_len"].default)
+        sim["integrator_mode"] = "history" if history_len > 0 else "ml"
+
+
+def config_values(cfg: Config) -> dict[str, Any]:
+    """Every key's value, in schema order."""
+    return {key: getattr(cfg, key) for key in KEYS}
+
+
+def to_toml(configs: Mapping[str, Config]) -> str:
+    """TOML that :func:`load_configs` turns back into the same configs.
+
+    Keys equal in every phase go to the top level; the rest into ``[train]``/``[simulate]``.
+    Keys whose value is None are left out (None is their default and TOML has no null).
+    """
+    values = {ph: {k: v for k, v in config_values(cfg).items() if v is not None} for ph, cfg in configs.items()}
+    phases = list(values)
+    shared = {k: v for k, v in values[phases[0]].items() if all(values[p].get(k, None) == v for p in phases)}
+    doc: dict[str, Any] = dict(shared)
+    for ph in phases:
+        own = {k: v for k, v in values[ph].items() if k not in shared}
+        if own:
+            doc[ph] = own
+    return tomli_w.dumps(doc)
+
+
+def sections_table() -> str:
+    """The README's configuration reference, generated from the schema."""
+    from .schema import flags_for
+
+    lines = []
+    for section in SECTIONS:
+        lines += [f"### {section.title}", "", "| TOML key | CLI flag | Description | Default |", "| --- | --- | --- | --- |"]
+        for key in section_keys(section):
+            p = section.param[key]
+            flags = ", ".join(f"`{f}`" for f in flags_for(key))
+            lines.append(f"| `{key}` | {flags} | {p.doc} | `{_toml_literal(p.default)}` |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _toml_literal(value: Any) -> str:
+    if value is None:
+        return "None"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)

@@ -1,0 +1,13 @@
+"""The engine's error types: each carries one line a user can act on."""
+
+
+class InputError(ValueError):
+    """Bad input (config key, flag, file, checkpoint): the message says what and how to fix it."""
+
+
+class NonFiniteStateError(RuntimeError):
+    """The integration produced NaN or infinity; the message names the step and time."""
+
+
+class RunCancelled(Exception):
+    """Raised inside a run when its cancellation token is set."""

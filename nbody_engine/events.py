@@ -1,0 +1,197 @@
+"""Typed progress events, the sinks that consume them, and the cancellation token.
+
+The engine only ever calls ``reporter.emit(event)``; what happens next (a progress bar, a JSONL
+file, the explorer's queue, Weights & Biases) is the business of the sinks. Events carry plain
+Python numbers and NumPy arrays, never tensors, so any thread may consume them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import threading
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+
+from .errors import RunCancelled
+
+log = logging.getLogger("nbody_engine")
+
+
+@dataclass(frozen=True)
+class RunStarted:
+    phase: str  # "train" or "simulate"
+    save_name: str
+    total: int  # epochs for training, planned steps (0 if unknown) for simulation
+    config: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StepAccepted:
+    epoch: int
+    step: int
+    rel_dE: float
+    rel_dL: float
+    dt: float
+    retrains: int
+
+
+@dataclass(frozen=True)
+class StepRejected:
+    epoch: int
+    step: int
+    rel_dE: float
+    rel_dL: float
+    dt: float
+    loss: float
+    retrain: int
+
+
+@dataclass(frozen=True)
+class EpochFinished:
+    epoch: int
+    metrics: dict
+
+
+@dataclass(frozen=True)
+class CheckpointWritten:
+    epoch: int
+    path: str
+
+
+@dataclass(frozen=True)
+class TrajectoryChunk:
+    """Consecutive recorded steps of one run: time, dt (S, B); position (S, B, N, D);
+    rel_dE, rel_dL (S, B); ``step`` is the index of the first row; ``progress`` in [0, 1]."""
+
+    phase: str
+    step: int
+    time: np.ndarray
+    dt: np.ndarray
+    position: np.ndarray
+    rel_dE: np.ndarray
+    rel_dL: np.ndarray
+    progress: float
+
+
+@dataclass(frozen=True)
+class RunFinished:
+    phase: str
+    summary: dict
+
+
+@dataclass(frozen=True)
+class RunFailed:
+    phase: str
+    error: str
+
+
+@dataclass(frozen=True)
+class RunCancelledEvent:
+    phase: str
+    reason: str = "stopped by request"
+
+
+Event = Any
+Sink = Callable[[Event], None]
+
+
+class CancelToken:
+    """Set from any thread; the running job stops cleanly at its next step."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def cancel(self) -> None:
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+    def raise_if_cancelled(self) -> None:
+        if self._event.is_set():
+            raise RunCancelled
+
+
+class Reporter:
+    """Fans events out to sinks and carries the run's cancellation token."""
+
+    def __init__(self, sinks: Iterable[Sink] = (), cancel: CancelToken | None = None) -> None:
+        self.sinks = list(sinks)
+        self.cancel = cancel or CancelToken()
+
+    def emit(self, event: Event) -> None:
+        for sink in self.sinks:
+            sink(event)
+
+
+class ConsoleSink:
+    """A tqdm progress bar on an interactive terminal; plain log lines otherwise."""
+
+    def __init__(self, stream=None, interactive: bool | None = None) -> None:
+        self.stream = stream or sys.stderr
+        self.interactive = self.stream.isatty() if interactive is None else interactive
+        self._bar = None
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, RunStarted):
+            self._start(event)
+        elif isinstance(event, EpochFinished):
+            self._epoch(event)
+        elif isinstance(event, TrajectoryChunk) and self._bar is not None:
+            self._advance_to(event.progress * self._bar.total if self._bar.total else event.step)
+        elif isinstance(event, (RunFinished, RunFailed, RunCancelledEvent)):
+            self._close()
+            if isinstance(event, RunCancelledEvent):
+                log.warning("%s cancelled: %s", event.phase, event.reason)
+
+    def _start(self, event: RunStarted) -> None:
+        log.info("%s '%s' started", event.phase, event.save_name)
+        if self.interactive:
+            from tqdm.auto import tqdm
+
+            total = event.total if event.phase == "train" else 1000
+            self._bar = tqdm(total=total, desc=event.phase, file=self.stream, dynamic_ncols=True)
+
+    def _epoch(self, event: EpochFinished) -> None:
+        m = event.metrics
+        line = (f"epoch {event.epoch}: loss {m.get('loss', float('nan')):.3g}  max|dE/E| {m.get('rel_dE_max', 0):.2e}"
+                f"  accepted {m.get('accepted_steps', 0)}  retrains {m.get('retrain_iterations', 0)}"
+                f"  {m.get('epoch_time_s', 0):.2f}s")
+        if self._bar is not None:
+            self._bar.set_postfix_str(line.split(": ", 1)[1], refresh=False)
+            self._advance_to(event.epoch + 1)
+        else:
+            log.info(line)
+
+    def _advance_to(self, n: float) -> None:
+        self._bar.update(max(0.0, min(n, self._bar.total) - self._bar.n))
+
+    def _close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+class MetricsFileSink:
+    """Appends one JSON line per finished epoch to ``path`` (the run's metrics.jsonl)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, EpochFinished):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("a") as fh:
+                fh.write(json.dumps({"epoch": event.epoch, **event.metrics}) + "\n")
+
+
+def event_record(event: Event) -> dict:
+    """An event as a plain dict (arrays as lists) with its type name, for logs and queues."""
+    data = {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in asdict(event).items()}
+    return {"event": type(event).__name__, **data}

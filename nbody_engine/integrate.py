@@ -1,0 +1,213 @@
+"""The kick-drift-kick leapfrog and the batched simulation loop.
+
+The leapfrog is plain torch arithmetic, so it is differentiable with respect to the per-system
+step ``dt`` (B,) (training uses that); simulation runs the same step under ``torch.no_grad()``.
+"""
+
+from __future__ import annotations
+
+import math
+import time as wallclock
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .errors import NonFiniteStateError
+from .events import Reporter, TrajectoryChunk
+from .physics import ExternalField, State, acceleration_and_potential, angular_momentum, kinetic_energy, momentum
+
+
+@dataclass(frozen=True)
+class Gravity:
+    """What the bodies feel: softened mutual gravity plus an optional external field."""
+
+    softening: float = 0.0
+    field: ExternalField | None = None
+
+    def __call__(self, state_or_mass, position=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Accelerations (B, N, D) and potential energy (B,)."""
+        if position is None:
+            state_or_mass, position = state_or_mass.mass, state_or_mass.position
+        return acceleration_and_potential(state_or_mass, position, self.softening, self.field)
+
+
+def leapfrog_step(state: State, dt: torch.Tensor, acc: torch.Tensor, gravity: Gravity
+                  ) -> tuple[State, torch.Tensor, torch.Tensor]:
+    """One kick-drift-kick step of size ``dt`` (B,) from ``state`` whose accelerations are ``acc``.
+
+    Returns the new state, its accelerations and its potential energy, so the next step reuses
+    them (one force evaluation per step).
+    """
+    h = dt.view(-1, 1, 1)
+    v_half = state.velocity + 0.5 * h * acc
+    x1 = state.position + h * v_half
+    acc1, pot1 = gravity(state.mass, x1)
+    v1 = v_half + 0.5 * h * acc1
+    return State(state.mass, x1, v1, state.time + dt), acc1, pot1
+
+
+def leapfrog(state: State, dt: torch.Tensor, n_steps: int, gravity: Gravity) -> State:
+    """``n_steps`` leapfrog steps of the same ``dt`` (B,); differentiable in ``dt``."""
+    acc, _ = gravity(state)
+    for _ in range(n_steps):
+        state, acc, _ = leapfrog_step(state, dt, acc, gravity)
+    return state
+
+
+def total_energy(state: State, gravity: Gravity) -> torch.Tensor:
+    """(B,)"""
+    return kinetic_energy(state) + gravity(state)[1]
+
+
+def relative_change(new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
+    """|new - old| / |old| per system; vectors (B, K) are compared by their norm."""
+    if new.dim() > 1:
+        return (new - old).norm(dim=-1) / old.norm(dim=-1)
+    return (new - old).abs() / old.abs()
+
+
+@dataclass(frozen=True)
+class StopRule:
+    """When a simulation ends: after ``max_steps`` steps, or once each system's time reaches
+    ``t_end`` (B,); the last step is shortened to land exactly on ``t_end``."""
+
+    max_steps: int | None = None
+    t_end: torch.Tensor | None = None
+
+
+@dataclass
+class Trajectory:
+    """What a simulation recorded, as NumPy arrays. Rows are steps 0..S (row 0: initial state).
+
+    time, dt (S+1, B) (dt[i]: the step that led to row i); position, velocity (S+1, B, N, D); energy (S+1, B);
+    momentum (S+1, B, D); angular_momentum (S+1, B) in 2D, (S+1, B, 3) in 3D;
+    steps (B,): steps each system took (systems that reached their end stay frozen).
+    """
+
+    time: np.ndarray
+    dt: np.ndarray
+    position: np.ndarray
+    velocity: np.ndarray
+    energy: np.ndarray
+    momentum: np.ndarray
+    angular_momentum: np.ndarray
+    mass: np.ndarray
+    steps: np.ndarray
+    wall_time_s: float
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {k: v for k, v in self.__dict__.items() if isinstance(v, np.ndarray)}
+
+
+class _Recorder:
+    """Collects per-step diagnostics on the device and hands them over in chunks.
+    Row i holds the state after step i and ``dt`` the step that led to it (row 0: dt = 0)."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, list[torch.Tensor]] = {
+            k: [] for k in ("time", "dt", "position", "velocity", "energy", "momentum", "angular_momentum")}
+        self.flushed = 0
+
+    def add(self, state: State, energy: torch.Tensor, dt: torch.Tensor) -> None:
+        r = self.rows
+        r["time"].append(state.time)
+        r["dt"].append(dt)
+        r["position"].append(state.position)
+        r["velocity"].append(state.velocity)
+        r["energy"].append(energy)
+        r["momentum"].append(momentum(state))
+        r["angular_momentum"].append(angular_momentum(state))
+
+    def pending(self) -> dict[str, torch.Tensor]:
+        return {k: torch.stack(v[self.flushed:]) for k, v in self.rows.items()}
+
+    def numpy(self) -> dict[str, np.ndarray]:
+        """All rows, without trailing rows in which every system stood still."""
+        dt = torch.stack(self.rows["dt"])
+        moving = (dt > 0).any(1).nonzero()
+        last = int(moving[-1, 0]) if len(moving) else 0
+        return {k: torch.stack(v[: last + 1]).cpu().numpy() for k, v in self.rows.items()}
+
+
+def simulate(state: State, policy, gravity: Gravity, stop: StopRule, reporter: Reporter | None = None,
+             phase: str = "simulate", chunk: int = 256) -> Trajectory:
+    """Integrate every system with ``policy`` until ``stop``; record every step.
+
+    Systems that reached ``stop.t_end`` take zero-length steps while the others finish.
+    Raises NonFiniteStateError naming the first step and time where a value stopped being finite,
+    and RunCancelled when the reporter's token is set.
+    """
+    reporter = reporter or Reporter()
+    start = wallclock.perf_counter()
+    with torch.no_grad():
+        acc, pot = gravity(state)
+        recorder = _Recorder()
+        recorder.add(state, kinetic_energy(state) + pot, torch.zeros_like(state.time))
+        energy0, L0 = recorder.rows["energy"][0], recorder.rows["angular_momentum"][0]
+        carry = policy.init(state)
+        step, done = 0, False
+        while not done:
+            reporter.cancel.raise_if_cancelled()
+            dt = policy.dt(state, carry)
+            if stop.t_end is not None:
+                dt = torch.minimum(dt, (stop.t_end - state.time).clamp_min(0))
+            state, acc, pot = leapfrog_step(state, dt, acc, gravity)
+            carry = policy.update(carry, state, dt)
+            step += 1
+            recorder.add(state, kinetic_energy(state) + pot, dt)
+            at_limit = stop.max_steps is not None and step >= stop.max_steps
+            if at_limit or step % chunk == 0:
+                done = _flush(recorder, step, energy0, L0, stop, reporter, phase) or at_limit
+    data = recorder.numpy()
+    return Trajectory(mass=state.mass.cpu().numpy(), steps=(data["dt"] > 0).sum(0),
+                      wall_time_s=wallclock.perf_counter() - start, **data)
+
+
+def _flush(recorder: _Recorder, step: int, energy0, L0, stop: StopRule, reporter: Reporter, phase: str) -> bool:
+    """Check the newest rows, report them, and say whether every system has reached its end."""
+    rows = recorder.pending()
+    first = recorder.flushed
+    _check_finite(rows, first)
+    recorder.flushed = len(recorder.rows["time"])
+    time = rows["time"]
+    done = stop.t_end is not None and bool((time[-1] >= stop.t_end).all())
+    if stop.max_steps:
+        progress = step / stop.max_steps
+    elif stop.t_end is not None:
+        progress = float((time[-1] / stop.t_end).clamp(max=1).min())
+    else:
+        progress = 0.0
+    rel_dE = relative_change(rows["energy"], energy0).cpu().numpy()
+    rel_dL = relative_change(rows["angular_momentum"], L0).cpu().numpy()
+    reporter.emit(TrajectoryChunk(phase=phase, step=first, time=time.cpu().numpy(), dt=rows["dt"].cpu().numpy(),
+                                  position=rows["position"].cpu().numpy(), rel_dE=rel_dE, rel_dL=rel_dL,
+                                  progress=progress))
+    return done
+
+
+def _check_finite(rows: dict[str, torch.Tensor], first: int) -> None:
+    finite = torch.isfinite(rows["position"]).flatten(1).all(1) & torch.isfinite(rows["velocity"]).flatten(1).all(1)
+    finite &= torch.isfinite(rows["energy"]).all(-1)
+    if bool(finite.all()):
+        return
+    bad = int((~finite).nonzero()[0, 0])
+    step = first + bad
+    last_good_time = rows["time"][max(bad - 1, 0)]
+    t = float(last_good_time.max()) if step else 0.0
+    raise NonFiniteStateError(
+        f"the state stopped being finite at step {step} (time {t:.6g}): a close encounter or too large a dt;"
+        " lower 'eps' or 'dt', or add 'softening'")
+
+
+def period_of(mass: torch.Tensor, position: torch.Tensor, velocity: torch.Tensor) -> torch.Tensor:
+    """Kepler period of each two-body system (B,); inf for unbound or non-two-body systems."""
+    if mass.shape[1] != 2:
+        return torch.full(mass.shape[:1], math.inf, dtype=position.dtype, device=position.device)
+    M = mass.sum(1)
+    r = (position[:, 1] - position[:, 0]).norm(dim=-1)
+    v2 = ((velocity[:, 1] - velocity[:, 0]) ** 2).sum(-1)
+    specific_energy = 0.5 * v2 - M / r
+    a = -M / (2 * specific_energy)
+    period = 2 * math.pi * (a.clamp_min(0) ** 3 / M).sqrt()
+    return torch.where(specific_energy < 0, period, torch.full_like(period, math.inf))

@@ -1,0 +1,186 @@
+"""Jobs: a resolved Config in, a finished run directory out, progress reported as events.
+
+The headless runner and the explorer both call :func:`run_simulation` (and, for training,
+:func:`nbody_engine.train.run_training`); neither re-implements what happens inside.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+
+import numpy as np
+import torch
+
+from .config import Config, config_values, to_toml
+from .errors import InputError, RunCancelled
+from .events import Reporter, RunCancelledEvent, RunFailed, RunFinished, RunStarted
+from .initial_conditions import kepler_family, load_ic_file, random_system
+from .integrate import Gravity, StopRule, Trajectory, period_of, simulate
+from .physics import ExternalField, State
+from .policies import analytic_or_fixed
+from .runs import RunDirectory, write_json, write_npz, write_text
+
+DEFAULT_STEPS = 1000
+
+
+def resolve_seed(cfg: Config) -> int:
+    """The run's seed; a config without one gets a fresh seed, recorded so the run can be repeated."""
+    if cfg.seed is None:
+        cfg.seed = random.SystemRandom().randrange(2**31)
+    return cfg.seed
+
+
+def torch_setup(cfg: Config) -> tuple[torch.device, torch.dtype]:
+    """Apply the Device/dtype section; return the device and dtype to compute in."""
+    if cfg.device == "auto":
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    elif cfg.device == "cuda" and not torch.cuda.is_available():
+        raise InputError("device = 'cuda' but PyTorch sees no CUDA GPU; use device = 'auto' or 'cpu'")
+    else:
+        device = torch.device(cfg.device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = cfg.tf32
+        torch.backends.cudnn.allow_tf32 = cfg.tf32
+    torch.autograd.set_detect_anomaly(cfg.detect_anomaly)
+    return device, getattr(torch, cfg.dtype)
+
+
+def gravity_of(cfg: Config) -> Gravity:
+    field = None
+    if cfg.external_field_mass is not None:
+        field = ExternalField(cfg.external_field_mass, tuple(float(x) for x in cfg.external_field_position))
+    return Gravity(cfg.softening, field)
+
+
+def simulation_initial_state(cfg: Config, generator: torch.Generator, device, dtype,
+                             train_ic: State | None = None) -> State:
+    """The systems a simulation starts from, by the spec's rules: checkpoint ICs
+    (``use_train_ic``), an IC file (``ic_path``), sampled Kepler orbits (``multi_orbit_sim``,
+    appended to the checkpoint ICs when both are asked for), or one random system."""
+    parts: list[State] = []
+    if cfg.use_train_ic:
+        if train_ic is None:
+            raise InputError("'use_train_ic' needs a 'model_path' checkpoint that stores training ICs")
+        parts.append(train_ic.to(device=device, dtype=dtype))
+    elif cfg.ic_path:
+        parts.append(load_ic_file(cfg.ic_path, cfg.dim, dtype, device))
+    if cfg.multi_orbit_sim:
+        if cfg.num_particles != 2:
+            raise InputError(f"'multi_orbit_sim' samples two-body orbits; set num_particles = 2 (it is {cfg.num_particles})")
+        parts.append(kepler_family(cfg.num_orbits, (cfg.e_min, cfg.e_max), (cfg.a_min, cfg.a_max), mass=cfg.mass,
+                                   dim=cfg.dim, generator=generator, dtype=dtype, device=device))
+    if not parts:
+        parts.append(random_system(cfg.num_particles, cfg.dim, mass=cfg.mass, pos_scale=cfg.pos_scale,
+                                   vel_scale=cfg.vel_scale, generator=generator, dtype=dtype, device=device))
+    return concatenate_states(parts)
+
+
+def concatenate_states(parts: list[State]) -> State:
+    shapes = {p.position.shape[1:] for p in parts}
+    if len(shapes) > 1:
+        raise InputError(f"initial conditions of different shapes cannot share a batch: {sorted(shapes)}")
+    return State(*(torch.cat(ts) for ts in zip(*((p.mass, p.position, p.velocity, p.time) for p in parts))))
+
+
+def stop_rule(cfg: Config, state: State) -> StopRule:
+    """The first limit that is set: ``steps > 0``, ``duration``, ``Nperiod`` periods (two-body
+    bound orbits), else 1000 steps."""
+    if cfg.steps > 0:
+        return StopRule(max_steps=cfg.steps)
+    if cfg.duration is not None:
+        return StopRule(t_end=torch.full_like(state.time, cfg.duration))
+    period = period_of(state.mass, state.position, state.velocity)
+    if cfg.Nperiod > 0 and bool(torch.isfinite(period).all()):
+        return StopRule(t_end=cfg.Nperiod * period)
+    return StopRule(max_steps=DEFAULT_STEPS)
+
+
+def summarize(traj: Trajectory, period: np.ndarray, dim: int) -> dict:
+    """The run's summary: steps; energy, momentum and angular momentum initial, final and
+    residual (final - initial; for vectors the norm of the difference); max |dE/E|; wall time.
+    One system gives scalars, a batch gives one list entry per system."""
+    E, P, L = traj.energy, traj.momentum, traj.angular_momentum
+    rel_dE = np.abs(E - E[0]) / np.abs(E[0])
+    L_mag0 = np.abs(L[0]) if dim == 2 else np.linalg.norm(L[0], axis=-1)
+    dL = np.abs(L - L[0]) if dim == 2 else np.linalg.norm(L - L[0], axis=-1)
+    summary = {
+        "steps": traj.steps,
+        "time_final": traj.time[-1],
+        "energy_initial": E[0], "energy_final": E[-1], "energy_residual": E[-1] - E[0],
+        "rel_energy_error_final": rel_dE[-1],
+        "max_rel_energy_error": rel_dE.max(0),
+        "momentum_initial": P[0], "momentum_final": P[-1],
+        "momentum_residual": np.linalg.norm(P[-1] - P[0], axis=-1),
+        "angular_momentum_initial": L[0], "angular_momentum_final": L[-1],
+        "angular_momentum_residual": dL[-1],
+        "max_rel_angular_momentum_error": (dL / np.where(L_mag0 > 0, L_mag0, np.nan)).max(0),
+        "dt_min": np.where(traj.dt[1:] > 0, traj.dt[1:], np.inf).min(0),
+        "dt_max": traj.dt[1:].max(0),
+    }
+    if np.isfinite(period).all():
+        summary["period"] = period
+        summary["steps_per_period"] = traj.steps / (traj.time[-1] / period)
+    single = traj.energy.shape[1] == 1
+    out = {k: _plain(v[0] if single else v) for k, v in summary.items()}
+    out["num_systems"] = int(traj.energy.shape[1])
+    out["wall_time_s"] = traj.wall_time_s
+    return out
+
+
+def _plain(value):
+    """NumPy values as JSON-ready Python numbers and lists (non-finite numbers as None)."""
+    value = np.asarray(value)
+    if value.ndim == 0:
+        v = value.item()
+        return v if not isinstance(v, float) or math.isfinite(v) else None
+    return [_plain(v) for v in value]
+
+
+def sim_label(cfg: Config) -> str:
+    return cfg.integrator_mode + ("_multi" if cfg.multi_orbit_sim else "")
+
+
+def run_simulation(cfg: Config, reporter: Reporter | None = None, data_dir=None) -> dict:
+    """Simulate ``cfg`` and write its run directory; returns the summary (with ``outputs``)."""
+    reporter = reporter or Reporter()
+    run = RunDirectory(cfg.save_name, data_dir)
+    device, dtype = torch_setup(cfg)
+    generator = torch.Generator().manual_seed(resolve_seed(cfg))
+    policy, train_ic = simulation_policy(cfg, device, dtype)
+    state = simulation_initial_state(cfg, generator, device, dtype, train_ic)
+    stop = stop_rule(cfg, state)
+    period = period_of(state.mass, state.position, state.velocity).cpu().numpy()
+    reporter.emit(RunStarted("simulate", cfg.save_name, stop.max_steps or 0, config_values(cfg)))
+    try:
+        traj = simulate(state, policy, gravity_of(cfg), stop, reporter)
+    except RunCancelled:
+        reporter.emit(RunCancelledEvent("simulate"))
+        raise
+    except Exception as err:
+        reporter.emit(RunFailed("simulate", str(err)))
+        raise
+    summary = summarize(traj, period, cfg.dim)
+    out_dir = run.sim_dir(sim_label(cfg))
+    write_npz(out_dir / "trajectory.npz", {**traj.arrays(), "period": period})
+    write_json(out_dir / "summary.json", summary)
+    write_text(run.config_path, to_toml({"simulate": cfg}))
+    summary["outputs"] = {"summary": str(out_dir / "summary.json"), "trajectory": str(out_dir / "trajectory.npz")}
+    reporter.emit(RunFinished("simulate", summary))
+    return summary
+
+
+def simulation_policy(cfg: Config, device, dtype):
+    """The dt policy ``integrator_mode`` asks for, and the training ICs of its checkpoint (if any)."""
+    if cfg.integrator_mode == "analytic":
+        if cfg.use_train_ic and not cfg.model_path:
+            raise InputError("'use_train_ic' needs 'model_path' (the checkpoint holding the training ICs)")
+        train_ic = None
+        if cfg.model_path and cfg.use_train_ic:
+            from .checkpoints import load_checkpoint
+
+            train_ic = load_checkpoint(cfg.model_path).train_ic
+        return analytic_or_fixed(cfg.dt, cfg.eps, cfg.softening), train_ic
+    from .model import learned_policy_from_checkpoint
+
+    return learned_policy_from_checkpoint(cfg, device, dtype)

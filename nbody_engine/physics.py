@@ -1,0 +1,157 @@
+"""Batched gravitational N-body physics in torch (G = 1).
+
+Shapes are batch-first: ``B`` independent systems of ``N`` bodies in ``D`` dimensions.
+Gravity is Newtonian with Plummer softening ``s``: the pair potential is
+``-m_i m_j / sqrt(r_ij^2 + s^2)``; ``s = 0`` is exact Newtonian gravity.
+
+An optional external point mass ``M`` fixed at ``R = (X, Y, Z)`` adds the potential
+``-M m_i / sqrt(|x_i - R|^2 + s^2)`` to every body: the tidal field of a distant perturber that
+is massive enough not to move. In 2D the bodies live in the plane z = 0, so ``Z`` is the
+perturber's height above that plane: it enters the distance, and only the in-plane force acts.
+With the field on, energy is still conserved, but momentum (and angular momentum, unless R is on
+the axis) is not.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+
+
+@dataclass(frozen=True)
+class State:
+    """One batch of systems.
+
+    mass: (B, N); position, velocity: (B, N, D); time: (B,).
+    """
+
+    mass: torch.Tensor
+    position: torch.Tensor
+    velocity: torch.Tensor
+    time: torch.Tensor
+
+    @property
+    def batch_size(self) -> int:
+        return self.mass.shape[0]
+
+    @property
+    def num_bodies(self) -> int:
+        return self.mass.shape[1]
+
+    @property
+    def dim(self) -> int:
+        return self.position.shape[2]
+
+    def replace(self, **changes) -> "State":
+        return replace(self, **changes)
+
+    def to(self, device=None, dtype=None) -> "State":
+        return State(*(t.to(device=device, dtype=dtype) for t in (self.mass, self.position, self.velocity, self.time)))
+
+    def select(self, index) -> "State":
+        """The systems at ``index`` (an index tensor, slice or boolean mask over B)."""
+        return State(self.mass[index], self.position[index], self.velocity[index], self.time[index])
+
+    def detach(self) -> "State":
+        return State(self.mass.detach(), self.position.detach(), self.velocity.detach(), self.time.detach())
+
+
+@dataclass(frozen=True)
+class ExternalField:
+    """A fixed point mass: ``mass`` (scalar) at ``position`` (x, y, z)."""
+
+    mass: float
+    position: tuple[float, float, float]
+
+    def offset(self, position: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Vector from the perturber to each body in the bodies' D dimensions, (B, N, D), and
+        the squared out-of-space part of the distance (Z^2 in 2D, else 0)."""
+        D = position.shape[-1]
+        R = torch.as_tensor(self.position, dtype=position.dtype, device=position.device)
+        extra = (R[D:] ** 2).sum()
+        return position - R[:D], extra
+
+    def acceleration(self, position: torch.Tensor, softening: float = 0.0) -> torch.Tensor:
+        d, extra = self.offset(position)
+        r2 = (d * d).sum(-1, keepdim=True) + extra + softening**2
+        return -self.mass * d * r2.pow(-1.5)
+
+    def potential(self, mass: torch.Tensor, position: torch.Tensor, softening: float = 0.0) -> torch.Tensor:
+        """Potential energy of the bodies in the field, (B,)."""
+        d, extra = self.offset(position)
+        r = ((d * d).sum(-1) + extra + softening**2).sqrt()
+        return -(self.mass * mass / r).sum(-1)
+
+
+def pair_separations(position: torch.Tensor) -> torch.Tensor:
+    """x_j - x_i for every pair: (B, N, N, D)."""
+    return position.unsqueeze(1) - position.unsqueeze(2)
+
+
+def _inverse_distance(dx: torch.Tensor, softening: float) -> torch.Tensor:
+    """1 / sqrt(r_ij^2 + s^2) with zeros on the diagonal, (B, N, N); gradient-safe at i == j."""
+    N = dx.shape[1]
+    eye = torch.eye(N, dtype=dx.dtype, device=dx.device)
+    r2 = (dx * dx).sum(-1) + softening**2 + eye
+    return r2.rsqrt() * (1 - eye)
+
+
+def acceleration_and_potential(mass: torch.Tensor, position: torch.Tensor, softening: float = 0.0,
+                               field: ExternalField | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Accelerations (B, N, D) and total potential energy (B,) from one pass over the pairs."""
+    dx = pair_separations(position)
+    inv_r = _inverse_distance(dx, softening)
+    m_j = mass.unsqueeze(1)
+    acc = (dx * (m_j * inv_r**3).unsqueeze(-1)).sum(2)
+    potential = -0.5 * (mass.unsqueeze(2) * m_j * inv_r).sum((1, 2))
+    if field is not None:
+        acc = acc + field.acceleration(position, softening)
+        potential = potential + field.potential(mass, position, softening)
+    return acc, potential
+
+
+def accelerations(state: State, softening: float = 0.0, field: ExternalField | None = None) -> torch.Tensor:
+    return acceleration_and_potential(state.mass, state.position, softening, field)[0]
+
+
+def kinetic_energy(state: State) -> torch.Tensor:
+    """(B,)"""
+    return 0.5 * (state.mass * (state.velocity**2).sum(-1)).sum(-1)
+
+
+def potential_energy(state: State, softening: float = 0.0, field: ExternalField | None = None) -> torch.Tensor:
+    """(B,)"""
+    return acceleration_and_potential(state.mass, state.position, softening, field)[1]
+
+
+def total_energy(state: State, softening: float = 0.0, field: ExternalField | None = None) -> torch.Tensor:
+    """(B,)"""
+    return kinetic_energy(state) + potential_energy(state, softening, field)
+
+
+def momentum(state: State) -> torch.Tensor:
+    """Total linear momentum, (B, D)."""
+    return (state.mass.unsqueeze(-1) * state.velocity).sum(1)
+
+
+def angular_momentum(state: State) -> torch.Tensor:
+    """Total angular momentum about the origin: (B,) in 2D (the z component), (B, 3) in 3D."""
+    x, v, m = state.position, state.velocity, state.mass.unsqueeze(-1)
+    if state.dim == 2:
+        return (m[..., 0] * (x[..., 0] * v[..., 1] - x[..., 1] * v[..., 0])).sum(-1)
+    return (m * torch.linalg.cross(x, v, dim=-1)).sum(1)
+
+
+def centre_of_mass_frame(state: State) -> State:
+    """The same systems with centre of mass at rest at the origin."""
+    m = state.mass.unsqueeze(-1)
+    total = m.sum(1, keepdim=True)
+    com = (m * state.position).sum(1, keepdim=True) / total
+    vcom = (m * state.velocity).sum(1, keepdim=True) / total
+    return state.replace(position=state.position - com, velocity=state.velocity - vcom)
+
+
+def magnitude(vector_or_scalar: torch.Tensor, dim: int) -> torch.Tensor:
+    """|L| for angular momentum of either shape: (B,) from (B,) in 2D or (B, 3) in 3D."""
+    return vector_or_scalar.abs() if dim == 2 else vector_or_scalar.norm(dim=-1)

@@ -1,0 +1,128 @@
+"""``nbody-runner train|simulate|both --config run.toml [flags]``: the headless runner.
+
+Every flag comes from the schema (:mod:`nbody_engine.schema`); flags override the TOML file,
+and flags given to ``both`` apply to both phases (except ``--train-ic-path``/``--sim-ic-path``).
+Bad input ends the run with one line on stderr and exit status 2, before anything is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from typing import Any, Sequence
+
+import param
+
+from .config import check_value, load_configs, parse_text
+from .errors import InputError, NonFiniteStateError, RunCancelled
+from .events import ConsoleSink, MetricsFileSink, Reporter
+from .schema import KEYS, SECTIONS, Config, flags_for, section_keys
+
+PROG = "nbody-runner"
+MODES = {
+    "train": "train a learned time-step policy",
+    "simulate": "simulate with the analytic, ml or history policy",
+    "both": "train, then simulate with the checkpoint training wrote",
+}
+PHASE_FLAGS = {"train": "--train-ic-path", "simulate": "--sim-ic-path"}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line and exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{PROG}: error: {message} (see '{self.prog} --help')\n")
+
+
+def _add_key(group, key: str) -> None:
+    p = Config.param[key]
+    kwargs: dict[str, Any] = {"dest": key, "default": argparse.SUPPRESS, "help": p.doc}
+    if isinstance(p, param.Boolean):
+        kwargs["action"] = argparse.BooleanOptionalAction
+    elif isinstance(p, param.List):
+        kwargs["nargs"] = 3 if key == "external_field_position" else "+"
+        kwargs["metavar"] = ("X", "Y", "Z") if key == "external_field_position" else "N"
+    elif isinstance(p, param.Selector):
+        kwargs["choices"] = p.objects
+    else:
+        kwargs["metavar"] = key.upper() if isinstance(p, (param.Number, param.String)) else "N"
+    group.add_argument(*flags_for(key), **kwargs)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=PROG, description="Learned adaptive time steps for N-body integration, headless.")
+    modes = parser.add_subparsers(dest="mode", required=True, parser_class=_Parser, metavar="MODE")
+    for mode, help_text in MODES.items():
+        sub = modes.add_parser(mode, help=help_text, description=help_text)
+        sub.add_argument("--config", metavar="FILE", help="TOML file with top-level keys, [train] and [simulate]")
+        for section in SECTIONS:
+            group = sub.add_argument_group(section.title)
+            for key in section_keys(section):
+                if not (mode == "both" and key == "ic_path"):
+                    _add_key(group, key)
+            if section.__name__ == "InitialConditions" and mode == "both":
+                for phase, flag in PHASE_FLAGS.items():
+                    group.add_argument(flag, dest=f"{phase}_ic_path", default=argparse.SUPPRESS, metavar="PATH",
+                                       help=f"IC file for the {phase} phase")
+    return parser
+
+
+def _cli_values(args: argparse.Namespace) -> tuple[dict, dict]:
+    """Checked values of the flags given: (for every phase, per phase)."""
+    given = vars(args)
+    shared = {key: check_value(key, parse_text(key, given[key]) if isinstance(given[key], (str, list))
+                               and not isinstance(Config.param[key], param.Boolean) else given[key],
+                               f"command line {flags_for(key)[0]}")
+              for key in KEYS if key in given}
+    per_phase = {phase: {"ic_path": check_value("ic_path", given[f"{phase}_ic_path"], f"command line {flag}")}
+                 for phase, flag in PHASE_FLAGS.items() if f"{phase}_ic_path" in given}
+    return shared, per_phase
+
+
+def run(mode: str, configs: dict[str, Config]) -> dict:
+    """Run the phases of ``mode``; returns the simulation summary (or the training result)."""
+    from .jobs import run_simulation
+
+    result: dict = {}
+    if "train" in configs:
+        from .train import run_training
+
+        cfg = configs["train"]
+        result = run_training(cfg, _reporter(cfg, metrics=True))
+    if "simulate" in configs:
+        cfg = configs["simulate"]
+        result = run_simulation(cfg, _reporter(cfg))
+        print(json.dumps({k: v for k, v in result.items() if k != "outputs"}, indent=2))
+    return result
+
+
+def _reporter(cfg: Config, metrics: bool = False) -> Reporter:
+    from .runs import RunDirectory
+
+    sinks = [ConsoleSink()]
+    if metrics:
+        sinks.append(MetricsFileSink(RunDirectory(cfg.save_name).metrics_path))
+    return Reporter(sinks)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        shared, per_phase = _cli_values(args)
+        configs = load_configs(args.mode, args.config, shared, per_phase)
+        debug = any(c.debug for c in configs.values())
+        logging.basicConfig(level=logging.DEBUG if debug else logging.INFO, format="%(message)s", stream=sys.stderr)
+        run(args.mode, configs)
+    except (InputError, NonFiniteStateError) as err:
+        print(f"{PROG}: error: {err}", file=sys.stderr)
+        return 2
+    except (RunCancelled, KeyboardInterrupt):
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,210 @@
+"""The one declaration of every configuration key.
+
+Each section of ``spec/runner_config.md`` is a :class:`param.Parameterized` class whose
+parameters are that section's keys: type, default, bounds and ``doc`` live here and nowhere
+else. :class:`Config` inherits every section, so a resolved configuration is one flat object
+(``cfg.epochs``, ``cfg.E_lower``) while each key still knows its section (``param.owner``).
+
+The CLI flags, TOML loading and export, validation, the explorer's widgets and the README's
+reference table are all derived from these classes (see :mod:`nbody_engine.config`).
+
+Flag spellings follow the spec: ``--`` plus the key with ``_`` turned into ``-``, except where a
+section's ``flags`` mapping lists the spec's own spelling (``--E_lower``, ``-n``, ...).
+"""
+
+from __future__ import annotations
+
+import param
+
+UNBOUNDED = None
+
+
+class Section(param.Parameterized):
+    """Base of the config sections. ``title`` names the section in docs and the explorer;
+    ``flags`` maps a key to its CLI option strings where they differ from the default rule."""
+
+    title = "Section"
+    flags: dict[str, tuple[str, ...]] = {}
+
+
+class Training(Section):
+    title = "Training / optimization"
+    flags = {"epochs": ("--epochs", "-n")}
+
+    optimizer = param.Selector(default="adam", objects=["adam", "adamw", "sgd"], doc="Optimizer type")
+    epochs = param.Integer(1000, bounds=(1, UNBOUNDED), softbounds=(1, 2000), doc="Training epochs")
+    lr = param.Number(1e-4, bounds=(0, UNBOUNDED), inclusive_bounds=(False, True), softbounds=(1e-6, 1e-2),
+                      doc="Learning rate")
+    weight_decay = param.Number(1e-2, bounds=(0, UNBOUNDED), softbounds=(0, 0.1), doc="Weight decay")
+    momentum = param.Number(0.9, bounds=(0, 1), inclusive_bounds=(True, False), doc="SGD momentum")
+    n_steps = param.Integer(10, bounds=(1, UNBOUNDED), softbounds=(1, 100),
+                            doc="Integration steps per loss eval: leapfrog sub-steps taken with one predicted dt")
+    dt_bound = param.Number(1e-8, bounds=(0, UNBOUNDED), inclusive_bounds=(False, True), softbounds=(1e-12, 1e-2),
+                            doc="dt bound (loss heuristics): the smallest dt a learned policy may return")
+    rel_loss_bound = param.Number(1e-5, bounds=(0, UNBOUNDED), softbounds=(0, 1e-2),
+                                  doc="Relative loss bound: replay stops once the minibatch loss is at or below it")
+    energy_threshold = param.Number(2e-4, bounds=(0, UNBOUNDED), inclusive_bounds=(False, True),
+                                    softbounds=(1e-8, 1e-2), doc="Accept/reject energy threshold on |dE/E| of an attempt")
+    steps_per_epoch = param.Integer(1, bounds=(1, UNBOUNDED), softbounds=(1, 100), doc="Accepted steps per epoch")
+    max_retrain_steps = param.Integer(1000, bounds=(0, UNBOUNDED), softbounds=(0, 10000),
+                                      doc="Max retrain iterations per step (0 = unlimited)")
+    replay_steps = param.Integer(1000, bounds=(0, UNBOUNDED), softbounds=(0, 5000), doc="Max replay optimization steps")
+    replay_batch_size = param.Integer(512, bounds=(1, UNBOUNDED), softbounds=(1, 4096), doc="Replay batch size")
+    min_replay_size = param.Integer(2, bounds=(1, UNBOUNDED), softbounds=(1, 1000), doc="Min replay size before training")
+    resume = param.Boolean(False, doc="Continue training from the latest checkpoint of save_name")
+
+
+class LossBounds(Section):
+    title = "Loss bounds"
+    flags = {"E_lower": ("--E_lower",), "E_upper": ("--E_upper",),
+             "L_lower": ("--L_lower",), "L_upper": ("--L_upper",)}
+
+    E_lower = param.Number(1e-6, bounds=(0, UNBOUNDED), inclusive_bounds=(False, True), softbounds=(1e-10, 1e-2),
+                           doc="Lower energy bound of the |dE/E| band")
+    E_upper = param.Number(1e-4, bounds=(0, UNBOUNDED), inclusive_bounds=(False, True), softbounds=(1e-10, 1e-2),
+                           doc="Upper energy bound of the |dE/E| band")
+    L_lower = param.Number(1e-4, bounds=(0, UNBOUNDED), inclusive_bounds=(False, True), softbounds=(1e-10, 1e-1),
+                           doc="Lower angular momentum bound of the |dL/L| band")
+    L_upper = param.Number(1e-2, bounds=(0, UNBOUNDED), inclusive_bounds=(False, True), softbounds=(1e-10, 1e-1),
+                           doc="Upper angular momentum bound of the |dL/L| band")
+
+
+class Features(Section):
+    title = "Feature / history"
+
+    history_len = param.Integer(0, bounds=(0, UNBOUNDED), softbounds=(0, 20),
+                                doc="History length: past states the history model sees (0 = none)")
+    feature_type = param.Selector(default="delta_mag", objects=["basic", "rich", "delta_mag"],
+                                  doc="Feature type (basic, rich, delta_mag)")
+    normalize_inputs = param.Boolean(True, doc="Scale network inputs before the first layer")
+    norm_mode = param.Selector(default="auto", objects=["auto", "manual"],
+                               doc="Input scales: auto (from the training initial conditions) or manual (norm_scale)")
+    norm_scale = param.Number(1.0, bounds=(0, UNBOUNDED), inclusive_bounds=(False, True),
+                              doc="Divisor applied to every input when norm_mode = manual")
+
+
+class Model(Section):
+    title = "Model"
+
+    hidden_dims = param.List([64, 64], item_type=int, doc="Hidden layer widths of the dt network")
+    activation = param.Selector(default="tanh", objects=["tanh", "relu", "gelu", "silu", "elu"],
+                                doc="Activation between hidden layers")
+    dropout = param.Number(0.0, bounds=(0, 1), inclusive_bounds=(True, False), doc="Dropout probability")
+    fourier_scale = param.Number(1.0, bounds=(0, UNBOUNDED), softbounds=(0, 10),
+                                 doc="Std of the Gaussian Fourier feature frequencies")
+    fourier_dim = param.Integer(0, bounds=(0, UNBOUNDED), softbounds=(0, 256),
+                                doc="Number of Gaussian Fourier features (0 = off)")
+
+
+class Simulation(Section):
+    title = "Simulation / integrator"
+
+    integrator_mode = param.Selector(default="analytic", objects=["analytic", "ml", "history"],
+                                     doc="analytic, ml, or history")
+    dt = param.Number(-1.0, softbounds=(-1, 0.1), doc="Fixed dt (analytic); dt <= 0 means adaptive with eps")
+    steps = param.Integer(-1, bounds=(-1, UNBOUNDED), softbounds=(-1, 100000), doc="Steps to simulate (-1 = unset)")
+    duration = param.Number(None, allow_None=True, bounds=(0, UNBOUNDED), inclusive_bounds=(False, True),
+                            doc="Stop when time >= duration (training: wall-clock budget in seconds)")
+    Nperiod = param.Number(10, bounds=(0, UNBOUNDED), softbounds=(0, 100),
+                           doc="Period count: stop after this many orbital periods (two-body bound orbits; 0 = unset)")
+    eps = param.Number(0.1, bounds=(0, UNBOUNDED), inclusive_bounds=(False, True), softbounds=(1e-3, 1),
+                       doc="dt update constant of the adaptive criterion")
+    model_path = param.String(None, allow_None=True, doc="Path to checkpoint")
+    num_particles = param.Integer(2, bounds=(2, UNBOUNDED), softbounds=(2, 64), doc="Particle count")
+    dim = param.Integer(2, bounds=(2, 3), doc="Spatial dimension")
+    mass = param.Number(1.0, bounds=(0, UNBOUNDED), inclusive_bounds=(False, True), softbounds=(0.01, 10),
+                        doc="Particle mass (random ICs)")
+    pos_scale = param.Number(0.1, bounds=(0, UNBOUNDED), inclusive_bounds=(False, True), softbounds=(0.01, 10),
+                             doc="Random IC position scale")
+    vel_scale = param.Number(1.0, bounds=(0, UNBOUNDED), softbounds=(0, 10), doc="Random IC velocity scale")
+    softening = param.Number(0.0, bounds=(0, UNBOUNDED), softbounds=(0, 0.1),
+                             doc="Plummer softening length (0 = exact Newtonian gravity)")
+
+
+class ExternalField(Section):
+    title = "External field (optional)"
+    flags = {"external_field_position": ("--external-field-position",)}
+
+    external_field_mass = param.Number(None, allow_None=True, bounds=(0, UNBOUNDED), doc="External field mass")
+    external_field_position = param.List(None, allow_None=True, item_type=(int, float), bounds=(3, 3),
+                                         doc="External field position (x y z)")
+
+
+class MultiOrbit(Section):
+    title = "Multi-orbit sampling (training and simulation)"
+
+    num_orbits = param.Integer(8, bounds=(1, UNBOUNDED), softbounds=(1, 1024), doc="Orbit batch count")
+    stop_at_period = param.Boolean(False, doc="Stop collection when period is reached")
+    e_min = param.Number(0.6, bounds=(0, 1), inclusive_bounds=(True, False), doc="Min eccentricity")
+    e_max = param.Number(0.95, bounds=(0, 1), inclusive_bounds=(True, False), doc="Max eccentricity")
+    a_min = param.Number(0.8, bounds=(0, UNBOUNDED), inclusive_bounds=(False, True), softbounds=(0.1, 10),
+                         doc="Min semi-major axis")
+    a_max = param.Number(1.2, bounds=(0, UNBOUNDED), inclusive_bounds=(False, True), softbounds=(0.1, 10),
+                         doc="Max semi-major axis")
+
+
+class Device(Section):
+    title = "Device / dtype"
+
+    device = param.Selector(default="auto", objects=["auto", "cpu", "cuda"], doc="auto, cpu, cuda")
+    dtype = param.Selector(default="float64", objects=["float32", "float64"], doc="float32 or float64")
+    tf32 = param.Boolean(False, doc="Enable TF32")
+    compile = param.Boolean(False, doc="Use torch.compile")
+    detect_anomaly = param.Boolean(False, doc="Autograd anomaly detection")
+
+
+class Logging(Section):
+    title = "Logging / misc"
+    flags = {"save_name": ("--save-name", "-s")}
+
+    save_name = param.String(None, allow_None=True, doc="Output name under data/")
+    seed = param.Integer(None, allow_None=True, bounds=(0, UNBOUNDED), doc="RNG seed")
+    debug = param.Boolean(False, doc="Enable debug logs")
+    debug_every = param.Integer(1, bounds=(1, UNBOUNDED), doc="Debug print interval")
+    debug_replay_every = param.Integer(10, bounds=(1, UNBOUNDED), doc="Debug replay interval")
+    retrain_log_every = param.Integer(100, bounds=(1, UNBOUNDED), doc="Debug line every this many retrain iterations")
+    wandb = param.Boolean(False, doc="Log metrics to Weights & Biases (needs the wandb extra)")
+
+
+class Movie(Section):
+    title = "Movie generation (simulate + train)"
+
+    movie = param.Boolean(False, doc="Save MP4 movie (training uses cumulative trajectory, including warmup steps)")
+    movie_dir = param.String(None, allow_None=True, doc="Output directory (defaults to data/movie)")
+    movie_max_frames = param.Integer(1000, softbounds=(0, 5000), doc="Max frames (downsample; <= 0 = all)")
+    movie_fps = param.Integer(30, bounds=(1, UNBOUNDED), softbounds=(1, 120), doc="Frames per second")
+    movie_dpi = param.Integer(120, bounds=(10, UNBOUNDED), softbounds=(50, 300), doc="Render DPI")
+
+
+class InitialConditions(Section):
+    title = "Initial conditions"
+    flags = {"ic_path": ("--ic-path",)}
+
+    ic_path = param.String(None, allow_None=True,
+                           doc="Path to .npy or .txt ICs: one row per body, mass, x.., v..")
+    use_train_ic = param.Boolean(False, doc="Use training ICs stored in the model checkpoint")
+    multi_orbit_sim = param.Boolean(False, doc="Run num_orbits independent 2-body orbits sampled from e/a ranges")
+
+
+SECTIONS: tuple[type[Section], ...] = (
+    Training, LossBounds, Features, Model, Simulation, ExternalField, MultiOrbit, Device, Logging, Movie,
+    InitialConditions,
+)
+
+
+class Config(*SECTIONS):
+    """A fully resolved configuration: every key of every section, flat."""
+
+
+def section_keys(section: type[Section]) -> list[str]:
+    """Keys declared by ``section`` itself, in declaration order."""
+    return [k for k in section.param if k != "name" and section.param[k].owner is section]
+
+
+KEYS: dict[str, type[Section]] = {key: sec for sec in SECTIONS for key in section_keys(sec)}
+
+
+def flags_for(key: str) -> tuple[str, ...]:
+    """The CLI option strings of ``key``."""
+    section = KEYS[key]
+    return section.flags.get(key, ("--" + key.replace("_", "-"),))
