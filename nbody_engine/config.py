@@ -149,12 +149,12 @@ def _checked_layer(values: Mapping, where: str) -> dict:
     return out
 
 
-def build_config(*layers: Mapping[str, Any]) -> Config:
-    """A Config from the defaults updated by each already-checked layer in turn."""
-    merged: dict[str, Any] = {}
-    for layer in layers:
-        merged.update(layer)
-    cfg = Config(**merged)
+def build_config(values: Mapping[str, Any], given_keys=None) -> Config:
+    """A Config from the defaults updated by already-checked ``values``.
+
+    ``cfg.given_keys`` records which keys the user set (default: all of ``values``)."""
+    cfg = Config(**values)
+    cfg.given_keys = frozenset(values if given_keys is None else given_keys)
     check_consistency(cfg)
     return cfg
 
@@ -208,12 +208,13 @@ def load_configs(mode: str, config_path: str | Path | None = None, cli: Mapping[
     phase_cli = phase_cli or {}
     phases = PHASES if mode == "both" else (mode,)
     given = {ph: {**layers["top"], **layers[ph], **cli, **phase_cli.get(ph, {})} for ph in PHASES}
+    explicit = {ph: frozenset(given[ph]) for ph in PHASES}
     name = given["train"].get("save_name") or given["simulate"].get("save_name") or default_save_name(mode)
     for ph in PHASES:
         given[ph].setdefault("save_name", name)
     if mode == "both":
         _apply_both_defaults(given)
-    return {ph: build_config(given[ph]) for ph in phases}
+    return {ph: build_config(given[ph], explicit[ph]) for ph in phases}
 
 
 def _apply_both_defaults(given: dict[str, dict]) -> None:
@@ -259,7 +260,8 @@ def sections_table() -> str:
         for key in section_keys(section):
             p = section.param[key]
             flags = ", ".join(f"`{f}`" for f in flags_for(key))
-            lines.append(f"| `{key}` | {flags} | {p.doc} | `{_toml_literal(p.default)}` |")
+            doc = p.doc.replace("|", "\\|")
+            lines.append(f"| `{key}` | {flags} | {doc} | `{_toml_literal(p.default)}` |")
         lines.append("")
     return "\n".join(lines)
 

@@ -7,6 +7,7 @@ The headless runner and the explorer both call :func:`run_simulation` (and, for 
 from __future__ import annotations
 
 import math
+import os
 import random
 
 import numpy as np
@@ -32,7 +33,12 @@ def resolve_seed(cfg: Config) -> int:
 
 
 def torch_setup(cfg: Config) -> tuple[torch.device, torch.dtype]:
-    """Apply the Device/dtype section; return the device and dtype to compute in."""
+    """Apply the Device/dtype section; return the device and dtype to compute in.
+
+    On the CPU, torch runs single-threaded unless OMP_NUM_THREADS says otherwise: these
+    tensors are small, and a second thread costs more in synchronisation than it gains."""
+    if "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(1)
     if cfg.device == "auto":
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     elif cfg.device == "cuda" and not torch.cuda.is_available():

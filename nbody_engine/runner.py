@@ -18,6 +18,7 @@ import param
 from .config import check_value, load_configs, parse_text
 from .errors import InputError, NonFiniteStateError, RunCancelled
 from .events import ConsoleSink, MetricsFileSink, Reporter
+from .train import TrainingStalled
 from .schema import KEYS, SECTIONS, Config, flags_for, section_keys
 
 PROG = "nbody-runner"
@@ -90,21 +91,20 @@ def run(mode: str, configs: dict[str, Config]) -> dict:
         from .train import run_training
 
         cfg = configs["train"]
-        result = run_training(cfg, _reporter(cfg, metrics=True))
+        result = run_training(cfg, _reporter(cfg))
     if "simulate" in configs:
         cfg = configs["simulate"]
+        if "train" in configs and "model_path" not in cfg.given_keys and result.get("checkpoint"):
+            cfg.model_path = result["checkpoint"]
         result = run_simulation(cfg, _reporter(cfg))
         print(json.dumps({k: v for k, v in result.items() if k != "outputs"}, indent=2))
     return result
 
 
-def _reporter(cfg: Config, metrics: bool = False) -> Reporter:
+def _reporter(cfg: Config) -> Reporter:
     from .runs import RunDirectory
 
-    sinks = [ConsoleSink()]
-    if metrics:
-        sinks.append(MetricsFileSink(RunDirectory(cfg.save_name).metrics_path))
-    return Reporter(sinks)
+    return Reporter([ConsoleSink(), MetricsFileSink(RunDirectory(cfg.save_name).metrics_path)])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -118,6 +118,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (InputError, NonFiniteStateError) as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         return 2
+    except TrainingStalled as err:
+        print(f"{PROG}: error: {err}", file=sys.stderr)
+        return 1
     except (RunCancelled, KeyboardInterrupt):
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130

@@ -42,7 +42,7 @@ class Training(Section):
     dt_bound = param.Number(1e-8, bounds=(0, UNBOUNDED), inclusive_bounds=(False, True), softbounds=(1e-12, 1e-2),
                             doc="dt bound (loss heuristics): the smallest dt a learned policy may return")
     rel_loss_bound = param.Number(1e-5, bounds=(0, UNBOUNDED), softbounds=(0, 1e-2),
-                                  doc="Relative loss bound: replay stops once the minibatch loss is at or below it")
+                                  doc="Relative loss bound: replay stops once every sampled state's loss is at or below it")
     energy_threshold = param.Number(2e-4, bounds=(0, UNBOUNDED), inclusive_bounds=(False, True),
                                     softbounds=(1e-8, 1e-2), doc="Accept/reject energy threshold on |dE/E| of an attempt")
     steps_per_epoch = param.Integer(1, bounds=(1, UNBOUNDED), softbounds=(1, 100), doc="Accepted steps per epoch")
@@ -183,17 +183,26 @@ class InitialConditions(Section):
     ic_path = param.String(None, allow_None=True,
                            doc="Path to .npy or .txt ICs: one row per body, mass, x.., v..")
     use_train_ic = param.Boolean(False, doc="Use training ICs stored in the model checkpoint")
+
+
+class SimulationExtras(Section):
+    title = "Simulation extras"
+
     multi_orbit_sim = param.Boolean(False, doc="Run num_orbits independent 2-body orbits sampled from e/a ranges")
 
 
 SECTIONS: tuple[type[Section], ...] = (
     Training, LossBounds, Features, Model, Simulation, ExternalField, MultiOrbit, Device, Logging, Movie,
-    InitialConditions,
+    InitialConditions, SimulationExtras,
 )
 
 
 class Config(*SECTIONS):
-    """A fully resolved configuration: every key of every section, flat."""
+    """A fully resolved configuration: every key of every section, flat.
+
+    ``given_keys`` names the keys that were set (TOML or flags) rather than left at default."""
+
+    given_keys: frozenset = frozenset()
 
 
 def section_keys(section: type[Section]) -> list[str]:

@@ -1,0 +1,130 @@
+"""Inputs of the dt network: permutation-invariant system features and the per-orbit history.
+
+All features are dimensionless or logarithms, so one network serves systems of any scale,
+any number of bodies and 2D or 3D alike.
+
+- ``basic``: body count, total mass, pair distances (mean, min), speeds (rms, max),
+  accelerations (rms, max) and the shortest free-fall and collision times, as logarithms.
+- ``rich``: ``basic`` plus the widest pair, the spread of pair distances, the virial ratio
+  ``T/|W|``, ``log|E|`` and ``log|L|``.
+- ``delta_mag``: ``basic`` now, plus for each of the last ``history_len`` steps the statistics
+  of how much the system changed: mean and max of ``|dx|`` (in units of the closest pair
+  distance), ``|dv|`` (in units of the rms speed), ``|da|`` (in units of the rms acceleration),
+  and ``dt`` over the shortest dynamical time.
+
+With ``history_len = H > 0`` every feature type keeps H rows per orbit (``delta_mag``: the
+change statistics above; ``basic``/``rich``: the features of the H previous states), zero-padded
+until H steps have been taken.
+"""
+
+from __future__ import annotations
+
+import math
+import torch
+
+from .physics import State, pair_separations
+
+DELTA_WIDTH = 7
+_TINY = 1e-30
+
+
+def _log(x: torch.Tensor) -> torch.Tensor:
+    return torch.log(x.abs() + _TINY)
+
+
+def _pair_stats(state: State, softening: float):
+    dx = pair_separations(state.position)
+    dv = pair_separations(state.velocity)
+    N = state.num_bodies
+    upper = torch.triu_indices(N, N, 1, device=dx.device)
+    r = ((dx * dx).sum(-1) + softening**2).sqrt()[:, upper[0], upper[1]]
+    v = (dv * dv).sum(-1).sqrt()[:, upper[0], upper[1]]
+    m_pair = (state.mass.unsqueeze(1) + state.mass.unsqueeze(2))[:, upper[0], upper[1]]
+    free_fall = (r**3 / m_pair).sqrt()
+    collision = r / v.clamp_min(_TINY)
+    return r, free_fall, collision
+
+
+def _body_stats(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """rms and max over bodies of |values| (B, N, D)."""
+    mag = values.norm(dim=-1)
+    return (mag**2).mean(-1).sqrt(), mag.max(-1).values
+
+
+def basic_features(state: State, acc: torch.Tensor, softening: float = 0.0) -> torch.Tensor:
+    """(B, 11)"""
+    r, free_fall, collision = _pair_stats(state, softening)
+    v_rms, v_max = _body_stats(state.velocity)
+    a_rms, a_max = _body_stats(acc)
+    n = torch.full_like(state.time, math.log(state.num_bodies))
+    cols = [n, _log(state.mass.sum(-1)), _log(r.mean(-1)), _log(r.min(-1).values), _log(v_rms), _log(v_max),
+            _log(a_rms), _log(a_max), _log(free_fall.min(-1).values), _log(collision.min(-1).values),
+            _log(torch.minimum(free_fall, collision).min(-1).values)]
+    return torch.stack(cols, -1)
+
+
+def rich_features(state: State, acc: torch.Tensor, potential: torch.Tensor, softening: float = 0.0) -> torch.Tensor:
+    """(B, 16)"""
+    from .physics import angular_momentum, kinetic_energy, magnitude
+
+    r, _, _ = _pair_stats(state, softening)
+    kinetic = kinetic_energy(state)
+    log_r = _log(r)
+    spread = log_r.std(-1, unbiased=False) if r.shape[-1] > 1 else torch.zeros_like(state.time)
+    extra = [_log(r.max(-1).values), spread, kinetic / potential.abs().clamp_min(_TINY),
+             _log(kinetic + potential), _log(magnitude(angular_momentum(state), state.dim))]
+    return torch.cat([basic_features(state, acc, softening), torch.stack(extra, -1)], -1)
+
+
+STATE_WIDTH = {"basic": 11, "delta_mag": 11, "rich": 16}
+
+
+def state_features(feature_type: str, state: State, acc: torch.Tensor, potential: torch.Tensor,
+                   softening: float = 0.0) -> torch.Tensor:
+    if feature_type == "rich":
+        return rich_features(state, acc, potential, softening)
+    return basic_features(state, acc, softening)
+
+
+def change_features(before: State, acc_before: torch.Tensor, after: State, acc_after: torch.Tensor,
+                    dt: torch.Tensor, softening: float = 0.0) -> torch.Tensor:
+    """How much one step changed the system, dimensionless: (B, 7)."""
+    r, free_fall, collision = _pair_stats(before, softening)
+    r_min = r.min(-1).values.clamp_min(_TINY)
+    v_rms, _ = _body_stats(before.velocity)
+    a_rms, _ = _body_stats(acc_before)
+    tau = torch.minimum(free_fall, collision).min(-1).values.clamp_min(_TINY)
+    cols = []
+    for delta, scale in ((after.position - before.position, r_min), (after.velocity - before.velocity, v_rms),
+                         (acc_after - acc_before, a_rms)):
+        mag = delta.norm(dim=-1) / scale.clamp_min(_TINY).unsqueeze(-1)
+        cols += [mag.mean(-1), mag.max(-1).values]
+    cols.append(dt / tau)
+    return torch.stack(cols, -1)
+
+
+def row_width(feature_type: str) -> int:
+    """Width of one history row."""
+    return DELTA_WIDTH if feature_type == "delta_mag" else STATE_WIDTH[feature_type]
+
+
+def input_width(feature_type: str, history_len: int) -> int:
+    return STATE_WIDTH[feature_type] + history_len * row_width(feature_type)
+
+
+def history_row(feature_type: str, before: State, acc_before: torch.Tensor, potential_before: torch.Tensor,
+                after: State, acc_after: torch.Tensor, dt: torch.Tensor, softening: float = 0.0) -> torch.Tensor:
+    """The history row one leapfrog step of size ``dt`` (from ``before`` to ``after``) adds: (B, K)."""
+    if feature_type == "delta_mag":
+        return change_features(before, acc_before, after, acc_after, dt, softening)
+    return state_features(feature_type, before, acc_before, potential_before, softening)
+
+
+def empty_rows(batch: int, history_len: int, feature_type: str, like: torch.Tensor) -> torch.Tensor:
+    """History of an orbit that has not moved yet: zeros, (B, H, K)."""
+    return like.new_zeros(batch, history_len, row_width(feature_type))
+
+
+def push_row(rows: torch.Tensor, row: torch.Tensor) -> torch.Tensor:
+    """Add the newest row (B, K) in front of ``rows`` (B, H, K), dropping the oldest."""
+    return torch.cat([row.unsqueeze(1), rows[:, :-1]], 1)

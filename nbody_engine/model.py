@@ -1,0 +1,165 @@
+"""The dt network and the learned policy built on it.
+
+Parametrization (physics-informed): the network does not predict dt itself but a bounded
+multiplicative correction to the analytic step,
+
+    dt = max(dt_bound, eps * tau(state) * C ** tanh(f(features))),    C = 10,
+
+where ``tau`` is the pairwise free-fall/collision time of :func:`policies.pairwise_timescale`.
+The last layer starts at zero, so an untrained network *is* the analytic policy with ``eps``;
+training can only move each step within a factor of ten of it, which keeps every policy the
+network can express a sane integrator, and ``dt_bound`` is a hard floor.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .errors import InputError
+from .features import empty_rows, history_row, input_width, push_row, state_features
+from .integrate import Gravity
+from .physics import State
+from .policies import pairwise_timescale
+
+CORRECTION_RANGE = 10.0
+ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "elu": nn.ELU}
+
+
+class DtNetwork(nn.Module):
+    """MLP from features (B, F) and analytic time scale tau (B,) to dt (B,)."""
+
+    def __init__(self, in_features: int, hidden_dims: list[int], activation: str = "tanh", dropout: float = 0.0,
+                 fourier_dim: int = 0, fourier_scale: float = 1.0, eps: float = 0.1, dt_bound: float = 1e-8) -> None:
+        super().__init__()
+        self.eps, self.dt_bound = eps, dt_bound
+        self.register_buffer("input_shift", torch.zeros(in_features))
+        self.register_buffer("input_scale", torch.ones(in_features))
+        self.register_buffer("fourier_matrix", torch.randn(fourier_dim, in_features) * fourier_scale)
+        width = in_features + 2 * fourier_dim
+        layers: list[nn.Module] = []
+        for hidden in hidden_dims:
+            layers += [nn.Linear(width, hidden), ACTIVATIONS[activation]()]
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+            width = hidden
+        last = nn.Linear(width, 1)
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
+        self.mlp = nn.Sequential(*layers, last)
+
+    def set_normalization(self, shift: torch.Tensor, scale: torch.Tensor) -> None:
+        self.input_shift.copy_(shift)
+        self.input_scale.copy_(scale)
+
+    def forward(self, features: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
+        z = (features - self.input_shift) / self.input_scale  # (B, F)
+        if self.fourier_matrix.shape[0]:
+            proj = 2 * math.pi * z @ self.fourier_matrix.T  # (B, fourier_dim)
+            z = torch.cat([z, proj.sin(), proj.cos()], -1)
+        correction = CORRECTION_RANGE ** torch.tanh(self.mlp(z).squeeze(-1))  # (B,)
+        return (self.eps * tau * correction).clamp_min(self.dt_bound)
+
+
+def build_network(values: dict) -> DtNetwork:
+    """A DtNetwork from config values (a Config's or a checkpoint's ``config`` dict)."""
+    return DtNetwork(input_width(values["feature_type"], values["history_len"]), list(values["hidden_dims"]),
+                     values["activation"], values["dropout"], values["fourier_dim"], values["fourier_scale"],
+                     values["eps"], values["dt_bound"])
+
+
+@dataclass(frozen=True)
+class LearnedCarry:
+    """What a history policy keeps per orbit: rows (B, H, K) and the last state with its
+    accelerations and potential, from which the next row is made."""
+
+    rows: torch.Tensor
+    state: State
+    acc: torch.Tensor
+    potential: torch.Tensor
+
+
+class LearnedDt:
+    """The dt policy of a trained network; with ``history_len > 0`` it keeps a history per orbit."""
+
+    def __init__(self, network: DtNetwork, feature_type: str, history_len: int, gravity: Gravity) -> None:
+        self.network = network
+        self.feature_type = feature_type
+        self.history_len = history_len
+        self.gravity = gravity
+
+    def inputs(self, state: State, rows: torch.Tensor | None, acc=None, potential=None) -> torch.Tensor:
+        """Network inputs (B, F): the state's features, then the history rows flattened."""
+        if acc is None:
+            acc, potential = self.gravity(state)
+        feats = state_features(self.feature_type, state, acc, potential, self.gravity.softening)
+        if self.history_len:
+            feats = torch.cat([feats, rows.flatten(1)], -1)
+        return feats
+
+    def dt_from(self, state: State, rows: torch.Tensor | None, acc=None, potential=None) -> torch.Tensor:
+        """dt (B,) for ``state`` with history ``rows``; pass its accelerations if already known."""
+        tau = pairwise_timescale(state, self.gravity.softening)
+        return self.network(self.inputs(state, rows, acc, potential), tau)
+
+    def init(self, state: State) -> LearnedCarry | None:
+        if not self.history_len:
+            return None
+        acc, pot = self.gravity(state)
+        rows = empty_rows(state.batch_size, self.history_len, self.feature_type, state.position)
+        return LearnedCarry(rows, state, acc, pot)
+
+    def dt(self, state: State, carry: LearnedCarry | None = None) -> torch.Tensor:
+        if carry is None:
+            return self.dt_from(state, None)
+        return self.dt_from(state, carry.rows, carry.acc, carry.potential)
+
+    def update(self, carry: LearnedCarry | None, state: State, dt: torch.Tensor) -> LearnedCarry | None:
+        if carry is None:
+            return None
+        acc, pot = self.gravity(state)
+        row = history_row(self.feature_type, carry.state, carry.acc, carry.potential, state, acc, dt,
+                          self.gravity.softening)
+        return LearnedCarry(push_row(carry.rows, row), state, acc, pot)
+
+
+def learned_policy_from_checkpoint(cfg, device, dtype):
+    """The ``ml``/``history`` policy stored at ``cfg.model_path`` and its training ICs.
+
+    Architecture and feature settings come from the checkpoint; a key the user set explicitly
+    to a different value is an error rather than silently ignored.
+    """
+    from .checkpoints import load_checkpoint
+    from .jobs import gravity_of
+
+    if not cfg.model_path:
+        raise InputError(f"integrator_mode '{cfg.integrator_mode}' needs 'model_path' (a checkpoint from training)")
+    ckpt = load_checkpoint(cfg.model_path)
+    trained = ckpt.config
+    _check_compatible(cfg, trained)
+    network = build_network(trained)
+    network.load_state_dict(ckpt.model_state)
+    network.to(device=device, dtype=dtype).eval()
+    policy = LearnedDt(network, trained["feature_type"], trained["history_len"], gravity_of(cfg))
+    return policy, ckpt.train_ic
+
+
+ARCHITECTURE_KEYS = ("feature_type", "history_len", "hidden_dims", "activation", "dropout", "fourier_dim",
+                     "fourier_scale", "normalize_inputs", "norm_mode")
+
+
+def _check_compatible(cfg, trained: dict) -> None:
+    path = cfg.model_path
+    if cfg.integrator_mode == "history" and trained["history_len"] == 0:
+        raise InputError(f"checkpoint '{path}' was trained without history (history_len = 0); "
+                         "use integrator_mode = 'ml'")
+    if cfg.integrator_mode == "ml" and trained["history_len"] > 0:
+        raise InputError(f"checkpoint '{path}' was trained with history_len = {trained['history_len']}; "
+                         "use integrator_mode = 'history'")
+    for key in ARCHITECTURE_KEYS:
+        if key in cfg.given_keys and getattr(cfg, key) != trained[key]:
+            raise InputError(f"'{key}' = {getattr(cfg, key)!r} does not match checkpoint '{path}', which was "
+                             f"trained with {trained[key]!r}; drop the key (it is read from the checkpoint) or match it")
