@@ -63,6 +63,9 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> Checkpoint:
         data = torch.load(path, map_location=map_location, weights_only=True)
     except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, OSError, ValueError) as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        if isinstance(err, pickle.UnpicklingError):
+            # torch's text advises weights_only=False, i.e. running the file's code: never for a checkpoint
+            reason = "not a weights-only PyTorch file"
         raise InputError(f"checkpoint '{path}' cannot be read ({reason}); it is corrupt or not a checkpoint") from None
     if not isinstance(data, dict) or any(k not in data for k in REQUIRED):
         raise InputError(f"checkpoint '{path}' is not an nbody explorer checkpoint (missing keys)")

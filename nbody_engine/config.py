@@ -193,12 +193,15 @@ def final_checkpoint(save_name: str, epochs: int, data_dir: str | Path = "data")
 
 
 def load_configs(mode: str, config_path: str | Path | None = None, cli: Mapping[str, Any] | None = None,
-                 phase_cli: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Config]:
+                 phase_cli: Mapping[str, Mapping[str, Any]] | None = None, both_defaults: bool = True
+                 ) -> dict[str, Config]:
     """Resolve the configuration of each phase that ``mode`` runs.
 
     ``cli`` holds flag values for every phase (already checked), ``phase_cli`` values for one
     phase only (``--train-ic-path``). Returns ``{"train": Config, "simulate": Config}`` restricted
-    to the phases of ``mode`` (``both`` runs both).
+    to the phases of ``mode`` (``both`` runs both). ``both_defaults=False`` leaves out the
+    spec's ``both`` rules for the simulation's model_path and integrator_mode (for editors
+    that load a file without running it).
     """
     if config_path is not None:
         layers = split_layers(read_toml(config_path), f"'{config_path}'")
@@ -212,7 +215,7 @@ def load_configs(mode: str, config_path: str | Path | None = None, cli: Mapping[
     name = given["train"].get("save_name") or given["simulate"].get("save_name") or default_save_name(mode)
     for ph in PHASES:
         given[ph].setdefault("save_name", name)
-    if mode == "both":
+    if mode == "both" and both_defaults:
         _apply_both_defaults(given)
     return {ph: build_config(given[ph], explicit[ph]) for ph in phases}
 
@@ -233,13 +236,20 @@ def config_values(cfg: Config) -> dict[str, Any]:
     return {key: getattr(cfg, key) for key in KEYS}
 
 
-def to_toml(configs: Mapping[str, Config]) -> str:
+def to_toml(configs: Mapping[str, Config], skip_defaults: bool = False) -> str:
     """TOML that :func:`load_configs` turns back into the same configs.
 
     Keys equal in every phase go to the top level; the rest into ``[train]``/``[simulate]``.
-    Keys whose value is None are left out (None is their default and TOML has no null).
+    Keys whose value is None are left out (None is their default and TOML has no null), and
+    with ``skip_defaults`` so is every key at its default in every phase.
     """
-    values = {ph: {k: v for k, v in config_values(cfg).items() if v is not None} for ph, cfg in configs.items()}
+    def keep(key, value):
+        return value is not None and not (skip_defaults and value == Config.param[key].default)
+
+    values = {ph: {k: v for k, v in config_values(cfg).items() if keep(k, v) or
+                   any(keep(k, getattr(other, k)) for other in configs.values())}
+              for ph, cfg in configs.items()}
+    values = {ph: {k: v for k, v in vals.items() if v is not None} for ph, vals in values.items()}
     phases = list(values)
     shared = {k: v for k, v in values[phases[0]].items() if all(values[p].get(k, None) == v for p in phases)}
     doc: dict[str, Any] = dict(shared)

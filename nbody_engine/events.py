@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sys
 import threading
 from dataclasses import asdict, dataclass, field
@@ -17,7 +18,7 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
-from .errors import RunCancelled
+from .errors import InputError, RunCancelled
 
 log = logging.getLogger("nbody_engine")
 
@@ -178,6 +179,12 @@ class ConsoleSink:
             self._bar = None
 
 
+def json_line(record: dict) -> str:
+    """``record`` as one line of strict JSON (non-finite numbers, which JSON lacks, as null)."""
+    plain = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in record.items()}
+    return json.dumps(plain, allow_nan=False) + "\n"
+
+
 class MetricsFileSink:
     """Appends one JSON line per finished epoch to ``path`` (the run's metrics.jsonl)."""
 
@@ -188,7 +195,49 @@ class MetricsFileSink:
         if isinstance(event, EpochFinished):
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with self.path.open("a") as fh:
-                fh.write(json.dumps({"epoch": event.epoch, **event.metrics}) + "\n")
+                fh.write(json_line({"epoch": event.epoch, **event.metrics}))
+
+
+WANDB_MISSING = ("wandb = true but the wandb package is not installed; pip install 'nbody-explorer[wandb]' "
+                 "or set wandb = false")
+
+
+class WandbSink:
+    """Logs the phases whose config has ``wandb = true`` to Weights & Biases: one wandb run per
+    phase with the resolved config, every epoch's metrics (``wandb.log``) and, for a
+    simulation, the scalar values of its summary. Needs the ``wandb`` extra: without it,
+    creating the sink raises InputError, so a run fails before it writes anything."""
+
+    def __init__(self, project: str = "nbody-explorer") -> None:
+        try:
+            import wandb
+        except ImportError:
+            raise InputError(WANDB_MISSING) from None
+        self.wandb, self.project, self.active = wandb, project, False
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, RunStarted):
+            self._finish()
+            if event.config.get("wandb"):
+                self.wandb.init(project=self.project, name=f"{event.save_name}-{event.phase}", job_type=event.phase,
+                                config=event.config)
+                self.active = True
+        elif not self.active:
+            return
+        elif isinstance(event, EpochFinished):
+            self.wandb.log({"epoch": event.epoch, **event.metrics}, step=event.epoch)
+        elif isinstance(event, RunFinished):
+            if event.phase == "simulate":
+                self.wandb.log({k: v for k, v in event.summary.items()
+                                if isinstance(v, (int, float)) and not isinstance(v, bool)})
+            self._finish()
+        elif isinstance(event, (RunFailed, RunCancelledEvent)):
+            self._finish(exit_code=1)
+
+    def _finish(self, exit_code: int = 0) -> None:
+        if self.active:
+            self.wandb.finish(exit_code=exit_code)
+            self.active = False
 
 
 def event_record(event: Event) -> dict:

@@ -60,9 +60,12 @@ def total_energy(state: State, gravity: Gravity) -> torch.Tensor:
     return kinetic_energy(state) + gravity(state)[1]
 
 
-def relative_change(new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
-    """|new - old| / |old| per system; vectors (B, K) are compared by their norm."""
-    if new.dim() > 1:
+def relative_change(new: torch.Tensor, old: torch.Tensor, vector: bool | None = None) -> torch.Tensor:
+    """|new - old| / |old| per system. Scalars (..., B) are compared elementwise, vectors
+    (..., B, K) by their norm; ``vector`` says which (default: vectors when ``new`` is 2-D)."""
+    if vector is None:
+        vector = new.dim() > 1
+    if vector:
         return (new - old).norm(dim=-1) / old.norm(dim=-1)
     return (new - old).abs() / old.abs()
 
@@ -178,8 +181,8 @@ def _flush(recorder: _Recorder, step: int, energy0, L0, stop: StopRule, reporter
         progress = float((time[-1] / stop.t_end).clamp(max=1).min())
     else:
         progress = 0.0
-    rel_dE = relative_change(rows["energy"], energy0).cpu().numpy()
-    rel_dL = relative_change(rows["angular_momentum"], L0).cpu().numpy()
+    rel_dE = relative_change(rows["energy"], energy0, vector=False).cpu().numpy()
+    rel_dL = relative_change(rows["angular_momentum"], L0, vector=L0.dim() > 1).cpu().numpy()
     reporter.emit(TrajectoryChunk(phase=phase, step=first, time=time.cpu().numpy(), dt=rows["dt"].cpu().numpy(),
                                   position=rows["position"].cpu().numpy(), rel_dE=rel_dE, rel_dL=rel_dL,
                                   progress=progress))

@@ -170,7 +170,6 @@ def run_simulation(cfg: Config, reporter: Reporter | None = None, data_dir=None)
     out_dir = run.sim_dir(sim_label(cfg))
     write_npz(out_dir / "trajectory.npz", {**traj.arrays(), "period": period})
     write_json(out_dir / "summary.json", summary)
-    write_text(run.config_path, to_toml({"simulate": cfg}))
     summary["outputs"] = {"summary": str(out_dir / "summary.json"), "trajectory": str(out_dir / "trajectory.npz")}
     reporter.emit(RunFinished("simulate", summary))
     return summary
@@ -190,3 +189,42 @@ def simulation_policy(cfg: Config, device, dtype):
     from .model import learned_policy_from_checkpoint
 
     return learned_policy_from_checkpoint(cfg, device, dtype)
+
+
+def run_phases(configs: dict[str, Config], reporter: Reporter | None = None, data_dir=None) -> dict[str, dict]:
+    """Train and/or simulate, in that order, as ``configs`` (from :func:`load_configs`) says,
+    recording every phase's resolved config in the run directory's ``config.toml``.
+
+    Phases without a seed share one fresh seed. After training, a simulation whose
+    ``model_path`` was not set explicitly uses the checkpoint training actually wrote last (the
+    final one, or an earlier one if ``duration`` cut it short).
+    """
+    seed = next((c.seed for c in configs.values() if c.seed is not None), None)
+    for cfg in configs.values():
+        cfg.seed = cfg.seed if cfg.seed is not None else seed
+        seed = resolve_seed(cfg)
+    first = next(iter(configs.values()))
+    config_path = RunDirectory(first.save_name, data_dir).config_path
+    write_text(config_path, to_toml(configs))
+    results: dict[str, dict] = {}
+    if "train" in configs:
+        from .train import run_training
+
+        results["train"] = run_training(configs["train"], reporter, data_dir)
+    if "simulate" in configs:
+        cfg = configs["simulate"]
+        checkpoint = results.get("train", {}).get("checkpoint")
+        if checkpoint and "model_path" not in cfg.given_keys:
+            cfg.model_path = checkpoint
+            write_text(config_path, to_toml(configs))
+        results["simulate"] = run_simulation(cfg, reporter, data_dir)
+    return results
+
+
+def compare_with_analytic(cfg: Config, reporter: Reporter | None = None, data_dir=None) -> dict:
+    """Simulate what ``cfg`` simulated (same seed, initial conditions and stop rule) with the
+    analytic policy, for a side-by-side comparison."""
+    from .config import build_config
+
+    twin = build_config(config_values(cfg) | {"integrator_mode": "analytic"})
+    return run_simulation(twin, reporter, data_dir)

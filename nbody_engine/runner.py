@@ -17,7 +17,8 @@ import param
 
 from .config import check_value, load_configs, parse_text
 from .errors import InputError, NonFiniteStateError, RunCancelled
-from .events import ConsoleSink, MetricsFileSink, Reporter
+from .events import ConsoleSink, Reporter, WandbSink
+from .jobs import run_phases
 from .train import TrainingStalled
 from .schema import KEYS, SECTIONS, Config, flags_for, section_keys
 
@@ -82,29 +83,16 @@ def _cli_values(args: argparse.Namespace) -> tuple[dict, dict]:
     return shared, per_phase
 
 
-def run(mode: str, configs: dict[str, Config]) -> dict:
-    """Run the phases of ``mode``; returns the simulation summary (or the training result)."""
-    from .jobs import run_simulation
-
-    result: dict = {}
-    if "train" in configs:
-        from .train import run_training
-
-        cfg = configs["train"]
-        result = run_training(cfg, _reporter(cfg))
-    if "simulate" in configs:
-        cfg = configs["simulate"]
-        if "train" in configs and "model_path" not in cfg.given_keys and result.get("checkpoint"):
-            cfg.model_path = result["checkpoint"]
-        result = run_simulation(cfg, _reporter(cfg))
-        print(json.dumps({k: v for k, v in result.items() if k != "outputs"}, indent=2))
-    return result
-
-
-def _reporter(cfg: Config) -> Reporter:
-    from .runs import RunDirectory
-
-    return Reporter([ConsoleSink(), MetricsFileSink(RunDirectory(cfg.save_name).metrics_path)])
+def run(configs: dict[str, Config]) -> dict:
+    """Run the phases in ``configs`` with a console progress sink (and Weights & Biases where a
+    phase has ``wandb = true``); print the simulation summary."""
+    sinks = [ConsoleSink()]
+    if any(cfg.wandb for cfg in configs.values()):
+        sinks.append(WandbSink())  # InputError without the wandb package, before anything is written
+    results = run_phases(configs, Reporter(sinks))
+    if "simulate" in results:
+        print(json.dumps({k: v for k, v in results["simulate"].items() if k != "outputs"}, indent=2))
+    return results
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -114,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         configs = load_configs(args.mode, args.config, shared, per_phase)
         debug = any(c.debug for c in configs.values())
         logging.basicConfig(level=logging.DEBUG if debug else logging.INFO, format="%(message)s", stream=sys.stderr)
-        run(args.mode, configs)
+        run(configs)
     except (InputError, NonFiniteStateError) as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         return 2

@@ -25,10 +25,10 @@ import numpy as np
 import torch
 
 from .checkpoints import load_checkpoint, save_checkpoint
-from .config import Config, config_values, to_toml
+from .config import Config, config_values
 from .errors import InputError, RunCancelled
-from .events import (CheckpointWritten, EpochFinished, Reporter, RunCancelledEvent, RunFailed, RunFinished,
-                     RunStarted, StepAccepted, StepRejected, TrajectoryChunk)
+from .events import (CheckpointWritten, EpochFinished, MetricsFileSink, Reporter, RunCancelledEvent, RunFailed,
+                     RunFinished, RunStarted, StepAccepted, StepRejected, TrajectoryChunk, json_line)
 from .features import empty_rows, history_row, push_row
 from .initial_conditions import kepler_family, load_ic_file, random_system
 from .integrate import Gravity, leapfrog_step, period_of, relative_change
@@ -250,9 +250,9 @@ class Trainer:
                                            progress=(self.epoch + 1) / self.cfg.epochs))
 
     def _report_rejection(self, att, rejected, loss, step, retrain) -> None:
-        rel_dE = att.rel_dE[rejected].detach()
-        self.reporter.emit(StepRejected(self.epoch, step, float(rel_dE.max()), float(att.rel_dL[rejected].max()),
-                                        float(att.dt[rejected].mean()), loss, retrain))
+        rel_dE, rel_dL, dt = (t[rejected].detach() for t in (att.rel_dE, att.rel_dL, att.dt))
+        self.reporter.emit(StepRejected(self.epoch, step, float(rel_dE.max()), float(rel_dL.max()),
+                                        float(dt.mean()), loss, retrain))
         if self.cfg.debug and retrain % self.cfg.retrain_log_every == 0:
             log.debug("epoch %d step %d: retrain %d, max|dE/E| %.3e, loss %.4g", self.epoch, step, retrain,
                       float(rel_dE.max()), loss)
@@ -395,6 +395,8 @@ def _resume_point(cfg: Config, run: RunDirectory):
     ckpt = load_checkpoint(found[-1])
     for key in ("num_particles", "dim", "feature_type", "history_len", "hidden_dims", "activation", "fourier_dim",
                 "num_orbits", "seed", "optimizer"):
+        if key == "seed" and "seed" not in getattr(cfg, "given_keys", ()):
+            continue  # no seed asked for: the run goes on with the checkpoint's
         if ckpt.config[key] != getattr(cfg, key):
             raise InputError(f"cannot resume from '{found[-1]}': it was trained with {key} = {ckpt.config[key]!r},"
                              f" the config says {getattr(cfg, key)!r}")
@@ -406,8 +408,9 @@ def run_training(cfg: Config, reporter: Reporter | None = None, data_dir=None) -
 
     Returns ``{"checkpoint": path of the last checkpoint, "epochs": epochs completed, ...}``.
     """
-    reporter = reporter or Reporter()
     run = RunDirectory(cfg.save_name, data_dir)
+    reporter = Reporter([*(reporter.sinks if reporter else []), MetricsFileSink(run.metrics_path)],
+                        reporter.cancel if reporter else None)
     resume_from = _resume_point(cfg, run)
     if resume_from is not None:
         cfg.seed = resume_from.config["seed"]
@@ -419,15 +422,12 @@ def run_training(cfg: Config, reporter: Reporter | None = None, data_dir=None) -
         _rewrite_metrics(run, trainer.metrics)
     elif run.metrics_path.exists():
         run.metrics_path.unlink()
-    write_text(run.config_path, to_toml({"train": cfg}))
     reporter.emit(RunStarted("train", cfg.save_name, cfg.epochs, config_values(cfg)))
     return _train_loop(trainer, run, reporter)
 
 
 def _rewrite_metrics(run: RunDirectory, metrics: list[dict]) -> None:
-    import json
-
-    write_text(run.metrics_path, "".join(json.dumps({"epoch": i, **m}) + "\n" for i, m in enumerate(metrics)))
+    write_text(run.metrics_path, "".join(json_line({"epoch": i, **m}) for i, m in enumerate(metrics)))
 
 
 def _train_loop(trainer: Trainer, run: RunDirectory, reporter: Reporter) -> dict:

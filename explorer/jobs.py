@@ -1,0 +1,126 @@
+"""Background jobs of one browser session: the engine runs in a daemon thread and reports
+through its events into a bounded queue that the session drains on its own event loop.
+
+The worker never touches Panel, HoloViews or Bokeh objects. A process-wide semaphore caps the
+number of concurrent jobs so one server cannot be swamped.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import tempfile
+import threading
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+from nbody_engine.config import load_configs
+from nbody_engine.errors import InputError, NonFiniteStateError, RunCancelled
+from nbody_engine.events import CancelToken, Reporter, TrajectoryChunk
+from nbody_engine.jobs import compare_with_analytic, run_phases
+from nbody_engine.train import TrainingStalled
+
+MAX_JOBS = int(os.environ.get("NBODY_EXPLORER_MAX_JOBS", "2"))
+QUEUE_SIZE = 20_000
+_SLOTS = threading.BoundedSemaphore(MAX_JOBS)
+
+
+@dataclass(frozen=True)
+class JobDone:
+    """The last item a job puts on its queue. ``error`` is one line, or None."""
+
+    kind: str
+    results: dict
+    error: str | None = None
+    cancelled: bool = False
+
+
+class QueueSink:
+    """Puts events on a bounded queue; when it is full, trajectory chunks are dropped (the
+    plots decimate anyway) while every other event waits for room."""
+
+    def __init__(self, q: queue.Queue) -> None:
+        self.queue = q
+
+    def __call__(self, event) -> None:
+        if isinstance(event, TrajectoryChunk):
+            try:
+                self.queue.put_nowait(event)
+            except queue.Full:
+                pass
+        else:
+            self.queue.put(event)
+
+
+class Job:
+    """One run of ``kind`` ('train', 'simulate' or 'both') from TOML text, in a thread."""
+
+    def __init__(self, kind: str, toml_text: str, compare: bool = True) -> None:
+        self.kind = kind
+        self.toml_text = toml_text
+        self.compare = compare
+        self.queue: queue.Queue = queue.Queue(maxsize=QUEUE_SIZE)
+        self.cancel = CancelToken()
+        self.thread = threading.Thread(target=self._work, name=f"nbody-{kind}", daemon=True)
+
+    @staticmethod
+    def slot_free() -> bool:
+        """Take a job slot if one is free (released when the job ends)."""
+        return _SLOTS.acquire(blocking=False)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self, timeout: float = 1.0) -> None:
+        self.cancel.cancel()
+        if self.thread.is_alive() and threading.current_thread() is not self.thread:
+            self.thread.join(timeout)
+
+    @property
+    def running(self) -> bool:
+        return self.thread.is_alive()
+
+    def poll(self, limit: int = 50_000) -> list:
+        """Everything the job reported since the last poll."""
+        items = []
+        try:
+            while len(items) < limit:
+                items.append(self.queue.get_nowait())
+        except queue.Empty:
+            pass
+        return items
+
+    def _work(self) -> None:
+        results: dict = {}
+        error, cancelled = None, False
+        try:
+            reporter = Reporter([QueueSink(self.queue)], self.cancel)
+            configs = _configs_from_text(self.kind, self.toml_text)
+            results = run_phases(configs, reporter)
+            sim_cfg = configs.get("simulate")
+            if self.compare and sim_cfg is not None and sim_cfg.integrator_mode != "analytic":
+                results["analytic"] = compare_with_analytic(sim_cfg, reporter)
+        except RunCancelled:
+            cancelled = True
+        except KeyboardInterrupt:
+            cancelled = True
+        except (InputError, NonFiniteStateError, TrainingStalled) as err:
+            error = str(err)
+        except Exception as err:  # a failing job must leave the server healthy
+            error = f"{type(err).__name__}: {err}"
+            traceback.print_exc()
+        finally:
+            _SLOTS.release()
+            self.queue.put(JobDone(self.kind, results, error, cancelled))
+
+
+def _configs_from_text(kind: str, toml_text: str):
+    """The configs of a job, through the very loader the CLI uses."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "explorer.toml"
+        path.write_text(toml_text)
+        try:
+            return load_configs(kind, path)
+        except InputError as err:
+            raise InputError(str(err).replace(f"'{path}'", "the dashboard's settings")) from None
