@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 import random
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -20,6 +21,8 @@ from .initial_conditions import kepler_family, load_ic_file, random_system
 from .integrate import Gravity, StopRule, Trajectory, period_of, simulate
 from .physics import ExternalField, State
 from .policies import analytic_or_fixed
+from .movie import check_encoder, write_movie
+from .plots import simulation_report
 from .runs import RunDirectory, write_json, write_npz, write_text
 
 DEFAULT_STEPS = 1000
@@ -143,6 +146,29 @@ def _plain(value):
     return [_plain(v) for v in value]
 
 
+def movie_path(cfg: Config, run: RunDirectory, label: str) -> Path:
+    """``<movie_dir>/nbody_movie_<save_name>_<label>.mp4``; movie_dir defaults to data/movie."""
+    directory = Path(cfg.movie_dir) if cfg.movie_dir else run.root.parent / "movie"
+    return directory / f"nbody_movie_{cfg.save_name}_{label}.mp4"
+
+
+def _write_simulation_outputs(cfg: Config, run: RunDirectory, traj: Trajectory, period, summary: dict) -> dict:
+    """trajectory.npz, summary.json, report.png and (with ``movie``) the movie; returns their paths."""
+    label = sim_label(cfg)
+    out_dir = run.sim_dir(label)
+    outputs = {"summary": out_dir / "summary.json", "trajectory": out_dir / "trajectory.npz",
+               "report": out_dir / "report.png"}
+    arrays = traj.arrays()
+    write_npz(outputs["trajectory"], {**arrays, "period": period})
+    write_json(outputs["summary"], summary)
+    simulation_report(arrays, outputs["report"], f"{label} simulation '{cfg.save_name}'")
+    if cfg.movie:
+        outputs["movie"] = write_movie(movie_path(cfg, run, label), arrays["time"], arrays["dt"], arrays["position"],
+                                       arrays["energy"], arrays["angular_momentum"], title=f"{label} '{cfg.save_name}'",
+                                       max_frames=cfg.movie_max_frames, fps=cfg.movie_fps, dpi=cfg.movie_dpi)
+    return {k: str(v) for k, v in outputs.items()}
+
+
 def sim_label(cfg: Config) -> str:
     return cfg.integrator_mode + ("_multi" if cfg.multi_orbit_sim else "")
 
@@ -152,6 +178,8 @@ def run_simulation(cfg: Config, reporter: Reporter | None = None, data_dir=None)
     reporter = reporter or Reporter()
     run = RunDirectory(cfg.save_name, data_dir)
     device, dtype = torch_setup(cfg)
+    if cfg.movie:
+        check_encoder()
     generator = torch.Generator().manual_seed(resolve_seed(cfg))
     policy, train_ic = simulation_policy(cfg, device, dtype)
     state = simulation_initial_state(cfg, generator, device, dtype, train_ic)
@@ -167,10 +195,7 @@ def run_simulation(cfg: Config, reporter: Reporter | None = None, data_dir=None)
         reporter.emit(RunFailed("simulate", str(err)))
         raise
     summary = summarize(traj, period, cfg.dim)
-    out_dir = run.sim_dir(sim_label(cfg))
-    write_npz(out_dir / "trajectory.npz", {**traj.arrays(), "period": period})
-    write_json(out_dir / "summary.json", summary)
-    summary["outputs"] = {"summary": str(out_dir / "summary.json"), "trajectory": str(out_dir / "trajectory.npz")}
+    summary["outputs"] = _write_simulation_outputs(cfg, run, traj, period, summary)
     reporter.emit(RunFinished("simulate", summary))
     return summary
 
@@ -205,7 +230,13 @@ def run_phases(configs: dict[str, Config], reporter: Reporter | None = None, dat
         seed = resolve_seed(cfg)
     first = next(iter(configs.values()))
     config_path = RunDirectory(first.save_name, data_dir).config_path
-    write_text(config_path, to_toml(configs))
+
+    def record_config(event) -> None:
+        # each phase announces RunStarted once its inputs are checked: bad input writes nothing
+        if isinstance(event, RunStarted):
+            write_text(config_path, to_toml(configs))
+
+    reporter = Reporter([record_config, *(reporter.sinks if reporter else [])], reporter.cancel if reporter else None)
     results: dict[str, dict] = {}
     if "train" in configs:
         from .train import run_training
@@ -216,7 +247,6 @@ def run_phases(configs: dict[str, Config], reporter: Reporter | None = None, dat
         checkpoint = results.get("train", {}).get("checkpoint")
         if checkpoint and "model_path" not in cfg.given_keys:
             cfg.model_path = checkpoint
-            write_text(config_path, to_toml(configs))
         results["simulate"] = run_simulation(cfg, reporter, data_dir)
     return results
 

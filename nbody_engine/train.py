@@ -32,8 +32,10 @@ from .events import (CheckpointWritten, EpochFinished, MetricsFileSink, Reporter
 from .features import empty_rows, history_row, push_row
 from .initial_conditions import kepler_family, load_ic_file, random_system
 from .integrate import Gravity, leapfrog_step, period_of, relative_change
-from .jobs import gravity_of, resolve_seed, torch_setup
+from .jobs import gravity_of, movie_path, resolve_seed, torch_setup
 from .model import LearnedDt, build_network
+from .movie import check_encoder, write_movie
+from .plots import training_report
 from .physics import State, angular_momentum, kinetic_energy
 from .replay import ReplayBuffer
 from .runs import RunDirectory, write_npz, write_text
@@ -241,8 +243,12 @@ class Trainer:
         self._record_trajectory(rel_dE, rel_dL, dt)
 
     def _record_trajectory(self, rel_dE, rel_dL, dt) -> None:
+        """Keep every orbit's state after an accepted step (the cumulative training trajectory)."""
         s = self.orbits.state
-        row = {"epoch": self.epoch, "time": s.time.cpu().numpy(), "position": s.position.cpu().numpy()}
+        with torch.no_grad():
+            energy = kinetic_energy(s) + self.policy.gravity(s)[1]
+        row = {"epoch": self.epoch, "time": s.time.cpu().numpy(), "position": s.position.cpu().numpy(),
+               "dt": float(dt.mean()), "energy": energy.cpu().numpy(), "angular_momentum": angular_momentum(s).cpu().numpy()}
         self.trajectory.append(row)
         self.reporter.emit(TrajectoryChunk("train", len(self.trajectory) - 1, row["time"][None],
                                            np.full((1, 1), float(dt.mean())), row["position"][None],
@@ -415,6 +421,8 @@ def run_training(cfg: Config, reporter: Reporter | None = None, data_dir=None) -
     if resume_from is not None:
         cfg.seed = resume_from.config["seed"]
     device, dtype = torch_setup(cfg)
+    if cfg.movie:
+        check_encoder()
     resolve_seed(cfg)
     trainer = Trainer(cfg, reporter, device, dtype, gravity_of(cfg))
     if resume_from is not None:
@@ -450,7 +458,7 @@ def _train_loop(trainer: Trainer, run: RunDirectory, reporter: Reporter) -> dict
     except (RunCancelled, KeyboardInterrupt, TrainingStalled) as stop:
         if snapshot is not None:
             last_saved = _save(run, snapshot, reporter)
-        _write_train_trajectory(run, trainer)
+        _write_outputs(run, trainer)
         if isinstance(stop, TrainingStalled):
             reporter.emit(RunFailed("train", str(stop)))
         else:
@@ -459,7 +467,7 @@ def _train_loop(trainer: Trainer, run: RunDirectory, reporter: Reporter) -> dict
     except Exception as err:
         reporter.emit(RunFailed("train", str(err)))
         raise
-    _write_train_trajectory(run, trainer)
+    _write_outputs(run, trainer)
     result = {"checkpoint": str(last_saved) if last_saved else None, "epochs": trainer.epoch + 1,
               "wall_time_s": wallclock.perf_counter() - start,
               "final_metrics": trainer.metrics[-1] if trainer.metrics else {}}
@@ -473,14 +481,19 @@ def _save(run: RunDirectory, snapshot: dict, reporter: Reporter):
     return path
 
 
-def _write_train_trajectory(run: RunDirectory, trainer: Trainer) -> None:
-    """The cumulative training trajectory: every accepted state of every orbit, for movies."""
+def _write_outputs(run: RunDirectory, trainer: Trainer) -> None:
+    """The cumulative training trajectory (every accepted state of every orbit), the training
+    report PNG and, with ``movie``, the training movie."""
     rows = trainer.trajectory
     if not rows:
         return
-    write_npz(run.root / "train_trajectory.npz", {
-        "epoch": np.array([r["epoch"] for r in rows]),
-        "time": np.stack([r["time"] for r in rows]),
-        "position": np.stack([r["position"] for r in rows]),
-        "mass": trainer.initial.mass.cpu().numpy(),
-    })
+    arrays = {key: np.stack([r[key] for r in rows]) for key in ("time", "position", "energy", "angular_momentum")}
+    arrays["epoch"] = np.array([r["epoch"] for r in rows])
+    arrays["dt"] = np.repeat(np.array([r["dt"] for r in rows])[:, None], arrays["time"].shape[1], 1)
+    write_npz(run.root / "train_trajectory.npz", {**arrays, "mass": trainer.initial.mass.cpu().numpy()})
+    cfg = trainer.cfg
+    training_report(trainer.metrics, arrays["position"], run.root / "train_report.png", f"training '{cfg.save_name}'")
+    if cfg.movie:
+        write_movie(movie_path(cfg, run, "train"), arrays["time"], arrays["dt"], arrays["position"], arrays["energy"],
+                    arrays["angular_momentum"], title=f"training '{cfg.save_name}'", max_frames=cfg.movie_max_frames,
+                    fps=cfg.movie_fps, dpi=cfg.movie_dpi)

@@ -1,0 +1,122 @@
+"""Report plots (PNG, matplotlib) for headless runs, and the panels movies are made of.
+
+The same panel functions draw a simulation's report, a training run's report and every movie
+frame, so a researcher on a cluster can look at a run by opening one folder.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from .runs import atomic_path  # noqa: E402
+
+TINY = 1e-18
+PROJECTION = (0, 1)  # 3D runs are drawn in the x-y plane
+
+
+def relative_errors(energy: np.ndarray, angular_momentum: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """|dE/E| (S, B) and |dL/L| (S, B) against row 0, from energy (S, B) and L (S, B) or (S, B, 3)."""
+    rel_dE = np.abs(energy - energy[0]) / np.abs(energy[0])
+    L = angular_momentum
+    if L.ndim == energy.ndim:
+        dL, L0 = np.abs(L - L[0]), np.abs(L[0])
+    else:
+        dL, L0 = np.linalg.norm(L - L[0], axis=-1), np.linalg.norm(L[0], axis=-1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rel_dL = np.where(L0 > 0, dL / np.where(L0 > 0, L0, 1), np.nan)
+    return rel_dE, rel_dL
+
+
+def errors_panel(ax, time: np.ndarray, rel_dE: np.ndarray, rel_dL: np.ndarray, upto: int | None = None) -> None:
+    """|dE/E| and |dL/L| of the first system against time, log y."""
+    s = slice(1, upto)
+    ax.semilogy(time[s], rel_dE[s] + TINY, label="|dE/E|", color="#1f77b4", lw=1)
+    if np.isfinite(rel_dL[s]).any():
+        ax.semilogy(time[s], rel_dL[s] + TINY, label="|dL/L|", color="#2ca02c", lw=1)
+    ax.set_xlabel("time")
+    ax.set_ylabel("relative error")
+    ax.legend(loc="lower right", fontsize=8)
+    ax.grid(alpha=0.3)
+
+
+def dt_panel(ax, time: np.ndarray, dt: np.ndarray, upto: int | None = None) -> None:
+    s = slice(1, upto)
+    ax.semilogy(time[s], dt[s], color="#444", lw=1)
+    ax.set_xlabel("time")
+    ax.set_ylabel("dt")
+    ax.grid(alpha=0.3)
+
+
+def orbit_panel(ax, position: np.ndarray, upto: int | None = None, trail: int | None = None,
+                limits=None) -> None:
+    """Paths of every body of one system, position (S, N, D), up to row ``upto`` with an
+    optional trail length; a dot marks each body's latest position. ``limits`` ((x0, x1),
+    (y0, y1)) fixes the view (movies), else it fits the data."""
+    i, j = PROJECTION
+    end = len(position) if upto is None else upto
+    start = 0 if trail is None else max(0, end - trail)
+    colors = plt.get_cmap("tab10")
+    for b in range(position.shape[1]):
+        path = position[start:end, b]
+        ax.plot(path[:, i], path[:, j], lw=0.8, color=colors(b % 10))
+        ax.plot(path[-1:, i], path[-1:, j], "o", ms=4, color=colors(b % 10))
+    labels = "xyz"
+    ax.set_xlabel(labels[i] + (" (projection)" if position.shape[-1] == 3 else ""))
+    ax.set_ylabel(labels[j])
+    if limits is None:
+        ax.set_aspect("equal", adjustable="datalim")
+    else:
+        ax.set_aspect("equal", adjustable="box")
+        ax.set_xlim(*limits[0])
+        ax.set_ylim(*limits[1])
+    ax.grid(alpha=0.3)
+
+
+def epoch_panel(ax, epochs: np.ndarray, values: np.ndarray, label: str, logy: bool = False) -> None:
+    (ax.semilogy if logy else ax.plot)(epochs, values, lw=1, marker=".", ms=3)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(label)
+    ax.grid(alpha=0.3)
+
+
+def save_figure(fig, path: Path) -> Path:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def simulation_report(trajectory: dict[str, np.ndarray], path: Path, title: str) -> Path:
+    """Errors, dt and orbit of the first system of a simulation's trajectory arrays."""
+    rel_dE, rel_dL = relative_errors(trajectory["energy"], trajectory["angular_momentum"])
+    time, dt = trajectory["time"][:, 0], trajectory["dt"][:, 0]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    errors_panel(axes[0], time, rel_dE[:, 0], rel_dL[:, 0])
+    dt_panel(axes[1], time, dt)
+    orbit_panel(axes[2], trajectory["position"][:, 0])
+    batch = trajectory["energy"].shape[1]
+    fig.suptitle(title + (f" (first of {batch} systems)" if batch > 1 else ""))
+    return save_figure(fig, path)
+
+
+def training_report(metrics: list[dict], train_position: np.ndarray | None, path: Path, title: str) -> Path:
+    """Loss, acceptance rate, retrain iterations and |dE/E| per epoch, and the training orbit."""
+    epochs = np.arange(len(metrics))
+    get = lambda key: np.array([m.get(key) if m.get(key) is not None else np.nan for m in metrics], float)  # noqa: E731
+    fig, axes = plt.subplots(1, 5, figsize=(22, 4.2))
+    epoch_panel(axes[0], epochs, np.maximum(get("loss"), 1e-12), "loss", logy=True)
+    epoch_panel(axes[1], epochs, get("acceptance_rate"), "acceptance rate")
+    epoch_panel(axes[2], epochs, get("retrain_iterations"), "retrain iterations")
+    epoch_panel(axes[3], epochs, get("rel_dE_max") + TINY, "max |dE/E| of accepted steps", logy=True)
+    if train_position is not None and len(train_position):
+        orbit_panel(axes[4], train_position[:, 0])
+        axes[4].set_title("training trajectory (first system)", fontsize=9)
+    fig.suptitle(title)
+    return save_figure(fig, path)
