@@ -25,25 +25,27 @@ class Gravity:
     softening: float = 0.0
     field: ExternalField | None = None
 
-    def __call__(self, state_or_mass, position=None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Accelerations (B, N, D) and potential energy (B,)."""
+    def __call__(self, state_or_mass, position=None, with_potential: bool = True
+                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Accelerations (B, N, D) and potential energy (B,) (None without ``with_potential``)."""
         if position is None:
             state_or_mass, position = state_or_mass.mass, state_or_mass.position
-        return acceleration_and_potential(state_or_mass, position, self.softening, self.field)
+        return acceleration_and_potential(state_or_mass, position, self.softening, self.field, with_potential)
 
 
-def leapfrog_step(state: State, dt: torch.Tensor, acc: torch.Tensor, gravity: Gravity
-                  ) -> tuple[State, torch.Tensor, torch.Tensor]:
+def leapfrog_step(state: State, dt: torch.Tensor, acc: torch.Tensor, gravity: Gravity, with_potential: bool = True
+                  ) -> tuple[State, torch.Tensor, torch.Tensor | None]:
     """One kick-drift-kick step of size ``dt`` (B,) from ``state`` whose accelerations are ``acc``.
 
-    Returns the new state, its accelerations and its potential energy, so the next step reuses
-    them (one force evaluation per step).
+    Returns the new state, its accelerations and its potential energy (None without
+    ``with_potential``), so the next step reuses them: one force evaluation per step.
     """
     h = dt.view(-1, 1, 1)
-    v_half = state.velocity + 0.5 * h * acc
-    x1 = state.position + h * v_half
-    acc1, pot1 = gravity(state.mass, x1)
-    v1 = v_half + 0.5 * h * acc1
+    half = 0.5 * h
+    v_half = torch.addcmul(state.velocity, half, acc)
+    x1 = torch.addcmul(state.position, h, v_half)
+    acc1, pot1 = gravity(state.mass, x1, with_potential)
+    v1 = torch.addcmul(v_half, half, acc1)
     return State(state.mass, x1, v1, state.time + dt), acc1, pot1
 
 
@@ -104,37 +106,60 @@ class Trajectory:
 
 
 class _Recorder:
-    """Collects per-step diagnostics on the device and hands them over in chunks.
-    Row i holds the state after step i and ``dt`` the step that led to it (row 0: dt = 0)."""
+    """Keeps the steps' states and, once per chunk, turns them into arrays with diagnostics.
 
-    def __init__(self) -> None:
-        self.rows: dict[str, list[torch.Tensor]] = {
-            k: [] for k in ("time", "dt", "position", "velocity", "energy", "momentum", "angular_momentum")}
-        self.flushed = 0
+    Per step only references are kept (no arithmetic on the hot path); at each flush the
+    chunk's energies, momenta and angular momenta are computed in one vectorized pass and the
+    per-step tensors are released, so memory is the recorded arrays alone.
+    Row i holds the state after step i and ``dt`` the step that led to it (row 0: dt = 0).
+    """
 
-    def add(self, state: State, energy: torch.Tensor, dt: torch.Tensor) -> None:
-        r = self.rows
-        r["time"].append(state.time)
-        r["dt"].append(dt)
-        r["position"].append(state.position)
-        r["velocity"].append(state.velocity)
-        r["energy"].append(energy)
-        r["momentum"].append(momentum(state))
-        r["angular_momentum"].append(angular_momentum(state))
+    def __init__(self, state: State, gravity: Gravity) -> None:
+        self.mass, self.gravity = state.mass, gravity
+        self.pending: list[tuple[torch.Tensor, ...]] = []
+        self.chunks: list[dict[str, torch.Tensor]] = []
+        self.rows = 0
+        self.add(state, torch.zeros_like(state.time))
 
-    def pending(self) -> dict[str, torch.Tensor]:
-        return {k: torch.stack(v[self.flushed:]) for k, v in self.rows.items()}
+    def add(self, state: State, dt: torch.Tensor) -> None:
+        self.pending.append((state.time, dt, state.position, state.velocity))
+
+    def flush(self) -> dict[str, torch.Tensor]:
+        """The pending rows as a chunk of arrays (S, B, ...) with their diagnostics."""
+        time, dt, position, velocity = (torch.stack(t) for t in zip(*self.pending))
+        self.pending = []
+        S, B = time.shape
+        flat = State(self.mass.repeat(S, 1), position.flatten(0, 1), velocity.flatten(0, 1), time.flatten())
+        energy = kinetic_energy(flat) + self.gravity(flat)[1]
+        chunk = {"time": time, "dt": dt, "position": position, "velocity": velocity,
+                 "energy": energy.view(S, B), "momentum": momentum(flat).view(S, B, -1),
+                 "angular_momentum": angular_momentum(flat).view(S, B, *angular_momentum(flat).shape[1:])}
+        self.chunks.append(chunk)
+        self.rows += S
+        return chunk
 
     def numpy(self) -> dict[str, np.ndarray]:
         """All rows, without trailing rows in which every system stood still."""
-        dt = torch.stack(self.rows["dt"])
-        moving = (dt > 0).any(1).nonzero()
+        data = {k: torch.cat([c[k] for c in self.chunks]) for k in self.chunks[0]}
+        moving = (data["dt"] > 0).any(1).nonzero()
         last = int(moving[-1, 0]) if len(moving) else 0
-        return {k: torch.stack(v[: last + 1]).cpu().numpy() for k, v in self.rows.items()}
+        return {k: v[: last + 1].cpu().numpy() for k, v in data.items()}
+
+
+def _stepper(policy, gravity: Gravity, t_end: torch.Tensor | None, compile: bool):
+    """One simulation step: the policy's dt (cut to land on ``t_end``), leapfrog, policy update.
+    With ``compile`` it goes through ``torch.compile``, which fuses it into a few kernels."""
+    def advance(state: State, acc: torch.Tensor, carry):
+        dt = policy.dt(state, carry)
+        if t_end is not None:
+            dt = torch.minimum(dt, (t_end - state.time).clamp_min(0))
+        state, acc, _ = leapfrog_step(state, dt, acc, gravity, with_potential=False)
+        return state, acc, policy.update(carry, state, dt), dt
+    return torch.compile(advance, dynamic=False) if compile else advance
 
 
 def simulate(state: State, policy, gravity: Gravity, stop: StopRule, reporter: Reporter | None = None,
-             phase: str = "simulate", chunk: int = 256) -> Trajectory:
+             phase: str = "simulate", chunk: int = 256, compile: bool = False) -> Trajectory:
     """Integrate every system with ``policy`` until ``stop``; record every step.
 
     Systems that reached ``stop.t_end`` take zero-length steps while the others finish.
@@ -143,36 +168,30 @@ def simulate(state: State, policy, gravity: Gravity, stop: StopRule, reporter: R
     """
     reporter = reporter or Reporter()
     start = wallclock.perf_counter()
-    with torch.no_grad():
-        acc, pot = gravity(state)
-        recorder = _Recorder()
-        recorder.add(state, kinetic_energy(state) + pot, torch.zeros_like(state.time))
-        energy0, L0 = recorder.rows["energy"][0], recorder.rows["angular_momentum"][0]
+    advance = _stepper(policy, gravity, stop.t_end, compile)
+    with torch.inference_mode():
+        recorder = _Recorder(state, gravity)
+        acc, _ = gravity(state, with_potential=False)
         carry = policy.init(state)
         step, done = 0, False
         while not done:
             reporter.cancel.raise_if_cancelled()
-            dt = policy.dt(state, carry)
-            if stop.t_end is not None:
-                dt = torch.minimum(dt, (stop.t_end - state.time).clamp_min(0))
-            state, acc, pot = leapfrog_step(state, dt, acc, gravity)
-            carry = policy.update(carry, state, dt)
+            state, acc, carry, dt = advance(state, acc, carry)
             step += 1
-            recorder.add(state, kinetic_energy(state) + pot, dt)
+            recorder.add(state, dt)
             at_limit = stop.max_steps is not None and step >= stop.max_steps
             if at_limit or step % chunk == 0:
-                done = _flush(recorder, step, energy0, L0, stop, reporter, phase) or at_limit
-    data = recorder.numpy()
+                done = _flush(recorder, step, stop, reporter, phase) or at_limit
+        data = recorder.numpy()
     return Trajectory(mass=state.mass.cpu().numpy(), steps=(data["dt"] > 0).sum(0),
                       wall_time_s=wallclock.perf_counter() - start, **data)
 
 
-def _flush(recorder: _Recorder, step: int, energy0, L0, stop: StopRule, reporter: Reporter, phase: str) -> bool:
+def _flush(recorder: _Recorder, step: int, stop: StopRule, reporter: Reporter, phase: str) -> bool:
     """Check the newest rows, report them, and say whether every system has reached its end."""
-    rows = recorder.pending()
-    first = recorder.flushed
-    _check_finite(rows, first)
-    recorder.flushed = len(recorder.rows["time"])
+    first_row = recorder.rows
+    rows = recorder.flush()
+    _check_finite(rows, first_row)
     time = rows["time"]
     done = stop.t_end is not None and bool((time[-1] >= stop.t_end).all())
     if stop.max_steps:
@@ -181,9 +200,10 @@ def _flush(recorder: _Recorder, step: int, energy0, L0, stop: StopRule, reporter
         progress = float((time[-1] / stop.t_end).clamp(max=1).min())
     else:
         progress = 0.0
+    energy0, L0 = recorder.chunks[0]["energy"][0], recorder.chunks[0]["angular_momentum"][0]
     rel_dE = relative_change(rows["energy"], energy0, vector=False).cpu().numpy()
     rel_dL = relative_change(rows["angular_momentum"], L0, vector=L0.dim() > 1).cpu().numpy()
-    reporter.emit(TrajectoryChunk(phase=phase, step=first, time=time.cpu().numpy(), dt=rows["dt"].cpu().numpy(),
+    reporter.emit(TrajectoryChunk(phase=phase, step=first_row, time=time.cpu().numpy(), dt=rows["dt"].cpu().numpy(),
                                   position=rows["position"].cpu().numpy(), rel_dE=rel_dE, rel_dL=rel_dL,
                                   progress=progress))
     return done

@@ -14,6 +14,7 @@ the axis) is not.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, replace
 
 import torch
@@ -89,24 +90,37 @@ def pair_separations(position: torch.Tensor) -> torch.Tensor:
     return position.unsqueeze(1) - position.unsqueeze(2)
 
 
+@functools.lru_cache(maxsize=64)
+def _identity(N: int, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (N, N) identity and its complement, made once per shape, dtype and device (as normal
+    tensors even when first asked for under inference mode, so autograd may use them later)."""
+    with torch.inference_mode(False):
+        eye = torch.eye(N, dtype=dtype, device=device)
+        return eye, 1 - eye
+
+
 def _inverse_distance(dx: torch.Tensor, softening: float) -> torch.Tensor:
     """1 / sqrt(r_ij^2 + s^2) with zeros on the diagonal, (B, N, N); gradient-safe at i == j."""
-    N = dx.shape[1]
-    eye = torch.eye(N, dtype=dx.dtype, device=dx.device)
-    r2 = (dx * dx).sum(-1) + softening**2 + eye
-    return r2.rsqrt() * (1 - eye)
+    eye, off_diagonal = _identity(dx.shape[1], dx.dtype, dx.device)
+    r2 = (dx * dx).sum(-1) + (softening**2 + eye)
+    return r2.rsqrt() * off_diagonal
 
 
 def acceleration_and_potential(mass: torch.Tensor, position: torch.Tensor, softening: float = 0.0,
-                               field: ExternalField | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Accelerations (B, N, D) and total potential energy (B,) from one pass over the pairs."""
+                               field: ExternalField | None = None, with_potential: bool = True
+                               ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Accelerations (B, N, D) and total potential energy (B,) from one pass over the pairs
+    (the potential is None when ``with_potential`` is False)."""
     dx = pair_separations(position)
     inv_r = _inverse_distance(dx, softening)
     m_j = mass.unsqueeze(1)
     acc = (dx * (m_j * inv_r**3).unsqueeze(-1)).sum(2)
-    potential = -0.5 * (mass.unsqueeze(2) * m_j * inv_r).sum((1, 2))
     if field is not None:
         acc = acc + field.acceleration(position, softening)
+    if not with_potential:
+        return acc, None
+    potential = -0.5 * (mass.unsqueeze(2) * m_j * inv_r).sum((1, 2))
+    if field is not None:
         potential = potential + field.potential(mass, position, softening)
     return acc, potential
 
