@@ -12,7 +12,7 @@ import logging
 import math
 import sys
 import threading
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -238,9 +238,3 @@ class WandbSink:
         if self.active:
             self.wandb.finish(exit_code=exit_code)
             self.active = False
-
-
-def event_record(event: Event) -> dict:
-    """An event as a plain dict (arrays as lists) with its type name, for logs and queues."""
-    data = {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in asdict(event).items()}
-    return {"event": type(event).__name__, **data}

@@ -27,6 +27,7 @@ MODES = {
     "train": "train a learned time-step policy",
     "simulate": "simulate with the analytic, ml or history policy",
     "both": "train, then simulate with the checkpoint training wrote",
+    "evaluate": "compare a checkpoint's learned policy with the analytic one at several eps",
 }
 PHASE_FLAGS = {"train": "--train-ic-path", "simulate": "--sim-ic-path"}
 
@@ -95,14 +96,28 @@ def run(configs: dict[str, Config]) -> dict:
     return results
 
 
+def run_evaluation(cfg: Config) -> dict:
+    """``evaluate`` uses the TOML's simulate phase; prints the table and where it was written."""
+    from .evaluate import evaluate, table_text
+
+    result = evaluate(cfg, Reporter([ConsoleSink()]))
+    print(table_text(result["rows"]))
+    print("written: " + ", ".join(result["outputs"].values()))
+    return result
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         shared, per_phase = _cli_values(args)
-        configs = load_configs(args.mode, args.config, shared, per_phase)
+        phases = "simulate" if args.mode == "evaluate" else args.mode
+        configs = load_configs(phases, args.config, shared, per_phase)
         debug = any(c.debug for c in configs.values())
         logging.basicConfig(level=logging.DEBUG if debug else logging.INFO, format="%(message)s", stream=sys.stderr)
-        run(configs)
+        if args.mode == "evaluate":
+            run_evaluation(configs["simulate"])
+        else:
+            run(configs)
     except (InputError, NonFiniteStateError) as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         return 2

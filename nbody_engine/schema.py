@@ -191,9 +191,20 @@ class SimulationExtras(Section):
     multi_orbit_sim = param.Boolean(False, doc="Run num_orbits independent 2-body orbits sampled from e/a ranges")
 
 
+class Evaluation(Section):
+    title = "Evaluation (nbody-runner evaluate)"
+
+    eval_e = param.List([0.5, 0.7, 0.9], item_type=(int, float), bounds=(1, None),
+                        doc="Held-out eccentricities of the Kepler orbits evaluated (unless ic_path is given)")
+    eval_a = param.Number(1.0, bounds=(0, UNBOUNDED), inclusive_bounds=(False, True), softbounds=(0.1, 10),
+                          doc="Semi-major axis of the evaluated Kepler orbits")
+    eval_eps = param.List([0.025, 0.05, 0.1, 0.2], item_type=(int, float), bounds=(1, None),
+                          doc="eps values of the analytic policy the learned one is compared with")
+
+
 SECTIONS: tuple[type[Section], ...] = (
     Training, LossBounds, Features, Model, Simulation, ExternalField, MultiOrbit, Device, Logging, Movie,
-    InitialConditions, SimulationExtras,
+    InitialConditions, SimulationExtras, Evaluation,
 )
 
 

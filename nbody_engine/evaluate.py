@@ -1,0 +1,147 @@
+"""Is the learned stepper worth it? The learned policy of a checkpoint against the analytic
+policy at several ``eps``, on held-out initial conditions, each for ``Nperiod`` periods.
+
+Per policy and system: steps per period, max and final |dE/E|, max |dL/L| and wall time;
+written to ``data/<save_name>/eval/`` as ``table.csv``, ``table.json`` and a Pareto plot
+``pareto.png`` (steps per period against max |dE/E|: lower left is better).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+
+import numpy as np
+import torch
+
+from .checkpoints import load_checkpoint
+from .config import Config
+from .errors import InputError
+from .events import Reporter, RunFinished, RunStarted
+from .initial_conditions import kepler_orbit, load_ic_file
+from .integrate import StopRule, period_of, simulate
+from .jobs import gravity_of, torch_setup
+from .model import learned_policy_from_checkpoint
+from .physics import State
+from .plots import plt, relative_errors, save_figure
+from .policies import AnalyticDt
+from .runs import RunDirectory, write_json, write_text
+
+COLUMNS = ("policy", "eps", "system", "e", "steps_per_period", "max_rel_dE", "final_rel_dE", "max_rel_dL",
+           "wall_time_s")
+
+
+def held_out_systems(cfg: Config, device, dtype) -> tuple[list[State], list[float | None]]:
+    """One state per evaluated system, and its eccentricity (None for IC-file systems)."""
+    if cfg.ic_path:
+        batch = load_ic_file(cfg.ic_path, cfg.dim, dtype, device)
+        return [batch.select(slice(i, i + 1)) for i in range(batch.batch_size)], [None] * batch.batch_size
+    bad = [e for e in cfg.eval_e if not 0 <= e < 1]
+    if bad:
+        raise InputError(f"'eval_e' holds {bad}: eccentricities of bound orbits lie in [0, 1)")
+    return ([kepler_orbit(e, cfg.eval_a, mass=cfg.mass, dim=cfg.dim, dtype=dtype, device=device) for e in cfg.eval_e],
+            list(cfg.eval_e))
+
+
+def _stop(cfg: Config, state: State) -> StopRule:
+    period = period_of(state.mass, state.position, state.velocity)
+    if bool(torch.isfinite(period).all()) and cfg.Nperiod > 0:
+        return StopRule(t_end=cfg.Nperiod * period)
+    if cfg.duration is not None:
+        return StopRule(t_end=torch.full_like(state.time, cfg.duration))
+    raise InputError("evaluate runs each system for 'Nperiod' periods, which needs bound two-body systems; "
+                     "for other ICs set 'duration'")
+
+
+def _row(policy: str, eps, index: int, e, traj, period: float) -> dict:
+    rel_dE, rel_dL = relative_errors(traj.energy, traj.angular_momentum)
+    steps = int(traj.steps[0])
+    periods = float(traj.time[-1, 0]) / period if math.isfinite(period) else float("nan")
+    return {"policy": policy, "eps": eps, "system": index, "e": e,
+            "steps_per_period": steps / periods if periods else float("nan"),
+            "max_rel_dE": float(rel_dE.max()), "final_rel_dE": float(rel_dE[-1, 0]),
+            "max_rel_dL": float(np.nanmax(rel_dL)) if np.isfinite(rel_dL).any() else float("nan"),
+            "wall_time_s": traj.wall_time_s}
+
+
+def evaluate(cfg: Config, reporter: Reporter | None = None, data_dir=None) -> dict:
+    """Run the comparison described in the module docstring; returns the table and file paths."""
+    reporter = reporter or Reporter()
+    if not cfg.model_path:
+        raise InputError("evaluate needs 'model_path' (--model-path), the checkpoint whose policy is evaluated")
+    device, dtype = torch_setup(cfg)
+    trained = load_checkpoint(cfg.model_path).config
+    cfg.integrator_mode = "history" if trained["history_len"] > 0 else "ml"
+    learned, _ = learned_policy_from_checkpoint(cfg, device, dtype)
+    gravity = gravity_of(cfg)
+    systems, eccentricities = held_out_systems(cfg, device, dtype)
+    policies = [("learned", None, learned)] + [("analytic", eps, AnalyticDt(eps, cfg.softening)) for eps in cfg.eval_eps]
+    reporter.emit(RunStarted("evaluate", cfg.save_name, len(policies) * len(systems)))
+    rows = []
+    for i, (state, e) in enumerate(zip(systems, eccentricities)):
+        period = float(period_of(state.mass, state.position, state.velocity)[0])
+        for name, eps, policy in policies:
+            reporter.cancel.raise_if_cancelled()
+            traj = simulate(state, policy, gravity, _stop(cfg, state), reporter, phase="evaluate")
+            rows.append(_row(name, eps, i, e, traj, period))
+    outputs = write_evaluation(rows, RunDirectory(cfg.save_name, data_dir).root / "eval", cfg.model_path)
+    result = {"rows": rows, "outputs": outputs}
+    reporter.emit(RunFinished("evaluate", result))
+    return result
+
+
+def table_text(rows: list[dict]) -> str:
+    """The table as aligned text for the console."""
+    head = f"{'policy':>9} {'eps':>6} {'e':>5} {'steps/period':>13} {'max|dE/E|':>10} {'final|dE/E|':>11} " \
+           f"{'max|dL/L|':>10} {'wall s':>7}"
+    lines = [head]
+    for r in rows:
+        eps = f"{r['eps']:.3g}" if r["eps"] is not None else "-"
+        e = f"{r['e']:.2f}" if r["e"] is not None else str(r["system"])
+        lines.append(f"{r['policy']:>9} {eps:>6} {e:>5} {r['steps_per_period']:13.1f} {r['max_rel_dE']:10.2e} "
+                     f"{r['final_rel_dE']:11.2e} {r['max_rel_dL']:10.2e} {r['wall_time_s']:7.2f}")
+    return "\n".join(lines)
+
+
+def write_evaluation(rows: list[dict], directory, model_path: str) -> dict[str, str]:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=COLUMNS)
+    writer.writeheader()
+    writer.writerows(rows)
+    paths = {"csv": directory / "table.csv", "json": directory / "table.json", "pareto": directory / "pareto.png"}
+    write_text(paths["csv"], buffer.getvalue())
+    write_json(paths["json"], {"model_path": model_path, "rows": [_json_ready(r) for r in rows]})
+    pareto_plot(rows, paths["pareto"])
+    return {k: str(v) for k, v in paths.items()}
+
+
+def _json_ready(row: dict) -> dict:
+    return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in row.items()}
+
+
+def pareto_plot(rows: list[dict], path) -> None:
+    """Steps per period against max |dE/E|: one analytic curve (over eps) and one learned point
+    per system."""
+    fig, ax = plt.subplots(figsize=(6.5, 4.8))
+    colors = plt.get_cmap("viridis")
+    systems = sorted({r["system"] for r in rows})
+    for k, system in enumerate(systems):
+        color = colors(k / max(1, len(systems) - 1))
+        mine = [r for r in rows if r["system"] == system]
+        label = f"e = {mine[0]['e']:.2f}" if mine[0]["e"] is not None else f"system {system}"
+        analytic = sorted((r for r in mine if r["policy"] == "analytic"), key=lambda r: r["steps_per_period"])
+        ax.loglog([r["steps_per_period"] for r in analytic], [r["max_rel_dE"] for r in analytic], "o-", color=color,
+                  ms=4, lw=1, label=f"analytic, {label}")
+        for r in analytic:
+            ax.annotate(f"{r['eps']:g}", (r["steps_per_period"], r["max_rel_dE"]), fontsize=7, xytext=(3, 3),
+                        textcoords="offset points", color=color)
+        for r in (r for r in mine if r["policy"] == "learned"):
+            ax.loglog(r["steps_per_period"], r["max_rel_dE"], "*", ms=14, color=color, markeredgecolor="k",
+                      label=f"learned, {label}")
+    ax.set_xlabel("steps per period")
+    ax.set_ylabel("max |dE/E|")
+    ax.set_title("learned vs analytic (numbers: eps); lower left is better", fontsize=10)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+    save_figure(fig, path)
