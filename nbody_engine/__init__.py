@@ -1,20 +1,31 @@
 """nbody_engine: batched N-body physics, leapfrog, dt policies, training and simulation (PyTorch).
 
 No UI imports here: the engine reports progress through :mod:`nbody_engine.events`.
+The public names below load their module on first use, so the command line answers bad input
+without waiting for torch to import.
 """
 
-from .config import load_configs, to_toml
-from .errors import InputError, NonFiniteStateError, RunCancelled
-from .events import CancelToken, Reporter
-from .initial_conditions import kepler_family, kepler_orbit, load_ic_file, random_system
-from .integrate import Gravity, StopRule, Trajectory, leapfrog, leapfrog_step, simulate
-from .physics import ExternalField, State, angular_momentum, kinetic_energy, momentum, potential_energy, total_energy
-from .policies import AnalyticDt, FixedDt
-from .schema import Config
+import importlib
 
-__all__ = [
-    "AnalyticDt", "CancelToken", "Config", "ExternalField", "FixedDt", "Gravity", "InputError",
-    "NonFiniteStateError", "Reporter", "RunCancelled", "State", "StopRule", "Trajectory", "angular_momentum",
-    "kepler_family", "kepler_orbit", "kinetic_energy", "leapfrog", "leapfrog_step", "load_configs",
-    "load_ic_file", "momentum", "potential_energy", "random_system", "simulate", "to_toml", "total_energy",
-]
+_EXPORTS = {
+    "load_configs": "config", "to_toml": "config",
+    "InputError": "errors", "NonFiniteStateError": "errors", "RunCancelled": "errors", "TrainingStalled": "errors",
+    "CancelToken": "events", "Reporter": "events",
+    "kepler_family": "initial_conditions", "kepler_orbit": "initial_conditions", "load_ic_file": "initial_conditions",
+    "random_system": "initial_conditions",
+    "Gravity": "integrate", "StopRule": "integrate", "Trajectory": "integrate", "leapfrog": "integrate",
+    "leapfrog_step": "integrate", "simulate": "integrate",
+    "ExternalField": "physics", "State": "physics", "angular_momentum": "physics", "kinetic_energy": "physics",
+    "momentum": "physics", "potential_energy": "physics", "total_energy": "physics",
+    "AnalyticDt": "policies", "FixedDt": "policies",
+    "LearnedDt": "model", "DtNetwork": "model",
+    "run_phases": "jobs", "run_simulation": "jobs", "run_training": "train", "evaluate": "evaluate",
+    "Config": "schema",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'nbody_engine' has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)

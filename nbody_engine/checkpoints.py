@@ -3,8 +3,9 @@
 
 Keys: ``format``, ``epoch``, ``model`` (state dict), ``optimizer`` (state dict), ``config``
 (every resolved key), ``train_ic`` (mass, position, velocity of the training systems),
-``metrics`` (one dict per epoch so far) and ``trainer`` (what resuming needs: the orbits'
-current states and histories, the replay buffer and the random number generators).
+``metrics`` (one dict per epoch so far), ``trajectory`` (the accepted training states so far,
+for the training movie) and ``trainer`` (what resuming needs: the orbits' current states and
+histories, the replay buffer and the random number generators).
 """
 
 from __future__ import annotations

@@ -11,3 +11,7 @@ class NonFiniteStateError(RuntimeError):
 
 class RunCancelled(Exception):
     """Raised inside a run when its cancellation token is set."""
+
+
+class TrainingStalled(RuntimeError):
+    """A state was rejected ``max_retrain_steps`` times in a row."""

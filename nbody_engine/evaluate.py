@@ -12,6 +12,7 @@ import csv
 import io
 import math
 
+import matplotlib
 import numpy as np
 import torch
 
@@ -24,7 +25,7 @@ from .integrate import StopRule, period_of, simulate
 from .jobs import gravity_of, torch_setup
 from .model import learned_policy_from_checkpoint
 from .physics import State
-from .plots import plt, relative_errors, save_figure
+from .plots import new_figure, relative_errors, save_figure
 from .policies import AnalyticDt
 from .runs import RunDirectory, write_json, write_text
 
@@ -123,8 +124,8 @@ def _json_ready(row: dict) -> dict:
 def pareto_plot(rows: list[dict], path) -> None:
     """Steps per period against max |dE/E|: one analytic curve (over eps) and one learned point
     per system."""
-    fig, ax = plt.subplots(figsize=(6.5, 4.8))
-    colors = plt.get_cmap("viridis")
+    fig, ax = new_figure(1, (6.5, 4.8))
+    colors = matplotlib.colormaps["viridis"]
     systems = sorted({r["system"] for r in rows})
     for k, system in enumerate(systems):
         color = colors(k / max(1, len(systems) - 1))

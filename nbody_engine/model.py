@@ -3,12 +3,15 @@
 Parametrization (physics-informed): the network does not predict dt itself but a bounded
 multiplicative correction to the analytic step,
 
-    dt = max(dt_bound, eps * tau(state) * C ** tanh(f(features))),    C = 10,
+    dt = max(dt_bound, eps * tau(state) * C ** softsign(f(features))),    C = 10,
 
 where ``tau`` is the pairwise free-fall/collision time of :func:`policies.pairwise_timescale`.
 The last layer starts at zero, so an untrained network *is* the analytic policy with ``eps``;
 training can only move each step within a factor of ten of it, which keeps every policy the
-network can express a sane integrator, and ``dt_bound`` is a hard floor.
+network can express a sane integrator, and ``dt_bound`` is a hard floor. The bound is a
+softsign ``s / (1 + |s|)`` rather than tanh: its gradient decays like ``1/s^2`` instead of
+exponentially, so a network pushed against the bound (steps ten times too long) still gets
+the gradient that pulls it back when those steps are rejected.
 """
 
 from __future__ import annotations
@@ -60,7 +63,7 @@ class DtNetwork(nn.Module):
         if self.fourier_matrix.shape[0]:
             proj = 2 * math.pi * z @ self.fourier_matrix.T  # (B, fourier_dim)
             z = torch.cat([z, proj.sin(), proj.cos()], -1)
-        correction = CORRECTION_RANGE ** torch.tanh(self.mlp(z).squeeze(-1))  # (B,)
+        correction = CORRECTION_RANGE ** nn.functional.softsign(self.mlp(z).squeeze(-1))  # (B,)
         return (self.eps * tau * correction).clamp_min(self.dt_bound)
 
 

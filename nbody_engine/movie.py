@@ -14,7 +14,7 @@ import imageio_ffmpeg
 import numpy as np
 
 from .errors import InputError
-from .plots import TINY, dt_panel, errors_panel, orbit_panel, plt, relative_errors
+from .plots import TINY, dt_panel, errors_panel, new_figure, orbit_panel, relative_errors
 from .runs import atomic_path
 
 BASE_PIXELS, BASE_DPI = (1280, 432), 120
@@ -41,10 +41,12 @@ def frame_indices(dt: np.ndarray, max_frames: int) -> np.ndarray:
     n = len(dt)
     if max_frames <= 0 or n <= max_frames:
         return np.arange(n)
-    keep_small = max(1, max_frames // 5)
-    smallest = np.argsort(np.where(dt[1:] > 0, dt[1:], np.inf))[:keep_small] + 1
+    # at least two evenly spaced rows (first and last) before any smallest-step row; with fewer
+    # than three frames there is no room for one
+    keep_small = max(1, max_frames // 5) if max_frames >= 3 else 0
+    smallest = np.argsort(np.where(dt[1:] > 0, dt[1:], np.inf), kind="stable")[:keep_small] + 1
     even = np.linspace(0, n - 1, max_frames - keep_small).round().astype(int)
-    return np.unique(np.concatenate([even, smallest, [0, n - 1]]))
+    return np.unique(np.concatenate([even, smallest]))
 
 
 def write_movie(path: str | Path, time: np.ndarray, dt: np.ndarray, position: np.ndarray, energy: np.ndarray,
@@ -76,7 +78,7 @@ class _MovieFigure:
     def __init__(self, time, dt, position, rel_dE, rel_dL, size, dpi, title) -> None:
         self.time, self.dt, self.position, self.rel_dE, self.rel_dL = time, dt, position, rel_dE, rel_dL
         self.title = title
-        self.fig, (orbit_ax, err_ax, dt_ax) = plt.subplots(1, 3, figsize=(size[0] / dpi, size[1] / dpi), dpi=dpi)
+        self.fig, (orbit_ax, err_ax, dt_ax) = new_figure(3, (size[0] / dpi, size[1] / dpi), dpi)
         orbit_panel(orbit_ax, position[:1], limits=_orbit_limits(position))
         errors_panel(err_ax, time, rel_dE, rel_dL)
         dt_panel(dt_ax, time, dt)
@@ -99,7 +101,7 @@ class _MovieFigure:
         return np.ascontiguousarray(np.asarray(self.fig.canvas.buffer_rgba())[..., :3])
 
     def close(self) -> None:
-        plt.close(self.fig)
+        self.fig.clear()
 
 
 def _orbit_limits(pos: np.ndarray):

@@ -9,16 +9,25 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from .runs import atomic_path  # noqa: E402
+from .runs import atomic_path
 
 TINY = 1e-18
 PROJECTION = (0, 1)  # 3D runs are drawn in the x-y plane
+
+
+def new_figure(ncols: int, figsize: tuple[float, float], dpi: float | None = None):
+    """A figure with ``ncols`` axes in a row, drawn by the Agg canvas and unknown to pyplot.
+
+    Reports and movie frames never go through pyplot: they neither switch the backend of the
+    process that imports the engine (a notebook keeps its inline plots) nor touch pyplot's
+    global figure list, which is not thread-safe (the explorer runs jobs in a thread)."""
+    fig = Figure(figsize=figsize, dpi=dpi)
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots(1, ncols)
 
 
 def relative_errors(energy: np.ndarray, angular_momentum: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -62,7 +71,7 @@ def orbit_panel(ax, position: np.ndarray, upto: int | None = None, trail: int | 
     i, j = PROJECTION
     end = len(position) if upto is None else upto
     start = 0 if trail is None else max(0, end - trail)
-    colors = plt.get_cmap("tab10")
+    colors = matplotlib.colormaps["tab10"]
     for b in range(position.shape[1]):
         path = position[start:end, b]
         ax.plot(path[:, i], path[:, j], lw=0.8, color=colors(b % 10))
@@ -89,7 +98,6 @@ def epoch_panel(ax, epochs: np.ndarray, values: np.ndarray, label: str, logy: bo
 def save_figure(fig, path: Path) -> Path:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
     return path
 
 
@@ -97,7 +105,7 @@ def simulation_report(trajectory: dict[str, np.ndarray], path: Path, title: str)
     """Errors, dt and orbit of the first system of a simulation's trajectory arrays."""
     rel_dE, rel_dL = relative_errors(trajectory["energy"], trajectory["angular_momentum"])
     time, dt = trajectory["time"][:, 0], trajectory["dt"][:, 0]
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    fig, axes = new_figure(3, (15, 4.2))
     errors_panel(axes[0], time, rel_dE[:, 0], rel_dL[:, 0])
     dt_panel(axes[1], time, dt)
     orbit_panel(axes[2], trajectory["position"][:, 0])
@@ -110,7 +118,7 @@ def training_report(metrics: list[dict], train_position: np.ndarray | None, path
     """Loss, acceptance rate, retrain iterations and |dE/E| per epoch, and the training orbit."""
     epochs = np.arange(len(metrics))
     get = lambda key: np.array([m.get(key) if m.get(key) is not None else np.nan for m in metrics], float)  # noqa: E731
-    fig, axes = plt.subplots(1, 5, figsize=(22, 4.2))
+    fig, axes = new_figure(5, (22, 4.2))
     epoch_panel(axes[0], epochs, np.maximum(get("loss"), 1e-12), "loss", logy=True)
     epoch_panel(axes[1], epochs, get("acceptance_rate"), "acceptance rate")
     epoch_panel(axes[2], epochs, get("retrain_iterations"), "retrain iterations")

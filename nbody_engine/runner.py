@@ -16,10 +16,8 @@ from typing import Any, Sequence
 import param
 
 from .config import check_value, load_configs, parse_text
-from .errors import InputError, NonFiniteStateError, RunCancelled
+from .errors import InputError, NonFiniteStateError, RunCancelled, TrainingStalled
 from .events import ConsoleSink, Reporter, WandbSink
-from .jobs import run_phases
-from .train import TrainingStalled
 from .schema import KEYS, SECTIONS, Config, flags_for, section_keys
 
 PROG = "nbody-runner"
@@ -69,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
                 for phase, flag in PHASE_FLAGS.items():
                     group.add_argument(flag, dest=f"{phase}_ic_path", default=argparse.SUPPRESS, metavar="PATH",
                                        help=f"IC file for the {phase} phase")
+    from .sweep import add_sweep_parser  # nbody-runner sweep: a grid of runs on Dask (nbody_engine.sweep)
+
+    add_sweep_parser(modes)
     return parser
 
 
@@ -87,6 +88,8 @@ def _cli_values(args: argparse.Namespace) -> tuple[dict, dict]:
 def run(configs: dict[str, Config]) -> dict:
     """Run the phases in ``configs`` with a console progress sink (and Weights & Biases where a
     phase has ``wandb = true``); print the simulation summary."""
+    from .jobs import run_phases
+
     sinks = [ConsoleSink()]
     if any(cfg.wandb for cfg in configs.values()):
         sinks.append(WandbSink())  # InputError without the wandb package, before anything is written
@@ -108,6 +111,10 @@ def run_evaluation(cfg: Config) -> dict:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.mode == "sweep":
+        from .sweep import main_from_args
+
+        return main_from_args(args, PROG)
     try:
         shared, per_phase = _cli_values(args)
         phases = "simulate" if args.mode == "evaluate" else args.mode

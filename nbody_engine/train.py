@@ -26,7 +26,7 @@ import torch
 
 from .checkpoints import load_checkpoint, save_checkpoint
 from .config import Config, config_values
-from .errors import InputError, RunCancelled
+from .errors import InputError, RunCancelled, TrainingStalled
 from .events import (CheckpointWritten, EpochFinished, MetricsFileSink, Reporter, RunCancelledEvent, RunFailed,
                      RunFinished, RunStarted, StepAccepted, StepRejected, TrajectoryChunk, json_line)
 from .features import empty_rows, history_row, push_row
@@ -46,10 +46,6 @@ CHECKPOINT_EVERY = 10
 REPLAY_CAPACITY = 10_000
 NONFINITE_PENALTY = 1e3
 ROUNDOFF = 1e3  # errors below ROUNDOFF * machine epsilon are rounding, not the step's doing
-
-
-class TrainingStalled(RuntimeError):
-    """A state was rejected ``max_retrain_steps`` times in a row."""
 
 
 # --- losses -------------------------------------------------------------------------------
@@ -247,11 +243,11 @@ class Trainer:
         s = self.orbits.state
         with torch.no_grad():
             energy = kinetic_energy(s) + self.policy.gravity(s)[1]
-        row = {"epoch": self.epoch, "time": s.time.cpu().numpy(), "position": s.position.cpu().numpy(),
-               "dt": float(dt.mean()), "energy": energy.cpu().numpy(), "angular_momentum": angular_momentum(s).cpu().numpy()}
+        row = {"epoch": self.epoch, "dt": float(dt.mean()), "time": s.time.cpu(), "position": s.position.cpu(),
+               "energy": energy.cpu(), "angular_momentum": angular_momentum(s).cpu()}
         self.trajectory.append(row)
-        self.reporter.emit(TrajectoryChunk("train", len(self.trajectory) - 1, row["time"][None],
-                                           np.full((1, 1), float(dt.mean())), row["position"][None],
+        self.reporter.emit(TrajectoryChunk("train", len(self.trajectory) - 1, row["time"].numpy()[None],
+                                           np.full((1, 1), float(dt.mean())), row["position"].numpy()[None],
                                            np.full((1, 1), float(rel_dE.max())), np.full((1, 1), float(rel_dL.max())),
                                            progress=(self.epoch + 1) / self.cfg.epochs))
 
@@ -318,6 +314,7 @@ class Trainer:
             "train_ic": {"mass": self.initial.mass.cpu(), "position": self.initial.position.cpu(),
                          "velocity": self.initial.velocity.cpu()},
             "metrics": list(self.metrics),
+            "trajectory": list(self.trajectory),
             "trainer": {"orbits": clone(self.orbits.state_dict()), "buffer": self.buffer.state_dict(),
                         "generator": self.generator.get_state(), "torch_rng": torch.get_rng_state(),
                         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
@@ -329,6 +326,7 @@ class Trainer:
         self.network.load_state_dict(data["model"])
         self.optimizer.load_state_dict(data["optimizer"])
         self.metrics = list(data["metrics"])
+        self.trajectory = list(data.get("trajectory", []))
         t = data["trainer"]
         self.orbits.load_state_dict({k: v.to(device) for k, v in t["orbits"].items()})
         self.buffer.load_state_dict({k: v.to(device) for k, v in t["buffer"].items()})
@@ -462,7 +460,8 @@ def _train_loop(trainer: Trainer, run: RunDirectory, reporter: Reporter) -> dict
         if isinstance(stop, TrainingStalled):
             reporter.emit(RunFailed("train", str(stop)))
         else:
-            reporter.emit(RunCancelledEvent("train"))
+            reporter.emit(RunCancelledEvent("train", "interrupted (Ctrl-C)" if isinstance(stop, KeyboardInterrupt)
+                                            else "stopped by request"))
         raise
     except Exception as err:
         reporter.emit(RunFailed("train", str(err)))
@@ -487,7 +486,8 @@ def _write_outputs(run: RunDirectory, trainer: Trainer) -> None:
     rows = trainer.trajectory
     if not rows:
         return
-    arrays = {key: np.stack([r[key] for r in rows]) for key in ("time", "position", "energy", "angular_momentum")}
+    arrays = {key: torch.stack([r[key] for r in rows]).numpy() for key in ("time", "position", "energy",
+                                                                             "angular_momentum")}
     arrays["epoch"] = np.array([r["epoch"] for r in rows])
     arrays["dt"] = np.repeat(np.array([r["dt"] for r in rows])[:, None], arrays["time"].shape[1], 1)
     write_npz(run.root / "train_trajectory.npz", {**arrays, "mass": trainer.initial.mass.cpu().numpy()})
