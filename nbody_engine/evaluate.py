@@ -86,10 +86,43 @@ def evaluate(cfg: Config, reporter: Reporter | None = None, data_dir=None) -> di
             reporter.cancel.raise_if_cancelled()
             traj = simulate(state, policy, gravity, _stop(cfg, state), reporter, phase="evaluate")
             rows.append(_row(name, eps, i, e, traj, period))
-    outputs = write_evaluation(rows, RunDirectory(cfg.save_name, data_dir).root / "eval", cfg.model_path)
-    result = {"rows": rows, "outputs": outputs}
+    verdicts = [learned_versus_analytic(rows, i) for i in range(len(systems))]
+    outputs = write_evaluation(rows, verdicts, RunDirectory(cfg.save_name, data_dir).root / "eval", cfg.model_path)
+    result = {"rows": rows, "verdicts": verdicts, "outputs": outputs}
     reporter.emit(RunFinished("evaluate", result))
     return result
+
+
+def learned_versus_analytic(rows: list[dict], system: int) -> dict:
+    """The learned policy's max |dE/E| against the analytic policy's at the same steps per
+    period, interpolated log-log between the eps values that bracket it (None outside them).
+    ``ratio < 1`` means the learned policy beats the criterion at equal cost."""
+    mine = [r for r in rows if r["system"] == system]
+    learned = next(r for r in mine if r["policy"] == "learned")
+    curve = sorted((r["steps_per_period"], r["max_rel_dE"]) for r in mine if r["policy"] == "analytic")
+    steps = learned["steps_per_period"]
+    analytic_error = None
+    for (s0, e0), (s1, e1) in zip(curve, curve[1:]):
+        if s0 <= steps <= s1 and min(s0, e0, s1, e1) > 0:
+            w = math.log(steps / s0) / math.log(s1 / s0) if s1 > s0 else 0.0
+            analytic_error = math.exp(math.log(e0) + w * math.log(e1 / e0))
+    ratio = learned["max_rel_dE"] / analytic_error if analytic_error else None
+    return {"system": system, "e": learned["e"], "steps_per_period": steps, "learned_max_rel_dE": learned["max_rel_dE"],
+            "analytic_max_rel_dE_at_same_steps": analytic_error, "ratio": ratio}
+
+
+def verdict_text(verdicts: list[dict]) -> str:
+    lines = []
+    for v in verdicts:
+        label = f"e = {v['e']:.2f}" if v["e"] is not None else f"system {v['system']}"
+        if v["ratio"] is None:
+            lines.append(f"{label}: learned at {v['steps_per_period']:.1f} steps/period lies outside the analytic"
+                         " eps range; widen eval_eps to compare at equal cost")
+        else:
+            lines.append(f"{label}: at {v['steps_per_period']:.1f} steps/period, learned max|dE/E| "
+                         f"{v['learned_max_rel_dE']:.2e} vs analytic {v['analytic_max_rel_dE_at_same_steps']:.2e}"
+                         f" (ratio {v['ratio']:.2f}; < 1: learned is better)")
+    return "\n".join(lines)
 
 
 def table_text(rows: list[dict]) -> str:
@@ -105,14 +138,15 @@ def table_text(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def write_evaluation(rows: list[dict], directory, model_path: str) -> dict[str, str]:
+def write_evaluation(rows: list[dict], verdicts: list[dict], directory, model_path: str) -> dict[str, str]:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=COLUMNS)
     writer.writeheader()
     writer.writerows(rows)
     paths = {"csv": directory / "table.csv", "json": directory / "table.json", "pareto": directory / "pareto.png"}
     write_text(paths["csv"], buffer.getvalue())
-    write_json(paths["json"], {"model_path": model_path, "rows": [_json_ready(r) for r in rows]})
+    write_json(paths["json"], {"model_path": model_path, "rows": [_json_ready(r) for r in rows],
+                               "learned_versus_analytic": [_json_ready(v) for v in verdicts]})
     pareto_plot(rows, paths["pareto"])
     return {k: str(v) for k, v in paths.items()}
 

@@ -101,10 +101,11 @@ def run(configs: dict[str, Config]) -> dict:
 
 def run_evaluation(cfg: Config) -> dict:
     """``evaluate`` uses the TOML's simulate phase; prints the table and where it was written."""
-    from .evaluate import evaluate, table_text
+    from .evaluate import evaluate, table_text, verdict_text
 
     result = evaluate(cfg, Reporter([ConsoleSink()]))
     print(table_text(result["rows"]))
+    print(verdict_text(result["verdicts"]))
     print("written: " + ", ".join(result["outputs"].values()))
     return result
 

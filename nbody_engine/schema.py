@@ -198,7 +198,7 @@ class Evaluation(Section):
                         doc="Held-out eccentricities of the Kepler orbits evaluated (unless ic_path is given)")
     eval_a = param.Number(1.0, bounds=(0, UNBOUNDED), inclusive_bounds=(False, True), softbounds=(0.1, 10),
                           doc="Semi-major axis of the evaluated Kepler orbits")
-    eval_eps = param.List([0.025, 0.05, 0.1, 0.2], item_type=(int, float), bounds=(1, None),
+    eval_eps = param.List([0.0125, 0.025, 0.05, 0.1, 0.2], item_type=(int, float), bounds=(1, None),
                           doc="eps values of the analytic policy the learned one is compared with")
 
 
