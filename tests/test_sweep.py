@@ -1,0 +1,282 @@
+"""Sweeps (nbody_engine.sweep, ``nbody-runner sweep``): the plan, bad grids through the real CLI,
+and real sweeps on a LocalCluster and on a scheduler + workers started here on loopback."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from nbody_engine.errors import InputError
+from nbody_engine.sweep import SlurmOptions, plan_sweep, run_id, run_sweep, slurm_cluster_kwargs
+
+BASE = 'seed = 1\nnum_orbits = 2\n\n[simulate]\nsteps = 20\n'
+# (num_particles 3, multi_orbit_sim true) passes the schema but fails at run time: multi-orbit
+# simulation samples two-body orbits. The three other points succeed.
+GRID = 'num_particles = [2, 3]\n\n[simulate]\nmulti_orbit_sim = [false, true]\n'
+FAILING = {"num_particles": 3, "simulate.multi_orbit_sim": True}
+
+
+def sweep_cli(cwd: Path, *args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "nbody_engine.runner", "sweep", *args]
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def write_inputs(cwd: Path, grid: str = GRID) -> None:
+    (cwd / "base.toml").write_text(BASE)
+    (cwd / "grid.toml").write_text(grid)
+
+
+def read_csv(path: Path) -> list[dict]:
+    with path.open(newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def check_results(root: Path) -> dict[str, dict]:
+    """The finished sweep: three ok rows with metrics, one failed row with the runner's error."""
+    rows = read_csv(root / "results.csv")
+    assert len(rows) == 4
+    doc = json.loads((root / "results.json").read_text())
+    assert (doc["ok"], doc["failed"], doc["pending"]) == (3, 1, 0)
+    by_id = {r["id"]: r for r in doc["runs"]}
+    assert [r["id"] for r in rows] == list(by_id)
+    for row in doc["runs"]:
+        run_dir = root / row["run_dir"]
+        assert (run_dir / "stdout.log").is_file() and (run_dir / "stderr.log").is_file()
+        config = tomllib.loads((run_dir / "run.toml").read_text())
+        assert config["save_name"] == row["id"]
+        assert config["num_particles"] == row["num_particles"]
+        assert config["simulate"]["multi_orbit_sim"] == row["simulate.multi_orbit_sim"]
+        assert row["id"] == run_id("simulate", {"num_particles": row["num_particles"],
+                                                "simulate.multi_orbit_sim": row["simulate.multi_orbit_sim"]})
+        failing = row["num_particles"] == 3 and row["simulate.multi_orbit_sim"]
+        if failing:
+            assert row["status"] == "failed"
+            assert row["exit_code"] == 2
+            assert "multi_orbit_sim" in row["error"] and row["error"].startswith("nbody-runner: error:")
+            assert row["steps"] is None
+        else:
+            assert row["status"] == "ok", row
+            assert row["error"] == "" and row["exit_code"] == 0
+            assert row["steps"] == 20
+            assert math.isfinite(row["max_rel_energy_error"])
+            assert row["wall_time_s"] > 0
+            assert list((run_dir / "data" / row["id"] / "sim").glob("*/summary.json"))
+            assert (run_dir / "data" / row["id"] / "config.toml").is_file()
+    return by_id
+
+
+# --------------------------------------------------------------------------- the plan (no cluster)
+
+def test_plan_expands_the_product_with_stable_ids(tmp_path):
+    (tmp_path / "base.toml").write_text(BASE + 'ic_path = "ics/two.txt"\n')
+    grid = {"eps": [0.05, 0.1, 0.2], "train": {"history_len": [0, 5]}, "simulate": {"steps": [100, 2e2]}}
+    plan = plan_sweep(tmp_path / "base.toml", grid, mode="both", name="g", cwd=tmp_path, data_dir=tmp_path / "data")
+    assert plan.total == len(plan.runs) == 12
+    assert len({r.id for r in plan.runs}) == 12
+    assert plan.runs[0].values == {"eps": 0.05, "train.history_len": 0, "simulate.steps": 100}
+    assert plan.runs[-1].values == {"eps": 0.2, "train.history_len": 5, "simulate.steps": 200}
+    doc = tomllib.loads(plan.runs[-1].toml)
+    assert doc["eps"] == 0.2 and doc["seed"] == 1 and doc["save_name"] == plan.runs[-1].id
+    assert doc["train"] == {"history_len": 5}
+    assert doc["simulate"]["steps"] == 200
+    assert doc["simulate"]["ic_path"] == str(tmp_path / "ics" / "two.txt")  # relative paths made absolute
+    assert plan.root == (tmp_path / "data" / "g").resolve()
+    assert not (tmp_path / "data").exists()  # planning writes nothing
+    # ids depend on the run's values and the mode only: reordering or extending the grid keeps them
+    wider = {"simulate": {"steps": [300, 200, 100]}, "train": {"history_len": [5, 0]}, "eps": [0.2, 0.1, 0.05]}
+    again = plan_sweep(tmp_path / "base.toml", wider, mode="both", name="g", cwd=tmp_path)
+    assert {r.id for r in plan.runs} < {r.id for r in again.runs}
+    other_mode = plan_sweep(tmp_path / "base.toml", {"eps": [0.05]}, mode="simulate", name="g", cwd=tmp_path)
+    assert other_mode.runs[0].id != run_id("both", {"eps": 0.05})
+
+
+def test_samples_are_seeded_draws(tmp_path):
+    grid = {"eps": [0.01 * i for i in range(1, 11)], "steps": [10, 20, 30]}
+    def ids(seed):
+        return [r.id for r in plan_sweep(None, grid, mode="simulate", samples=4, seed=seed, name="s", cwd=tmp_path).runs]
+    assert len(ids(0)) == 4 and len(set(ids(0))) == 4
+    assert ids(0) == ids(0)
+    assert ids(0) != ids(1)
+    assert len(plan_sweep(None, grid, mode="simulate", samples=100, name="s", cwd=tmp_path).runs) == 30
+
+
+@pytest.mark.parametrize(("grid", "message"), [
+    ({"stepz": [1]}, "unknown key 'stepz' in grid (top level); did you mean 'steps'?"),
+    ({"steps": []}, "'steps' lists no values"),
+    ({"steps": 5}, "'steps' must be a list of the values to sweep"),
+    ({"steps": ["x"]}, "'steps' must be an integer, not 'x'"),
+    ({"steps": [1.5]}, "'steps' must be an integer, not 1.5"),
+    ({"eps": [-1.0]}, "'eps'"),
+    ({"hidden_dims": [64, 64]}, "sweep it as a list of lists"),
+    ({"simulate": {"steps": [1, 1.0]}}, "lists 1 twice"),
+    ({"train": {"epochs": [1]}}, "--mode simulate runs no train phase"),
+    ({"steps": [1], "simulate": {"steps": [2]}}, "both at the top level and in [simulate]"),
+    ({"save_name": ["a"]}, "'save_name' is set by the sweep"),
+    ({"sim": {"steps": [1]}}, "did you mean [simulate]?"),
+    ({}, "lists no keys to sweep"),
+    ({"E_lower": [1.0]}, "must not exceed 'E_upper'"),
+])
+def test_bad_grids_are_input_errors(tmp_path, grid, message):
+    with pytest.raises(InputError) as err:
+        plan_sweep(None, grid, mode="simulate", name="bad", cwd=tmp_path)
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_slurm_options(monkeypatch):
+    monkeypatch.setitem(sys.modules, "dask_jobqueue", None)  # as if the extra were not installed
+    with pytest.raises(InputError, match=r"pip install 'nbody-explorer\[slurm\]'"):
+        slurm_cluster_kwargs(SlurmOptions(cores=2, memory="4GB"))
+    monkeypatch.undo()
+    pytest.importorskip("dask_jobqueue")
+    from dask_jobqueue import SLURMCluster
+
+    with pytest.raises(InputError, match="--slurm-walltime"):
+        slurm_cluster_kwargs(SlurmOptions(cores=2, memory="4GB", walltime="one hour"))
+    with pytest.raises(InputError, match="--slurm-memory"):
+        slurm_cluster_kwargs(SlurmOptions(cores=2, memory="lots"))
+    kwargs = slurm_cluster_kwargs({"queue": "gpu", "account": "proj", "walltime": "01:30:00", "cores": 4,
+                                   "memory": "8GB", "gpus": 2})
+    assert kwargs["job_extra_directives"] == ["--gres=gpu:2"]
+    cluster = SLURMCluster(**kwargs)  # writes the job script; submits nothing until scaled
+    try:
+        script = cluster.job_script()
+    finally:
+        cluster.close()
+    for line in ("#SBATCH -p gpu", "#SBATCH -A proj", "#SBATCH -t 01:30:00", "#SBATCH --cpus-per-task=4",
+                 "#SBATCH --gres=gpu:2", sys.executable):
+        assert line in script
+
+
+# --------------------------------------------------------------------------- bad input through the real CLI
+
+@pytest.mark.parametrize(("grid", "message"), [
+    ("stepz = [20]\n", "unknown key 'stepz' in grid 'grid.toml' (top level); did you mean 'steps'?"),
+    ("[simulate]\nsteps = []\n", "[simulate] of grid 'grid.toml': 'steps' lists no values"),
+    ("steps = [20, \"many\"]\n", "grid 'grid.toml' (top level): 'steps' must be an integer, not 'many'"),
+    ("steps = 20\n", "'steps' must be a list of the values to sweep"),
+])
+def test_cli_bad_grid_is_one_line_exit_2(tmp_path, grid, message):
+    write_inputs(tmp_path, grid)
+    result = sweep_cli(tmp_path, "--config", "base.toml", "--grid", "grid.toml", "--mode", "simulate")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("nbody-runner: error: ") and result.stderr.count("\n") == 1, result.stderr
+    assert message in result.stderr
+    assert not (tmp_path / "data").exists()
+
+
+def test_cli_usage_errors(tmp_path):
+    write_inputs(tmp_path)
+    for args, message in ((["--slurm-queue", "q"], "--slurm-queue needs --slurm"),
+                          (["--samples", "0"], "--samples: must be a positive integer"),
+                          (["--slurm", "--scheduler", "tcp://127.0.0.1:1"], "not allowed with argument")):
+        result = sweep_cli(tmp_path, "--config", "base.toml", "--grid", "grid.toml", *args)
+        assert result.returncode == 2 and result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
+    assert not (tmp_path / "data").exists()
+
+
+# --------------------------------------------------------------------------- real sweeps
+
+@pytest.fixture(scope="module")
+def local_sweep(tmp_path_factory):
+    """The sweep on the default LocalCluster (2 worker processes), through the CLI."""
+    cwd = tmp_path_factory.mktemp("local_sweep")
+    write_inputs(cwd)
+    result = sweep_cli(cwd, "--config", "base.toml", "--grid", "grid.toml", "--mode", "simulate",
+                       "--workers", "2", "--name", "demo")
+    return cwd, result
+
+
+@pytest.mark.slow
+def test_local_sweep_records_every_run(local_sweep):
+    cwd, result = local_sweep
+    assert result.returncode == 1, result.stderr  # a run failed
+    assert "local cluster of 2 worker(s)" in result.stdout
+    assert "3 ok, 1 failed" in result.stdout
+    check_results(cwd / "data" / "demo")
+
+
+@pytest.mark.slow
+def test_rerun_skips_finished_runs(local_sweep):
+    """A rerun (here through the Python API) runs the failed run again and nothing else."""
+    cwd, _ = local_sweep
+    root = cwd / "data" / "demo"
+    before = check_results(root)
+    ok_ids = [i for i, r in before.items() if r["status"] == "ok"]
+    stamps = {i: (root / "runs" / i / "stdout.log").stat().st_mtime_ns for i in ok_ids}
+    lines: list[str] = []
+    doc = run_sweep(cwd / "base.toml", cwd / "grid.toml", mode="simulate", name="demo", workers=1,
+                    data_dir=cwd / "data", echo=lines.append)
+    assert "4 run(s), 3 finished earlier, 1 to run" in lines[0]
+    assert (doc["ok"], doc["failed"]) == (3, 1)
+    after = check_results(root)
+    for i, row in after.items():
+        assert row["attempts"] == (1 if i in ok_ids else 2), row
+    assert {i: (root / "runs" / i / "stdout.log").stat().st_mtime_ns for i in ok_ids} == stamps
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """End a process group started here (the scheduler, or a worker and its nannies)."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+
+@pytest.fixture
+def dask_cluster(tmp_path):
+    """``dask scheduler`` and ``dask worker`` (2 processes, 1 thread each) on 127.0.0.1."""
+    scheduler_file = tmp_path / "scheduler.json"
+    procs: list[subprocess.Popen] = []
+    log = (tmp_path / "dask.log").open("w")
+    try:
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", "0",
+             "--no-dashboard", "--scheduler-file", str(scheduler_file)],
+            cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+        deadline = time.monotonic() + 60
+        while not scheduler_file.is_file() and time.monotonic() < deadline:
+            assert procs[0].poll() is None, (tmp_path / "dask.log").read_text()
+            time.sleep(0.2)
+        address = json.loads(scheduler_file.read_text())["address"]
+        assert address.startswith("tcp://127.0.0.1:")
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "distributed.cli.dask_worker", address, "--nworkers", "2", "--nthreads", "1",
+             "--no-dashboard", "--host", "127.0.0.1", "--death-timeout", "60"],
+            cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+        from distributed import Client
+
+        with Client(address, timeout="30s") as client:
+            client.wait_for_workers(2, timeout=90)
+        yield address
+    finally:
+        for proc in reversed(procs):
+            _stop(proc)
+        log.close()
+
+
+@pytest.mark.slow
+def test_sweep_on_an_existing_scheduler(tmp_path, dask_cluster, local_sweep):
+    cwd = tmp_path / "remote"
+    cwd.mkdir()
+    write_inputs(cwd)
+    result = sweep_cli(cwd, "--config", "base.toml", "--grid", "grid.toml", "--mode", "simulate",
+                       "--name", "demo", "--scheduler", dask_cluster)
+    assert result.returncode == 1, result.stderr
+    assert f"scheduler {dask_cluster} with 2 worker(s)" in result.stdout
+    remote = check_results(cwd / "data" / "demo")
+    local = json.loads((local_sweep[0] / "data" / "demo" / "results.json").read_text())
+    assert set(remote) == {r["id"] for r in local["runs"]}  # the same runs, wherever they execute
