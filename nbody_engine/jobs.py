@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import Config, config_values, to_toml
+from .config import PHASES, Config, config_values, load_configs, to_toml
 from .errors import InputError, RunCancelled
 from .events import Reporter, RunCancelledEvent, RunFailed, RunFinished, RunStarted
 from .initial_conditions import kepler_family, load_ic_file, random_system
@@ -230,11 +230,13 @@ def run_phases(configs: dict[str, Config], reporter: Reporter | None = None, dat
         seed = resolve_seed(cfg)
     first = next(iter(configs.values()))
     config_path = RunDirectory(first.save_name, data_dir).config_path
+    earlier = _recorded_phases(config_path)
 
     def record_config(event) -> None:
         # each phase announces RunStarted once its inputs are checked: bad input writes nothing
         if isinstance(event, RunStarted):
-            write_text(config_path, to_toml(configs))
+            merged = {**earlier, **configs}
+            write_text(config_path, to_toml({ph: merged[ph] for ph in PHASES if ph in merged}))
 
     reporter = Reporter([record_config, *(reporter.sinks if reporter else [])], reporter.cancel if reporter else None)
     results: dict[str, dict] = {}
@@ -249,6 +251,18 @@ def run_phases(configs: dict[str, Config], reporter: Reporter | None = None, dat
             cfg.model_path = checkpoint
         results["simulate"] = run_simulation(cfg, reporter, data_dir)
     return results
+
+
+def _recorded_phases(config_path: Path) -> dict[str, Config]:
+    """The phases an earlier run left in ``config.toml``, so that simulating into a training
+    run's directory adds ``[simulate]`` rather than erasing the training settings. A file that
+    no longer loads (an older version's) is simply replaced."""
+    if not config_path.is_file():
+        return {}
+    try:
+        return load_configs("both", config_path, both_defaults=False)
+    except InputError:
+        return {}
 
 
 def compare_with_analytic(cfg: Config, reporter: Reporter | None = None, data_dir=None) -> dict:

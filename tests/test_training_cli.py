@@ -292,3 +292,15 @@ def test_wandb_without_the_package(tmp_path):
     toml = write_toml(tmp_path / "run.toml", {"save_name": "w", "epochs": 2, "wandb": True})
     line = fails_cleanly(tmp_path, "train", "--config", str(toml))
     assert "wandb = true but the wandb package is not installed" in line and "wandb = false" in line
+
+
+def test_simulating_into_a_training_run_keeps_its_training_settings(tmp_path):
+    toml = write_toml(tmp_path / "run.toml", {"save_name": "keep", "epochs": 2})
+    ok(tmp_path, "train", "--config", str(toml))
+    ok(tmp_path, "simulate", "--config", str(toml), "--integrator-mode", "ml", "--steps", "20",
+       "--model-path", "data/keep/model/model_epoch_0001.pt")
+    recorded = tomllib.loads((tmp_path / "data" / "keep" / "config.toml").read_text())
+    train = {**recorded, **recorded.get("train", {})}
+    simulate = {**recorded, **recorded.get("simulate", {})}
+    assert train["epochs"] == 2 and train.get("integrator_mode", "analytic") == "analytic"
+    assert simulate["integrator_mode"] == "ml" and simulate["steps"] == 20
