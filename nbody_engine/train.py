@@ -9,7 +9,9 @@ Each epoch:
    is retried, at most ``max_retrain_steps`` times (0 = no limit).
 2. **Replay** accepted states from a bounded buffer: once it holds ``min_replay_size`` states,
    up to ``replay_steps`` optimizer steps on minibatches of ``replay_batch_size``, stopping early
-   when every sampled state's loss is at most ``rel_loss_bound``.
+   when every sampled state's loss is at most ``rel_loss_bound``, or when the loss has not
+   improved by 1% for ``REPLAY_PATIENCE`` iterations (states that no step within the policy's
+   bounds can bring into the band would otherwise keep replay busy for nothing).
 
 Checkpoints are written every 10 epochs and at the last; ``resume`` continues from the latest.
 """
@@ -44,6 +46,7 @@ log = logging.getLogger("nbody_engine.train")
 
 CHECKPOINT_EVERY = 10
 REPLAY_CAPACITY = 10_000
+REPLAY_PATIENCE = 50  # replay also stops once its loss has not improved by 1% for this many iterations
 NONFINITE_PENALTY = 1e3
 ROUNDOFF = 1e3  # errors below ROUNDOFF * machine epsilon are rounding, not the step's doing
 
@@ -276,6 +279,7 @@ class Trainer:
         cfg = self.cfg
         if len(self.buffer) < cfg.min_replay_size:
             return
+        best, since_best = math.inf, 0
         for it in range(cfg.replay_steps):
             self.reporter.cancel.raise_if_cancelled()
             state, rows = self.buffer.sample(cfg.replay_batch_size, self.generator)
@@ -283,7 +287,8 @@ class Trainer:
             passed = att.loss.detach() <= cfg.rel_loss_bound
             stats.replay_pass_rate = float(passed.double().mean())
             stats.replay_loss = float(att.loss.detach().mean())
-            if bool(passed.all()):
+            best, since_best = (stats.replay_loss, 0) if stats.replay_loss < 0.99 * best else (best, since_best + 1)
+            if bool(passed.all()) or since_best >= REPLAY_PATIENCE:
                 break
             self._optimize(att.loss.mean())
             stats.replay_iterations += 1
