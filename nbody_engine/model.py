@@ -3,15 +3,17 @@
 Parametrization (physics-informed): the network does not predict dt itself but a bounded
 multiplicative correction to the analytic step,
 
-    dt = max(dt_bound, eps * tau(state) * C ** softsign(f(features))),    C = 10,
+    dt = max(dt_bound, eps * tau(state) * c),    c = 10 ** softsign(s) for s >= 0,
+                                                 c = 100 ** softsign(s) for s < 0,
 
-where ``tau`` is the pairwise free-fall/collision time of :func:`policies.pairwise_timescale`.
-The last layer starts at zero, so an untrained network *is* the analytic policy with ``eps``;
-training can only move each step within a factor of ten of it, which keeps every policy the
-network can express a sane integrator, and ``dt_bound`` is a hard floor. The bound is a
-softsign ``s / (1 + |s|)`` rather than tanh: its gradient decays like ``1/s^2`` instead of
-exponentially, so a network pushed against the bound (steps ten times too long) still gets
-the gradient that pulls it back when those steps are rejected.
+with ``s = f(features)`` and ``tau`` the pairwise time scale of
+:func:`policies.pairwise_timescale`. The last layer starts at zero, so an untrained network
+*is* the analytic policy with ``eps``. Training can lengthen a step at most tenfold (keeping
+every policy the network can express a sane integrator) and shorten it a hundredfold (so a
+state the criterion steps too coarsely, such as a hard binary in a random system, can always
+be resolved); ``dt_bound`` is a hard floor. The bound is a softsign ``s / (1 + |s|)`` rather
+than tanh: its gradient decays like ``1/s^2`` instead of exponentially, so a network pushed
+against a bound still gets the gradient that pulls it back.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from .integrate import Gravity
 from .physics import State
 from .policies import pairwise_timescale
 
-CORRECTION_RANGE = 10.0
+LONGEST, SHORTEST = 10.0, 0.01  # the range of the correction c
 ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "elu": nn.ELU}
 
 
@@ -63,7 +65,8 @@ class DtNetwork(nn.Module):
         if self.fourier_matrix.shape[0]:
             proj = 2 * math.pi * z @ self.fourier_matrix.T  # (B, fourier_dim)
             z = torch.cat([z, proj.sin(), proj.cos()], -1)
-        correction = CORRECTION_RANGE ** nn.functional.softsign(self.mlp(z).squeeze(-1))  # (B,)
+        bounded = nn.functional.softsign(self.mlp(z).squeeze(-1))  # (B,) in (-1, 1)
+        correction = torch.exp(bounded * torch.where(bounded > 0, math.log(LONGEST), -math.log(SHORTEST)))
         return (self.eps * tau * correction).clamp_min(self.dt_bound)
 
 

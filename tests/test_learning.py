@@ -195,15 +195,15 @@ def test_dt_bound_is_a_floor():
     assert torch.equal(policy_of(network(dt_bound=1e-8)).dt(state), analytic)
 
 
-def test_correction_stays_within_a_factor_of_ten():
+def test_correction_stays_between_a_hundredth_and_ten():
     state = system(batch=32)
     net = network()
     with torch.no_grad():
         net.mlp[-1].weight.normal_(0.0, 1e6)
         net.mlp[-1].bias.normal_(0.0, 1e6)
     ratio = policy_of(net).dt(state) / AnalyticDt(0.1).dt(state)
-    assert (ratio >= 0.1 * (1 - 1e-12)).all() and (ratio <= 10 * (1 + 1e-12)).all()
-    assert ((ratio - 1).abs() > 0.5).any()  # the weights did move dt: to the edge of the range
+    assert (ratio >= 0.01 * (1 - 1e-12)).all() and (ratio <= 10 * (1 + 1e-12)).all()
+    assert ratio.min() < 0.02 and ratio.max() > 9  # huge weights reach both edges of the range
 
 
 def test_fourier_features():
