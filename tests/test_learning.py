@@ -197,13 +197,21 @@ def test_dt_bound_is_a_floor():
 
 def test_correction_stays_between_a_hundredth_and_ten():
     state = system(batch=32)
-    net = network()
-    with torch.no_grad():
-        net.mlp[-1].weight.normal_(0.0, 1e6)
-        net.mlp[-1].bias.normal_(0.0, 1e6)
-    ratio = policy_of(net).dt(state) / AnalyticDt(0.1).dt(state)
-    assert (ratio >= 0.01 * (1 - 1e-12)).all() and (ratio <= 10 * (1 + 1e-12)).all()
-    assert ratio.min() < 0.02 and ratio.max() > 9  # huge weights reach both edges of the range
+    analytic = AnalyticDt(0.1).dt(state)
+    ratios = []
+    for bias in (1e6, -1e6, None):
+        net = network()
+        with torch.no_grad():
+            if bias is None:  # huge random weights: every ratio anywhere inside the range
+                net.mlp[-1].weight.normal_(0.0, 1e6)
+                net.mlp[-1].bias.normal_(0.0, 1e6)
+            else:
+                net.mlp[-1].bias.fill_(bias)
+        ratios.append(policy_of(net).dt(state) / analytic)
+    longest, shortest, random = ratios
+    assert torch.allclose(longest, torch.full_like(longest, 10.0), rtol=1e-4)
+    assert torch.allclose(shortest, torch.full_like(shortest, 0.01), rtol=1e-4)
+    assert (random >= 0.01 * (1 - 1e-12)).all() and (random <= 10 * (1 + 1e-12)).all()
 
 
 def test_fourier_features():
