@@ -29,6 +29,10 @@ from .widgets import ConfigForm
 
 MODES = {"train": "Train", "simulate": "Simulate", "both": "Train + simulate"}
 DRAIN_PERIOD_MS = 200
+# Redrawing the plots runs on the server's one event loop, shared by every session and by the
+# messages from the browsers (a click on Stop included). While a job runs, a session's drains
+# take at most this share of the loop's time: a slow drain postpones the next one.
+DRAIN_SHARE = 0.25
 
 
 # The dashboard opens on a run that shows something within seconds (configs/quick.toml's
@@ -54,11 +58,13 @@ class Explorer(pn.viewable.Viewer):
         super().__init__(**params)
         self._mirroring = False
         self.last_checkpoint: str | None = None
+        self._auto_model_path: str | None = None  # the simulate model_path a finished training filled in
         self.overrides: set[str] = {k for k in KEYS if getattr(self.simulate, k) != getattr(self.train, k)}
         self.job: Job | None = None
         self.live = LivePlots()
         self._callback = None
         self._started = 0.0
+        self._next_drain = 0.0
         self._epochs_total = 0
         self._build_widgets()
         self.train.param.watch(self._mirror_to_simulate, list(KEYS))
@@ -181,6 +187,11 @@ class Explorer(pn.viewable.Viewer):
         if not Job.slot_free():
             self._show_error("the server is busy: every job slot is taken; try again when a run ends")
             return False
+        if mode == "both" and self.simulate.model_path is not None and \
+                self.simulate.model_path == self._auto_model_path:
+            # 'Train + simulate' simulates the checkpoint this training writes, not the one an
+            # earlier 'Train' left in the Simulate settings.
+            self.simulate.model_path = self.train.model_path
         self.error.visible = False
         self.export_mode = mode
         self.live.reset({"E": (self.train.E_lower, self.train.E_upper), "L": (self.train.L_lower, self.train.L_upper),
@@ -199,9 +210,11 @@ class Explorer(pn.viewable.Viewer):
     def _fill_run_identity(self) -> None:
         """A run needs a name and a seed, so that its export reproduces it."""
         import random
+        import secrets
 
         if not self.train.save_name:
-            self.train.save_name = f"explorer_{time.strftime('%Y%m%d_%H%M%S')}"
+            # the random part keeps two sessions that start in the same second apart
+            self.train.save_name = f"explorer_{time.strftime('%Y%m%d_%H%M%S')}_{secrets.token_hex(3)}"
         if self.train.seed is None:
             self.train.seed = random.randrange(2**31)
 
@@ -214,7 +227,7 @@ class Explorer(pn.viewable.Viewer):
     def stop(self) -> None:
         if self.job is not None:
             self._set_status("Stopping...")
-            self.job.stop()
+            self.job.stop(timeout=0)  # never block the event loop: the drain reports the end
 
     def close(self) -> None:
         """Stop this session's job and its callback (called when the browser tab goes away)."""
@@ -232,6 +245,9 @@ class Explorer(pn.viewable.Viewer):
         """Move what the job reported into the plots and the status line (session thread)."""
         if self.job is None:
             return
+        start = time.monotonic()
+        if self.job.running and start < self._next_drain:
+            return
         events = self.job.poll()
         if not events:
             return
@@ -239,6 +255,7 @@ class Explorer(pn.viewable.Viewer):
             self.live.ingest(events)
             for event in events:
                 self._track(event)
+        self._next_drain = start + (time.monotonic() - start) / DRAIN_SHARE
 
     def _track(self, event) -> None:
         if isinstance(event, RunStarted):
@@ -277,7 +294,7 @@ class Explorer(pn.viewable.Viewer):
             self._set_status(f"{MODES[done.kind]} finished in {elapsed:.1f}s.")
         checkpoint = done.results.get("train", {}).get("checkpoint")
         if checkpoint and done.kind == "train":
-            self.simulate.model_path = checkpoint
+            self.simulate.model_path = self._auto_model_path = checkpoint
         if "simulate" in done.results:
             from .compare import comparison_view
 
@@ -307,7 +324,7 @@ class Explorer(pn.viewable.Viewer):
             pn.Row(epochs, pn.Column(self.projection, pane(self.live.orbit_plot(), 440), sizing_mode="stretch_width")),
             sizing_mode="stretch_width")
         simulation = pn.Column(pn.Row(*(pane(p, 260) for p in self.live.simulation_plots())),
-                               pane(self.live.orbit_plot("sim_orbit", sim=True), 360),
+                               pane(self.live.orbit_plot("sim_orbit", sim=True), 440),
                                pn.pane.Markdown("### Learned against analytic on the same initial conditions"),
                                self.sim_view, sizing_mode="stretch_width")
         export = pn.Column(pn.pane.Markdown("Export the settings as the runner's TOML and run them headless "

@@ -8,6 +8,8 @@ import numpy as np
 import pandas as pd
 import panel as pn
 
+from .live import ORBIT_FRAME
+
 TINY = 1e-18
 POLICY_COLORS = {"simulate": "#1f77b4", "analytic": "#ff7f0e"}
 SUMMARY_ROWS = ("steps", "steps_per_period", "max_rel_energy_error", "rel_energy_error_final",
@@ -42,16 +44,19 @@ def comparison_view(results: dict) -> pn.Column:
         frame = pd.DataFrame({k: s[k][1:] for k in ("time", "rel_dE", "rel_dL", "dt")})
         for y in curves:
             curves[y].append(hv.Curve(frame, "time", y, label=label).opts(color=POLICY_COLORS[name]))
-    opts = dict(logy=True, responsive=True, min_height=260, show_grid=True, legend_position="bottom_right")
+    # One pane per plot: responsive plots inside one hv.Layout collapse to zero height in Panel.
+    opts = dict(logy=True, responsive=True, min_height=220, show_grid=True, legend_position="bottom_right")
     plots = [hv.Overlay(curves[y]).opts(title=title, **opts)
              for y, title in (("rel_dE", "|dE/E| against time"), ("rel_dL", "|dL/L| against time"),
                               ("dt", "dt against time"))]
     pos = series["simulate"]["position"]
+    # A fixed square frame keeps data_aspect=1 honest (a responsive one stretches without bound).
     orbit = hv.Overlay([hv.Path((pos[:, b, 0], pos[:, b, 1]), label=f"body {b}") for b in range(pos.shape[1])]).opts(
-        data_aspect=1, responsive=True, min_height=320, title="orbit (first system, x-y)")
+        data_aspect=1, frame_width=ORBIT_FRAME, frame_height=ORBIT_FRAME, title="orbit (first system, x-y)")
     table = pd.DataFrame({("learned / simulated" if n == "simulate" else "analytic"):
                           [_first(r.get(k)) for k in SUMMARY_ROWS] for n, r in runs.items()}, index=list(SUMMARY_ROWS))
-    return pn.Column(pn.pane.HoloViews(hv.Layout(plots).cols(3), sizing_mode="stretch_width", min_height=280),
-                     pn.Row(pn.pane.HoloViews(orbit, sizing_mode="stretch_width", min_height=320),
-                            pn.pane.DataFrame(table, sizing_mode="stretch_width")),
+    return pn.Column(pn.Row(*(pn.pane.HoloViews(p, sizing_mode="stretch_width", height=280) for p in plots),
+                            sizing_mode="stretch_width"),
+                     pn.Row(pn.pane.HoloViews(orbit), pn.pane.DataFrame(table, float_format="{:.4g}".format,
+                                                                        sizing_mode="stretch_width")),
                      sizing_mode="stretch_width")

@@ -100,7 +100,9 @@ class Job:
             results = run_phases(configs, reporter)
             sim_cfg = configs.get("simulate")
             if self.compare and sim_cfg is not None and sim_cfg.integrator_mode != "analytic":
-                results["analytic"] = compare_with_analytic(sim_cfg, reporter)
+                # the live simulation plots keep the learned run; the comparison view shows both
+                quiet = Reporter([_without_trajectories(QueueSink(self.queue))], self.cancel)
+                results["analytic"] = compare_with_analytic(sim_cfg, quiet)
         except RunCancelled:
             cancelled = True
         except KeyboardInterrupt:
@@ -113,6 +115,13 @@ class Job:
         finally:
             _SLOTS.release()
             self.queue.put(JobDone(self.kind, results, error, cancelled))
+
+
+def _without_trajectories(sink):
+    def forward(event) -> None:
+        if not isinstance(event, TrajectoryChunk):
+            sink(event)
+    return forward
 
 
 def _configs_from_text(kind: str, toml_text: str):

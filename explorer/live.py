@@ -25,6 +25,7 @@ STEP_HISTORY = 5_000
 EPOCH_HISTORY = 5_000
 ORBIT_POINTS = 6_000
 SIM_HISTORY = 20_000
+ORBIT_FRAME = 340  # px, the orbit plots' square frame
 PROJECTIONS = {"x-y": (0, 1), "x-z": (0, 2), "y-z": (1, 2)}
 COMMON = dict(responsive=True, min_height=220, tools=["hover"], show_grid=True, framewise=True)
 LOSS_FLOOR = 1e-10  # a loss of exactly 0 (every state in band) shows at the floor of the log axis
@@ -89,9 +90,11 @@ class LivePlots:
 
     def orbit_plot(self, source_name: str = "orbit", sim: bool = False) -> hv.DynamicMap:
         buffer = self.sim_orbit if sim else self.orbit
+        # A fixed square frame: HoloViews only re-ranges a data_aspect plot on updates when it knows
+        # the frame's size, so a responsive one would keep the empty first frame's 0..1 axes forever.
         return hv.DynamicMap(lambda data: hv.Points(data, ["x", "y"], ["body"]), streams=[buffer]).opts(
-            color="body", cmap="Category10", size=3, data_aspect=1, responsive=True, min_height=320, framewise=True,
-            title="orbits (trail)", colorbar=False, hooks=[_name_source(source_name)])
+            color="body", cmap="Category10", size=3, data_aspect=1, frame_width=ORBIT_FRAME, frame_height=ORBIT_FRAME,
+            framewise=True, title="orbits (trail)", colorbar=False, hooks=[_name_source(source_name)])
 
     def simulation_plots(self) -> list[hv.DynamicMap]:
         def panel(y, title):

@@ -53,6 +53,7 @@ class RunsView:
         self.refresh.on_click(lambda _e: self.update_list())
         self.select.param.watch(lambda _e: self.show(), "value")
         self.follow.param.watch(self._toggle_follow, "value")
+        self.show()  # the Select starts on the newest run without telling its watcher
 
     def update_list(self) -> None:
         self.select.options = list_runs(self.data_dir)
@@ -65,11 +66,16 @@ class RunsView:
         run = self.run_dir
         if run is None:
             return
-        self.config_pane.object = f"```toml\n{(run / 'config.toml').read_text()}```"
-        metrics, _ = read_metrics(run / "metrics.jsonl")
+        try:
+            config = (run / "config.toml").read_text()
+            metrics, _ = read_metrics(run / "metrics.jsonl")
+            summaries = {p.parent.name: json.loads(p.read_text()) for p in sorted((run / "sim").glob("*/summary.json"))}
+        except (OSError, ValueError) as err:  # a run directory being deleted, or a damaged file
+            self.config_pane.object = f"cannot read run '{run.name}': {err}"
+            return
+        self.config_pane.object = f"```toml\n{config}```"
         self.metrics_pane.object = pd.DataFrame(metrics).tail(20)
-        self.summary_pane.object = {p.parent.name: json.loads(p.read_text())
-                                    for p in sorted((run / "sim").glob("*/summary.json"))}
+        self.summary_pane.object = summaries
 
     def _toggle_follow(self, event) -> None:
         if event.new and self.run_dir is not None:

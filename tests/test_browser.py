@@ -1,0 +1,255 @@
+"""The real dashboard: ``panel serve explorer`` in a subprocess, driven by headless Chromium.
+
+Needs Debian's Chromium at /usr/bin/chromium (``scripts/setup.sh --test`` installs it as
+root). Without it these tests are skipped, except under CI (the CI variable set), where
+they fail: CI must always run them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import expect
+
+from nbody_engine.config import load_configs
+
+pytestmark = pytest.mark.browser
+
+REPO = Path(__file__).resolve().parents[1]
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--no-first-run", "--disable-sync"]
+SCREENSHOT = Path("/tmp/explorer_training.png")
+# A click reaches the server between plot redraws, which take long on a busy two-core machine.
+STOP_TIMEOUT = 20_000  # ms
+
+# What a page holds, read through BokehJS (the sources are named in explorer/live.py).
+DOC_READY = "window.Bokeh !== undefined && Bokeh.documents.length > 0"
+
+
+def source_length(name: str) -> str:
+    return (f"(() => {{ const s = window.Bokeh && Bokeh.documents.length && "
+            f"Bokeh.documents[0].get_model_by_name('{name}'); return s ? s.get_length() : -1; }})()")
+
+
+def source_column(name: str, column: str) -> str:
+    return f"Array.from(Bokeh.documents[0].get_model_by_name('{name}').data['{column}'])"
+
+
+# --- fixtures ----------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args):
+    """pytest-playwright's launch options, on the system Chromium."""
+    if not CHROMIUM.exists():
+        reason = f"{CHROMIUM} is missing: install Debian's chromium (scripts/setup.sh --test, as root)"
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run the browser tests, but {reason}")
+        pytest.skip(reason)
+    return {**browser_type_launch_args, "executable_path": str(CHROMIUM), "args": CHROMIUM_ARGS}
+
+
+@pytest.fixture(scope="session")
+def browser_context_args(browser_context_args):
+    return {**browser_context_args, "viewport": {"width": 1600, "height": 1000}, "accept_downloads": True}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """The dashboard served from a scratch directory (its runs land in <cwd>/data)."""
+    cwd = tmp_path_factory.mktemp("served")
+    port = free_port()
+    log = (cwd / "server.log").open("w")
+    cmd = [sys.executable, "-m", "panel", "serve", str(REPO / "explorer"), "--port", str(port),
+           "--address", "127.0.0.1", "--allow-websocket-origin", f"127.0.0.1:{port}",
+           "--allow-websocket-origin", f"localhost:{port}"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}/explorer"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"panel serve exited with {proc.returncode}:\n{(cwd / 'server.log').read_text()}")
+            try:
+                with urllib.request.urlopen(url, timeout=5) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"panel serve did not answer within 90 s:\n{(cwd / 'server.log').read_text()}")
+            time.sleep(0.3)
+        yield {"url": url, "cwd": cwd}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+        log.close()
+
+
+# --- page helpers --------------------------------------------------------------------------
+
+def open_dashboard(page, server) -> None:
+    page.goto(server["url"])
+    page.wait_for_function(DOC_READY, timeout=60_000)
+    # the named sources exist once the plots are rendered
+    page.wait_for_function(f"{source_length('energy_error')} >= 0 && {source_length('orbit')} >= 0",
+                           timeout=30_000)
+
+
+def open_card(page, title: str) -> None:
+    """Expand a sidebar card of the Settings tab (the cards start collapsed)."""
+    page.get_by_text(title, exact=True).filter(visible=True).first.click()
+
+
+def set_setting(page, key: str, value) -> None:
+    """Type ``value`` into the Settings tab's widget labelled ``key`` and commit it."""
+    box = page.get_by_label(key, exact=True).filter(visible=True).first
+    box.fill(str(value))
+    box.press("Enter")
+
+
+def wait_for_status(page, pattern: str, timeout: float = 30_000) -> str:
+    loc = page.get_by_text(re.compile(pattern)).filter(visible=True).first
+    loc.wait_for(state="visible", timeout=timeout)
+    return loc.inner_text()
+
+
+def metrics_rows(path: Path) -> list[dict]:
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    for row in rows:
+        row.pop("epoch_time_s")
+    return rows
+
+
+# --- tests -------------------------------------------------------------------------------
+
+def test_page_loads(page, server):
+    open_dashboard(page, server)
+    assert "nbody explorer" in page.title()
+    assert page.evaluate(source_length("energy_error")) == 0
+    for label in ("Train", "Simulate", "Train + simulate", "Stop"):
+        assert page.get_by_role("button", name=label, exact=True).is_visible()
+    assert page.get_by_text("Ready.").is_visible()
+
+
+def test_training_streams_into_the_plots_and_stop_stops_it(page, server):
+    """The dashboard defaults (a quick two-body training of 50 epochs) fill the plots live."""
+    open_dashboard(page, server)
+    page.get_by_role("button", name="Train", exact=True).click()
+    page.wait_for_function(f"{source_length('energy_error')} > 0", timeout=30_000)
+    page.wait_for_function(f"{source_length('orbit')} > 0", timeout=30_000)
+    wait_for_status(page, r"^epoch (\d{2,}|[3-9])/50 ", timeout=30_000)  # a few epochs in: per-epoch plots drawn
+    page.wait_for_timeout(500)
+    n = page.evaluate(source_length("energy_error"))
+    page.screenshot(path=str(SCREENSHOT))
+    assert page.get_by_role("button", name="Stop", exact=True).is_enabled()
+    assert page.get_by_role("button", name="Train", exact=True).is_disabled()
+    page.wait_for_function(f"{source_length('energy_error')} > {n}", timeout=15_000)  # still streaming
+    page.get_by_role("button", name="Stop", exact=True).click()
+    text = wait_for_status(page, r"stopped", timeout=STOP_TIMEOUT)
+    assert text.startswith("Train stopped after")
+    assert page.get_by_role("button", name="Train", exact=True).is_enabled()
+
+
+def test_downloaded_toml_reproduces_the_run_headless(page, server, tmp_path):
+    open_dashboard(page, server)
+    open_card(page, "Training / optimization")
+    set_setting(page, "epochs", 3)
+    open_card(page, "Logging / misc")
+    set_setting(page, "save_name", "repro")
+    # the server has both values once the headless command names the run (messages keep their order)
+    expect(page.get_by_label("Headless command")).to_have_value(re.compile(r"--config repro\.toml"), timeout=10_000)
+    page.get_by_role("button", name="Train", exact=True).click()
+    wait_for_status(page, r"^Train finished in", timeout=60_000)
+    assert page.evaluate(source_length("energy_error")) > 0
+
+    page.get_by_text("Export / import", exact=True).filter(visible=True).first.click()
+    with page.expect_download(timeout=15_000) as download:
+        page.get_by_role("button", name="Download TOML").click()
+    assert download.value.suggested_filename == "repro.toml"
+    toml_path = tmp_path / "repro.toml"
+    download.value.save_as(toml_path)
+    configs = load_configs("train", toml_path)
+    cfg = configs["train"]
+    assert (cfg.epochs, cfg.save_name) == (3, "repro")
+    assert cfg.seed is not None  # the dashboard filled one in, so the export repeats the run
+
+    cli_dir = tmp_path / "cli"
+    cli_dir.mkdir()
+    result = subprocess.run([sys.executable, "-m", "nbody_engine.runner", "train", "--config", str(toml_path),
+                             "-n", "3"], cwd=cli_dir, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    dashboard = metrics_rows(server["cwd"] / "data" / "repro" / "metrics.jsonl")
+    headless = metrics_rows(cli_dir / "data" / "repro" / "metrics.jsonl")
+    assert len(dashboard) == 3
+    assert headless == dashboard
+
+
+def test_an_invalid_upload_shows_the_error(page, server, tmp_path):
+    open_dashboard(page, server)
+    bad = tmp_path / "bad.toml"
+    bad.write_text("epochs = 3\nreplay_stpes = 4\n")
+    page.get_by_text("Export / import", exact=True).filter(visible=True).first.click()
+    page.set_input_files("input[type=file]", str(bad))
+    message = page.get_by_text("unknown key 'replay_stpes'").filter(visible=True).first
+    message.wait_for(state="visible", timeout=10_000)
+    text = message.inner_text()
+    assert "'bad.toml'" in text and "did you mean 'replay_steps'" in text
+    # nothing of the bad file was applied
+    assert page.get_by_label("epochs", exact=True).first.input_value() == "50"
+
+
+def test_two_sessions_train_independently(browser, server):
+    """Two tabs train at once (defaults: each fills in its own run name and seed); each sees
+    only its own run, and stopping one leaves the other running."""
+    data = server["cwd"] / "data"
+    before = {p.name for p in data.iterdir()} if data.is_dir() else set()
+    contexts = [browser.new_context(viewport={"width": 1400, "height": 900}) for _ in range(2)]
+    try:
+        pages = [ctx.new_page() for ctx in contexts]
+        for p in pages:
+            open_dashboard(p, server)
+        for p in pages:
+            p.get_by_role("button", name="Train", exact=True).click()
+        for p in pages:
+            p.wait_for_function(f"{source_length('energy_error')} > 3", timeout=30_000)
+        names = [wait_for_status(p, r"running|^epoch ", timeout=30_000) for p in pages]
+        a, b = pages
+        # each page's plot holds its own run: different seeds give different errors
+        head = min(a.evaluate(source_length("energy_error")), b.evaluate(source_length("energy_error")))
+        errors = [p.evaluate(source_column("energy_error", "rel_dE"))[:head] for p in pages]
+        assert errors[0] != errors[1], names
+        a.get_by_role("button", name="Stop", exact=True).click()
+        wait_for_status(a, r"stopped", timeout=STOP_TIMEOUT)
+        stopped_at = a.evaluate(source_length("energy_error"))
+        n_b = b.evaluate(source_length("energy_error"))
+        b.wait_for_function(f"{source_length('energy_error')} > {n_b}", timeout=15_000)
+        assert b.get_by_role("button", name="Stop", exact=True).is_enabled()
+        assert b.get_by_text(re.compile("stopped")).filter(visible=True).count() == 0
+        assert a.evaluate(source_length("energy_error")) == stopped_at
+        b.get_by_role("button", name="Stop", exact=True).click()
+        wait_for_status(b, r"stopped", timeout=STOP_TIMEOUT)
+        assert len({p.name for p in data.iterdir()} - before) == 2  # two runs, two run directories
+    finally:
+        for ctx in contexts:
+            ctx.close()
