@@ -131,10 +131,18 @@ class Orbits:
         period = period_of(initial.mass, initial.position, initial.velocity)
         return cls(initial, rows, initial, period, torch.zeros_like(initial.time, dtype=torch.bool))
 
-    def restart_if_all_paused(self, policy: LearnedDt) -> None:
+    def restart_if_all_paused(self) -> None:
         if bool(self.paused.all()):
-            fresh = Orbits.start(self.initial, policy)
-            self.state, self.rows, self.paused = fresh.state, fresh.rows, fresh.paused
+            self.restart(torch.arange(self.initial.batch_size, device=self.paused.device))
+
+    def restart(self, index: torch.Tensor) -> None:
+        """Put the systems ``index`` back at their initial conditions, with an empty history."""
+        init = self.initial
+        self.state = State(self.state.mass, self.state.position.index_copy(0, index, init.position[index]),
+                           self.state.velocity.index_copy(0, index, init.velocity[index]),
+                           self.state.time.index_copy(0, index, init.time[index]))
+        self.rows = self.rows.index_fill(0, index, 0.0)
+        self.paused = self.paused.index_fill(0, index, False)
 
     def advance(self, index: torch.Tensor, att: Attempt, keep: torch.Tensor, stop_at_period: bool) -> None:
         """Move the systems ``index[keep]`` to their accepted states."""
@@ -209,7 +217,7 @@ class Trainer:
     def collect(self, stats: "EpochStats") -> None:
         cfg = self.cfg
         for step in range(cfg.steps_per_epoch):
-            self.orbits.restart_if_all_paused(self.policy)
+            self.orbits.restart_if_all_paused()
             pending = (~self.orbits.paused).nonzero().squeeze(1)
             retrains = 0
             while pending.numel():
@@ -224,13 +232,33 @@ class Trainer:
                 rejected = ~ok
                 if not bool(rejected.any()):
                     break
-                if cfg.max_retrain_steps and retrains >= cfg.max_retrain_steps:
-                    raise TrainingStalled(self._stall_message(att, rejected))
-                loss = self._optimize(att.loss[rejected].mean())
-                retrains += 1
-                stats.retrains += 1
-                self._report_rejection(att, rejected, loss, step, retrains)
+                at_floor = rejected & (att.dt.detach() <= cfg.dt_bound * (1 + 1e-9))
+                if bool(at_floor.any()):
+                    self._restart_unresolvable(pending[at_floor], att.rel_dE[at_floor], stats)
+                trainable = rejected & ~at_floor
+                if bool(trainable.any()):
+                    if cfg.max_retrain_steps and retrains >= cfg.max_retrain_steps:
+                        raise TrainingStalled(self._stall_message(att, trainable))
+                    loss = self._optimize(att.loss[trainable].mean())
+                    retrains += 1
+                    stats.retrains += 1
+                    self._report_rejection(att, trainable, loss, step, retrains)
                 pending = pending[rejected]
+
+    def _restart_unresolvable(self, index: torch.Tensor, rel_dE: torch.Tensor, stats: "EpochStats") -> None:
+        """Systems rejected even at the smallest step a policy may take (``dt_bound``) are in an
+        encounter no retraining can resolve (two point masses all but colliding): they start
+        over from their initial conditions instead of stalling the run. At the initial conditions
+        themselves, nothing is left to restart: that is a stall."""
+        if bool((self.orbits.state.time[index] == self.orbits.initial.time[index]).any()):
+            raise TrainingStalled(f"epoch {self.epoch}: the initial conditions of system(s) {index.tolist()} are rejected"
+                                  f" even at dt = dt_bound = {self.cfg.dt_bound:g} (|dE/E| = "
+                                  f"{float(rel_dE.detach().max()):.3e}); lower 'dt_bound' or raise 'energy_threshold'")
+        self.orbits.restart(index)
+        stats.orbit_restarts += index.numel()
+        log.warning("epoch %d: system(s) %s rejected at dt = dt_bound = %g (|dE/E| up to %.2e): an encounter "
+                    "no step can resolve; restarting from the initial conditions", self.epoch, index.tolist(),
+                    self.cfg.dt_bound, float(rel_dE.detach().max()))
 
     def _accept(self, pending, att, ok, state, rows, stats, step, retrains) -> None:
         self.buffer.add(state.select(ok), rows[ok])
@@ -365,6 +393,7 @@ class EpochStats:
     accepted: int = 0
     retrains: int = 0
     replay_iterations: int = 0
+    orbit_restarts: int = 0
     replay_pass_rate: float = float("nan")
     replay_loss: float = float("nan")
 
@@ -385,7 +414,7 @@ class EpochStats:
             "rel_dL_mean": float(v["rel_dL"].mean()), "rel_dL_max": float(v["rel_dL"].max()),
             "dt_mean": float(v["dt"].mean()), "dt_min": float(v["dt"].min()), "dt_max": float(v["dt"].max()),
             "accepted_steps": self.accepted, "attempts": self.attempts,
-            "retrain_iterations": self.retrains,
+            "retrain_iterations": self.retrains, "orbit_restarts": self.orbit_restarts,
             "acceptance_rate": self.accepted / self.attempts if self.attempts else float("nan"),
             "replay_iterations": self.replay_iterations, "replay_pass_rate": self.replay_pass_rate,
             "replay_loss": self.replay_loss, "replay_buffer_size": buffer_size, "epoch_time_s": epoch_time,

@@ -401,7 +401,7 @@ def test_stop_at_period_pauses_orbits_and_restarts_them_from_their_initial_condi
     assert (times[when:, first] == times[when, first]).all()  # ...and then it waited
     assert (times[-1] >= period).all()
     # once all are paused, every orbit starts over from its initial state
-    orbits.restart_if_all_paused(trainer.policy)
+    orbits.restart_if_all_paused()
     for field in ("position", "velocity", "time"):
         assert torch.equal(getattr(orbits.state, field), getattr(trainer.initial, field))
     assert not orbits.paused.any()
@@ -485,3 +485,30 @@ def test_wandb_sink_logs_every_epoch(monkeypatch, tmp_path):
     sink(RunStarted("simulate", "t", 0, {"wandb": False}))
     sink(RunFinished("simulate", {"steps": 3}))
     assert calls == []
+
+
+def apocentre_orbit_file(path, e=0.9, a=1.0):
+    """A Kepler orbit starting at apocentre (it reaches pericentre half a period later)."""
+    from nbody_engine.initial_conditions import make_state, save_ic_file
+
+    M, r_a = 2.0, a * (1 + e)
+    v_a = math.sqrt(M * (1 - e) / r_a)
+    state = make_state([[1.0, 1.0]], [[[r_a / 2, 0.0], [-r_a / 2, 0.0]]], [[[0.0, -v_a / 2], [0.0, v_a / 2]]])
+    save_ic_file(path, state)
+    return str(path)
+
+
+def test_an_encounter_no_step_can_resolve_restarts_the_system(tmp_path):
+    # dt_bound = 0.01 is fine at apocentre but far too coarse for pericentre of e = 0.9
+    trainer, _ = make_trainer(ic_path=apocentre_orbit_file(tmp_path / "apo.npy"), dt_bound=0.01, n_steps=3,
+                           energy_threshold=1e-3, steps_per_epoch=40, replay_steps=0)
+    metrics = trainer.run_epoch()
+    assert metrics["orbit_restarts"] >= 1
+    assert metrics["accepted_steps"] == 40  # training went on instead of stalling
+
+
+def test_initial_conditions_rejected_at_dt_bound_are_a_stall(tmp_path):
+    trainer, _ = make_trainer(ic_path=apocentre_orbit_file(tmp_path / "apo.npy"), dt_bound=2.0, n_steps=3,
+                           energy_threshold=1e-6, steps_per_epoch=1, replay_steps=0)
+    with pytest.raises(TrainingStalled, match="initial conditions.*dt_bound"):
+        trainer.run_epoch()
