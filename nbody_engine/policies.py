@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from .physics import State, pair_separations
+from .physics import State, diagonal_mask, kinetic_energy, pair_separations, sum_last
 
 
 class FixedDt:
@@ -54,16 +54,16 @@ def pairwise_timescale(state: State, softening: float = 0.0) -> torch.Tensor:
     """
     dx = pair_separations(state.position)
     dv = pair_separations(state.velocity)
-    eye = torch.eye(state.num_bodies, dtype=torch.bool, device=dx.device)
-    r2 = (dx * dx).sum(-1) + softening**2
+    eye = diagonal_mask(state.num_bodies, dx.device)
+    r2 = sum_last(dx * dx) + softening**2
     r = r2.sqrt()
-    v2 = (dv * dv).sum(-1)
+    v2 = sum_last(dv * dv)
     m_i, m_j = state.mass.unsqueeze(2), state.mass.unsqueeze(1)
     free_fall = (r2 * r / (m_i + m_j)).sqrt()
     collision = (r2 / v2.clamp_min(torch.finfo(r2.dtype).tiny)).sqrt()
     binding = m_i * m_j / r.masked_fill(eye, 1.0)
-    kinetic = 0.5 * (state.mass * (state.velocity**2).sum(-1)).sum(-1)
-    potential = -0.5 * binding.masked_fill(eye, 0.0).sum((1, 2))
+    kinetic = kinetic_energy(state)
+    potential = -0.5 * sum_last(sum_last(binding.masked_fill(eye, 0.0)))
     scale = torch.maximum((kinetic + potential).abs(), 0.01 * (kinetic - potential))
     guard = (scale.view(-1, 1, 1) / binding).clamp(max=1.0).pow(1.0 / 3.0)
     tau = (torch.minimum(free_fall, collision) * guard).masked_fill(eye, float("inf"))

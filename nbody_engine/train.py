@@ -66,9 +66,17 @@ def band_loss(error: torch.Tensor, lower: float, upper: float, floor: float) -> 
 
 def step_loss(rel_dE: torch.Tensor, rel_dL: torch.Tensor, dt: torch.Tensor, cfg: Config) -> torch.Tensor:
     """Per-system loss (B,): energy band plus angular-momentum band. A non-finite error costs
-    NONFINITE_PENALTY, with a gradient that shrinks that system's dt."""
+    NONFINITE_PENALTY, with a gradient that shrinks that system's dt.
+
+    Above ``energy_threshold`` the energy error's gradient is taken from the leapfrog's order,
+    ``|dE/E| ~ dt^2``, instead of from backpropagation: that far outside the band an attempt
+    has stepped through a pericentre or an encounter with a step far too long, the error is a
+    chaotic function of dt, and its true gradient can point either way, so a rejected state
+    could be retrained forever without its step getting shorter."""
     floor = ROUNDOFF * torch.finfo(rel_dE.dtype).eps
     finite = torch.isfinite(rel_dE) & torch.isfinite(rel_dL)
+    order_two = torch.where(finite, rel_dE.detach(), 0.0) * (dt / dt.detach()) ** 2
+    rel_dE = torch.where(rel_dE.detach() > cfg.energy_threshold, order_two, rel_dE)
     safe_E = torch.where(finite, rel_dE, torch.ones_like(rel_dE))
     safe_L = torch.where(finite, rel_dL, torch.ones_like(rel_dL))
     loss = band_loss(safe_E, cfg.E_lower, cfg.E_upper, floor) + band_loss(safe_L, cfg.L_lower, cfg.L_upper, floor)

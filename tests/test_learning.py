@@ -512,3 +512,19 @@ def test_initial_conditions_rejected_at_dt_bound_are_a_stall(tmp_path):
                            energy_threshold=1e-6, steps_per_epoch=1, replay_steps=0)
     with pytest.raises(TrainingStalled, match="initial conditions.*dt_bound"):
         trainer.run_epoch()
+
+
+def test_a_rejected_step_is_always_pushed_shorter():
+    """Far above the band the error is a chaotic function of dt; the loss then takes its
+    dt-dependence from the leapfrog's order (|dE/E| ~ dt^2), so retraining shortens the step."""
+    cfg = make_cfg(energy_threshold=1e-4)
+    dt = torch.tensor([0.1, 0.2], dtype=torch.float64, requires_grad=True)
+    # an error that (falsely) shrinks as dt grows: the true gradient would lengthen the step
+    rel_dE = 1e-2 * (0.1 / dt)
+    loss = step_loss(rel_dE, torch.full_like(rel_dE, 1e-3), dt, cfg)
+    loss.sum().backward()
+    assert (dt.grad > 0).all()
+    # inside the threshold the true gradient is kept
+    dt2 = torch.tensor([0.1], dtype=torch.float64, requires_grad=True)
+    step_loss(1e-5 * (0.1 / dt2) ** 2, torch.full((1,), 1e-3, dtype=torch.float64), dt2, cfg).sum().backward()
+    assert dt2.grad.item() == 0.0  # 1e-5 is inside [E_lower, E_upper]: nothing to learn

@@ -1,0 +1,176 @@
+"""The dashboard under load: latency, throughput and responsiveness while training runs.
+
+Measures, in one run against a real `panel serve explorer` in headless Chromium:
+  1. latency from an epoch's end in the engine (its metrics.jsonl line appearing) to its point
+     in the browser's per-epoch plot source (median and 90th percentile);
+  2. training throughput with the dashboard open, as a ratio of the headless runner's on the
+     same settings (sum of epoch_time_s);
+  3. how fast the page answers a widget change while training runs (server round trip: the
+     export mode buttons rewrite the headless command box).
+Targets: latency median < 0.5 s, throughput >= 80% of headless, widget answer < 200 ms.
+
+    python bench/explorer_latency.py [--epochs 40] [--chromium /usr/bin/chromium]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+from _common import write_results
+
+REPO = Path(__file__).resolve().parent.parent
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--no-first-run", "--disable-sync"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def serve(cwd: Path, port: int) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-m", "panel", "serve", str(REPO / "explorer"), "--port", str(port),
+                             "--address", "127.0.0.1", "--allow-websocket-origin", f"127.0.0.1:{port}"],
+                            cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/explorer", timeout=60)
+            return proc
+        except OSError:
+            time.sleep(0.3)
+    proc.kill()
+    raise RuntimeError("the server did not answer")
+
+
+class LineWatcher(threading.Thread):
+    """Timestamps each line of a growing file the moment it appears (polled every 2 ms)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(daemon=True)
+        self.path, self.times, self.stop = path, [], threading.Event()
+
+    def run(self) -> None:
+        seen = 0
+        while not self.stop.is_set():
+            if self.path.exists():
+                n = self.path.read_bytes().count(b"\n")
+                now = time.time()
+                self.times.extend([now] * (n - seen))
+                seen = n
+            time.sleep(0.002)
+
+
+def set_epochs(page, epochs: int) -> None:
+    page.get_by_text("Training / optimization").first.click()
+    box = page.get_by_label("epochs", exact=True).filter(visible=True).first
+    box.fill(str(epochs))
+    box.press("Enter")
+    time.sleep(1)
+
+
+def dashboard_run(cwd: Path, epochs: int, chromium: str) -> dict:
+    from playwright.sync_api import sync_playwright
+
+    port = free_port()
+    server = serve(cwd, port)
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=chromium, args=ARGS)
+            page = browser.new_page(viewport={"width": 1500, "height": 1000})
+            page.goto(f"http://127.0.0.1:{port}/explorer")
+            page.wait_for_function("window.Bokeh && Bokeh.documents.length > 0", timeout=60_000)
+            set_epochs(page, epochs)
+            page.evaluate("""() => { window.__seen = []; let last = 0;
+                setInterval(() => { const s = Bokeh.documents[0].get_model_by_name('epoch_metrics');
+                  const n = s ? s.get_length() : 0;
+                  for (let i = last; i < n; i++) window.__seen.push(Date.now() / 1000); last = Math.max(last, n); }, 5);
+            }""")
+            page.get_by_role("button", name="Train", exact=True).click()
+            status = page.get_by_text(re.compile(r"'explorer_[^']+'")).filter(visible=True).first
+            status.wait_for(state="visible", timeout=60_000)
+            name = re.search(r"'(explorer_[^']+)'", status.inner_text()).group(1)
+            watcher = LineWatcher(cwd / "data" / name / "metrics.jsonl")
+            watcher.start()
+            answers = widget_answers(page)
+            page.get_by_text(re.compile("finished in")).filter(visible=True).first.wait_for(timeout=1_800_000)
+            time.sleep(1)
+            watcher.stop.set()
+            seen = page.evaluate("() => window.__seen")
+            browser.close()
+    finally:
+        server.kill()
+        server.wait()
+    lines = (cwd / "data" / name / "metrics.jsonl").read_text().splitlines()
+    epoch_time = sum(json.loads(line)["epoch_time_s"] for line in lines)
+    n = min(len(seen), len(watcher.times))
+    latencies = [seen[i] - watcher.times[i] for i in range(n)]
+    return {"name": name, "epoch_time_s": epoch_time, "latencies": latencies, "widget_answers": answers,
+            "config": (cwd / "data" / name / "config.toml").read_text()}
+
+
+def widget_answers(page, repeats: int = 8) -> list[float]:
+    """Seconds from clicking an export mode button to the server's new command in the page."""
+    page.get_by_text("Export / import", exact=True).filter(visible=True).first.click()
+    times = []
+    for i in range(repeats):
+        mode = ("train", "both")[i % 2]
+        start = time.perf_counter()
+        page.get_by_role("button", name=mode, exact=True).first.click()
+        page.wait_for_function(f"() => [...Bokeh.documents[0].all_models].some("
+                               f"m => m.title === 'Headless command' && m.value.startsWith('nbody-runner {mode} '))",
+                               timeout=30_000, polling=5)
+        times.append(time.perf_counter() - start)
+        time.sleep(0.3)
+    page.get_by_text("Training", exact=True).filter(visible=True).first.click()
+    return times
+
+
+def headless_run(cwd: Path, config_text: str) -> float:
+    config = cwd / "run.toml"
+    config.write_text(config_text)
+    subprocess.run([sys.executable, "-m", "nbody_engine.runner", "train", "--config", str(config), "-s", "headless"],
+                   cwd=cwd, check=True, capture_output=True)
+    return sum(json.loads(line)["epoch_time_s"] for line in (cwd / "data/headless/metrics.jsonl").open())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--chromium", default="/usr/bin/chromium")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        dash = dashboard_run(Path(tmp), args.epochs, args.chromium)
+        headless = headless_run(Path(tmp), dash["config"])
+    lat = sorted(dash["latencies"])
+    result = {
+        "epochs": len(lat),
+        "latency_median_s": statistics.median(lat),
+        "latency_p90_s": lat[int(0.9 * (len(lat) - 1))],
+        "throughput_ratio": headless / dash["epoch_time_s"],
+        "widget_answer_median_s": statistics.median(dash["widget_answers"]),
+        "widget_answer_max_s": max(dash["widget_answers"]),
+    }
+    print("| measure | value | target |\n| --- | --- | --- |")
+    print(f"| epoch end -> browser, median | {result['latency_median_s']:.3f} s | < 0.5 s |")
+    print(f"| epoch end -> browser, 90th percentile | {result['latency_p90_s']:.3f} s | |")
+    print(f"| training throughput, dashboard / headless | {result['throughput_ratio']:.2f} | >= 0.80 |")
+    print(f"| widget change answered, median | {1000 * result['widget_answer_median_s']:.0f} ms | < 200 ms |")
+    print(f"| widget change answered, max | {1000 * result['widget_answer_max_s']:.0f} ms | |")
+    write_results("explorer_latency", result)
+
+
+if __name__ == "__main__":
+    main()

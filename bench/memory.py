@@ -1,0 +1,197 @@
+"""Peak resident memory of a long simulation with trajectory recording.
+
+Runs ``python -m nbody_engine.runner simulate --steps N`` (one random two-body system, the
+analytic policy: the runner's defaults) in a subprocess, in a temporary working directory, and
+reads the child's own peak RSS from ``os.wait4`` (the ``ru_maxrss`` that ``/usr/bin/time -v``
+prints as "Maximum resident set size"). A 1,000-step run first gives the baseline (Python,
+torch, matplotlib); the difference is what recording N steps costs. Also reports the size of
+``sim/analytic/trajectory.npz`` and the simulation's own wall time from ``summary.json``.
+
+Target: the 10^6-step run peaks below 1 GiB.
+
+``--stages`` adds a diagnostic run that repeats ``jobs.run_simulation``'s stages in one process
+(simulate, summarize, write trajectory.npz, draw report.png) and prints the peak RSS after each,
+to show which stage sets the peak.
+
+    python bench/memory.py                      # 10^3 and 10^6 steps (~2-5 min on 2 cores)
+    python bench/memory.py --steps 1000 100000  # quicker
+    python bench/memory.py --stages             # also the per-stage peaks of the largest run
+
+Prints a markdown table (paste it into docs/BENCHMARKS.md) and writes bench/results/memory.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import (
+    REPO,
+    engine_env,
+    fmt,
+    machine,
+    machine_note,
+    markdown_table,
+    run_with_rusage,
+    runner_cmd,
+    write_results,
+)
+
+TARGET_BYTES = 2**30  # 1 GiB
+TARGET_STEPS = 1_000_000
+
+
+def measure(steps: int, workdir: Path, seed: int) -> dict:
+    name = f"bench_memory_{steps}"
+    cmd = runner_cmd("simulate", "--steps", str(steps), "--num-particles", "2", "--save-name", name,
+                     "--seed", str(seed))
+    rc, wall, rss = run_with_rusage(cmd, workdir, engine_env(), workdir / f"{name}.log", None)
+    sim = workdir / "data" / name / "sim" / "analytic"
+    out = {"steps": steps, "command": " ".join(["nbody-runner", *cmd[3:]]), "exit_status": rc, "wall_s": wall,
+           "peak_rss_bytes": rss}
+    if (sim / "trajectory.npz").exists():
+        out["trajectory_npz_bytes"] = (sim / "trajectory.npz").stat().st_size
+    if (sim / "summary.json").exists():
+        summary = json.loads((sim / "summary.json").read_text())
+        out["simulate_wall_s"] = summary.get("wall_time_s")
+    if rc != 0:
+        out["log_tail"] = (workdir / f"{name}.log").read_text().splitlines()[-3:]
+    return out
+
+
+def stages_worker(steps: int, out_dir: str) -> dict:
+    """run_simulation's stages, one by one, with the peak RSS (bytes) after each."""
+    import resource
+
+    import torch
+
+    from nbody_engine.config import load_configs
+    from nbody_engine.integrate import simulate
+    from nbody_engine.jobs import (
+        gravity_of,
+        period_of,
+        simulation_initial_state,
+        simulation_policy,
+        stop_rule,
+        summarize,
+        torch_setup,
+    )
+    from nbody_engine.plots import simulation_report
+    from nbody_engine.runs import write_npz
+
+    scale = 1 if sys.platform == "darwin" else 1024
+    peaks = {}
+
+    def mark(stage):
+        peaks[stage] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+
+    cfg = load_configs("simulate", None, {"steps": steps, "num_particles": 2, "seed": 0,
+                                          "save_name": "stages"})["simulate"]
+    device, dtype = torch_setup(cfg)
+    policy, _ = simulation_policy(cfg, device, dtype)
+    state = simulation_initial_state(cfg, torch.Generator().manual_seed(0), device, dtype)
+    stop = stop_rule(cfg, state)
+    period = period_of(state.mass, state.position, state.velocity).cpu().numpy()
+    mark("imports and setup")
+    traj = simulate(state, policy, gravity_of(cfg), stop)
+    mark("simulate (recording included)")
+    summarize(traj, period, cfg.dim)
+    mark("summarize")
+    arrays = traj.arrays()
+    write_npz(Path(out_dir) / "trajectory.npz", {**arrays, "period": period})
+    mark("write trajectory.npz")
+    simulation_report(arrays, Path(out_dir) / "report.png", "stages")
+    mark("draw report.png")
+    return peaks
+
+
+def measure_stages(steps: int, workdir: Path) -> dict:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--stages-worker", str(steps), str(workdir)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=engine_env(), cwd=workdir, check=False)
+    if proc.returncode != 0:
+        return {"error": proc.stderr.strip().splitlines()[-1:]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def stages_table(steps: int, peaks: dict) -> str:
+    rows, before = [], None
+    for stage, peak in peaks.items():
+        rows.append([stage, f"{fmt(peak / 2**20)} MiB", "-" if before is None else f"+{fmt((peak - before) / 2**20)} MiB"])
+        before = peak
+    return f"Peak RSS after each stage of a {steps:,}-step simulation (one process):\n\n" + markdown_table(
+        ["stage", "peak RSS so far", "rise"], rows)
+
+
+def table(results: list[dict]) -> str:
+    base = min(results, key=lambda r: r["steps"])
+    rows = []
+    for r in results:
+        mb = r["peak_rss_bytes"] / 2**20
+        extra = "-"
+        if r is not base and r["steps"] > base["steps"]:
+            extra = f"{(r['peak_rss_bytes'] - base['peak_rss_bytes']) / (r['steps'] - base['steps']):.0f}"
+        npz = r.get("trajectory_npz_bytes")
+        target = "-"
+        if r["steps"] >= TARGET_STEPS:
+            target = "< 1 GiB: " + ("yes" if r["peak_rss_bytes"] < TARGET_BYTES else "no")
+        rows.append([f"{r['steps']:,}", "ok" if r["exit_status"] == 0 else f"exit {r['exit_status']}",
+                     f"{fmt(r['wall_s'])} s", f"{fmt(r['simulate_wall_s'])} s" if r.get("simulate_wall_s") else "-",
+                     f"{fmt(mb)} MiB", extra, f"{fmt(npz / 2**20)} MiB" if npz else "-",
+                     f"{npz / (r['steps'] + 1):.0f}" if npz else "-", target])
+    return markdown_table(["steps", "status", "process wall", "simulate wall", "peak RSS",
+                           "RSS bytes/step above baseline", "trajectory.npz", "npz bytes/step", "target"], rows)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--steps", type=int, nargs="+", default=[1000, TARGET_STEPS],
+                   help="step counts to run; the smallest is the baseline")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--keep", action="store_true", help="keep the temporary run directory (path printed)")
+    p.add_argument("--stages", action="store_true", help="also the per-stage peaks of the largest run")
+    p.add_argument("--stages-worker", nargs=2, metavar=("STEPS", "DIR"), help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.stages_worker:
+        print(json.dumps(stages_worker(int(args.stages_worker[0]), args.stages_worker[1])))
+        return 0
+
+    info = machine()
+    print(machine_note(info), flush=True)
+    workdir = Path(tempfile.mkdtemp(prefix="nbody-bench-memory-"))
+    results = []
+    try:
+        for steps in sorted(set(args.steps)):
+            print(f"  simulate --steps {steps:,} ...", flush=True)
+            results.append(measure(steps, workdir, args.seed))
+        stages = None
+        if args.stages:
+            print(f"  stages of {max(args.steps):,} steps ...", flush=True)
+            stages = measure_stages(max(args.steps), workdir)
+    finally:
+        if args.keep:
+            print(f"run directories kept in {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    print()
+    text = table(results)
+    if stages and "error" not in stages:
+        text += "\n\n" + stages_table(max(args.steps), stages)
+    elif stages:
+        text += "\n\nstages run failed: " + " ".join(stages["error"])
+    print(text)
+    path = write_results("memory", {"machine": info, "load_avg_after": list(os.getloadavg()), "results": results,
+                                    "stages": stages, "markdown": text})
+    print(f"\nwritten: {path.relative_to(REPO)}")
+    return 0 if all(r["exit_status"] == 0 for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
