@@ -131,9 +131,10 @@ class _Recorder:
         S, B = time.shape
         flat = State(self.mass.repeat(S, 1), position.flatten(0, 1), velocity.flatten(0, 1), time.flatten())
         energy = kinetic_energy(flat) + self.gravity(flat)[1]
+        L = angular_momentum(flat)
         chunk = {"time": time, "dt": dt, "position": position, "velocity": velocity,
                  "energy": energy.view(S, B), "momentum": momentum(flat).view(S, B, -1),
-                 "angular_momentum": angular_momentum(flat).view(S, B, *angular_momentum(flat).shape[1:])}
+                 "angular_momentum": L.view(S, B, *L.shape[1:])}
         self.chunks.append(chunk)
         self.rows += S
         return chunk
