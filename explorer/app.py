@@ -25,16 +25,11 @@ from nbody_engine.schema import KEYS, SECTIONS, Config, section_keys
 from .jobs import Job, JobDone
 from .live import PROJECTIONS, LivePlots
 from .runs_view import RunsView
+from .sweeps_view import SweepsView
 from .widgets import ConfigForm
 
 MODES = {"train": "Train", "simulate": "Simulate", "both": "Train + simulate"}
 DRAIN_PERIOD_MS = 200
-# Redrawing the plots runs on the server's one event loop, shared by every session and by the
-# messages from the browsers (a click on Stop included). While a job runs, a session's drains
-# take at most this share of the loop's time: a slow drain postpones the next one.
-DRAIN_SHARE = 0.25
-
-
 # The dashboard opens on a run that shows something within seconds (configs/quick.toml's
 # training settings); every other key starts at the schema default.
 QUICK_START = {"epochs": 50, "steps_per_epoch": 4, "replay_steps": 50, "lr": 1e-3, "weight_decay": 0.0}
@@ -64,7 +59,6 @@ class Explorer(pn.viewable.Viewer):
         self.live = LivePlots()
         self._callback = None
         self._started = 0.0
-        self._next_drain = 0.0
         self._epochs_total = 0
         self._build_widgets()
         self.train.param.watch(self._mirror_to_simulate, list(KEYS))
@@ -120,27 +114,28 @@ class Explorer(pn.viewable.Viewer):
         self.error = pn.pane.Alert("", alert_type="danger", visible=False, sizing_mode="stretch_width")
         self.train_form = ConfigForm(self.train, list(KEYS), self._show_error)
         self.sim_form = ConfigForm(self.simulate, list(KEYS), self._show_error)
-        self.buttons = {mode: pn.widgets.Button(name=label, button_type="primary") for mode, label in MODES.items()}
+        self.buttons = {mode: pn.widgets.Button(label=label, button_type="primary") for mode, label in MODES.items()}
         for mode, button in self.buttons.items():
             button.on_click(lambda _e, mode=mode: self.start(mode))
-        self.stop_button = pn.widgets.Button(name="Stop", button_type="danger", disabled=True)
+        self.stop_button = pn.widgets.Button(label="Stop", button_type="danger", disabled=True)
         self.stop_button.on_click(lambda _e: self.stop())
         self.progress = pn.indicators.Progress(value=0, max=100, sizing_mode="stretch_width", bar_color="primary")
         self.status_pane = pn.pane.Markdown(self.status, sizing_mode="stretch_width")
-        self.projection = pn.widgets.RadioButtonGroup(name="projection", options=list(PROJECTIONS), value="x-y")
+        self.projection = pn.widgets.RadioButtonGroup(label="projection", options=list(PROJECTIONS), value="x-y")
         self.projection.param.watch(lambda e: setattr(self.live, "projection", e.new), "value")
         self.download = pn.widgets.FileDownload(callback=lambda: io.StringIO(self.toml_text()),
                                                 filename="run.toml", label="Download TOML", button_type="success")
-        self.command_box = pn.widgets.TextInput(name="Headless command", value=self.command(),
+        self.command_box = pn.widgets.TextInput(label="Headless command", value=self.command(),
                                                 sizing_mode="stretch_width")
         self.toml_preview = pn.pane.Markdown("", sizing_mode="stretch_width")
-        self.upload = pn.widgets.FileInput(accept=".toml", name="Import TOML")
+        self.upload = pn.widgets.FileInput(accept=".toml", label="Import TOML")
         self.upload.param.watch(self._on_upload, "value")
         self.mode_select = pn.widgets.RadioButtonGroup(options=list(MODES), value=self.export_mode)
         self.mode_select.link(self, value="export_mode")
         self.param.watch(lambda _e: self._refresh_export(), "export_mode")
         self.sim_view = pn.Column(sizing_mode="stretch_width")
         self.runs = RunsView(self.live)
+        self.sweeps = SweepsView(self.toml_text)
         self._refresh_export()
 
     def _show_error(self, message: str) -> None:
@@ -235,6 +230,7 @@ class Explorer(pn.viewable.Viewer):
             self.job.stop(timeout=5)
         self._stop_callback()
         self.runs.close()
+        self.sweeps.close()
 
     def _stop_callback(self) -> None:
         if self._callback is not None:
@@ -245,9 +241,6 @@ class Explorer(pn.viewable.Viewer):
         """Move what the job reported into the plots and the status line (session thread)."""
         if self.job is None:
             return
-        start = time.monotonic()
-        if self.job.running and start < self._next_drain:
-            return
         events = self.job.poll()
         if not events:
             return
@@ -255,7 +248,6 @@ class Explorer(pn.viewable.Viewer):
             self.live.ingest(events)
             for event in events:
                 self._track(event)
-        self._next_drain = start + (time.monotonic() - start) / DRAIN_SHARE
 
     def _track(self, event) -> None:
         if isinstance(event, RunStarted):
@@ -315,16 +307,16 @@ class Explorer(pn.viewable.Viewer):
                          sizing_mode="stretch_width")
 
     def main(self) -> pn.Column:
-        def pane(obj, height=280):
-            return pn.pane.HoloViews(obj, sizing_mode="stretch_width", height=height)
+        def pane(fig):
+            return pn.pane.Bokeh(fig, sizing_mode="stretch_width")
 
-        epochs = pn.GridBox(*(pane(p, 240) for p in self.live.per_epoch()), ncols=2, sizing_mode="stretch_width")
+        epochs = pn.GridBox(*(pane(p) for p in self.live.per_epoch()), ncols=2, sizing_mode="stretch_width")
         training = pn.Column(
             pn.Row(pane(self.live.energy_error()), pane(self.live.angular_momentum_error())),
-            pn.Row(epochs, pn.Column(self.projection, pane(self.live.orbit_plot(), 440), sizing_mode="stretch_width")),
+            pn.Row(epochs, pn.Column(self.projection, pane(self.live.orbit_plot()), sizing_mode="stretch_width")),
             sizing_mode="stretch_width")
-        simulation = pn.Column(pn.Row(*(pane(p, 260) for p in self.live.simulation_plots())),
-                               pane(self.live.orbit_plot("sim_orbit", sim=True), 440),
+        simulation = pn.Column(pn.Row(*(pane(p) for p in self.live.simulation_plots())),
+                               pane(self.live.orbit_plot("sim_orbit")),
                                pn.pane.Markdown("### Learned against analytic on the same initial conditions"),
                                self.sim_view, sizing_mode="stretch_width")
         export = pn.Column(pn.pane.Markdown("Export the settings as the runner's TOML and run them headless "
@@ -333,7 +325,8 @@ class Explorer(pn.viewable.Viewer):
                            sizing_mode="stretch_width")
         header = pn.Column(self.status_pane, self.progress, sizing_mode="stretch_width")
         tabs = pn.Tabs(("Training", training), ("Simulation", simulation), ("Export / import", export),
-                       ("Runs", self.runs.panel()), dynamic=False, sizing_mode="stretch_width")
+                       ("Runs", self.runs.panel()), ("Sweeps", self.sweeps.panel()),
+                       dynamic=False, sizing_mode="stretch_width")
         return pn.Column(header, tabs, sizing_mode="stretch_width")
 
     def __panel__(self):

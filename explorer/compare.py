@@ -8,8 +8,9 @@ import numpy as np
 import pandas as pd
 import panel as pn
 
-from .live import ORBIT_FRAME
+hv.extension("bokeh", logo=False)
 
+ORBIT_FRAME = 340  # px, the orbit plot's square frame
 TINY = 1e-18
 POLICY_COLORS = {"simulate": "#1f77b4", "analytic": "#ff7f0e"}
 SUMMARY_ROWS = ("steps", "steps_per_period", "max_rel_energy_error", "rel_energy_error_final",

@@ -26,7 +26,7 @@ def _bounds(p: param.Parameter) -> dict:
 
 def make_widget(key: str, value) -> pn.widgets.Widget:
     p = Config.param[key]
-    common = {"name": key, "description": p.doc, "width": WIDTH}
+    common = {"label": key, "description": p.doc, "width": WIDTH}
     if isinstance(p, param.Boolean):
         return pn.widgets.Select(options={"false": False, "true": True}, value=value, **common)
     if isinstance(p, param.Selector):

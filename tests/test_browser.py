@@ -253,3 +253,32 @@ def test_two_sessions_train_independently(browser, server):
     finally:
         for ctx in contexts:
             ctx.close()
+
+
+def test_a_sweep_fills_its_table_and_plot(page, server):
+    """The Sweeps tab runs a two-run local sweep of the dashboard's settings; the table and
+    the plot fill in as the runs finish."""
+    errors: list[str] = []  # a model update BokehJS cannot apply freezes the page: none may occur
+    page.on("pageerror", lambda err: errors.append(str(err)))
+    open_dashboard(page, server)
+    page.get_by_text("Sweeps", exact=True).filter(visible=True).first.click()
+    page.get_by_placeholder("choose keys").filter(visible=True).first.click()
+    page.locator(".choices__item--choice", has_text=re.compile(r"^\s*steps\s*$")).first.click()
+    page.keyboard.press("Escape")
+    values = page.get_by_label("steps values", exact=True).filter(visible=True).first
+    values.fill("20, 40")
+    values.press("Enter")
+    page.get_by_role("button", name="simulate", exact=True).click()
+    name = page.get_by_label("Sweep name (its folder under data/)", exact=True)
+    name.fill("browser_scan")
+    name.press("Enter")
+    page.get_by_role("button", name="Run sweep", exact=True).click()
+    text = wait_for_status(page, r"^Sweep 'browser_scan' finished in", timeout=60_000)
+    assert "2/2 runs done (2 ok, 0 failed)" in text
+    page.wait_for_function(f"{source_length('sweep_metric')} == 2", timeout=10_000)
+    assert sorted(page.evaluate(source_column("sweep_metric", "x"))) == [20, 40]
+    expect(page.get_by_role("cell", name="ok", exact=True)).to_have_count(2)  # the results table
+    doc = json.loads((server["cwd"] / "data" / "browser_scan" / "results.json").read_text())
+    assert [r["status"] for r in doc["runs"]] == ["ok", "ok"]
+    assert page.get_by_role("button", name="Run sweep", exact=True).is_enabled()
+    assert not errors, errors

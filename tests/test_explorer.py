@@ -44,10 +44,10 @@ def finish(e: Explorer, timeout: float = 120.0) -> None:
 def wait_for_steps(e: Explorer, timeout: float = 30.0) -> None:
     """Drain until the running job has reported at least one accepted step."""
     deadline = time.monotonic() + timeout
-    while len(e.live.steps.data) == 0 and time.monotonic() < deadline:
+    while len(e.live.frame("energy_error")) == 0 and time.monotonic() < deadline:
         e.drain()
         time.sleep(0.02)
-    assert len(e.live.steps.data) > 0, "the job reported no step"
+    assert len(e.live.frame("energy_error")) > 0, "the job reported no step"
 
 
 def stop_and_wait(e: Explorer, limit: float = 2.0) -> float:
@@ -71,12 +71,12 @@ def test_train_job_fills_the_plots_and_writes_a_checkpoint(explorer, tmp_path):
     assert not e.error.visible, e.error.object
     assert "finished" in e.status
     assert e.progress.value == 100
-    assert len(e.live.steps.data) >= TINY["num_orbits"] and len(e.live.steps.data) > 0
-    epochs = e.live.epochs.data
+    assert len(e.live.frame("energy_error")) >= TINY["num_orbits"] and len(e.live.frame("energy_error")) > 0
+    epochs = e.live.frame("epoch_metrics")
     assert len(epochs) == TINY["epochs"]
     assert list(epochs["epoch"]) == [0, 1, 2]
-    assert len(e.live.orbit.data) > 0
-    assert (e.live.steps.data["rel_dE"] > 0).all()  # log axes: never 0
+    assert len(e.live.frame("orbit")) > 0
+    assert (e.live.frame("energy_error")["rel_dE"] > 0).all()  # log axes: never 0
     checkpoint = tmp_path / "data" / "t1" / "model" / "model_epoch_0002.pt"
     assert checkpoint.is_file()
     assert (tmp_path / "data" / "t1" / "metrics.jsonl").read_text().count("\n") == TINY["epochs"]
@@ -153,9 +153,9 @@ def test_both_with_the_learned_policy_compares_with_analytic(explorer, tmp_path)
     sim = tmp_path / "data" / "t1" / "sim"
     assert (sim / "ml" / "summary.json").is_file()
     assert (sim / "analytic" / "summary.json").is_file()
-    assert len(e.live.sim.data) > 0 and len(e.live.sim_orbit.data) > 0
+    assert len(e.live.frame("simulation")) > 0 and len(e.live.frame("sim_orbit")) > 0
     # the live simulation plots hold the learned run only, not the analytic comparison after it
-    assert e.live.sim.data["time"].is_monotonic_increasing
+    assert e.live.frame("simulation")["time"].is_monotonic_increasing
     assert len(e.sim_view.objects) == 1
     (table,) = [p.object for p in e.sim_view.select(pn.pane.DataFrame)]
     assert list(table.columns) == ["learned / simulated", "analytic"]
@@ -307,13 +307,13 @@ def test_runs_view_follows_metrics_into_the_epoch_plot(tmp_path):
     view.select.value = "r1"
     assert "epochs = 5" in view.config_pane.object
     view.follow.value = True  # reads what is there already
-    assert list(live.epochs.data["epoch"]) == [0, 1]
-    assert live.epochs.data["loss"].iloc[1] > 0  # a zero loss is drawn at the log axis' floor
+    assert list(live.frame("epoch_metrics")["epoch"]) == [0, 1]
+    assert live.frame("epoch_metrics")["loss"].iloc[1] > 0  # a zero loss is drawn at the log axis' floor
     assert view.poll() == 0
     with (run / "metrics.jsonl").open("a") as fh:
         fh.write(metrics_line(2) + metrics_line(3)[:7])
     assert view.poll() == 1
-    assert list(live.epochs.data["epoch"]) == [0, 1, 2]
+    assert list(live.frame("epoch_metrics")["epoch"]) == [0, 1, 2]
     view.follow.value = False
     view.close()
 

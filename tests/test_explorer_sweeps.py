@@ -1,0 +1,218 @@
+"""The Sweeps tab in-process, without a browser: real sweeps on a LocalCluster in the view's
+thread, refreshed by hand (as the session's periodic callback would), Stop, and the one-line
+errors of bad input."""
+
+from __future__ import annotations
+
+import json
+import time
+import tomllib
+
+import pandas as pd
+import pytest
+
+from explorer import Explorer
+from explorer import jobs as explorer_jobs
+from explorer.sweeps_view import NOT_RUN, MetricPlot, base_document, parse_values
+from nbody_engine.errors import InputError
+
+
+@pytest.fixture
+def explorer(tmp_path, monkeypatch):
+    """An Explorer with tiny two-body settings whose sweeps land in tmp_path/data."""
+    monkeypatch.chdir(tmp_path)
+    e = Explorer()
+    e.train.param.update(num_particles=2, num_orbits=2, seed=1, save_name="base")
+    yield e
+    e.close()
+
+
+def finish(view, timeout: float = 90.0) -> None:
+    """Refresh until the sweep's thread ends (bounded), as the periodic callback does."""
+    deadline = time.monotonic() + timeout
+    while view.refresh() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not view.running, f"sweep still running after {timeout}s: {view.status.object}"
+
+
+def points(plot: MetricPlot) -> dict:
+    """The plotted points: the source named ``sweep_metric``."""
+    return dict(plot.points.data)
+
+
+def free_slots() -> int:
+    """How many job slots are free (taken and given back at once)."""
+    taken = 0
+    while explorer_jobs._SLOTS.acquire(blocking=False):
+        taken += 1
+    for _ in range(taken):
+        explorer_jobs._SLOTS.release()
+    return taken
+
+
+@pytest.mark.slow
+def test_a_local_sweep_fills_the_table_and_the_plot(explorer, tmp_path):
+    view = explorer.sweeps
+    view.set_values({"steps": "20, 40"})
+    view.mode.value = "simulate"
+    view.name.value = "steps_scan"
+    slots = free_slots()
+    assert view.start(), view.error.object
+    assert view.running and view.run_button.disabled and not view.stop_button.disabled
+    assert free_slots() == slots - 1  # the sweep holds one job slot
+    finish(view)
+    assert not view.error.visible, view.error.object
+    table = view.table.object
+    assert len(table) == 2
+    assert list(table["status"]) == ["ok", "ok"], table.to_dict("records")
+    assert sorted(table["steps"]) == [20, 40]
+    assert (table["max_rel_energy_error"] > 0).all()
+    assert "finished" in view.status.object and "2 ok, 0 failed" in view.status.object
+    assert view.progress.value == 100
+    assert view.run_button.disabled is False and view.stop_button.disabled
+    assert free_slots() == slots
+    # the plot: the chosen metric against the swept key, one point per run
+    assert (view.x_select.value, view.metric_select.value) == ("steps", "max_rel_energy_error")
+    assert "steps" not in view.metric_select.options  # a swept key is no metric
+    plotted = points(view.plot)
+    assert plotted["x"] == [20, 40]
+    assert plotted["y"] == [table.set_index("steps").loc[s, "max_rel_energy_error"] for s in (20, 40)]
+    view.metric_select.value = "wall_time_s"
+    assert points(view.plot)["y"] == [table.set_index("steps").loc[s, "wall_time_s"] for s in (20, 40)]
+    assert view.plot.figures[False].yaxis.axis_label == "wall_time_s"
+    assert list(view.plot.figures[False].xaxis.ticker.ticks) == [20, 40]
+    # what it wrote: the ordinary sweep folder, the dashboard's settings as the base
+    root = tmp_path / "data" / "steps_scan"
+    doc = json.loads((root / "results.json").read_text())
+    assert (doc["ok"], doc["failed"], doc["pending"]) == (2, 0, 0)
+    assert (root / "results.csv").is_file()
+    run = tomllib.loads((root / "runs" / table["id"][0] / "run.toml").read_text())
+    assert (run["num_orbits"], run["seed"], run["save_name"]) == (2, 1, table["id"][0])
+    # the same sweep again: every run is done, so nothing runs (no cluster either)
+    started = time.monotonic()
+    assert view.start()
+    finish(view, timeout=30)
+    assert time.monotonic() - started < 10
+    assert list(view.table.object["attempts"]) == [1, 1]
+    assert "2 ok" in view.status.object
+
+
+@pytest.mark.slow
+def test_stop_cancels_the_runs_and_a_second_session_cannot_run_the_same_sweep(explorer, tmp_path):
+    view = explorer.sweeps
+    view.set_values({"steps": "100000, 100001, 100002"})
+    view.mode.value = "simulate"
+    view.name.value = "long"
+    slots = free_slots()
+    assert view.start(), view.error.object
+    other = Explorer()
+    try:
+        other.sweeps.set_values({"steps": "20"})
+        other.sweeps.name.value = "long"
+        assert other.sweeps.start() is False
+        assert "running in another session" in other.sweeps.error.object
+    finally:
+        other.close()
+    runs = tmp_path / "data" / "long" / "runs"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not any(
+            json.loads(p.read_text()).get("status") == "running" for p in runs.glob("*/status.json")):
+        view.refresh()
+        time.sleep(0.2)
+    assert any(json.loads(p.read_text()).get("status") == "running" for p in runs.glob("*/status.json"))
+    stopped = time.monotonic()
+    view.stop()
+    assert view.stop_button.disabled
+    finish(view, timeout=40)
+    assert time.monotonic() - stopped < 30
+    assert not view.error.visible, view.error.object
+    assert "stopped" in view.status.object
+    table = view.table.object
+    assert set(table["status"]) <= {"failed", "pending"} and "failed" in set(table["status"])
+    for row in table.to_dict("records"):  # the cancelled runs say so; none reads like a crash
+        assert row["error"] in ("cancelled: the sweep was interrupted", NOT_RUN), row
+        status = json.loads((runs / row["id"] / "status.json").read_text())
+        assert (status["status"], status["error"]) == (row["status"], row["error"])
+    assert free_slots() == slots
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"stepz": "1, 2"}, "unknown key 'stepz' in the sweep; did you mean 'steps'?"),
+    ({"steps": " "}, "sweep values: 'steps' has no values; give at least one"),
+    ({"steps": "20, many"}, "sweep values: 'steps' must be an integer, not 'many'"),
+    ({"steps": "20, 20"}, "sweep values: 'steps' lists 20 twice"),
+    ({"lr": "1e-3, -1"}, "sweep values: 'lr' must be greater than 0"),
+    ({"hidden_dims": "64, 64"}, "'hidden_dims' takes lists; write each value in brackets"),
+    ({"E_lower": "1.0"}, "'E_lower' (1.0) must not exceed 'E_upper'"),
+    ({}, "choose at least one key to sweep"),
+    ({"steps": "1", "lr": "1e-3", "epochs": "2", "seed": "1"}, "choose at most 3 keys"),
+])
+def test_bad_input_is_one_line_in_the_page_and_starts_nothing(explorer, tmp_path, values, message):
+    view = explorer.sweeps
+    view.set_values(values)
+    slots = free_slots()
+    assert view.start() is False
+    assert view.error.visible and message in view.error.object, view.error.object
+    assert "\n" not in view.error.object
+    assert view.sweep is None and free_slots() == slots
+    assert not (tmp_path / "data").exists()
+    view.set_values({"steps": "20, 40"})
+    view.name.value = "../elsewhere"
+    assert view.start() is False
+    assert "plain folder name" in view.error.object
+
+
+def test_start_says_busy_when_every_job_slot_is_taken(explorer):
+    view = explorer.sweeps
+    view.set_values({"steps": "20"})
+    taken = 0
+    try:
+        for _ in range(explorer_jobs.MAX_JOBS):
+            assert explorer_jobs._SLOTS.acquire(timeout=10)  # a job of an earlier test may still be ending
+            taken += 1
+        assert view.start() is False
+        assert view.error.visible and "busy" in view.error.object
+        assert view.sweep is None
+    finally:
+        for _ in range(taken):
+            explorer_jobs._SLOTS.release()
+
+
+def test_values_are_parsed_and_checked_like_the_cli():
+    assert parse_values("energy_threshold", "1e-4, 2e-4, 5e-4") == [1e-4, 2e-4, 5e-4]
+    assert parse_values("hidden_dims", "[64, 64], [128]") == [[64, 64], [128]]
+    assert parse_values("feature_type", "basic, rich") == ["basic", "rich"]
+    assert parse_values("multi_orbit_sim", "true, False") == [True, False]
+    assert parse_values("seed", "none, 3") == [None, 3]
+    with pytest.raises(InputError, match="sweep values: 'feature_type' does not accept 'fancy'"):
+        parse_values("feature_type", "fancy")
+
+
+def test_a_swept_key_replaces_the_dashboards_phase_override(explorer):
+    explorer.simulate.steps = 50  # a [simulate] override
+    assert tomllib.loads(explorer.toml_text())["simulate"] == {"steps": 50}
+    base = base_document(explorer.toml_text(), ["steps"])
+    assert "simulate" not in base and base["num_orbits"] == 2
+
+
+def test_the_plot_draws_one_colour_per_value_of_the_other_keys():
+    df = pd.DataFrame({"id": list("abcdef"), "status": ["ok"] * 5 + ["failed"],
+                       "eps": [0.3, 0.2, 0.1] * 2, "feature_type": ["basic"] * 3 + ["rich"] * 3,
+                       "loss": [1.0, 2.0, 3.0, 4.0, 5.0, None]})
+    plot = MetricPlot()
+    assert plot.panes[False].visible and not plot.panes[True].visible
+    plot.update(df, "eps", "loss", ["feature_type"], log_y=True)
+    assert plot.panes[True].visible and not plot.panes[False].visible
+    plotted = points(plot)
+    assert plotted["id"] == ["c", "b", "e", "a", "d"]  # by eps; the failed run is left out
+    basic, rich = 'feature_type="basic"', 'feature_type="rich"'
+    assert plotted["group"] == [basic, basic, rich, basic, rich]
+    assert len(set(plotted["color"])) == 2
+    assert plot.lines.data["xs"] == [[0.1, 0.2, 0.3], [0.2, 0.3]]  # one line per group
+    assert plot.figures[True].legend.visible
+    plot.update(df, "feature_type", "loss", ["eps"])  # text values: at their positions, labelled
+    assert points(plot)["x"] == [0, 0, 0, 1, 1] and points(plot)["label"][-1] == '"rich"'
+    assert plot.figures[False].xaxis.major_label_overrides == {0: '"basic"', 1: '"rich"'}
+    assert plot.lines.data["xs"] == []
+    plot.update(pd.DataFrame(), "eps", "loss")
+    assert points(plot)["y"] == []
