@@ -217,11 +217,17 @@ def _check_finite(rows: dict[str, torch.Tensor], first: int) -> None:
         return
     bad = int((~finite).nonzero()[0, 0])
     step = first + bad
-    last_good_time = rows["time"][max(bad - 1, 0)]
-    t = float(last_good_time.max()) if step else 0.0
-    raise NonFiniteStateError(
-        f"the state stopped being finite at step {step} (time {t:.6g}): a close encounter or too large a dt;"
-        " lower 'eps' or 'dt', or add 'softening'")
+    last_good = max(bad - 1, 0)
+    t = float(rows["time"][last_good].max()) if step else 0.0
+    if t > FLEW_APART or float(rows["position"][last_good].abs().max()) > FLEW_APART:
+        cause = ("bodies flew apart (an unbound system: the adaptive step grows with their separation until"
+                 " time overflows); set 'steps', 'duration' or 'Nperiod', or start from bound initial conditions")
+    else:
+        cause = "a close encounter or too large a dt; lower 'eps' or 'dt', or add 'softening'"
+    raise NonFiniteStateError(f"the state stopped being finite at step {step} (time {t:.6g}): {cause}")
+
+
+FLEW_APART = 1e100  # positions or times beyond this mean escape, not a collision
 
 
 def period_of(mass: torch.Tensor, position: torch.Tensor, velocity: torch.Tensor) -> torch.Tensor:

@@ -351,3 +351,11 @@ def test_analytic_policy_keeps_random_three_body_energy_bounded(seed):
     traj = simulate(state, AnalyticDt(0.1), Gravity(), StopRule(max_steps=200))
     rel_dE = np.abs(traj.energy - traj.energy[0]) / np.abs(traj.energy[0])
     assert rel_dE.max() < 0.1
+
+
+def test_an_unbound_system_flying_apart_is_named_as_such():
+    # two bodies receding at ten times the escape speed: the adaptive step grows with their
+    # separation (geometrically) until time overflows
+    state = make_state([[1.0, 1.0]], [[[-1.0, 0.0], [1.0, 0.0]]], [[[-10.0, 0.0], [10.0, 0.0]]])
+    with pytest.raises(NonFiniteStateError, match="flew apart"):
+        simulate(state, AnalyticDt(0.1), Gravity(), StopRule(max_steps=50_000))
