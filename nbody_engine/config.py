@@ -110,18 +110,19 @@ def _parse_scalar(text: str) -> Any:
     return text
 
 
-def read_toml(path: str | Path) -> dict:
-    """Parse a TOML file; unreadable or malformed files raise InputError naming the file."""
+def read_toml(path: str | Path, what: str = "config file", flag: str = "--config") -> dict:
+    """Parse a TOML file; unreadable or malformed files raise InputError naming the file
+    (``what`` it is and the ``flag`` that named it)."""
     path = Path(path)
     try:
         with path.open("rb") as fh:
             return tomllib.load(fh)
     except FileNotFoundError:
-        raise InputError(f"config file '{path}' does not exist; check the path given to --config") from None
+        raise InputError(f"{what} '{path}' does not exist; check the path given to {flag}") from None
     except OSError as err:
-        raise InputError(f"cannot read config file '{path}': {err.strerror}") from None
+        raise InputError(f"cannot read {what} '{path}': {err.strerror}") from None
     except tomllib.TOMLDecodeError as err:
-        raise InputError(f"config file '{path}' is not valid TOML: {err}") from None
+        raise InputError(f"{what} '{path}' is not valid TOML: {err}") from None
 
 
 def split_layers(data: Mapping, source: str) -> dict[str, dict]:

@@ -116,7 +116,7 @@ def read_grid(grid: str | Path | Mapping, mode: str) -> list[Axis]:
         source, doc = "grid", grid
     else:
         source = f"grid '{grid}'"
-        doc = _read_grid_file(Path(grid))
+        doc = read_toml(Path(grid), "grid file", "--grid")
     axes: list[Axis] = []
     for key, value in doc.items():
         if key in PHASES:
@@ -139,18 +139,6 @@ def read_grid(grid: str | Path | Mapping, mode: str) -> list[Axis]:
         if a.layer != "top" and a.key in top:
             raise InputError(f"{source} sweeps '{a.key}' both at the top level and in [{a.layer}]; sweep it in one place")
     return axes
-
-
-def _read_grid_file(path: Path) -> dict:
-    try:
-        with path.open("rb") as fh:
-            return tomllib.load(fh)
-    except FileNotFoundError:
-        raise InputError(f"grid file '{path}' does not exist; check the path given to --grid") from None
-    except OSError as err:
-        raise InputError(f"cannot read grid file '{path}': {err.strerror}") from None
-    except tomllib.TOMLDecodeError as err:
-        raise InputError(f"grid file '{path}' is not valid TOML: {err}") from None
 
 
 def _axis(layer: str, key: str, values: Any, where: str) -> Axis:
