@@ -29,6 +29,7 @@ from .sweeps_view import SweepsView
 from .widgets import ConfigForm
 
 MODES = {"train": "Train", "simulate": "Simulate", "both": "Train + simulate"}
+LABELS = {**MODES, "evaluate": "Evaluate"}
 DRAIN_PERIOD_MS = 200
 # The dashboard opens on a run that shows something within seconds (configs/quick.toml's
 # training settings); every other key starts at the schema default.
@@ -134,6 +135,10 @@ class Explorer(pn.viewable.Viewer):
         self.mode_select.link(self, value="export_mode")
         self.param.watch(lambda _e: self._refresh_export(), "export_mode")
         self.sim_view = pn.Column(sizing_mode="stretch_width")
+        self.eval_view = pn.Column(sizing_mode="stretch_width")
+        self.evaluate_button = pn.widgets.Button(label="Evaluate: learned vs analytic (eps sweep)",
+                                                 button_type="primary")
+        self.evaluate_button.on_click(lambda _e: self.start("evaluate"))
         self.runs = RunsView(self.live)
         self.sweeps = SweepsView(self.toml_text)
         self._refresh_export()
@@ -188,14 +193,15 @@ class Explorer(pn.viewable.Viewer):
             # earlier 'Train' left in the Simulate settings.
             self.simulate.model_path = self.train.model_path
         self.error.visible = False
-        self.export_mode = mode
+        if mode in MODES:
+            self.export_mode = mode
         self.live.reset({"E": (self.train.E_lower, self.train.E_upper), "L": (self.train.L_lower, self.train.L_upper),
                          "threshold": self.train.energy_threshold})
         self.job = Job(mode, self.toml_text())
         self._started = time.monotonic()
         self._epochs_total = self.train.epochs if mode != "simulate" else 0
         self.progress.value = 0
-        self._set_status(f"{MODES[mode]}: starting '{self.train.save_name}'...")
+        self._set_status(f"{LABELS[mode]}: starting '{self.train.save_name}'...")
         self._set_running(True)
         self.job.start()
         if pn.state.curdoc is not None:
@@ -214,7 +220,7 @@ class Explorer(pn.viewable.Viewer):
             self.train.seed = random.randrange(2**31)
 
     def _set_running(self, running: bool) -> None:
-        for button in self.buttons.values():
+        for button in (*self.buttons.values(), self.evaluate_button):
             button.disabled = running
         self.upload.disabled = running
         self.stop_button.disabled = not running
@@ -279,11 +285,11 @@ class Explorer(pn.viewable.Viewer):
         elapsed = time.monotonic() - self._started
         if done.error:
             self._show_error(done.error)
-            self._set_status(f"{MODES[done.kind]} failed after {elapsed:.1f}s.")
+            self._set_status(f"{LABELS[done.kind]} failed after {elapsed:.1f}s.")
         elif done.cancelled:
-            self._set_status(f"{MODES[done.kind]} stopped after {elapsed:.1f}s; the last checkpoint is kept.")
+            self._set_status(f"{LABELS[done.kind]} stopped after {elapsed:.1f}s; the last checkpoint is kept.")
         else:
-            self._set_status(f"{MODES[done.kind]} finished in {elapsed:.1f}s.")
+            self._set_status(f"{LABELS[done.kind]} finished in {elapsed:.1f}s.")
         checkpoint = done.results.get("train", {}).get("checkpoint")
         if checkpoint and done.kind == "train":
             self.simulate.model_path = self._auto_model_path = checkpoint
@@ -291,6 +297,10 @@ class Explorer(pn.viewable.Viewer):
             from .compare import comparison_view
 
             self.sim_view.objects = [comparison_view(done.results)]
+        if "evaluate" in done.results:
+            from .compare import evaluation_view
+
+            self.eval_view.objects = [evaluation_view(done.results["evaluate"])]
 
     # layout --------------------------------------------------------------------------------
     def settings_panel(self, form: ConfigForm, note: str) -> pn.Column:
@@ -318,7 +328,11 @@ class Explorer(pn.viewable.Viewer):
         simulation = pn.Column(pn.Row(*(pane(p) for p in self.live.simulation_plots())),
                                pane(self.live.orbit_plot("sim_orbit")),
                                pn.pane.Markdown("### Learned against analytic on the same initial conditions"),
-                               self.sim_view, sizing_mode="stretch_width")
+                               self.sim_view,
+                               pn.pane.Markdown("### Is the learned step worth it? The Simulate tab's `model_path` "
+                                                "against the analytic policy at each `eval_eps`, on the held-out "
+                                                "orbits `eval_e` (`nbody-runner evaluate`)"),
+                               self.evaluate_button, self.eval_view, sizing_mode="stretch_width")
         export = pn.Column(pn.pane.Markdown("Export the settings as the runner's TOML and run them headless "
                                             "with the command below; or import a TOML."),
                            pn.Row(self.mode_select, self.download, self.upload), self.command_box, self.toml_preview,

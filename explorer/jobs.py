@@ -96,6 +96,9 @@ class Job:
         error, cancelled = None, False
         try:
             reporter = Reporter([QueueSink(self.queue)], self.cancel)
+            if self.kind == "evaluate":
+                results = {"evaluate": _evaluate(self.toml_text, reporter)}
+                return
             configs = _configs_from_text(self.kind, self.toml_text)
             results = run_phases(configs, reporter)
             sim_cfg = configs.get("simulate")
@@ -122,6 +125,15 @@ def _without_trajectories(sink):
         if not isinstance(event, TrajectoryChunk):
             sink(event)
     return forward
+
+
+def _evaluate(toml_text: str, reporter: Reporter) -> dict:
+    """``nbody-runner evaluate`` on the simulate settings; its trajectories stay out of the
+    live plots (many short runs), the result carries the table and the Pareto plot."""
+    from nbody_engine.evaluate import evaluate
+
+    cfg = _configs_from_text("simulate", toml_text)["simulate"]
+    return evaluate(cfg, Reporter([_without_trajectories(QueueSink(reporter.sinks[0].queue))], reporter.cancel))
 
 
 def _configs_from_text(kind: str, toml_text: str):

@@ -338,3 +338,27 @@ def test_runs_view_survives_a_damaged_run(tmp_path):
     view = RunsView(LivePlots(), tmp_path / "data")
     assert view.select.value == "broken"
     assert "cannot read run 'broken'" in view.config_pane.object
+
+
+def test_evaluate_compares_the_checkpoint_with_analytic_in_the_page(explorer, tmp_path):
+    e = explorer
+    assert e.start("train")
+    finish(e)
+    assert e.simulate.model_path  # the finished training hands its checkpoint to the Simulate tab
+    e.simulate.param.update(eval_e=[0.6], eval_eps=[0.05, 0.2], Nperiod=1)
+    assert e.start("evaluate")
+    finish(e)
+    assert not e.error.visible, e.error.object
+    assert "Evaluate finished" in e.status
+    table = (tmp_path / "data" / "t1" / "eval" / "table.csv").read_text().splitlines()
+    assert len(table) == 1 + 3  # header, the learned policy and two analytic eps
+    (view,) = e.eval_view.objects
+    assert view.select(pn.pane.PNG) and view.select(pn.pane.DataFrame)
+    assert len(e.live.frame("simulation")) == 0  # the evaluation's many runs stay out of the live plots
+
+
+def test_evaluate_without_a_checkpoint_says_so(explorer):
+    e = explorer
+    assert e.start("evaluate")
+    finish(e)
+    assert e.error.visible and "model_path" in e.error.object
