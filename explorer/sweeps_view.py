@@ -32,11 +32,11 @@ from bokeh.palettes import Category10_10
 from bokeh.plotting import figure
 
 from nbody_engine import sweep
-from nbody_engine.config import PHASES, check_value, parse_text, unknown_key_error
+from nbody_engine.config import PHASES, parse_text, unknown_key_error
 from nbody_engine.errors import InputError
 from nbody_engine.runs import DATA_DIR, write_json
 from nbody_engine.schema import KEYS, Config
-from nbody_engine.sweep import SIM_METRICS, STATUS_FAILED, STATUS_OK, STATUS_PENDING, TRAIN_METRICS, SweepPlan
+from nbody_engine.sweep import SIM_METRICS, distinct_values, STATUS_FAILED, STATUS_OK, STATUS_PENDING, TRAIN_METRICS, SweepPlan
 
 from . import jobs
 from .jobs import Job
@@ -90,13 +90,7 @@ def parse_values(key: str, text: str) -> list:
     if isinstance(p, param.List) and (items is None or not all(isinstance(i, list) for i in items)):
         raise InputError(f"{WHERE}: '{key}' takes lists; write each value in brackets, e.g. "
                          f"{example_values(key)}, not {text!r}")
-    values = []
-    for item in items:
-        value = check_value(key, item, WHERE)
-        if value in values:
-            raise InputError(f"{WHERE}: '{key}' lists {value!r} twice")
-        values.append(value)
-    return values
+    return distinct_values(key, items, WHERE)
 
 
 def _parse_item(key: str, p: param.Parameter, piece: str) -> Any:

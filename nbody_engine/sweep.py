@@ -158,13 +158,18 @@ def _axis(layer: str, key: str, values: Any, where: str) -> Axis:
     if isinstance(p, param.List) and not all(isinstance(v, list) for v in values):
         raise InputError(f"{where}: '{key}' takes lists, so sweep it as a list of lists, e.g. {key} = {example}, "
                          f"not {values!r}")
+    return Axis(layer, key, tuple(distinct_values(key, values, where)))
+
+
+def distinct_values(key: str, values: list, where: str) -> list:
+    """Each value checked by the schema; a value listed twice is an error."""
     checked = []
     for value in values:
         value = check_value(key, value, where)
         if value in checked:
             raise InputError(f"{where}: '{key}' lists {value!r} twice")
         checked.append(value)
-    return Axis(layer, key, tuple(checked))
+    return checked
 
 
 def run_id(mode: str, values: Mapping[str, Any]) -> str:
@@ -658,28 +663,21 @@ def run_sweep(config: str | Path | Mapping | None, grid: str | Path | Mapping, *
 
 # --------------------------------------------------------------------------- the CLI (nbody-runner sweep)
 
-def _positive_int(text: str) -> int:
+def _int_at_least(minimum: int):
+    """An argparse type: an integer no smaller than ``minimum``."""
     import argparse
 
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text!r}")
-    return value
+    what = {0: "a non-negative integer", 1: "a positive integer"}.get(minimum, f"an integer >= {minimum}")
 
-
-def _non_negative_int(text: str) -> int:
-    import argparse
-
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a non-negative integer, not {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a non-negative integer, not {text!r}")
-    return value
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = minimum - 1
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be {what}, not {text!r}")
+        return value
+    return parse
 
 
 SLURM_FLAGS = ("queue", "account", "walltime", "cores", "memory", "gpus")
@@ -694,11 +692,11 @@ def add_sweep_parser(subparsers) -> None:
                      help="TOML listing values per key, e.g. steps = [100, 200], [train] history_len = [0, 5]")
     sub.add_argument("--mode", dest="sweep_mode", choices=SWEEP_MODES, default="both", help="what each run does (default: both)")
     sub.add_argument("--name", metavar="SWEEP_NAME", help="folder under data/ (default: the grid file's name)")
-    sub.add_argument("--samples", metavar="K", type=_positive_int,
+    sub.add_argument("--samples", metavar="K", type=_int_at_least(1),
                      help="run K random points of the grid instead of all of it")
-    sub.add_argument("--seed", metavar="S", type=_non_negative_int, default=0,
+    sub.add_argument("--seed", metavar="S", type=_int_at_least(0), default=0,
                      help="seed of the --samples draws (default 0; the runs' own seed is the key 'seed')")
-    sub.add_argument("--workers", metavar="N", type=_positive_int,
+    sub.add_argument("--workers", metavar="N", type=_int_at_least(1),
                      help="local worker processes (default: one per core) or, with --slurm, SLURM jobs (default 1)")
     where = sub.add_mutually_exclusive_group()
     where.add_argument("--scheduler", metavar="ADDRESS", help="run on an existing Dask cluster, e.g. tcp://host:8786")
@@ -707,9 +705,9 @@ def add_sweep_parser(subparsers) -> None:
     group.add_argument("--slurm-queue", metavar="Q", help="partition (#SBATCH -p)")
     group.add_argument("--slurm-account", metavar="A", help="account (#SBATCH -A)")
     group.add_argument("--slurm-walltime", metavar="HH:MM:SS", help="time limit of each job")
-    group.add_argument("--slurm-cores", metavar="C", type=_positive_int, help="cores per job = runs at a time per job")
+    group.add_argument("--slurm-cores", metavar="C", type=_int_at_least(1), help="cores per job = runs at a time per job")
     group.add_argument("--slurm-memory", metavar="MEM", help="memory per job, e.g. 4GB")
-    group.add_argument("--slurm-gpus", metavar="G", type=_non_negative_int, default=0,
+    group.add_argument("--slurm-gpus", metavar="G", type=_int_at_least(0), default=0,
                        help="GPUs per job (--gres=gpu:G)")
 
 
