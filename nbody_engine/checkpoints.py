@@ -62,7 +62,8 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> Checkpoint:
         raise InputError(f"checkpoint '{path}' does not exist; train first or fix 'model_path'")
     try:
         data = torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, OSError, ValueError) as err:
+    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, OSError, ValueError, IndexError,
+            KeyError, TypeError, AttributeError) as err:  # the weights-only unpickler fails in many ways on garbage
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         if isinstance(err, pickle.UnpicklingError):
             # torch's text advises weights_only=False, i.e. running the file's code: never for a checkpoint

@@ -258,8 +258,10 @@ def test_missing_checkpoint(tmp_path):
     assert "nope.pt" in line and "does not exist" in line
 
 
-def test_corrupt_checkpoint(tmp_path):
-    (tmp_path / "bad.pt").write_bytes(np.random.default_rng(0).bytes(4096))
+@pytest.mark.parametrize("content", [np.random.default_rng(0).bytes(4096), b'save_name = "x"\n[train]\nepochs = 3\n'],
+                         ids=["random bytes", "a TOML file"])
+def test_corrupt_checkpoint(tmp_path, content):
+    (tmp_path / "bad.pt").write_bytes(content)
     line = fails_cleanly(tmp_path, "simulate", "--integrator-mode", "ml", "--model-path", "bad.pt")
     assert "bad.pt" in line and "corrupt" in line
     assert "weights_only` set to `False" not in line  # never advise running a file's code
