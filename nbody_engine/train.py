@@ -4,7 +4,9 @@ Each epoch:
 
 1. **Collect** ``steps_per_epoch`` accepted steps per orbit, starting where the last epoch
    ended. An attempt predicts dt, takes ``n_steps`` leapfrog steps with it (differentiably) and
-   measures |dE/E| and |dL/L|. It is accepted when |dE/E| <= ``energy_threshold`` and all is
+   measures |dE/E| (the largest over its sub-steps: an attempt that steps through a pericentre
+   gives most of its energy error back on the way out, and its end point alone would reward the
+   too-long step) and |dL/L| at its end. It is accepted when |dE/E| <= ``energy_threshold`` and all is
    finite; a rejected attempt costs one optimizer step on the band loss of that same state, then
    is retried, at most ``max_retrain_steps`` times (0 = no limit).
 2. **Replay** accepted states from a bounded buffer: once it holds ``min_replay_size`` states,
@@ -106,10 +108,12 @@ def attempt(policy: LearnedDt, state: State, rows: torch.Tensor | None, cfg: Con
     dt = policy.dt_from(state, rows, acc, pot)
     E0, L0 = kinetic_energy(state) + pot, angular_momentum(state)
     s = state
+    energies = []
     for _ in range(cfg.n_steps):
         before, acc_before, pot_before = s, acc, pot
         s, acc, pot = leapfrog_step(s, dt, acc, gravity)
-    rel_dE = relative_change(kinetic_energy(s) + pot, E0)
+        energies.append(kinetic_energy(s) + pot)
+    rel_dE = relative_change(torch.stack(energies), E0, vector=False).amax(0)
     rel_dL = relative_change(angular_momentum(s), L0)
     new_rows = None
     if policy.history_len:

@@ -20,15 +20,15 @@ from nbody_engine.errors import InputError
 from nbody_engine.events import EpochFinished, Reporter, RunFinished, RunStarted, StepRejected, WandbSink
 from nbody_engine.features import basic_features, change_features, history_row, input_width, state_features
 from nbody_engine.checkpoints import load_checkpoint
-from nbody_engine.initial_conditions import random_system
-from nbody_engine.integrate import Gravity, leapfrog_step
+from nbody_engine.initial_conditions import kepler_orbit, random_system
+from nbody_engine.integrate import Gravity, leapfrog_step, relative_change, total_energy
 from nbody_engine.jobs import gravity_of
 from nbody_engine.model import DtNetwork, LearnedDt, build_network
 from nbody_engine.physics import State
 from nbody_engine.policies import AnalyticDt, pairwise_timescale
 from nbody_engine.replay import ReplayBuffer
-from nbody_engine.train import (NONFINITE_PENALTY, ROUNDOFF, EpochStats, Trainer, TrainingStalled, band_loss,
-                                run_training, step_loss)
+from nbody_engine.train import (NONFINITE_PENALTY, ROUNDOFF, EpochStats, Trainer, TrainingStalled, attempt,
+                                band_loss, run_training, step_loss)
 
 torch.set_num_threads(1)  # as the engine runs on a CPU (jobs.torch_setup): these tensors are tiny
 GRAVITY = Gravity()
@@ -295,6 +295,29 @@ def test_an_optimizer_step_on_a_blown_up_state_shrinks_its_dt():
     step_loss(nan, nan, before, cfg).mean().backward()
     torch.optim.SGD(net.parameters(), lr=1e-3).step()
     assert (policy.dt(state) < before.detach()).all()
+
+
+def test_an_attempt_through_a_pericentre_is_judged_by_its_worst_sub_step():
+    """Stepping through a pericentre, the energy error peaks and largely comes back: the
+    attempt's error is that peak, not the small error left at its end."""
+    cfg = make_cfg(n_steps=20)
+    pericentre = kepler_orbit(0.9, 1.0)
+    policy = policy_of(network("basic"), "basic")
+    back = State(pericentre.mass, pericentre.position, -pericentre.velocity, pericentre.time)
+    for _ in range(10):  # ten of the policy's steps back in time from the pericentre
+        back, _, _ = leapfrog_step(back, policy.dt(pericentre).detach(), GRAVITY(back)[0], GRAVITY)
+    before = State(back.mass, back.position, -back.velocity, back.time)
+    dt = policy.dt(before).detach()
+    energies, s = [], before
+    for _ in range(cfg.n_steps):
+        s, _, _ = leapfrog_step(s, dt, GRAVITY(s)[0], GRAVITY)
+        energies.append(total_energy(s, GRAVITY))
+    E0 = total_energy(before, GRAVITY)
+    at_end = relative_change(energies[-1], E0)
+    worst = torch.stack([relative_change(E, E0) for E in energies]).max(0).values
+    assert worst > 3 * at_end  # the passage indeed gives back most of its error
+    result = attempt(policy, before, None, cfg)
+    assert torch.allclose(result.rel_dE, worst, rtol=1e-9)
 
 
 # --- replay buffer -----------------------------------------------------------------------
