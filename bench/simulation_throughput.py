@@ -8,15 +8,17 @@ Cases (each eager and with ``compile=True``):
 
 - ``analytic-1``: the analytic policy on one two-body Kepler orbit (e = 0.7): steps/s;
 - ``analytic-1024``: the analytic policy on 1024 Kepler orbits in one batch: orbit-steps/s;
+- ``analytic-1024-every10``: the same, recording every 10th step (``record_every = 10``);
 - ``learned-64``: ``LearnedDt`` with the default network [64, 64] on one orbit: steps/s;
 - ``learned-upstream``: ``LearnedDt`` with upstream's [200, 1000, 1000, 200]: steps/s.
 
 The learned networks are built with ``build_network`` from a config's values
-(``configs/kepler.toml`` by default) and are untrained: speed does not depend on the weights.
+(``configs/kepler.toml`` by default) with ``history_len = 0`` (the ``ml`` mode, as upstream's
+figure) and are untrained: speed does not depend on the weights.
 
 Threads: the engine runs torch single-threaded unless OMP_NUM_THREADS is set
 (``jobs.torch_setup``). Each case is measured in its own subprocess with the engine's setting
-(OMP_NUM_THREADS unset: 1 thread); ``analytic-1024`` and ``learned-upstream`` also with
+(OMP_NUM_THREADS unset: 1 thread); the batched cases and ``learned-upstream`` also with
 OMP_NUM_THREADS=2. Each subprocess gets a fresh TorchInductor cache directory, so the reported
 compile time is a cold compile (``--warm-cache`` keeps the default cache).
 
@@ -37,22 +39,34 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from _common import REPO, engine_env, fmt, machine, machine_note, markdown_table, median, write_results
 
+class Case(NamedTuple):
+    policy: str
+    systems: int
+    hidden_dims: list[int] | None
+    unit: str
+    target: float | None
+    threads: list[int | None]  # None: the engine's default (1 thread)
+    record_every: int = 1
+
+
 CASES = {
-    # name: (policy, systems, hidden_dims, unit, target, thread settings)
-    "analytic-1": ("analytic", 1, None, "steps/s", 13_200, [None]),
-    "analytic-1024": ("analytic", 1024, None, "orbit-steps/s", 5e6, [None, 2]),
-    "learned-64": ("learned", 1, [64, 64], "steps/s", None, [None]),
-    "learned-upstream": ("learned", 1, [200, 1000, 1000, 200], "steps/s", 1_750, [None, 2]),
+    "analytic-1": Case("analytic", 1, None, "steps/s", 13_200, [None]),
+    "analytic-1024": Case("analytic", 1024, None, "orbit-steps/s", 5e6, [None, 2]),
+    "analytic-1024-every10": Case("analytic", 1024, None, "orbit-steps/s", 5e6, [None, 2], record_every=10),
+    "learned-64": Case("learned", 1, [64, 64], "steps/s", None, [None]),
+    "learned-upstream": Case("learned", 1, [200, 1000, 1000, 200], "steps/s", 1_750, [None, 2]),
 }
 TARGET_NOTES = {
     "analytic-1": ">= 13,200 (3x upstream's 4,400)",
     "analytic-1024": ">= 5e6",
+    "analytic-1024-every10": ">= 5e6",
     "learned-upstream": ">= 1,750 (5x upstream's 350)",
 }
 # rows of recorded trajectory kept per batched run: 1024 systems x ~112 B per row and step,
@@ -72,7 +86,7 @@ def _build(case: str, config: str):
     from nbody_engine.model import LearnedDt, build_network
     from nbody_engine.policies import AnalyticDt
 
-    policy_kind, systems, hidden, _, _, _ = CASES[case]
+    policy_kind, systems, hidden = CASES[case].policy, CASES[case].systems, CASES[case].hidden_dims
     cfg = load_configs("simulate", config)["simulate"]
     device, dtype = torch_setup(cfg)  # the engine's thread rule: 1 thread unless OMP_NUM_THREADS is set
     if systems == 1:
@@ -85,17 +99,17 @@ def _build(case: str, config: str):
     if policy_kind == "analytic":
         policy = AnalyticDt(cfg.eps, cfg.softening)
     else:
-        values = config_values(cfg) | {"hidden_dims": hidden}
+        values = config_values(cfg) | {"hidden_dims": hidden, "history_len": 0}  # ml mode, as upstream's figure
         network = build_network(values).to(device=device, dtype=dtype).eval()
         policy = LearnedDt(network, values["feature_type"], values["history_len"], gravity)
     return state, policy, gravity, torch.get_num_threads()
 
 
-def _rate(state, policy, gravity, steps: int, compile: bool) -> tuple[float, float]:
+def _rate(state, policy, gravity, steps: int, compile: bool, record_every: int = 1) -> tuple[float, float]:
     from nbody_engine.integrate import StopRule, simulate
 
     start = time.perf_counter()
-    traj = simulate(state, policy, gravity, StopRule(max_steps=steps), compile=compile)
+    traj = simulate(state, policy, gravity, StopRule(max_steps=steps), compile=compile, record_every=record_every)
     seconds = time.perf_counter() - start
     assert int(traj.steps.max()) == steps, (traj.steps, steps)
     return steps * state.batch_size / seconds, seconds
@@ -103,7 +117,7 @@ def _rate(state, policy, gravity, steps: int, compile: bool) -> tuple[float, flo
 
 def worker(args) -> dict:
     state, policy, gravity, threads = _build(args.worker, args.config)
-    systems = state.batch_size
+    systems, every = state.batch_size, CASES[args.worker].record_every
     out = {"case": args.worker, "threads": threads, "systems": systems, "modes": {}}
     for mode in args.modes:
         compile = mode == "compiled"
@@ -111,15 +125,15 @@ def worker(args) -> dict:
         # warm up (and, compiled, compile): the first call; then a second short call shows what a
         # fresh simulate() call costs once the compiled code is cached
         first_steps = 300
-        _, first_s = _rate(state, policy, gravity, first_steps, compile)
-        _, second_s = _rate(state, policy, gravity, first_steps, compile)
+        _, first_s = _rate(state, policy, gravity, first_steps, compile, every)
+        _, second_s = _rate(state, policy, gravity, first_steps, compile, every)
         # calibrate N so that one timed run takes about --seconds
-        probe_rate, _ = _rate(state, policy, gravity, 1000 if systems == 1 else 200, compile)
+        probe_rate, _ = _rate(state, policy, gravity, 1000 if systems == 1 else 200, compile, every)
         steps_per_s = probe_rate / systems
         n = int(max(1000 if systems == 1 else 200, steps_per_s * args.seconds))
         if systems > 1:
-            n = min(n, MAX_BATCH_STEPS)
-        rates = [_rate(state, policy, gravity, n, compile)[0] for _ in range(args.repeats)]
+            n = min(n, MAX_BATCH_STEPS * every)
+        rates = [_rate(state, policy, gravity, n, compile, every)[0] for _ in range(args.repeats)]
         steady = median(rates)
         entry.update(steps_per_run=n, repeats=args.repeats, rates=rates, median=steady, best=max(rates),
                      first_call_s=first_s, second_call_s=second_s)
@@ -146,8 +160,10 @@ def run_case(case: str, threads, args) -> dict:
 def table(results: list[dict]) -> str:
     rows = []
     for r in results:
-        policy, systems, hidden, unit, target, _ = CASES[r["case"]]
-        what = policy + (f" {hidden}" if hidden else "")
+        case = CASES[r["case"]]
+        policy, systems, hidden, unit, target = case.policy, case.systems, case.hidden_dims, case.unit, case.target
+        what = policy + (f" {hidden}" if hidden else "") + (f", record_every {case.record_every}"
+                                                           if case.record_every > 1 else "")
         threads = f"{r['threads']}" + (" (engine default)" if r.get("engine_default") else "")
         if "error" in r:
             rows.append([r["case"], what, systems, threads, "-", "failed: " + " ".join(r["error"]), "-", "-", "-"])
@@ -183,7 +199,7 @@ def main() -> int:
     print(machine_note(info), flush=True)
     results = []
     for case in args.cases:
-        for threads in CASES[case][5]:
+        for threads in CASES[case].threads:
             label = "engine default" if threads is None else f"OMP_NUM_THREADS={threads}"
             print(f"  {case} ({label}) ...", flush=True)
             r = run_case(case, threads, args)

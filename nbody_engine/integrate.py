@@ -15,7 +15,8 @@ import torch
 
 from .errors import NonFiniteStateError
 from .events import Reporter, TrajectoryChunk
-from .physics import ExternalField, State, acceleration_and_potential, angular_momentum, kinetic_energy, momentum
+from .physics import (ExternalField, State, acceleration_and_potential, angular_momentum, kinetic_energy, momentum,
+                      potential_energy)
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,10 @@ class Gravity:
         if position is None:
             state_or_mass, position = state_or_mass.mass, state_or_mass.position
         return acceleration_and_potential(state_or_mass, position, self.softening, self.field, with_potential)
+
+    def potential(self, state: State) -> torch.Tensor:
+        """Potential energy (B,) alone."""
+        return potential_energy(state, self.softening, self.field)
 
 
 def leapfrog_step(state: State, dt: torch.Tensor, acc: torch.Tensor, gravity: Gravity, with_potential: bool = True
@@ -88,6 +93,7 @@ class Trajectory:
     time, dt (S+1, B) (dt[i]: the step that led to row i); position, velocity (S+1, B, N, D); energy (S+1, B);
     momentum (S+1, B, D); angular_momentum (S+1, B) in 2D, (S+1, B, 3) in 3D;
     steps (B,): steps each system took (systems that reached their end stay frozen).
+    With ``record_every = k`` the rows are every k-th step and the last one.
     """
 
     time: np.ndarray
@@ -130,7 +136,7 @@ class _Recorder:
         self.pending = []
         S, B = time.shape
         flat = State(self.mass.repeat(S, 1), position.flatten(0, 1), velocity.flatten(0, 1), time.flatten())
-        energy = kinetic_energy(flat) + self.gravity(flat)[1]
+        energy = kinetic_energy(flat) + self.gravity.potential(flat)
         L = angular_momentum(flat)
         chunk = {"time": time, "dt": dt, "position": position, "velocity": velocity,
                  "energy": energy.view(S, B), "momentum": momentum(flat).view(S, B, -1),
@@ -142,8 +148,8 @@ class _Recorder:
     def numpy(self) -> dict[str, np.ndarray]:
         """All rows, without trailing rows in which every system stood still."""
         data = {k: torch.cat([c[k] for c in self.chunks]) for k in self.chunks[0]}
-        moving = (data["dt"] > 0).any(1).nonzero()
-        last = int(moving[-1, 0]) if len(moving) else 0
+        moving = (data["time"][1:] != data["time"][:-1]).any(1).nonzero()
+        last = int(moving[-1, 0]) + 1 if len(moving) else 0
         return {k: v[: last + 1].cpu().numpy() for k, v in data.items()}
 
 
@@ -160,12 +166,13 @@ def _stepper(policy, gravity: Gravity, t_end: torch.Tensor | None, compile: bool
 
 
 def simulate(state: State, policy, gravity: Gravity, stop: StopRule, reporter: Reporter | None = None,
-             phase: str = "simulate", chunk: int = 256, compile: bool = False) -> Trajectory:
-    """Integrate every system with ``policy`` until ``stop``; record every step.
+             phase: str = "simulate", chunk: int = 256, compile: bool = False, record_every: int = 1) -> Trajectory:
+    """Integrate every system with ``policy`` until ``stop``; record every ``record_every``-th
+    step (and the last), with its diagnostics.
 
     Systems that reached ``stop.t_end`` take zero-length steps while the others finish.
-    Raises NonFiniteStateError naming the first step and time where a value stopped being finite,
-    and RunCancelled when the reporter's token is set.
+    Raises NonFiniteStateError naming the first recorded step and time where a value stopped
+    being finite, and RunCancelled when the reporter's token is set.
     """
     reporter = reporter or Reporter()
     start = wallclock.perf_counter()
@@ -174,25 +181,28 @@ def simulate(state: State, policy, gravity: Gravity, stop: StopRule, reporter: R
         recorder = _Recorder(state, gravity)
         acc, _ = gravity(state, with_potential=False)
         carry = policy.init(state)
+        steps_taken = torch.zeros_like(state.time, dtype=torch.long)
         step, done = 0, False
         while not done:
             reporter.cancel.raise_if_cancelled()
             state, acc, carry, dt = advance(state, acc, carry)
+            steps_taken += dt > 0
             step += 1
-            recorder.add(state, dt)
             at_limit = stop.max_steps is not None and step >= stop.max_steps
-            if at_limit or step % chunk == 0:
-                done = _flush(recorder, step, stop, reporter, phase) or at_limit
+            if at_limit or step % record_every == 0:
+                recorder.add(state, dt)
+            if at_limit or step % (chunk * record_every) == 0:
+                done = _flush(recorder, step, stop, reporter, phase, record_every) or at_limit
         data = recorder.numpy()
-    return Trajectory(mass=state.mass.cpu().numpy(), steps=(data["dt"] > 0).sum(0),
+    return Trajectory(mass=state.mass.cpu().numpy(), steps=steps_taken.cpu().numpy(),
                       wall_time_s=wallclock.perf_counter() - start, **data)
 
 
-def _flush(recorder: _Recorder, step: int, stop: StopRule, reporter: Reporter, phase: str) -> bool:
+def _flush(recorder: _Recorder, step: int, stop: StopRule, reporter: Reporter, phase: str, record_every: int) -> bool:
     """Check the newest rows, report them, and say whether every system has reached its end."""
-    first_row = recorder.rows
+    first_step = recorder.rows * record_every  # the step of the chunk's first row
     rows = recorder.flush()
-    _check_finite(rows, first_row)
+    _check_finite(rows, first_step, record_every)
     time = rows["time"]
     done = stop.t_end is not None and bool((time[-1] >= stop.t_end).all())
     if stop.max_steps:
@@ -204,19 +214,19 @@ def _flush(recorder: _Recorder, step: int, stop: StopRule, reporter: Reporter, p
     energy0, L0 = recorder.chunks[0]["energy"][0], recorder.chunks[0]["angular_momentum"][0]
     rel_dE = relative_change(rows["energy"], energy0, vector=False).cpu().numpy()
     rel_dL = relative_change(rows["angular_momentum"], L0, vector=L0.dim() > 1).cpu().numpy()
-    reporter.emit(TrajectoryChunk(phase=phase, step=first_row, time=time.cpu().numpy(), dt=rows["dt"].cpu().numpy(),
+    reporter.emit(TrajectoryChunk(phase=phase, step=first_step, time=time.cpu().numpy(), dt=rows["dt"].cpu().numpy(),
                                   position=rows["position"].cpu().numpy(), rel_dE=rel_dE, rel_dL=rel_dL,
                                   progress=progress))
     return done
 
 
-def _check_finite(rows: dict[str, torch.Tensor], first: int) -> None:
+def _check_finite(rows: dict[str, torch.Tensor], first: int, record_every: int = 1) -> None:
     finite = torch.isfinite(rows["position"]).flatten(1).all(1) & torch.isfinite(rows["velocity"]).flatten(1).all(1)
     finite &= torch.isfinite(rows["energy"]).all(-1)
     if bool(finite.all()):
         return
     bad = int((~finite).nonzero()[0, 0])
-    step = first + bad
+    step = first + bad * record_every
     last_good = max(bad - 1, 0)
     t = float(rows["time"][last_good].max()) if step else 0.0
     if t > FLEW_APART or float(rows["position"][last_good].abs().max()) > FLEW_APART:
@@ -224,7 +234,8 @@ def _check_finite(rows: dict[str, torch.Tensor], first: int) -> None:
                  " time overflows); set 'steps', 'duration' or 'Nperiod', or start from bound initial conditions")
     else:
         cause = "a close encounter or too large a dt; lower 'eps' or 'dt', or add 'softening'"
-    raise NonFiniteStateError(f"the state stopped being finite at step {step} (time {t:.6g}): {cause}")
+    when = f"at step {step}" if record_every == 1 else f"by step {step} (recorded every {record_every})"
+    raise NonFiniteStateError(f"the state stopped being finite {when} (time {t:.6g}): {cause}")
 
 
 FLEW_APART = 1e100  # positions or times beyond this mean escape, not a collision

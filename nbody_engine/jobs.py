@@ -187,7 +187,8 @@ def run_simulation(cfg: Config, reporter: Reporter | None = None, data_dir=None)
     period = period_of(state.mass, state.position, state.velocity).cpu().numpy()
     reporter.emit(RunStarted("simulate", cfg.save_name, stop.max_steps or 0, config_values(cfg)))
     try:
-        traj = simulate(state, policy, gravity_of(cfg), stop, reporter, compile=cfg.compile)
+        traj = simulate(state, policy, gravity_of(cfg), stop, reporter, compile=cfg.compile,
+                        record_every=cfg.record_every)
     except RunCancelled:
         reporter.emit(RunCancelledEvent("simulate"))
         raise

@@ -86,8 +86,21 @@ class ExternalField:
 
 
 def pair_separations(position: torch.Tensor) -> torch.Tensor:
-    """x_j - x_i for every pair: (B, N, N, D)."""
-    return position.unsqueeze(1) - position.unsqueeze(2)
+    """x_j - x_i for every pair: (B, N, N, D).
+
+    Two row gathers and a contiguous subtraction: on large batches of few bodies this is twice
+    as fast as the broadcast ``x[:, None] - x[:, :, None]``, whose inner dimensions are tiny."""
+    B, N = position.shape[:2]
+    i, j = _pair_index(N, position.device)
+    return position.index_select(1, j).sub_(position.index_select(1, i)).view(B, N, N, *position.shape[2:])
+
+
+@functools.lru_cache(maxsize=64)
+def _pair_index(n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row i and row j of every pair (i, j), i-major: (n * n,) each."""
+    with torch.inference_mode(False):
+        rows = torch.arange(n, device=device)
+        return rows.repeat_interleave(n), rows.repeat(n)
 
 
 @functools.lru_cache(maxsize=64)
@@ -143,10 +156,14 @@ def acceleration_and_potential(mass: torch.Tensor, position: torch.Tensor, softe
         acc = acc + field.acceleration(position, softening)
     if not with_potential:
         return acc, None
-    potential = -0.5 * sum_last(sum_last(mass.unsqueeze(2) * m_j * inv_r))
+    return acc, _potential(mass, position, inv_r, softening, field)
+
+
+def _potential(mass, position, inv_r, softening, field) -> torch.Tensor:
+    potential = -0.5 * sum_last(sum_last(mass.unsqueeze(2) * mass.unsqueeze(1) * inv_r))
     if field is not None:
         potential = potential + field.potential(mass, position, softening)
-    return acc, potential
+    return potential
 
 
 def accelerations(state: State, softening: float = 0.0, field: ExternalField | None = None) -> torch.Tensor:
@@ -159,8 +176,9 @@ def kinetic_energy(state: State) -> torch.Tensor:
 
 
 def potential_energy(state: State, softening: float = 0.0, field: ExternalField | None = None) -> torch.Tensor:
-    """(B,)"""
-    return acceleration_and_potential(state.mass, state.position, softening, field)[1]
+    """(B,), without computing the accelerations."""
+    inv_r = _inverse_distance(pair_separations(state.position), softening)
+    return _potential(state.mass, state.position, inv_r, softening, field)
 
 
 def total_energy(state: State, softening: float = 0.0, field: ExternalField | None = None) -> torch.Tensor:

@@ -189,6 +189,8 @@ class SimulationExtras(Section):
     title = "Simulation extras"
 
     multi_orbit_sim = param.Boolean(False, doc="Run num_orbits independent 2-body orbits sampled from e/a ranges")
+    record_every = param.Integer(1, bounds=(1, UNBOUNDED), softbounds=(1, 1000),
+                                 doc="Record the trajectory and its diagnostics every this many steps and the last (maxima in summaries are over recorded steps)")
 
 
 class Evaluation(Section):

@@ -159,6 +159,26 @@ def test_batched_t_end_freezes_finished_systems():
     assert together.steps[0] != together.steps[1]
 
 
+@pytest.mark.parametrize("stop", [StopRule(max_steps=1003), StopRule(t_end=t64(2.0, 3.3))])
+def test_record_every_keeps_every_kth_row_and_the_last(stop):
+    batch = kepler_orbit([0.3, 0.8], [1.0, 1.0])
+    every = simulate(batch, AnalyticDt(0.05), Gravity(), stop)
+    strided = simulate(batch, AnalyticDt(0.05), Gravity(), stop, chunk=8, record_every=10)
+    np.testing.assert_array_equal(strided.steps, every.steps)
+    assert every.steps.max() % 10  # the run does not end on a recorded step: its last row is extra
+    inner = np.arange(0, len(strided.time) - 1) * 10  # rows 0, 10, 20, ... before the last
+    for key in ("time", "dt", "position", "velocity", "energy", "angular_momentum"):
+        np.testing.assert_array_equal(getattr(strided, key)[:-1], getattr(every, key)[inner], err_msg=key)
+    for key in ("time", "position", "velocity", "energy", "angular_momentum"):  # the final state
+        np.testing.assert_array_equal(getattr(strided, key)[-1], getattr(every, key)[-1], err_msg=key)
+
+
+def test_a_strided_run_names_a_blow_up_by_the_recorded_step_after_it():
+    state = make_state([[1e-300, 1e-300]], [[[-0.5, 0.0], [0.5, 0.0]]], [[[2.0, 0.0], [-2.0, 0.0]]])
+    with pytest.raises(NonFiniteStateError, match=r"by step 3 \(recorded every 3\)"):
+        simulate(state, FixedDt(0.25), Gravity(), StopRule(max_steps=5), record_every=3)
+
+
 # --- stop rules ---------------------------------------------------------------------------------
 
 

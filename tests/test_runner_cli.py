@@ -104,6 +104,14 @@ def test_multi_orbit(tmp_path):
         assert npz["position"].shape == (max(summary["steps"]) + 1, 4, 2, 2)
 
 
+def test_record_every_thins_the_trajectory_but_not_the_run(tmp_path):
+    summary = ok(tmp_path, "simulate", "--steps", "205", "--record-every", "10", "-s", "strided")
+    assert summary["steps"] == 205
+    with np.load(tmp_path / "data" / "strided" / "sim" / "analytic" / "trajectory.npz") as npz:
+        assert npz["time"].shape[0] == 22  # rows 0, 10, ..., 200 and the last step
+        assert npz["time"][-1, 0] == pytest.approx(summary["time_final"])
+
+
 def test_external_field(tmp_path):
     base = ["simulate", "--num-particles", "3", "--steps", "100", "--seed", "5"]
     field = ok(tmp_path, *base, "--external-field-mass", "1.0", "--external-field-position", "2", "0", "0",
