@@ -96,7 +96,7 @@ def stages_worker(steps: int, out_dir: str) -> dict:
     cfg = load_configs("simulate", None, {"steps": steps, "num_particles": 2, "seed": 0,
                                           "save_name": "stages"})["simulate"]
     device, dtype = torch_setup(cfg)
-    policy, _ = simulation_policy(cfg, device, dtype)
+    policy, _ = simulation_policy(cfg, device)
     state = simulation_initial_state(cfg, torch.Generator().manual_seed(0), device, dtype)
     stop = stop_rule(cfg, state)
     period = period_of(state.mass, state.position, state.velocity).cpu().numpy()

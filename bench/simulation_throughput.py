@@ -100,7 +100,7 @@ def _build(case: str, config: str):
         policy = AnalyticDt(cfg.eps, cfg.softening)
     else:
         values = config_values(cfg) | {"hidden_dims": hidden, "history_len": 0}  # ml mode, as upstream's figure
-        network = build_network(values).to(device=device, dtype=dtype).eval()
+        network = build_network(values).to(device=device).eval()
         policy = LearnedDt(network, values["feature_type"], values["history_len"], gravity)
     return state, policy, gravity, torch.get_num_threads()
 

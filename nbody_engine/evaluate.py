@@ -74,7 +74,7 @@ def evaluate(cfg: Config, reporter: Reporter | None = None, data_dir=None) -> di
     device, dtype = torch_setup(cfg)
     trained = load_checkpoint(cfg.model_path).config
     cfg.integrator_mode = "history" if trained["history_len"] > 0 else "ml"
-    learned, _ = learned_policy_from_checkpoint(cfg, device, dtype)
+    learned, _ = learned_policy_from_checkpoint(cfg, device)
     gravity = gravity_of(cfg)
     systems, eccentricities = held_out_systems(cfg, device, dtype)
     policies = [("learned", None, learned)] + [("analytic", eps, AnalyticDt(eps, cfg.softening)) for eps in cfg.eval_eps]

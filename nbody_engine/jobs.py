@@ -181,7 +181,7 @@ def run_simulation(cfg: Config, reporter: Reporter | None = None, data_dir=None)
     if cfg.movie:
         check_encoder()
     generator = torch.Generator().manual_seed(resolve_seed(cfg))
-    policy, train_ic = simulation_policy(cfg, device, dtype)
+    policy, train_ic = simulation_policy(cfg, device)
     state = simulation_initial_state(cfg, generator, device, dtype, train_ic)
     stop = stop_rule(cfg, state)
     period = period_of(state.mass, state.position, state.velocity).cpu().numpy()
@@ -201,7 +201,7 @@ def run_simulation(cfg: Config, reporter: Reporter | None = None, data_dir=None)
     return summary
 
 
-def simulation_policy(cfg: Config, device, dtype):
+def simulation_policy(cfg: Config, device):
     """The dt policy ``integrator_mode`` asks for, and the training ICs of its checkpoint (if any)."""
     if cfg.integrator_mode == "analytic":
         if cfg.use_train_ic and not cfg.model_path:
@@ -214,7 +214,7 @@ def simulation_policy(cfg: Config, device, dtype):
         return analytic_or_fixed(cfg.dt, cfg.eps, cfg.softening), train_ic
     from .model import learned_policy_from_checkpoint
 
-    return learned_policy_from_checkpoint(cfg, device, dtype)
+    return learned_policy_from_checkpoint(cfg, device)
 
 
 def run_phases(configs: dict[str, Config], reporter: Reporter | None = None, data_dir=None) -> dict[str, dict]:

@@ -392,10 +392,10 @@ def execute_run(run_dir: str, mode: str) -> dict:
         status = STATUS_FAILED
         if not error:
             error = _last_line(run_dir_path / "stderr.log")
-            if code is not None and code < 0:
-                error = f"killed by {signal.Signals(-code).name}" + (f" ({error})" if error else "")
-            elif cancelled:
+            if cancelled:  # whether the runner saved a checkpoint or the SIGINT caught it starting up
                 error = "cancelled: the sweep was interrupted"
+            elif code is not None and code < 0:
+                error = f"killed by {signal.Signals(-code).name}" + (f" ({error})" if error else "")
             error = error or f"exit status {code}"
     row.update(status=status, exit_code=code, error=error, wall_time_s=round(wall, 3),
                finished=datetime.now(UTC).isoformat(timespec="seconds"), **collect_metrics(output))

@@ -199,7 +199,7 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.initial = training_initial_state(cfg, self.generator, device, dtype)
-        self.network = build_network(config_values(cfg)).to(device=device, dtype=dtype)
+        self.network = build_network(config_values(cfg)).to(device=device)
         self.policy = LearnedDt(self.network, cfg.feature_type, cfg.history_len, gravity)
         self._set_normalization()
         if cfg.compile:

@@ -202,7 +202,7 @@ def test_nperiod_stop_rule_ends_after_whole_periods():
     state = kepler_orbit(e, a)
     stop = jobs.stop_rule(cfg, state)
     assert stop.max_steps is None
-    policy, _ = jobs.simulation_policy(cfg, "cpu", F64)
+    policy, _ = jobs.simulation_policy(cfg, "cpu")
     traj = simulate(state, policy, jobs.gravity_of(cfg), stop)
 
     assert traj.time[-1, 0] == pytest.approx(2 * float(kepler_period(a)), rel=1e-14)

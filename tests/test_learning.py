@@ -79,7 +79,7 @@ def policy_of(network: DtNetwork, feature_type="delta_mag", history_len=0) -> Le
 
 def network(feature_type="basic", history_len=0, **kwargs) -> DtNetwork:
     values = {**config_values(make_cfg(feature_type=feature_type, history_len=history_len)), **kwargs}
-    return build_network(values).double()
+    return build_network(values)
 
 
 # --- features ---------------------------------------------------------------------------
