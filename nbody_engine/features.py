@@ -19,10 +19,12 @@ until H steps have been taken.
 
 from __future__ import annotations
 
+import functools
 import math
+
 import torch
 
-from .physics import State, pair_separations
+from .physics import State, sum_last
 
 DELTA_WIDTH = 7
 _TINY = 1e-30
@@ -33,22 +35,30 @@ def _log(x: torch.Tensor) -> torch.Tensor:
 
 
 def _pair_stats(state: State, softening: float):
-    dx = pair_separations(state.position)
-    dv = pair_separations(state.velocity)
-    N = state.num_bodies
-    upper = torch.triu_indices(N, N, 1, device=dx.device)
-    r = ((dx * dx).sum(-1) + softening**2).sqrt()[:, upper[0], upper[1]]
-    v = (dv * dv).sum(-1).sqrt()[:, upper[0], upper[1]]
-    m_pair = (state.mass.unsqueeze(1) + state.mass.unsqueeze(2))[:, upper[0], upper[1]]
+    """Per pair i < j, (B, P): distance, free-fall time and collision time."""
+    i, j = _upper_pairs(state.num_bodies, state.position.device)
+    both = torch.cat([state.position, state.velocity], -1)
+    d = both.index_select(1, j).sub_(both.index_select(1, i))  # (B, P, 2D)
+    D = state.dim
+    r = (sum_last(d[..., :D] * d[..., :D]) + softening**2).sqrt()
+    v = sum_last(d[..., D:] * d[..., D:]).sqrt()
+    m_pair = state.mass.index_select(1, i) + state.mass.index_select(1, j)
     free_fall = (r**3 / m_pair).sqrt()
     collision = r / v.clamp_min(_TINY)
     return r, free_fall, collision
 
 
+@functools.lru_cache(maxsize=64)
+def _upper_pairs(n: int, device: torch.device) -> torch.Tensor:
+    """(2, P): the pairs i < j."""
+    with torch.inference_mode(False):
+        return torch.triu_indices(n, n, 1, device=device)
+
+
 def _body_stats(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """rms and max over bodies of |values| (B, N, D)."""
-    mag = values.norm(dim=-1)
-    return (mag**2).mean(-1).sqrt(), mag.max(-1).values
+    squares = sum_last(values * values)
+    return squares.mean(-1).sqrt(), squares.max(-1).values.sqrt()
 
 
 def basic_features(state: State, acc: torch.Tensor, softening: float = 0.0) -> torch.Tensor:
@@ -57,10 +67,9 @@ def basic_features(state: State, acc: torch.Tensor, softening: float = 0.0) -> t
     v_rms, v_max = _body_stats(state.velocity)
     a_rms, a_max = _body_stats(acc)
     n = torch.full_like(state.time, math.log(state.num_bodies))
-    cols = [n, _log(state.mass.sum(-1)), _log(r.mean(-1)), _log(r.min(-1).values), _log(v_rms), _log(v_max),
-            _log(a_rms), _log(a_max), _log(free_fall.min(-1).values), _log(collision.min(-1).values),
-            _log(torch.minimum(free_fall, collision).min(-1).values)]
-    return torch.stack(cols, -1)
+    cols = [state.mass.sum(-1), r.mean(-1), r.min(-1).values, v_rms, v_max, a_rms, a_max,
+            free_fall.min(-1).values, collision.min(-1).values, torch.minimum(free_fall, collision).min(-1).values]
+    return torch.cat([n.unsqueeze(-1), _log(torch.stack(cols, -1))], -1)
 
 
 def rich_features(state: State, acc: torch.Tensor, potential: torch.Tensor, softening: float = 0.0) -> torch.Tensor:

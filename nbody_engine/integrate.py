@@ -157,11 +157,11 @@ def _stepper(policy, gravity: Gravity, t_end: torch.Tensor | None, compile: bool
     """One simulation step: the policy's dt (cut to land on ``t_end``), leapfrog, policy update.
     With ``compile`` it goes through ``torch.compile``, which fuses it into a few kernels."""
     def advance(state: State, acc: torch.Tensor, carry):
-        dt = policy.dt(state, carry)
+        dt = policy.dt(state, carry, acc)
         if t_end is not None:
             dt = torch.minimum(dt, (t_end - state.time).clamp_min(0))
         state, acc, _ = leapfrog_step(state, dt, acc, gravity, with_potential=False)
-        return state, acc, policy.update(carry, state, dt), dt
+        return state, acc, policy.update(carry, state, dt, acc), dt
     return torch.compile(advance, dynamic=False) if compile else advance
 
 

@@ -105,6 +105,8 @@ class LearnedDt:
         """Network inputs (B, F): the state's features, then the history rows flattened."""
         if acc is None:
             acc, potential = self.gravity(state)
+        elif potential is None:
+            potential = self._potential_if_needed(state)
         feats = state_features(self.feature_type, state, acc, potential, self.gravity.softening)
         if self.history_len:
             feats = torch.cat([feats, rows.flatten(1)], -1)
@@ -115,6 +117,10 @@ class LearnedDt:
         tau = pairwise_timescale(state, self.gravity.softening)
         return self.network(self.inputs(state, rows, acc, potential), tau)
 
+    def _potential_if_needed(self, state: State) -> torch.Tensor | None:
+        """The potential energy, which only the ``rich`` features use."""
+        return self.gravity.potential(state) if self.feature_type == "rich" else None
+
     def init(self, state: State) -> LearnedCarry | None:
         if not self.history_len:
             return None
@@ -122,15 +128,18 @@ class LearnedDt:
         rows = empty_rows(state.batch_size, self.history_len, self.feature_type, state.position)
         return LearnedCarry(rows, state, acc, pot)
 
-    def dt(self, state: State, carry: LearnedCarry | None = None) -> torch.Tensor:
+    def dt(self, state: State, carry: LearnedCarry | None = None, acc=None) -> torch.Tensor:
         if carry is None:
-            return self.dt_from(state, None)
+            return self.dt_from(state, None, acc)
         return self.dt_from(state, carry.rows, carry.acc, carry.potential)
 
-    def update(self, carry: LearnedCarry | None, state: State, dt: torch.Tensor) -> LearnedCarry | None:
+    def update(self, carry: LearnedCarry | None, state: State, dt: torch.Tensor, acc=None) -> LearnedCarry | None:
         if carry is None:
             return None
-        acc, pot = self.gravity(state)
+        if acc is None:
+            acc, pot = self.gravity(state)
+        else:
+            pot = self._potential_if_needed(state)
         row = history_row(self.feature_type, carry.state, carry.acc, carry.potential, state, acc, dt,
                           self.gravity.softening)
         return LearnedCarry(push_row(carry.rows, row), state, acc, pot)

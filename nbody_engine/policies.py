@@ -3,8 +3,11 @@
 Every policy has the same small interface, so the integrator never asks which one it holds:
 
 - ``init(state) -> carry``: what the policy keeps between steps (its history), or None;
-- ``dt(state, carry) -> Tensor (B,)``: the next step size of each system;
-- ``update(carry, state, dt) -> carry``: called with the state reached after each step.
+- ``dt(state, carry, acc=None) -> Tensor (B,)``: the next step size of each system;
+- ``update(carry, state, dt, acc=None) -> carry``: called with the state reached after each step.
+
+``acc`` is the state's accelerations when the caller has them (the integrator always does), so
+a policy whose features need them does not evaluate the forces a second time.
 
 Fixed (``dt > 0``) and analytic (``dt <= 0``, scaled by ``eps``) live here; the learned
 policies in :mod:`nbody_engine.model` follow the same interface.
@@ -30,10 +33,10 @@ class FixedDt:
     def init(self, state: State):
         return None
 
-    def dt(self, state: State, carry=None) -> torch.Tensor:
+    def dt(self, state: State, carry=None, acc=None) -> torch.Tensor:
         return torch.full_like(state.time, self.value)
 
-    def update(self, carry, state: State, dt: torch.Tensor):
+    def update(self, carry, state: State, dt: torch.Tensor, acc=None):
         return carry
 
 
@@ -103,10 +106,10 @@ class AnalyticDt:
     def init(self, state: State):
         return None
 
-    def dt(self, state: State, carry=None) -> torch.Tensor:
+    def dt(self, state: State, carry=None, acc=None) -> torch.Tensor:
         return self.eps * pairwise_timescale(state, self.softening)
 
-    def update(self, carry, state: State, dt: torch.Tensor):
+    def update(self, carry, state: State, dt: torch.Tensor, acc=None):
         return carry
 
 

@@ -54,7 +54,7 @@ def test_leapfrog_function_matches_simulate():
     dt = t64(0.01, 0.02)
 
     class PerSystem(FixedDt):
-        def dt(self, s, carry=None):
+        def dt(self, s, carry=None, acc=None):
             return dt.clone()
 
     traj = simulate(state, PerSystem(1.0), Gravity(softening=0.01), StopRule(max_steps=40))

@@ -153,6 +153,26 @@ def test_history_rows_are_zero_padded_until_full(feature_type):
         torch.testing.assert_close(carry.rows[:, 1:], previous[:, :-1], rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("feature_type", ["basic", "rich", "delta_mag"])
+@pytest.mark.parametrize("history_len", [0, 2])
+def test_accelerations_the_integrator_passes_change_nothing(feature_type, history_len):
+    """The integrator hands the policy the accelerations it has: same dt and history as when
+    the policy evaluates the forces itself."""
+    net = network(feature_type, history_len)
+    torch.nn.init.normal_(net.mlp[-1].weight, std=0.3)  # a trained-looking, non-trivial correction
+    policy = policy_of(net, feature_type, history_len)
+    state = system(batch=2)
+    own, given = policy.init(state), policy.init(state)
+    for _ in range(3):
+        acc = GRAVITY(state)[0]
+        dt = policy.dt(state, own)
+        torch.testing.assert_close(policy.dt(state, given, acc), dt, rtol=1e-12, atol=0)
+        state, acc_after, _ = leapfrog_step(state, dt, acc, GRAVITY)
+        own, given = policy.update(own, state, dt), policy.update(given, state, dt, acc_after)
+        if history_len:
+            torch.testing.assert_close(given.rows, own.rows, rtol=1e-12, atol=0)
+
+
 def test_history_row_records_the_step_taken():
     state = system()
     dt = 0.2 * pairwise_timescale(state)
