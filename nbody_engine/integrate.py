@@ -154,14 +154,15 @@ class _Recorder:
 
 
 def _stepper(policy, gravity: Gravity, t_end: torch.Tensor | None, compile: bool):
-    """One simulation step: the policy's dt (cut to land on ``t_end``), leapfrog, policy update.
-    With ``compile`` it goes through ``torch.compile``, which fuses it into a few kernels."""
-    def advance(state: State, acc: torch.Tensor, carry):
+    """One simulation step: the policy's dt (cut to land on ``t_end``), leapfrog, policy update,
+    and each system's count of steps taken. With ``compile`` it goes through ``torch.compile``,
+    which fuses it into a few kernels."""
+    def advance(state: State, acc: torch.Tensor, carry, steps: torch.Tensor):
         dt = policy.dt(state, carry, acc)
         if t_end is not None:
             dt = torch.minimum(dt, (t_end - state.time).clamp_min(0))
         state, acc, _ = leapfrog_step(state, dt, acc, gravity, with_potential=False)
-        return state, acc, policy.update(carry, state, dt, acc), dt
+        return state, acc, policy.update(carry, state, dt, acc), dt, steps + (dt > 0)
     return torch.compile(advance, dynamic=False) if compile else advance
 
 
@@ -185,8 +186,7 @@ def simulate(state: State, policy, gravity: Gravity, stop: StopRule, reporter: R
         step, done = 0, False
         while not done:
             reporter.cancel.raise_if_cancelled()
-            state, acc, carry, dt = advance(state, acc, carry)
-            steps_taken += dt > 0
+            state, acc, carry, dt, steps_taken = advance(state, acc, carry, steps_taken)
             step += 1
             at_limit = stop.max_steps is not None and step >= stop.max_steps
             if at_limit or step % record_every == 0:
