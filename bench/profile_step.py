@@ -24,7 +24,6 @@ import os
 import pstats
 import sys
 import time
-import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -45,7 +44,6 @@ def main() -> int:
         p.error("keep --steps x --systems <= 2e6: every step is recorded (about 112 bytes per system and step)")
     args.torch_steps = min(args.torch_steps, args.steps)
     os.environ.pop("OMP_NUM_THREADS", None)
-    warnings.filterwarnings("ignore", module="torch._dynamo")  # its note on physics._identity's lru_cache
 
     import torch
     from torch.profiler import ProfilerActivity, profile

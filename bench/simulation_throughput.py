@@ -46,6 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from _common import REPO, engine_env, fmt, machine, machine_note, markdown_table, median, write_results
 
+
 class Case(NamedTuple):
     policy: str
     systems: int

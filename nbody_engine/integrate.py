@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import time as wallclock
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,8 +16,15 @@ import torch
 
 from .errors import NonFiniteStateError
 from .events import Reporter, TrajectoryChunk
-from .physics import (ExternalField, State, acceleration_and_potential, angular_momentum, kinetic_energy, momentum,
-                      potential_energy)
+from .physics import (
+    ExternalField,
+    State,
+    acceleration_and_potential,
+    angular_momentum,
+    kinetic_energy,
+    momentum,
+    potential_energy,
+)
 
 
 @dataclass(frozen=True)
@@ -163,7 +171,13 @@ def _stepper(policy, gravity: Gravity, t_end: torch.Tensor | None, compile: bool
             dt = torch.minimum(dt, (t_end - state.time).clamp_min(0))
         state, acc, _ = leapfrog_step(state, dt, acc, gravity, with_potential=False)
         return state, acc, policy.update(carry, state, dt, acc), dt, steps + (dt > 0)
-    return torch.compile(advance, dynamic=False) if compile else advance
+    if not compile:
+        return advance
+    # Dynamo traces through the lru_cache'd helpers that build constant index and mask tensors
+    # from shapes, and says so once per helper; what they return depends on their arguments
+    # alone, so tracing them is exact and the note is noise to a user.
+    warnings.filterwarnings("ignore", message=r"Dynamo detected a call to a `functools.lru_cache`")
+    return torch.compile(advance, dynamic=False)
 
 
 def simulate(state: State, policy, gravity: Gravity, stop: StopRule, reporter: Reporter | None = None,

@@ -179,6 +179,19 @@ def test_a_strided_run_names_a_blow_up_by_the_recorded_step_after_it():
         simulate(state, FixedDt(0.25), Gravity(), StopRule(max_steps=5), record_every=3)
 
 
+@pytest.mark.slow
+def test_compiled_simulation_matches_eager_and_is_quiet(recwarn):
+    """compile = true runs the same step through torch.compile (a cold compile: ~20 s)."""
+    batch = kepler_orbit([0.3, 0.8], [1.0, 1.0])
+    stop = StopRule(t_end=t64(0.7, 1.3))
+    eager = simulate(batch, AnalyticDt(0.05), Gravity(), stop)
+    compiled = simulate(batch, AnalyticDt(0.05), Gravity(), stop, compile=True)
+    np.testing.assert_array_equal(compiled.steps, eager.steps)
+    np.testing.assert_allclose(compiled.position, eager.position, rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(compiled.time[-1], eager.time[-1])
+    assert not [w for w in recwarn if "lru_cache" in str(w.message)]
+
+
 # --- stop rules ---------------------------------------------------------------------------------
 
 
