@@ -16,15 +16,8 @@ import torch
 
 from .errors import NonFiniteStateError
 from .events import Reporter, TrajectoryChunk
-from .physics import (
-    ExternalField,
-    State,
-    acceleration_and_potential,
-    angular_momentum,
-    kinetic_energy,
-    momentum,
-    potential_energy,
-)
+from .physics import (ExternalField, State, acceleration_and_potential, angular_momentum, kinetic_energy, momentum,
+                      potential_energy)
 
 
 @dataclass(frozen=True)
