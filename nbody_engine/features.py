@@ -19,12 +19,11 @@ until H steps have been taken.
 
 from __future__ import annotations
 
-import functools
 import math
 
 import torch
 
-from .physics import State, sum_last
+from .physics import State, squared_halves, sum_last, upper_pairs
 
 DELTA_WIDTH = 7
 _TINY = 1e-30
@@ -36,23 +35,15 @@ def _log(x: torch.Tensor) -> torch.Tensor:
 
 def _pair_stats(state: State, softening: float):
     """Per pair i < j, (B, P): distance, free-fall time and collision time."""
-    i, j = _upper_pairs(state.num_bodies, state.position.device)
+    i, j = upper_pairs(state.num_bodies, state.position.device)
     both = torch.cat([state.position, state.velocity], -1)
-    d = both.index_select(1, j).sub_(both.index_select(1, i))  # (B, P, 2D)
-    D = state.dim
-    r = (sum_last(d[..., :D] * d[..., :D]) + softening**2).sqrt()
-    v = sum_last(d[..., D:] * d[..., D:]).sqrt()
+    squares = squared_halves(both.index_select(1, j).sub_(both.index_select(1, i)), state.dim)  # (B, P, 2)
+    r = (squares[..., 0] + softening**2).sqrt()
+    v = squares[..., 1].sqrt()
     m_pair = state.mass.index_select(1, i) + state.mass.index_select(1, j)
     free_fall = (r**3 / m_pair).sqrt()
     collision = r / v.clamp_min(_TINY)
     return r, free_fall, collision
-
-
-@functools.lru_cache(maxsize=64)
-def _upper_pairs(n: int, device: torch.device) -> torch.Tensor:
-    """(2, P): the pairs i < j."""
-    with torch.inference_mode(False):
-        return torch.triu_indices(n, n, 1, device=device)
 
 
 def _body_stats(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

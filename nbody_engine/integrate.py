@@ -65,7 +65,7 @@ def leapfrog(state: State, dt: torch.Tensor, n_steps: int, gravity: Gravity) -> 
 
 def total_energy(state: State, gravity: Gravity) -> torch.Tensor:
     """(B,)"""
-    return kinetic_energy(state) + gravity(state)[1]
+    return kinetic_energy(state) + gravity.potential(state)
 
 
 def relative_change(new: torch.Tensor, old: torch.Tensor, vector: bool | None = None) -> torch.Tensor:
@@ -227,7 +227,7 @@ def _flush(recorder: _Recorder, step: int, stop: StopRule, reporter: Reporter, p
     return done
 
 
-def _check_finite(rows: dict[str, torch.Tensor], first: int, record_every: int = 1) -> None:
+def _check_finite(rows: dict[str, torch.Tensor], first: int, record_every: int) -> None:
     finite = torch.isfinite(rows["position"]).flatten(1).all(1) & torch.isfinite(rows["velocity"]).flatten(1).all(1)
     finite &= torch.isfinite(rows["energy"]).all(-1)
     if bool(finite.all()):

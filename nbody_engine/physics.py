@@ -104,16 +104,29 @@ def _pair_index(n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tenso
 
 
 @functools.lru_cache(maxsize=64)
-def _ones(n: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+def upper_pairs(n: int, device: torch.device) -> torch.Tensor:
+    """(2, P): row i and row j of the pairs i < j."""
     with torch.inference_mode(False):
-        return torch.ones(n, dtype=dtype, device=device)
+        return torch.triu_indices(n, n, 1, device=device)
+
+
+def squared_halves(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """|x[..., :dim]|^2 and |x[..., dim:]|^2 of ``x`` (..., 2 dim), as (..., 2): the squared
+    lengths of a position and a velocity difference stored side by side, in one product."""
+    return (x * x) @ _halves(dim, x.dtype, x.device)
+
+
+@functools.lru_cache(maxsize=16)
+def _halves(dim: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """(2 dim, 2): sums the first and the last ``dim`` entries of a vector separately."""
+    with torch.inference_mode(False):
+        return torch.eye(2, dtype=dtype, device=device).repeat_interleave(dim, 0)
 
 
 @functools.lru_cache(maxsize=64)
-def diagonal_mask(n: int, device: torch.device) -> torch.Tensor:
-    """The (n, n) boolean identity, made once per size and device."""
+def _ones(n: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     with torch.inference_mode(False):
-        return torch.eye(n, dtype=torch.bool, device=device)
+        return torch.ones(n, dtype=dtype, device=device)
 
 
 def sum_last(x: torch.Tensor) -> torch.Tensor:
@@ -128,17 +141,18 @@ def weighted_sum_over_j(weight: torch.Tensor, vectors: torch.Tensor) -> torch.Te
 
 
 @functools.lru_cache(maxsize=64)
-def _identity(N: int, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """The (N, N) identity and its complement, made once per shape, dtype and device (as normal
-    tensors even when first asked for under inference mode, so autograd may use them later)."""
+def diagonals(n: int, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(n, n): the identity, its complement, and inf on the diagonal (0 elsewhere); made once
+    per shape, dtype and device (as normal tensors even when first asked for under inference
+    mode, so autograd may use them later)."""
     with torch.inference_mode(False):
-        eye = torch.eye(N, dtype=dtype, device=device)
-        return eye, 1 - eye
+        eye = torch.eye(n, dtype=dtype, device=device)
+        return eye, 1 - eye, torch.zeros_like(eye).fill_diagonal_(float("inf"))
 
 
 def _inverse_distance(dx: torch.Tensor, softening: float) -> torch.Tensor:
     """1 / sqrt(r_ij^2 + s^2) with zeros on the diagonal, (B, N, N); gradient-safe at i == j."""
-    eye, off_diagonal = _identity(dx.shape[1], dx.dtype, dx.device)
+    eye, off_diagonal, _ = diagonals(dx.shape[1], dx.dtype, dx.device)
     r2 = sum_last(dx * dx) + (softening**2 + eye)
     return r2.rsqrt() * off_diagonal
 

@@ -15,11 +15,9 @@ policies in :mod:`nbody_engine.model` follow the same interface.
 
 from __future__ import annotations
 
-import functools
-
 import torch
 
-from .physics import State, pair_separations, sum_last
+from .physics import State, diagonals, kinetic_energy, pair_separations, squared_halves, sum_last
 
 
 class FixedDt:
@@ -63,13 +61,13 @@ def pairwise_timescale(state: State, softening: float = 0.0) -> torch.Tensor:
     """
     mass = state.mass
     pairs = pair_separations(torch.cat([state.position, state.velocity], -1))  # (B, N, N, 2D)
-    squares = (pairs * pairs) @ _halves(state.dim, pairs.dtype, pairs.device)  # r^2, |v_j - v_i|^2
-    eye, off_diagonal, inf_diagonal = _diagonals(state.num_bodies, mass.dtype, mass.device)
+    squares = squared_halves(pairs, state.dim)  # r^2, |v_j - v_i|^2
+    eye, off_diagonal, inf_diagonal = diagonals(state.num_bodies, mass.dtype, mass.device)
     r2 = squares[..., 0] + (softening**2 + eye)  # 1 + s^2 on the diagonal, which is left out
     r = r2.sqrt()
     m_i, m_j = mass.unsqueeze(2), mass.unsqueeze(1)
     binding = m_i * m_j / r  # m_i m_j / r_ij
-    kinetic = 0.5 * sum_last(mass * sum_last(state.velocity * state.velocity))
+    kinetic = kinetic_energy(state)
     potential = -0.5 * sum_last(sum_last(binding * off_diagonal))
     scale = torch.maximum((kinetic + potential).abs(), 0.01 * (kinetic - potential)).view(-1, 1, 1)
     free_fall2 = r2 * r / (m_i + m_j)
@@ -77,21 +75,6 @@ def pairwise_timescale(state: State, softening: float = 0.0) -> torch.Tensor:
     guard2 = (scale / binding).clamp(max=1.0).pow(2.0 / 3.0)
     tau2 = torch.minimum(free_fall2, collision2) * guard2 + inf_diagonal
     return tau2.flatten(1).amin(1).sqrt()
-
-
-@functools.lru_cache(maxsize=16)
-def _halves(dim: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """(2D, 2): sums the first D and the last D entries of a vector separately."""
-    with torch.inference_mode(False):
-        return torch.eye(2, dtype=dtype, device=device).repeat_interleave(dim, 0)
-
-
-@functools.lru_cache(maxsize=16)
-def _diagonals(n: int, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, ...]:
-    """(n, n): the identity, its complement, and inf on the diagonal (0 elsewhere)."""
-    with torch.inference_mode(False):
-        eye = torch.eye(n, dtype=dtype, device=device)
-        return eye, 1 - eye, torch.zeros_like(eye).fill_diagonal_(float("inf"))
 
 
 class AnalyticDt:

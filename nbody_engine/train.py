@@ -35,7 +35,7 @@ from .events import (CheckpointWritten, EpochFinished, MetricsFileSink, Reporter
                      RunFinished, RunStarted, StepAccepted, StepRejected, TrajectoryChunk, json_line)
 from .features import empty_rows, history_row, push_row
 from .initial_conditions import kepler_family, load_ic_file, random_system
-from .integrate import Gravity, leapfrog_step, period_of, relative_change
+from .integrate import Gravity, leapfrog_step, period_of, relative_change, total_energy
 from .jobs import gravity_of, movie_path, resolve_seed, torch_setup
 from .model import LearnedDt, build_network
 from .movie import check_encoder, write_movie
@@ -285,7 +285,7 @@ class Trainer:
         """Keep every orbit's state after an accepted step (the cumulative training trajectory)."""
         s = self.orbits.state
         with torch.no_grad():
-            energy = kinetic_energy(s) + self.policy.gravity(s)[1]
+            energy = total_energy(s, self.policy.gravity)
         row = {"epoch": self.epoch, "dt": float(dt.mean()), "time": s.time.cpu(), "position": s.position.cpu(),
                "energy": energy.cpu(), "angular_momentum": angular_momentum(s).cpu()}
         self.trajectory.append(row)
