@@ -4,10 +4,17 @@ Upstream's CLI is ``python PATH/run/runner.py simulate|train [flags]`` with the 
 docs/runner_config_spec.md, which ours (``python -m nbody_engine.runner``) implements key by
 key, so the same arguments go to both:
 
-- ``analytic``: ``simulate --num-particles 2 --steps 20000 --seed 0 --save-name bench_compare``;
+- ``fixed dt``: ``simulate --num-particles 2 --steps 20000 --Nperiod 0 --seed 0 --save-name
+  bench_compare --dt 0.01``: the same leapfrog with the same step in both;
+- ``analytic``: the same without ``--dt``: each tool's default step (ours: the adaptive
+  criterion; upstream: a fixed step of 0.01, its particles' built-in dt);
 - ``learned`` (only with ``--checkpoint``): the same with ``--integrator-mode ml --model-path
   CKPT`` (``--upstream-checkpoint`` when upstream needs its own checkpoint file;
   ``--learned-mode history`` for a history model).
+
+``--Nperiod 0`` because upstream lets its default ``Nperiod = 10`` override ``--steps`` (for
+seed 0's tight orbit: 23 steps). ``--ours-extra "--record-every 10 --compile"`` adds flags to
+our command only.
 
 Each tool runs in its own fresh temporary working directory (its ``data/`` lands there; upstream
 gets PYTHONPATH=PATH so its package imports, or ``--upstream-cwd`` runs it inside the checkout).
@@ -44,8 +51,9 @@ from _common import REPO, engine_env, fmt, machine, machine_note, markdown_table
 
 
 def cases(args) -> list[dict]:
-    common = ["--steps", str(args.steps), "--seed", str(args.seed), "--save-name", "bench_compare"]
-    out = [{"case": "analytic", "args": ["simulate", "--num-particles", str(args.num_particles), *common]}]
+    common = ["--steps", str(args.steps), "--Nperiod", "0", "--seed", str(args.seed), "--save-name", "bench_compare"]
+    analytic = ["simulate", "--num-particles", str(args.num_particles), *common]
+    out = [{"case": "fixed dt", "args": [*analytic, "--dt", str(args.dt)]}, {"case": "analytic", "args": analytic}]
     if args.checkpoint:
         up_ckpt = args.upstream_checkpoint or args.checkpoint
         base = ["simulate", "--integrator-mode", args.learned_mode, *common]
@@ -58,7 +66,7 @@ def cases(args) -> list[dict]:
 
 
 def commands(args, case: dict) -> tuple[list[str], list[str]]:
-    ours = [sys.executable, "-m", "nbody_engine.runner", *case["args"]]
+    ours = [sys.executable, "-m", "nbody_engine.runner", *case["args"], *shlex.split(args.ours_extra)]
     upstream = [args.upstream_python, str(Path(args.upstream or "PATH") / "run" / "runner.py"), *case["upstream_args"]]
     return ours, upstream
 
@@ -108,6 +116,8 @@ def main() -> int:
     p.add_argument("--upstream-cwd", action="store_true", help="run upstream inside its checkout, not a temp dir")
     p.add_argument("--steps", type=int, default=20_000)
     p.add_argument("--num-particles", type=int, default=2)
+    p.add_argument("--dt", type=float, default=0.01, help="the step of the fixed-dt case (upstream's built-in dt)")
+    p.add_argument("--ours-extra", default="", help="flags added to our command only, e.g. \"--record-every 10\"")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--checkpoint", help="our checkpoint: adds the learned-policy case")
     p.add_argument("--upstream-checkpoint", help="upstream's checkpoint for the learned case (default: --checkpoint)")
@@ -150,7 +160,8 @@ def main() -> int:
                     r = timed(cmd, environment(args, who == "upstream"), cwd, root / f"case{k}-{who}{i}.log")
                     r["simulate_wall_s"] = sim_wall(cwd, since)
                     runs[who].append(r)
-            entry = {"case": case["case"], "ours_command": shlex.join(ours_cmd), "upstream_command": shlex.join(up_cmd)}
+            entry = {"case": case["case"], "arguments": shlex.join(case["args"]), "ours_command": shlex.join(ours_cmd),
+                     "upstream_command": shlex.join(up_cmd)}
             for who, rs in runs.items():
                 ok = [r["wall_s"] for r in rs if r["exit_status"] == 0]
                 entry[who] = {"runs": rs, "median_wall_s": statistics.median(ok) if ok else None,
@@ -165,7 +176,7 @@ def main() -> int:
     rows = []
     for e in results:
         ratio = e.get("ratio_upstream_over_ours")
-        shown = shlex.join(e["ours_command"].split()[3:])
+        shown = e["arguments"]
         if args.checkpoint:
             shown = shown.replace(str(Path(args.checkpoint).resolve()), "CKPT")
         rows.append([e["case"], f"`{shown}`", _cell(e["ours"]),
@@ -173,6 +184,8 @@ def main() -> int:
     text = markdown_table(["case", "arguments (both tools)", "ours (median wall)", "upstream (median wall)",
                            "upstream / ours"], rows)
     text += f"\n\n`python -c \"import torch\"` alone: {fmt(base)} s (median of {args.repeats})."
+    if args.ours_extra:
+        text += f" Ours also ran with `{args.ours_extra}`."
     print()
     print(text)
     path = write_results("compare_upstream", {"machine": info, "load_avg_after": list(os.getloadavg()),

@@ -113,28 +113,32 @@ class Trajectory:
 
 
 class _Recorder:
-    """Keeps the steps' states and, once per chunk, turns them into arrays with diagnostics.
+    """Keeps the recorded states and, once per chunk, turns them into arrays with diagnostics.
 
-    Per step only references are kept (no arithmetic on the hot path); at each flush the
-    chunk's energies, momenta and angular momenta are computed in one vectorized pass and the
-    per-step tensors are released, so memory is the recorded arrays alone.
+    Per block of steps only references are kept (no arithmetic on the hot path); at each flush
+    the chunk's energies, momenta and angular momenta are computed in one vectorized pass and
+    the per-step tensors are released, so memory is the recorded arrays alone.
     Row i holds the state after step i and ``dt`` the step that led to it (row 0: dt = 0).
     """
 
     def __init__(self, state: State, gravity: Gravity) -> None:
         self.mass, self.gravity = state.mass, gravity
         self.pending: list[tuple[torch.Tensor, ...]] = []
+        self.pending_rows = 0
         self.chunks: list[dict[str, torch.Tensor]] = []
         self.rows = 0
-        self.add(state, torch.zeros_like(state.time))
+        self.add(tuple(t.unsqueeze(0) for t in (state.time, torch.zeros_like(state.time), state.position,
+                                                  state.velocity)))
 
-    def add(self, state: State, dt: torch.Tensor) -> None:
-        self.pending.append((state.time, dt, state.position, state.velocity))
+    def add(self, block: tuple[torch.Tensor, ...]) -> None:
+        """Rows (S, B, ...) of time, dt, position and velocity."""
+        self.pending.append(block)
+        self.pending_rows += block[0].shape[0]
 
     def flush(self) -> dict[str, torch.Tensor]:
         """The pending rows as a chunk of arrays (S, B, ...) with their diagnostics."""
-        time, dt, position, velocity = (torch.stack(t) for t in zip(*self.pending))
-        self.pending = []
+        time, dt, position, velocity = (torch.cat(t) for t in zip(*self.pending))
+        self.pending, self.pending_rows = [], 0
         S, B = time.shape
         flat = State(self.mass.repeat(S, 1), position.flatten(0, 1), velocity.flatten(0, 1), time.flatten())
         energy = kinetic_energy(flat) + self.gravity.potential(flat)
@@ -154,23 +158,55 @@ class _Recorder:
         return {k: v[: last + 1].cpu().numpy() for k, v in data.items()}
 
 
-def _stepper(policy, gravity: Gravity, t_end: torch.Tensor | None, compile: bool):
-    """One simulation step: the policy's dt (cut to land on ``t_end``), leapfrog, policy update,
-    and each system's count of steps taken. With ``compile`` it goes through ``torch.compile``,
-    which fuses it into a few kernels."""
-    def advance(state: State, acc: torch.Tensor, carry, steps: torch.Tensor):
-        dt = policy.dt(state, carry, acc)
-        if t_end is not None:
-            dt = torch.minimum(dt, (t_end - state.time).clamp_min(0))
-        state, acc, _ = leapfrog_step(state, dt, acc, gravity, with_potential=False)
-        return state, acc, policy.update(carry, state, dt, acc), dt, steps + (dt > 0)
+STEPS_PER_CALL = 8  # steps fused into one call of the (compiled) stepper
+
+
+def _stepper(policy, gravity: Gravity, t_end: torch.Tensor | None, compile: bool, device: torch.device):
+    """``advance(state, acc, carry, steps, n, keep)``: ``n <= STEPS_PER_CALL`` simulation steps;
+    per step, the policy's dt (cut to land on ``t_end``), leapfrog, policy update, and each
+    system's count of steps taken. Returns the new state and the rows (time, dt, position,
+    velocity), each (len(keep), B, ...), of the steps ``keep`` (indices into the n; None if empty).
+
+    Several steps per call because a compiled call costs tens of microseconds of guards and
+    wrapping on top of its kernels, as much as a whole step of one orbit. The compiled stepper
+    always takes STEPS_PER_CALL steps, returns all their rows, and zeroes dt after the first
+    ``active`` (a tensor, so a run's last, shorter call reuses the same compiled graph)."""
+    def steps_of(state: State, acc: torch.Tensor, carry, steps: torch.Tensor, n: int, keep: tuple[int, ...] | None,
+                 active: torch.Tensor | None = None):
+        rows = []
+        for j in range(n):
+            dt = policy.dt(state, carry, acc)
+            if t_end is not None:
+                dt = torch.minimum(dt, (t_end - state.time).clamp_min(0))
+            if active is not None:
+                dt = dt * (active > j)
+            state, acc, _ = leapfrog_step(state, dt, acc, gravity, with_potential=False)
+            carry, steps = policy.update(carry, state, dt, acc), steps + (dt > 0)
+            if keep is None or j in keep:
+                rows.append((state.time, dt, state.position, state.velocity))
+        return state, acc, carry, steps, tuple(torch.stack(t) for t in zip(*rows)) if rows else None
     if not compile:
-        return advance
+        return steps_of
     # Dynamo traces through the lru_cache'd helpers that build constant index and mask tensors
     # from shapes, and says so once per helper; what they return depends on their arguments
     # alone, so tracing them is exact and the note is noise to a user.
     warnings.filterwarnings("ignore", message=r"Dynamo detected a call to a `functools.lru_cache`")
-    return torch.compile(advance, dynamic=False)
+    compiled = torch.compile(steps_of, dynamic=False)
+    counts = [torch.tensor(n, device=device) for n in range(STEPS_PER_CALL + 1)]
+
+    def advance(state: State, acc: torch.Tensor, carry, steps: torch.Tensor, n: int, keep: tuple[int, ...]):
+        *moved, rows = compiled(state, acc, carry, steps, STEPS_PER_CALL, None, counts[n])
+        if not keep:
+            return *moved, None
+        return *moved, tuple(t[:n] if len(keep) == n else t[list(keep)] for t in rows)
+    return advance
+
+
+def _recorded(first: int, n: int, record_every: int, last: bool) -> tuple[int, ...]:
+    """Which of the steps ``first .. first + n - 1`` (as indices 0..n-1) are recorded: every
+    ``record_every``-th step, and the block's last when the run ends with it."""
+    keep = tuple(j for j in range(n) if (first + j) % record_every == 0)
+    return keep + (n - 1,) if last and (not keep or keep[-1] != n - 1) else keep
 
 
 def simulate(state: State, policy, gravity: Gravity, stop: StopRule, reporter: Reporter | None = None,
@@ -184,7 +220,7 @@ def simulate(state: State, policy, gravity: Gravity, stop: StopRule, reporter: R
     """
     reporter = reporter or Reporter()
     start = wallclock.perf_counter()
-    advance = _stepper(policy, gravity, stop.t_end, compile)
+    advance = _stepper(policy, gravity, stop.t_end, compile, state.time.device)
     with torch.inference_mode():
         recorder = _Recorder(state, gravity)
         acc, _ = gravity(state, with_potential=False)
@@ -193,12 +229,14 @@ def simulate(state: State, policy, gravity: Gravity, stop: StopRule, reporter: R
         step, done = 0, False
         while not done:
             reporter.cancel.raise_if_cancelled()
-            state, acc, carry, dt, steps_taken = advance(state, acc, carry, steps_taken)
-            step += 1
-            at_limit = stop.max_steps is not None and step >= stop.max_steps
-            if at_limit or step % record_every == 0:
-                recorder.add(state, dt)
-            if at_limit or step % (chunk * record_every) == 0:
+            n = STEPS_PER_CALL if stop.max_steps is None else min(STEPS_PER_CALL, stop.max_steps - step)
+            at_limit = stop.max_steps is not None and step + n >= stop.max_steps
+            keep = _recorded(step + 1, n, record_every, at_limit)
+            state, acc, carry, steps_taken, rows = advance(state, acc, carry, steps_taken, n, keep)
+            step += n
+            if rows:
+                recorder.add(rows)
+            if at_limit or recorder.pending_rows >= chunk:
                 done = _flush(recorder, step, stop, reporter, phase, record_every) or at_limit
         data = recorder.numpy()
     return Trajectory(mass=state.mass.cpu().numpy(), steps=steps_taken.cpu().numpy(),

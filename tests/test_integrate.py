@@ -181,7 +181,7 @@ def test_a_strided_run_names_a_blow_up_by_the_recorded_step_after_it():
 
 @pytest.mark.slow
 def test_compiled_simulation_matches_eager_and_is_quiet(recwarn):
-    """compile = true runs the same step through torch.compile (a cold compile: ~20 s)."""
+    """compile = true runs the same steps through torch.compile (cold compiles: ~20 s)."""
     batch = kepler_orbit([0.3, 0.8], [1.0, 1.0])
     stop = StopRule(t_end=t64(0.7, 1.3))
     eager = simulate(batch, AnalyticDt(0.05), Gravity(), stop)
@@ -189,6 +189,12 @@ def test_compiled_simulation_matches_eager_and_is_quiet(recwarn):
     np.testing.assert_array_equal(compiled.steps, eager.steps)
     np.testing.assert_allclose(compiled.position, eager.position, rtol=0, atol=1e-12)
     np.testing.assert_array_equal(compiled.time[-1], eager.time[-1])
+    # strided: 4 steps per compiled call, then a remainder of 2 (a second graph)
+    steps = StopRule(max_steps=10)
+    strided = simulate(batch, AnalyticDt(0.05), Gravity(), steps, compile=True, record_every=4)
+    every = simulate(batch, AnalyticDt(0.05), Gravity(), steps)
+    np.testing.assert_allclose(strided.position, every.position[[0, 4, 8, 10]], rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(strided.steps, [10, 10])
     assert not [w for w in recwarn if "lru_cache" in str(w.message)]
 
 
