@@ -20,7 +20,9 @@ Each tool runs in its own fresh temporary working directory (its ``data/`` lands
 gets PYTHONPATH=PATH so its package imports, or ``--upstream-cwd`` runs it inside the checkout).
 Runs alternate ours/upstream, ``--repeats`` times; the table gives the median process wall time
 (interpreter and torch start-up included: what a user waits for), a ``python -c "import torch"``
-baseline, and the ratio upstream/ours (> 1: ours is faster). Threads: each tool runs with its own
+baseline, and the ratio upstream/ours (> 1: ours is faster). Each command also runs with
+``--steps 1``: the difference of the two medians, per step, gives each tool's steps/s net of
+start-up and of writing its outputs (upstream reports no timing of its own), and their ratio. Threads: each tool runs with its own
 default (ours: 1 torch thread unless OMP_NUM_THREADS is set) unless ``--threads N`` sets
 OMP_NUM_THREADS for both.
 
@@ -109,6 +111,24 @@ def _cell(side: dict) -> str:
     return f"{fmt(m)} s" + (f" (simulate {fmt(statistics.median(sims))} s)" if sims else "")
 
 
+def with_steps(cmd: list[str], steps: int) -> list[str]:
+    """``cmd`` with the value of ``--steps`` replaced."""
+    at = cmd.index("--steps") + 1
+    return [*cmd[:at], str(steps), *cmd[at + 1:]]
+
+
+def marginal_rate(full: dict, one: dict, steps: int) -> float | None:
+    """Steps per second net of start-up and output: (steps - 1) over the difference between
+    the median walls of the ``steps`` run and the 1-step run of the same command."""
+    if not full["median_wall_s"] or not one["median_wall_s"] or full["median_wall_s"] <= one["median_wall_s"]:
+        return None
+    return (steps - 1) / (full["median_wall_s"] - one["median_wall_s"])
+
+
+def _rate(side: dict) -> str:
+    return f"{side['steps_per_s']:,.0f}" if side.get("steps_per_s") else "-"
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--upstream", metavar="PATH", help="checkout of the upstream tool (holds run/runner.py)")
@@ -149,25 +169,30 @@ def main() -> int:
                                       root / "import.log")["wall_s"])
         for k, case in enumerate(todo):
             ours_cmd, up_cmd = commands(args, case)
-            runs = {"ours": [], "upstream": []}
+            runs = {"ours": [], "upstream": [], "ours_1": [], "upstream_1": []}
             for i in range(args.repeats):
-                for who, cmd in (("ours", ours_cmd), ("upstream", up_cmd)):
-                    fresh = root / f"case{k}-{who}{i}"
-                    cwd = Path(args.upstream).resolve() if who == "upstream" and args.upstream_cwd else fresh
-                    cwd.mkdir(exist_ok=True)
-                    print(f"  {case['case']} {who} run {i + 1}/{args.repeats} ...", flush=True)
-                    since = time.time() - 1
-                    r = timed(cmd, environment(args, who == "upstream"), cwd, root / f"case{k}-{who}{i}.log")
-                    r["simulate_wall_s"] = sim_wall(cwd, since)
-                    runs[who].append(r)
+                for who, full in (("ours", ours_cmd), ("upstream", up_cmd)):
+                    for name, cmd in ((who, full), (f"{who}_1", with_steps(full, 1))):
+                        fresh = root / f"case{k}-{name}-{i}"
+                        cwd = Path(args.upstream).resolve() if who == "upstream" and args.upstream_cwd else fresh
+                        cwd.mkdir(exist_ok=True)
+                        print(f"  {case['case']} {name} run {i + 1}/{args.repeats} ...", flush=True)
+                        since = time.time() - 1
+                        r = timed(cmd, environment(args, who == "upstream"), cwd, root / f"case{k}-{name}-{i}.log")
+                        r["simulate_wall_s"] = sim_wall(cwd, since)
+                        runs[name].append(r)
             entry = {"case": case["case"], "arguments": shlex.join(case["args"]), "ours_command": shlex.join(ours_cmd),
                      "upstream_command": shlex.join(up_cmd)}
-            for who, rs in runs.items():
+            for name, rs in runs.items():
                 ok = [r["wall_s"] for r in rs if r["exit_status"] == 0]
-                entry[who] = {"runs": rs, "median_wall_s": statistics.median(ok) if ok else None,
-                              "failed": len(rs) - len(ok)}
+                entry[name] = {"runs": rs, "median_wall_s": statistics.median(ok) if ok else None,
+                               "failed": len(rs) - len(ok)}
+            for who in ("ours", "upstream"):
+                entry[who]["steps_per_s"] = marginal_rate(entry[who], entry[f"{who}_1"], args.steps)
             if entry["ours"]["median_wall_s"] and entry["upstream"]["median_wall_s"]:
                 entry["ratio_upstream_over_ours"] = entry["upstream"]["median_wall_s"] / entry["ours"]["median_wall_s"]
+            if entry["ours"]["steps_per_s"] and entry["upstream"]["steps_per_s"]:
+                entry["steps_per_s_ratio"] = entry["ours"]["steps_per_s"] / entry["upstream"]["steps_per_s"]
             results.append(entry)
     finally:
         shutil.rmtree(root, ignore_errors=True)
@@ -179,10 +204,12 @@ def main() -> int:
         shown = e["arguments"]
         if args.checkpoint:
             shown = shown.replace(str(Path(args.checkpoint).resolve()), "CKPT")
-        rows.append([e["case"], f"`{shown}`", _cell(e["ours"]),
-                     _cell(e["upstream"]), f"{ratio:.2f}x" if ratio else "-"])
+        rate = e.get("steps_per_s_ratio")
+        rows.append([e["case"], f"`{shown}`", _cell(e["ours"]), _cell(e["upstream"]), f"{ratio:.2f}x" if ratio else "-",
+                     _rate(e["ours"]), _rate(e["upstream"]), f"{rate:.2f}x" if rate else "-"])
     text = markdown_table(["case", "arguments (both tools)", "ours (median wall)", "upstream (median wall)",
-                           "upstream / ours"], rows)
+                           "upstream / ours (wall)", "ours steps/s", "upstream steps/s", "ours / upstream (steps/s)"],
+                          rows)
     text += f"\n\n`python -c \"import torch\"` alone: {fmt(base)} s (median of {args.repeats})."
     if args.ours_extra:
         text += f" Ours also ran with `{args.ours_extra}`."

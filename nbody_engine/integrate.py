@@ -222,6 +222,9 @@ def simulate(state: State, policy, gravity: Gravity, stop: StopRule, reporter: R
     start = wallclock.perf_counter()
     advance = _stepper(policy, gravity, stop.t_end, compile, state.time.device)
     with torch.inference_mode():
+        # inference tensors from the start: a compiled stepper guards on the kind of tensor it
+        # gets, and would compile a second time once the state it returns comes back
+        state = State(*(t.clone() for t in (state.mass, state.position, state.velocity, state.time)))
         recorder = _Recorder(state, gravity)
         acc, _ = gravity(state, with_potential=False)
         carry = policy.init(state)

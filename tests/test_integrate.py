@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from torch._dynamo.utils import counters
 
 from nbody_engine import jobs
 from nbody_engine.errors import NonFiniteStateError, RunCancelled
@@ -189,9 +190,11 @@ def test_compiled_simulation_matches_eager_and_is_quiet(recwarn):
     np.testing.assert_array_equal(compiled.steps, eager.steps)
     np.testing.assert_allclose(compiled.position, eager.position, rtol=0, atol=1e-12)
     np.testing.assert_array_equal(compiled.time[-1], eager.time[-1])
-    # strided: 4 steps per compiled call, then a remainder of 2 (a second graph)
+    # 8 steps per compiled call, then a last call of 2: one graph, compiled once
     steps = StopRule(max_steps=10)
+    counters.clear()
     strided = simulate(batch, AnalyticDt(0.05), Gravity(), steps, compile=True, record_every=4)
+    assert counters["stats"]["unique_graphs"] == 1
     every = simulate(batch, AnalyticDt(0.05), Gravity(), steps)
     np.testing.assert_allclose(strided.position, every.position[[0, 4, 8, 10]], rtol=0, atol=1e-12)
     np.testing.assert_array_equal(strided.steps, [10, 10])
