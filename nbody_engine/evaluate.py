@@ -1,5 +1,8 @@
-"""Is the learned stepper worth it? The learned policy of a checkpoint against the analytic
-policy at several ``eps``, on held-out initial conditions, each for ``Nperiod`` periods.
+"""Is the learned stepper worth it? The learned policy of a checkpoint against two baselines at
+several ``eps``, on held-out initial conditions, each for ``Nperiod`` periods: the analytic
+policy (:func:`~nbody_engine.policies.pairwise_timescale`, what ``integrator_mode = "analytic"``
+runs) and the classic criterion ``eps * min_i sqrt(r_i,nearest / |a_i|)``
+(:func:`~nbody_engine.policies.nearest_neighbour_timescale`, upstream's and the literature's).
 
 Per policy and system: steps per period, max and final |dE/E|, max |dL/L| and wall time;
 written to ``data/<save_name>/eval/`` as ``table.csv``, ``table.json`` and a Pareto plot
@@ -15,6 +18,7 @@ import math
 import matplotlib
 import numpy as np
 import torch
+from matplotlib.lines import Line2D
 
 from .checkpoints import load_checkpoint
 from .config import Config
@@ -26,9 +30,11 @@ from .jobs import gravity_of, torch_setup
 from .model import learned_policy_from_checkpoint
 from .physics import State
 from .plots import new_figure, relative_errors, save_figure
-from .policies import AnalyticDt
+from .policies import AnalyticDt, ClassicDt
 from .runs import RunDirectory, write_json, write_text
 
+BASELINES = {"analytic": AnalyticDt, "classic": ClassicDt}
+BASELINE_STYLES = ("o-", "s--")  # marker, then line style
 COLUMNS = ("policy", "eps", "system", "e", "steps_per_period", "max_rel_dE", "final_rel_dE", "max_rel_dL",
            "wall_time_s")
 
@@ -77,7 +83,8 @@ def evaluate(cfg: Config, reporter: Reporter | None = None, data_dir=None) -> di
     learned, _ = learned_policy_from_checkpoint(cfg, device)
     gravity = gravity_of(cfg)
     systems, eccentricities = held_out_systems(cfg, device, dtype)
-    policies = [("learned", None, learned)] + [("analytic", eps, AnalyticDt(eps, cfg.softening)) for eps in cfg.eval_eps]
+    policies = [("learned", None, learned)] + [(name, eps, kind(eps, cfg.softening))
+                                               for name, kind in BASELINES.items() for eps in cfg.eval_eps]
     reporter.emit(RunStarted("evaluate", cfg.save_name, len(policies) * len(systems)))
     rows = []
     for i, (state, e) in enumerate(zip(systems, eccentricities)):
@@ -86,29 +93,30 @@ def evaluate(cfg: Config, reporter: Reporter | None = None, data_dir=None) -> di
             reporter.cancel.raise_if_cancelled()
             traj = simulate(state, policy, gravity, _stop(cfg, state), reporter, phase="evaluate")
             rows.append(_row(name, eps, i, e, traj, period))
-    verdicts = [learned_versus_analytic(rows, i) for i in range(len(systems))]
+    verdicts = [learned_versus(rows, i, name) for i in range(len(systems)) for name in BASELINES]
     outputs = write_evaluation(rows, verdicts, RunDirectory(cfg.save_name, data_dir).root / "eval", cfg.model_path)
     result = {"rows": rows, "verdicts": verdicts, "outputs": outputs}
     reporter.emit(RunFinished("evaluate", result))
     return result
 
 
-def learned_versus_analytic(rows: list[dict], system: int) -> dict:
-    """The learned policy's max |dE/E| against the analytic policy's at the same steps per
+def learned_versus(rows: list[dict], system: int, baseline: str) -> dict:
+    """The learned policy's max |dE/E| against the ``baseline`` policy's at the same steps per
     period, interpolated log-log between the eps values that bracket it (None outside them).
     ``ratio < 1`` means the learned policy beats the criterion at equal cost."""
     mine = [r for r in rows if r["system"] == system]
     learned = next(r for r in mine if r["policy"] == "learned")
-    curve = sorted((r["steps_per_period"], r["max_rel_dE"]) for r in mine if r["policy"] == "analytic")
+    curve = sorted((r["steps_per_period"], r["max_rel_dE"]) for r in mine if r["policy"] == baseline)
     steps = learned["steps_per_period"]
-    analytic_error = None
+    baseline_error = None
     for (s0, e0), (s1, e1) in zip(curve, curve[1:]):
         if s0 <= steps <= s1 and min(s0, e0, s1, e1) > 0:
             w = math.log(steps / s0) / math.log(s1 / s0) if s1 > s0 else 0.0
-            analytic_error = math.exp(math.log(e0) + w * math.log(e1 / e0))
-    ratio = learned["max_rel_dE"] / analytic_error if analytic_error else None
-    return {"system": system, "e": learned["e"], "steps_per_period": steps, "learned_max_rel_dE": learned["max_rel_dE"],
-            "analytic_max_rel_dE_at_same_steps": analytic_error, "ratio": ratio}
+            baseline_error = math.exp(math.log(e0) + w * math.log(e1 / e0))
+    ratio = learned["max_rel_dE"] / baseline_error if baseline_error else None
+    return {"system": system, "e": learned["e"], "baseline": baseline, "steps_per_period": steps,
+            "learned_max_rel_dE": learned["max_rel_dE"], "baseline_max_rel_dE_at_same_steps": baseline_error,
+            "ratio": ratio}
 
 
 def verdict_text(verdicts: list[dict]) -> str:
@@ -116,12 +124,12 @@ def verdict_text(verdicts: list[dict]) -> str:
     for v in verdicts:
         label = f"e = {v['e']:.2f}" if v["e"] is not None else f"system {v['system']}"
         if v["ratio"] is None:
-            lines.append(f"{label}: learned at {v['steps_per_period']:.1f} steps/period lies outside the analytic"
-                         " eps range; widen eval_eps to compare at equal cost")
+            lines.append(f"{label}: learned at {v['steps_per_period']:.1f} steps/period lies outside the "
+                         f"{v['baseline']} eps range; widen eval_eps to compare at equal cost")
         else:
             lines.append(f"{label}: at {v['steps_per_period']:.1f} steps/period, learned max|dE/E| "
-                         f"{v['learned_max_rel_dE']:.2e} vs analytic {v['analytic_max_rel_dE_at_same_steps']:.2e}"
-                         f" (ratio {v['ratio']:.2f}; < 1: learned is better)")
+                         f"{v['learned_max_rel_dE']:.2e} vs {v['baseline']} "
+                         f"{v['baseline_max_rel_dE_at_same_steps']:.2e} (ratio {v['ratio']:.2f}; < 1: learned is better)")
     return "\n".join(lines)
 
 
@@ -146,7 +154,7 @@ def write_evaluation(rows: list[dict], verdicts: list[dict], directory, model_pa
     paths = {"csv": directory / "table.csv", "json": directory / "table.json", "pareto": directory / "pareto.png"}
     write_text(paths["csv"], buffer.getvalue())
     write_json(paths["json"], {"model_path": model_path, "rows": [_json_ready(r) for r in rows],
-                               "learned_versus_analytic": [_json_ready(v) for v in verdicts]})
+                               "learned_versus_baselines": [_json_ready(v) for v in verdicts]})
     pareto_plot(rows, paths["pareto"])
     return {k: str(v) for k, v in paths.items()}
 
@@ -156,27 +164,33 @@ def _json_ready(row: dict) -> dict:
 
 
 def pareto_plot(rows: list[dict], path) -> None:
-    """Steps per period against max |dE/E|: one analytic curve (over eps) and one learned point
-    per system."""
-    fig, ax = new_figure(1, (6.5, 4.8))
+    """Steps per period against max |dE/E|: per system (a colour), one curve over eps per
+    baseline (analytic solid, classic dashed) and the learned point (a star)."""
+    fig, ax = new_figure(1, (7.5, 4.8))
     colors = matplotlib.colormaps["viridis"]
     systems = sorted({r["system"] for r in rows})
+    handles = []
     for k, system in enumerate(systems):
         color = colors(k / max(1, len(systems) - 1))
         mine = [r for r in rows if r["system"] == system]
         label = f"e = {mine[0]['e']:.2f}" if mine[0]["e"] is not None else f"system {system}"
-        analytic = sorted((r for r in mine if r["policy"] == "analytic"), key=lambda r: r["steps_per_period"])
-        ax.loglog([r["steps_per_period"] for r in analytic], [r["max_rel_dE"] for r in analytic], "o-", color=color,
-                  ms=4, lw=1, label=f"analytic, {label}")
-        for r in analytic:
-            ax.annotate(f"{r['eps']:g}", (r["steps_per_period"], r["max_rel_dE"]), fontsize=7, xytext=(3, 3),
-                        textcoords="offset points", color=color)
+        handles.append(Line2D([], [], color=color, lw=6, label=label))
+        for baseline, style in zip(BASELINES, BASELINE_STYLES):
+            curve = sorted((r for r in mine if r["policy"] == baseline), key=lambda r: r["steps_per_period"])
+            ax.loglog([r["steps_per_period"] for r in curve], [r["max_rel_dE"] for r in curve], style, color=color,
+                      ms=4, lw=1)
+            for r in curve if baseline == "analytic" else ():
+                ax.annotate(f"{r['eps']:g}", (r["steps_per_period"], r["max_rel_dE"]), fontsize=7, xytext=(3, 3),
+                            textcoords="offset points", color=color)
         for r in (r for r in mine if r["policy"] == "learned"):
-            ax.loglog(r["steps_per_period"], r["max_rel_dE"], "*", ms=14, color=color, markeredgecolor="k",
-                      label=f"learned, {label}")
+            ax.loglog(r["steps_per_period"], r["max_rel_dE"], "*", ms=14, color=color, markeredgecolor="k")
+    handles += [Line2D([], [], color="k", linestyle=style[1:], marker=style[0], ms=4, lw=1, label=baseline)
+                for baseline, style in zip(BASELINES, BASELINE_STYLES)]
+    handles.append(Line2D([], [], color="w", marker="*", ms=14, markerfacecolor="grey", markeredgecolor="k",
+                          label="learned"))
     ax.set_xlabel("steps per period")
     ax.set_ylabel("max |dE/E|")
-    ax.set_title("learned vs analytic (numbers: eps); lower left is better", fontsize=10)
+    ax.set_title("learned vs the analytic and classic criteria (numbers: eps); lower left is better", fontsize=10)
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7)
+    ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     save_figure(fig, path)

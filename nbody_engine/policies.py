@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from .physics import State, diagonals, kinetic_energy, pair_separations, squared_halves, sum_last
+from .physics import State, accelerations, diagonals, kinetic_energy, pair_separations, squared_halves, sum_last
 
 
 class FixedDt:
@@ -77,8 +77,8 @@ def pairwise_timescale(state: State, softening: float = 0.0) -> torch.Tensor:
     return tau2.flatten(1).amin(1).sqrt()
 
 
-class AnalyticDt:
-    """Adaptive ``dt = eps * pairwise_timescale(state)``, see :func:`pairwise_timescale`."""
+class _TimescaleDt:
+    """``dt = eps * timescale(state)``: a criterion without memory."""
 
     def __init__(self, eps: float, softening: float = 0.0) -> None:
         if not eps > 0:
@@ -89,11 +89,36 @@ class AnalyticDt:
     def init(self, state: State):
         return None
 
+    def update(self, carry, state: State, dt: torch.Tensor, acc=None):
+        return carry
+
+
+class AnalyticDt(_TimescaleDt):
+    """Adaptive ``dt = eps * pairwise_timescale(state)``, see :func:`pairwise_timescale`."""
+
     def dt(self, state: State, carry=None, acc=None) -> torch.Tensor:
         return self.eps * pairwise_timescale(state, self.softening)
 
-    def update(self, carry, state: State, dt: torch.Tensor, acc=None):
-        return carry
+
+def nearest_neighbour_timescale(state: State, acc: torch.Tensor, softening: float = 0.0) -> torch.Tensor:
+    """``min_i sqrt(r_i,nearest / |a_i|)``, (B,): the classic criterion, the one upstream's
+    ``eps * sqrt(r / |a|)`` and DESIGN.md name. For a Kepler orbit it is the free-fall time up to
+    a constant; it diverges where a body's net acceleration cancels, which
+    :func:`pairwise_timescale` avoids. Evaluation runs it as a second baseline."""
+    pairs = pair_separations(state.position)
+    _, _, inf_diagonal = diagonals(state.num_bodies, pairs.dtype, pairs.device)
+    nearest2 = (sum_last(pairs * pairs) + (softening**2 + inf_diagonal)).amin(-1)  # (B, N)
+    acc2 = sum_last(acc * acc).clamp_min(torch.finfo(acc.dtype).tiny)
+    return (nearest2 / acc2).pow(0.25).amin(-1)
+
+
+class ClassicDt(_TimescaleDt):
+    """Adaptive ``dt = eps * nearest_neighbour_timescale(state)``: the classic criterion."""
+
+    def dt(self, state: State, carry=None, acc=None) -> torch.Tensor:
+        if acc is None:
+            acc = accelerations(state, self.softening)
+        return self.eps * nearest_neighbour_timescale(state, acc, self.softening)
 
 
 def analytic_or_fixed(dt: float, eps: float, softening: float = 0.0):

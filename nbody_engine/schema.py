@@ -201,7 +201,8 @@ class Evaluation(Section):
     eval_a = param.Number(1.0, bounds=(0, UNBOUNDED), inclusive_bounds=(False, True), softbounds=(0.1, 10),
                           doc="Semi-major axis of the evaluated Kepler orbits")
     eval_eps = param.List([0.0125, 0.025, 0.05, 0.1, 0.2], item_type=(int, float), bounds=(1, None),
-                          doc="eps values of the analytic policy the learned one is compared with")
+                          doc="eps values of the baselines (the analytic policy and the classic criterion) the "
+                              "learned one is compared with")
 
 
 SECTIONS: tuple[type[Section], ...] = (

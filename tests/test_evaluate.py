@@ -1,9 +1,10 @@
-"""`nbody-runner evaluate`: the learned policy against the analytic one, for real."""
+"""`nbody-runner evaluate`: the learned policy against the analytic and classic criteria, for real."""
 
 from __future__ import annotations
 
 import csv
 import json
+import math
 import subprocess
 import sys
 
@@ -38,16 +39,21 @@ def test_evaluate_writes_table_and_pareto_plot(checkpoint):
     assert "steps/period" in done.stdout
     with open(root / "data/ev/eval/table.csv") as fh:
         rows = list(csv.DictReader(fh))
-    assert len(rows) == 2 * 3  # two systems, the learned policy and two analytic eps
-    assert {r["policy"] for r in rows} == {"learned", "analytic"}
-    analytic = {(float(r["e"]), float(r["eps"])): r for r in rows if r["policy"] == "analytic"}
-    for e in (0.5, 0.8):
-        coarse, fine = analytic[(e, 0.2)], analytic[(e, 0.05)]
-        # a smaller eps takes more steps per period and makes a smaller energy error (leapfrog order 2)
-        assert float(fine["steps_per_period"]) > 3 * float(coarse["steps_per_period"])
-        assert float(fine["max_rel_dE"]) < float(coarse["max_rel_dE"])
+    assert len(rows) == 2 * 5  # two systems: the learned policy, two baselines at two eps each
+    assert {r["policy"] for r in rows} == {"learned", "analytic", "classic"}
+    for baseline in ("analytic", "classic"):
+        curve = {(float(r["e"]), float(r["eps"])): r for r in rows if r["policy"] == baseline}
+        for e in (0.5, 0.8):
+            coarse, fine = curve[(e, 0.2)], curve[(e, 0.05)]
+            # a smaller eps takes more steps per period and makes a smaller energy error (leapfrog order 2)
+            assert float(fine["steps_per_period"]) > 3 * float(coarse["steps_per_period"])
+            assert float(fine["max_rel_dE"]) < float(coarse["max_rel_dE"])
     table = json.loads((root / "data/ev/eval/table.json").read_text())
-    assert table["model_path"] == ckpt and len(table["rows"]) == 6
+    assert table["model_path"] == ckpt and len(table["rows"]) == 10
+    verdicts = table["learned_versus_baselines"]
+    assert sorted((v["e"], v["baseline"]) for v in verdicts) == [
+        (0.5, "analytic"), (0.5, "classic"), (0.8, "analytic"), (0.8, "classic")]
+    assert done.stdout.count("learned max|dE/E|") + done.stdout.count("outside the") == 4
     assert mpimg.imread(root / "data/ev/eval/pareto.png").ndim == 3
 
 
@@ -63,3 +69,18 @@ def test_evaluate_bad_input_is_one_line_and_exit_2(checkpoint, args, needle):
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0]
     assert not (root / "data/bad").exists()
+
+
+def test_learned_versus_a_baseline_interpolates_log_log_at_equal_steps():
+    from nbody_engine.evaluate import learned_versus
+
+    def row(policy, steps, err, eps=None):
+        return {"policy": policy, "system": 0, "e": 0.5, "eps": eps, "steps_per_period": steps, "max_rel_dE": err}
+
+    curve = [row("classic", 100.0, 1e-3, 0.1), row("classic", 200.0, 2.5e-4, 0.05)]  # error ~ steps^-2
+    v = learned_versus([row("learned", 100 * math.sqrt(2), 4e-4), *curve], 0, "classic")
+    assert v["baseline"] == "classic"
+    assert v["baseline_max_rel_dE_at_same_steps"] == pytest.approx(5e-4, rel=1e-12)
+    assert v["ratio"] == pytest.approx(0.8, rel=1e-12)
+    outside = learned_versus([row("learned", 400.0, 1e-5), *curve], 0, "classic")
+    assert outside["ratio"] is None

@@ -340,7 +340,7 @@ def test_runs_view_survives_a_damaged_run(tmp_path):
     assert "cannot read run 'broken'" in view.config_pane.object
 
 
-def test_evaluate_compares_the_checkpoint_with_analytic_in_the_page(explorer, tmp_path):
+def test_evaluate_compares_the_checkpoint_with_the_baselines_in_the_page(explorer, tmp_path):
     e = explorer
     assert e.start("train")
     finish(e)
@@ -351,9 +351,11 @@ def test_evaluate_compares_the_checkpoint_with_analytic_in_the_page(explorer, tm
     assert not e.error.visible, e.error.object
     assert "Evaluate finished" in e.status
     table = (tmp_path / "data" / "t1" / "eval" / "table.csv").read_text().splitlines()
-    assert len(table) == 1 + 3  # header, the learned policy and two analytic eps
+    assert len(table) == 1 + 5  # header, the learned policy, two baselines at two eps each
     (view,) = e.eval_view.objects
     assert view.select(pn.pane.PNG) and view.select(pn.pane.DataFrame)
+    verdicts = " ".join(m.object for m in view.select(pn.pane.Markdown))
+    assert "analytic" in verdicts and "classic" in verdicts  # one verdict per baseline
     assert len(e.live.frame("simulation")) == 0  # the evaluation's many runs stay out of the live plots
 
 

@@ -15,7 +15,7 @@ from nbody_engine.events import CancelToken, Reporter, TrajectoryChunk
 from nbody_engine.initial_conditions import kepler_orbit, kepler_period, make_state, random_system
 from nbody_engine.integrate import Gravity, StopRule, leapfrog, period_of, relative_change, simulate, total_energy
 from nbody_engine.physics import ExternalField, accelerations, kinetic_energy, potential_energy
-from nbody_engine.policies import AnalyticDt, FixedDt, pairwise_timescale
+from nbody_engine.policies import AnalyticDt, ClassicDt, FixedDt, nearest_neighbour_timescale, pairwise_timescale
 from nbody_engine.schema import Config
 
 F64 = torch.float64
@@ -311,6 +311,26 @@ def test_pairwise_timescale_of_a_kepler_orbit(e, a, mass):
     tau = float(pairwise_timescale(peri)[0])
     assert tau == pytest.approx(r_p / v_p * guard(r_p), rel=1e-12)
     assert tau <= math.sqrt(r_p**3 / M) * guard(r_p) * (1 + 1e-12)
+
+
+def test_classic_criterion_is_the_smallest_sqrt_of_nearest_distance_over_acceleration():
+    # a hierarchical triple: a tight pair and a far, heavy third body
+    mass = [[1.0, 0.5, 3.0]]
+    pos = [[[0.0, 0.0], [0.1, 0.0], [4.0, 1.0]]]
+    state = make_state(mass, pos, [[[0.0, 0.0]] * 3])
+    acc = accelerations(state)
+    r = np.array(pos[0])
+    expected = []
+    for i in range(3):
+        nearest = min(np.linalg.norm(r[i] - r[j]) for j in range(3) if j != i)
+        expected.append(math.sqrt(nearest / float(acc[0, i].norm())))
+    assert float(nearest_neighbour_timescale(state, acc)[0]) == pytest.approx(min(expected), rel=1e-12)
+    # the policy computes the accelerations itself when the caller has none, and scales by eps
+    assert float(ClassicDt(0.1).dt(state)[0]) == pytest.approx(0.1 * min(expected), rel=1e-12)
+    # for a Kepler orbit: sqrt(r / (m_other / r^2)), the free-fall time up to sqrt(M / m_other)
+    peri = kepler_orbit(0.6, 1.0)
+    r_p = 0.4
+    assert float(ClassicDt(1.0).dt(peri)[0]) == pytest.approx(math.sqrt(r_p**3 / 1.0), rel=1e-12)
 
 
 # --- failures and cancellation ------------------------------------------------------------------
