@@ -68,7 +68,7 @@ def evaluation_view(result: dict) -> pn.Column:
     from nbody_engine.evaluate import verdict_text
 
     table = pd.DataFrame(result["rows"])
-    return pn.Column(pn.Row(pn.pane.PNG(result["outputs"]["pareto"], width=560),
+    return pn.Column(pn.Row(pn.pane.PNG(result["outputs"]["pareto"], width=680),
                             pn.pane.Markdown("\n\n".join(verdict_text(result["verdicts"]).splitlines()))),
                      pn.pane.DataFrame(table, sizing_mode="stretch_width", float_format="{:.4g}".format,
                                        index=False),
