@@ -77,6 +77,9 @@ def evaluate(cfg: Config, reporter: Reporter | None = None, data_dir=None) -> di
     reporter = reporter or Reporter()
     if not cfg.model_path:
         raise InputError("evaluate needs 'model_path' (--model-path), the checkpoint whose policy is evaluated")
+    bad = [eps for eps in cfg.eval_eps if not eps > 0]
+    if bad:
+        raise InputError(f"'eval_eps' holds {bad}: the baselines' eps values must be positive")
     device, dtype = torch_setup(cfg)
     trained = load_checkpoint(cfg.model_path).config
     cfg.integrator_mode = "history" if trained["history_len"] > 0 else "ml"

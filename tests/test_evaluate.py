@@ -61,6 +61,7 @@ def test_evaluate_writes_table_and_pareto_plot(checkpoint):
     ((), "model_path"),
     (("--model-path", "MISSING.pt"), "MISSING.pt"),
     (("--model-path", "CKPT", "--eval-e", "1.5"), "eval_e"),
+    (("--model-path", "CKPT", "--eval-eps", "0.1", "0"), "eval_eps"),
 ])
 def test_evaluate_bad_input_is_one_line_and_exit_2(checkpoint, args, needle):
     root, ckpt = checkpoint
