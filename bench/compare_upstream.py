@@ -18,7 +18,9 @@ our command only.
 
 Each tool runs in its own fresh temporary working directory (its ``data/`` lands there; upstream
 gets PYTHONPATH=PATH so its package imports, or ``--upstream-cwd`` runs it inside the checkout).
-Runs alternate ours/upstream, ``--repeats`` times; the table gives the median process wall time
+Each command first runs once untimed, which fills the file and TorchInductor caches (so a
+cold ``--compile`` is in no median; a user's second run finds the cache warm too). Then runs
+alternate ours/upstream, ``--repeats`` times; the table gives the median process wall time
 (interpreter and torch start-up included: what a user waits for), a ``python -c "import torch"``
 baseline, and the ratio upstream/ours (> 1: ours is faster). Each command also runs with
 ``--steps 1``: the difference of the two medians, per step, gives each tool's steps/s net of
@@ -170,17 +172,19 @@ def main() -> int:
         for k, case in enumerate(todo):
             ours_cmd, up_cmd = commands(args, case)
             runs = {"ours": [], "upstream": [], "ours_1": [], "upstream_1": []}
-            for i in range(args.repeats):
+            for i in range(-1, args.repeats):  # run -1: the untimed warm-up
                 for who, full in (("ours", ours_cmd), ("upstream", up_cmd)):
                     for name, cmd in ((who, full), (f"{who}_1", with_steps(full, 1))):
                         fresh = root / f"case{k}-{name}-{i}"
                         cwd = Path(args.upstream).resolve() if who == "upstream" and args.upstream_cwd else fresh
                         cwd.mkdir(exist_ok=True)
-                        print(f"  {case['case']} {name} run {i + 1}/{args.repeats} ...", flush=True)
+                        label = "warm-up" if i < 0 else f"run {i + 1}/{args.repeats}"
+                        print(f"  {case['case']} {name} {label} ...", flush=True)
                         since = time.time() - 1
                         r = timed(cmd, environment(args, who == "upstream"), cwd, root / f"case{k}-{name}-{i}.log")
                         r["simulate_wall_s"] = sim_wall(cwd, since)
-                        runs[name].append(r)
+                        if i >= 0:
+                            runs[name].append(r)
             entry = {"case": case["case"], "arguments": shlex.join(case["args"]), "ours_command": shlex.join(ours_cmd),
                      "upstream_command": shlex.join(up_cmd)}
             for name, rs in runs.items():

@@ -152,6 +152,17 @@ def test_acceleration_is_minus_gradient_of_potential(dim, softening, with_field)
     torch.testing.assert_close(acc, -grad / state.mass.unsqueeze(-1), rtol=1e-11, atol=1e-12)
 
 
+@pytest.mark.parametrize("num_bodies", [2, 5])
+@pytest.mark.parametrize("softening", [0.0, 0.05])
+@pytest.mark.parametrize("with_field", [False, True])
+def test_potential_alone_equals_the_one_computed_with_the_forces(num_bodies, softening, with_field):
+    """potential_energy sums the pairs i < j; acceleration_and_potential halves the N x N matrix."""
+    field = ExternalField(0.7, (2.0, -1.0, 0.5)) if with_field else None
+    state = random_state(num_bodies, 3, seed=5, num_systems=4)
+    _, pot = acceleration_and_potential(state.mass, state.position, softening, field)
+    torch.testing.assert_close(potential_energy(state, softening, field), pot, rtol=1e-13, atol=1e-14)
+
+
 # --- angular momentum ---------------------------------------------------------------------------
 
 
