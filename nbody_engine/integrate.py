@@ -271,6 +271,10 @@ def _flush(recorder: _Recorder, step: int, stop: StopRule, reporter: Reporter, p
 
 
 def _check_finite(rows: dict[str, torch.Tensor], first: int, record_every: int) -> None:
+    # a NaN or an infinity makes its array's sum non-finite: one cheap reduction per array, and
+    # the rows are searched only then (a sum of huge finite values that overflows is searched too)
+    if all(bool(torch.isfinite(rows[k].sum())) for k in ("position", "velocity", "energy")):
+        return
     finite = torch.isfinite(rows["position"]).flatten(1).all(1) & torch.isfinite(rows["velocity"]).flatten(1).all(1)
     finite &= torch.isfinite(rows["energy"]).all(-1)
     if bool(finite.all()):

@@ -344,6 +344,14 @@ def test_nan_velocity_raises_non_finite_state_error():
         simulate(state.replace(velocity=velocity), FixedDt(0.01), Gravity(), StopRule(max_steps=10))
 
 
+def test_finite_coordinates_whose_sum_overflows_are_not_an_error():
+    """The finiteness check sums each array first; an overflowing sum of finite values is
+    searched row by row and passes."""
+    state = make_state([[1e-3, 1e-3]], [[[1e308, 0.0], [1e308, 1.0]]], [[[0.0, 0.0], [0.0, 0.0]]])
+    traj = simulate(state, FixedDt(1e-3), Gravity(), StopRule(max_steps=3))
+    assert np.isfinite(traj.position).all() and traj.steps[0] == 3
+
+
 def test_collision_names_the_step_where_it_happened():
     # two near-massless bodies meet exactly at the origin after one step of 0.25 (exact in binary)
     state = make_state([[1e-300, 1e-300]], [[[-0.5, 0.0], [0.5, 0.0]]], [[[2.0, 0.0], [-2.0, 0.0]]])
