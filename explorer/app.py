@@ -115,17 +115,17 @@ class Explorer(pn.viewable.Viewer):
         self.error = pn.pane.Alert("", alert_type="danger", visible=False, sizing_mode="stretch_width")
         self.train_form = ConfigForm(self.train, list(KEYS), self._show_error)
         self.sim_form = ConfigForm(self.simulate, list(KEYS), self._show_error)
-        self.buttons = {mode: pn.widgets.Button(label=label, button_type="primary") for mode, label in MODES.items()}
+        self.buttons = {mode: pn.widgets.Button(label=label, color="primary") for mode, label in MODES.items()}
         for mode, button in self.buttons.items():
             button.on_click(lambda _e, mode=mode: self.start(mode))
-        self.stop_button = pn.widgets.Button(label="Stop", button_type="danger", disabled=True)
+        self.stop_button = pn.widgets.Button(label="Stop", color="danger", disabled=True)
         self.stop_button.on_click(lambda _e: self.stop())
         self.progress = pn.indicators.Progress(value=0, max=100, sizing_mode="stretch_width", bar_color="primary")
         self.status_pane = pn.pane.Markdown(self.status, sizing_mode="stretch_width")
         self.projection = pn.widgets.RadioButtonGroup(label="projection", options=list(PROJECTIONS), value="x-y")
         self.projection.param.watch(lambda e: setattr(self.live, "projection", e.new), "value")
         self.download = pn.widgets.FileDownload(callback=lambda: io.StringIO(self.toml_text()),
-                                                filename="run.toml", label="Download TOML", button_type="success")
+                                                filename="run.toml", label="Download TOML", color="success")
         self.command_box = pn.widgets.TextInput(label="Headless command", value=self.command(),
                                                 sizing_mode="stretch_width")
         self.toml_preview = pn.pane.Markdown("", sizing_mode="stretch_width")
@@ -137,7 +137,7 @@ class Explorer(pn.viewable.Viewer):
         self.sim_view = pn.Column(sizing_mode="stretch_width")
         self.eval_view = pn.Column(sizing_mode="stretch_width")
         self.evaluate_button = pn.widgets.Button(label="Evaluate: learned vs analytic (eps sweep)",
-                                                 button_type="primary")
+                                                 color="primary")
         self.evaluate_button.on_click(lambda _e: self.start("evaluate"))
         self.runs = RunsView(self.live)
         self.sweeps = SweepsView(self.toml_text)

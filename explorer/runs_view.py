@@ -44,7 +44,7 @@ class RunsView:
         self.data_dir = Path(data_dir)
         self.select = pn.widgets.Select(label="run directory", options=list_runs(self.data_dir), width=300)
         self.refresh = pn.widgets.Button(label="Refresh list")
-        self.follow = pn.widgets.Toggle(label="Follow its metrics.jsonl live", button_type="default")
+        self.follow = pn.widgets.Toggle(label="Follow its metrics.jsonl live", color="default")
         self.config_pane = pn.pane.Markdown("", sizing_mode="stretch_width")
         self.metrics_pane = pn.pane.DataFrame(pd.DataFrame(), sizing_mode="stretch_width", max_rows=20)
         self.summary_pane = pn.pane.JSON({}, depth=2, sizing_mode="stretch_width")

@@ -473,22 +473,22 @@ class SweepsView:
         self._root: Path | None = None
         self._callback = None
         self._finished_shown = True
-        self.keys = pn.widgets.MultiChoice(name=f"Keys to sweep (at most {MAX_KEYS})", options=SWEEPABLE,
+        self.keys = pn.widgets.MultiChoice(label=f"Keys to sweep (at most {MAX_KEYS})", options=SWEEPABLE,
                                            max_items=MAX_KEYS, placeholder="choose keys", width=360)
         self.values_box = pn.Column(sizing_mode="stretch_width")
         self.value_inputs: dict[str, pn.widgets.TextInput] = {}
-        self.mode = pn.widgets.RadioButtonGroup(name="mode", options=list(sweep.SWEEP_MODES), value="both",
-                                                button_type="primary", button_style="outline")
-        self.name = pn.widgets.TextInput(name="Sweep name (its folder under data/)", value=default_name(), width=300)
-        self.run_button = pn.widgets.Button(name="Run sweep", button_type="primary")
-        self.stop_button = pn.widgets.Button(name="Stop sweep", button_type="danger", disabled=True)
-        self.open_button = pn.widgets.Button(name="Open results")
+        self.mode = pn.widgets.RadioButtonGroup(label="mode", options=list(sweep.SWEEP_MODES), value="both",
+                                                color="primary", variant="outline")
+        self.name = pn.widgets.TextInput(label="Sweep name (its folder under data/)", value=default_name(), width=300)
+        self.run_button = pn.widgets.Button(label="Run sweep", color="primary")
+        self.stop_button = pn.widgets.Button(label="Stop sweep", color="danger", disabled=True)
+        self.open_button = pn.widgets.Button(label="Open results")
         self.error = pn.pane.Alert("", alert_type="danger", visible=False, sizing_mode="stretch_width")
         self.status = pn.pane.Markdown("No sweep yet.", sizing_mode="stretch_width")
         self.progress = pn.indicators.Progress(value=0, max=100, sizing_mode="stretch_width", bar_color="primary")
-        self.x_select = pn.widgets.Select(name="against key", options=[], width=220)
-        self.metric_select = pn.widgets.Select(name="metric", options=[], width=220)
-        self.log_y = pn.widgets.Checkbox(name="log y", value=False)
+        self.x_select = pn.widgets.Select(label="against key", options=[], width=220)
+        self.metric_select = pn.widgets.Select(label="metric", options=[], width=220)
+        self.log_y = pn.widgets.Checkbox(label="log y", value=False)
         self.plot = MetricPlot()
         self.table = pn.pane.DataFrame(self.frame, index=False, sizing_mode="stretch_width", max_rows=200)
         self.keys.param.watch(lambda _e: self._sync_value_inputs(), "value")
@@ -504,7 +504,7 @@ class SweepsView:
             if key not in self.value_inputs:
                 doc = Config.param[key].doc if key in KEYS else ""
                 self.value_inputs[key] = pn.widgets.TextInput(
-                    name=f"{key} values", placeholder=f"e.g. {example_values(key) if key in KEYS else '1, 2'}",
+                    label=f"{key} values", placeholder=f"e.g. {example_values(key) if key in KEYS else '1, 2'}",
                     description=doc, sizing_mode="stretch_width")
         self.values_box.objects = [self.value_inputs[k] for k in self.keys.value]
 
