@@ -173,6 +173,9 @@ def check_consistency(cfg: Config) -> None:
     if cfg.integrator_mode == "history" and cfg.history_len < 1 and not cfg.model_path:
         raise InputError("integrator_mode 'history' needs 'history_len' >= 1 (or a model_path whose"
                          " checkpoint has a history)")
+    if cfg.time_symmetric and cfg.integrator_mode != "analytic":
+        raise InputError(f"'time_symmetric' applies to integrator_mode 'analytic', not {cfg.integrator_mode!r};"
+                         " unset it for a learned policy")
     if cfg.save_name is not None:
         check_save_name(cfg.save_name)
 

@@ -211,7 +211,7 @@ def simulation_policy(cfg: Config, device):
             from .checkpoints import load_checkpoint
 
             train_ic = load_checkpoint(cfg.model_path).train_ic
-        return analytic_or_fixed(cfg.dt, cfg.eps, cfg.softening), train_ic
+        return analytic_or_fixed(cfg.dt, cfg.eps, gravity_of(cfg), cfg.time_symmetric), train_ic
     from .model import learned_policy_from_checkpoint
 
     return learned_policy_from_checkpoint(cfg, device)

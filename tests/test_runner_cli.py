@@ -55,6 +55,15 @@ def test_simulate_prints_summary(s3):
     assert "outputs" not in summary
 
 
+def test_time_symmetric_flag_bounds_the_energy_drift(tmp_path):
+    """The same 2-body run (~150 periods) with and without --time-symmetric."""
+    common = ("simulate", "--num-particles", "2", "--steps", "15000", "--Nperiod", "0", "--seed", "0")
+    plain = ok(tmp_path, *common, "-s", "plain")
+    symmetric = ok(tmp_path, *common, "-s", "sym", "--time-symmetric")
+    assert symmetric["max_rel_energy_error"] < plain["max_rel_energy_error"] / 10
+    assert "time_symmetric = true" in (tmp_path / "data" / "sym" / "config.toml").read_text()
+
+
 def test_simulate_writes_run_directory(s3):
     cwd, result = s3
     run = cwd / "data" / "s3"
@@ -179,6 +188,7 @@ MORE_BAD_INPUT = [
     (["both", "--ic-path", "bad.txt"], ["--ic-path"]),  # both takes --train-ic-path / --sim-ic-path
     (["simulate", "--external-field-mass", "1.0"], ["external_field_position"]),
     (["simulate", "--external-field-position", "1", "2"], ["--external-field-position"]),
+    (["simulate", "--integrator-mode", "ml", "--time-symmetric"], ["'time_symmetric'", "'ml'"]),
     (["explore"], ["explore"]),
     ([], ["MODE"]),
 ]
