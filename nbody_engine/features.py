@@ -23,7 +23,7 @@ import math
 
 import torch
 
-from .physics import State, squared_halves, sum_last, upper_pairs
+from .physics import State, squared_halves, sum_last, upper_pair_differences, upper_pairs
 
 DELTA_WIDTH = 7
 _TINY = 1e-30
@@ -37,7 +37,7 @@ def _pair_stats(state: State, softening: float):
     """Per pair i < j, (B, P): distance, free-fall time and collision time."""
     i, j = upper_pairs(state.num_bodies, state.position.device)
     both = torch.cat([state.position, state.velocity], -1)
-    squares = squared_halves(both.index_select(1, j).sub_(both.index_select(1, i)), state.dim)  # (B, P, 2)
+    squares = squared_halves(upper_pair_differences(both), state.dim)  # (B, P, 2)
     r = (squares[..., 0] + softening**2).sqrt()
     v = squares[..., 1].sqrt()
     m_pair = state.mass.index_select(1, i) + state.mass.index_select(1, j)

@@ -21,7 +21,17 @@ from .integrate import Gravity, leapfrog_step
 from .physics import State, accelerations, diagonals, kinetic_energy, pair_separations, squared_halves, sum_last
 
 
-class FixedDt:
+class _Memoryless:
+    """A policy that keeps nothing between steps: its carry is None."""
+
+    def init(self, state: State):
+        return None
+
+    def update(self, carry, state: State, dt: torch.Tensor, acc=None):
+        return carry
+
+
+class FixedDt(_Memoryless):
     """The same ``dt`` for every system and step."""
 
     def __init__(self, dt: float) -> None:
@@ -29,14 +39,8 @@ class FixedDt:
             raise ValueError(f"a fixed time step must be positive, not {dt}")
         self.value = dt
 
-    def init(self, state: State):
-        return None
-
     def dt(self, state: State, carry=None, acc=None) -> torch.Tensor:
         return torch.full_like(state.time, self.value)
-
-    def update(self, carry, state: State, dt: torch.Tensor, acc=None):
-        return carry
 
 
 def pairwise_timescale(state: State, softening: float = 0.0) -> torch.Tensor:
@@ -78,7 +82,7 @@ def pairwise_timescale(state: State, softening: float = 0.0) -> torch.Tensor:
     return tau2.flatten(1).amin(1).sqrt()
 
 
-class _TimescaleDt:
+class _TimescaleDt(_Memoryless):
     """``dt = eps * timescale(state)``: a criterion without memory."""
 
     def __init__(self, eps: float, softening: float = 0.0) -> None:
@@ -86,12 +90,6 @@ class _TimescaleDt:
             raise ValueError(f"eps must be positive, not {eps}")
         self.eps = eps
         self.softening = softening
-
-    def init(self, state: State):
-        return None
-
-    def update(self, carry, state: State, dt: torch.Tensor, acc=None):
-        return carry
 
 
 class AnalyticDt(_TimescaleDt):
@@ -122,7 +120,7 @@ class ClassicDt(_TimescaleDt):
         return self.eps * nearest_neighbour_timescale(state, acc, self.softening)
 
 
-class TimeSymmetricDt:
+class TimeSymmetricDt(_Memoryless):
     """``dt = (c(s0) + c(s1)) / 2`` for a criterion ``c`` without memory, where s1 is the end of
     a trial leapfrog step of ``c(s0)`` from s0: the step depends (to this order) on both of its
     ends, as a time-reversible integrator's must.
@@ -134,18 +132,12 @@ class TimeSymmetricDt:
     def __init__(self, criterion, gravity: Gravity) -> None:
         self.criterion, self.gravity = criterion, gravity
 
-    def init(self, state: State):
-        return None
-
     def dt(self, state: State, carry=None, acc=None) -> torch.Tensor:
         if acc is None:
             acc, _ = self.gravity(state, with_potential=False)
         first = self.criterion.dt(state, None, acc)
         trial, trial_acc, _ = leapfrog_step(state, first, acc, self.gravity, with_potential=False)
         return 0.5 * (first + self.criterion.dt(trial, None, trial_acc))
-
-    def update(self, carry, state: State, dt: torch.Tensor, acc=None):
-        return None
 
 
 def analytic_or_fixed(dt: float, eps: float, gravity: Gravity, time_symmetric: bool = False):
