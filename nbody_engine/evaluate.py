@@ -77,6 +77,9 @@ def evaluate(cfg: Config, reporter: Reporter | None = None, data_dir=None) -> di
     reporter = reporter or Reporter()
     if not cfg.model_path:
         raise InputError("evaluate needs 'model_path' (--model-path), the checkpoint whose policy is evaluated")
+    if cfg.time_symmetric:
+        raise InputError("'time_symmetric' does not apply to evaluate, whose baselines are the plain analytic"
+                         " policy and the classic criterion; unset it")
     bad = [eps for eps in cfg.eval_eps if not eps > 0]
     if bad:
         raise InputError(f"'eval_eps' holds {bad}: the baselines' eps values must be positive")
