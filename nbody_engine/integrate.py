@@ -112,50 +112,73 @@ class Trajectory:
         return {k: v for k, v in self.__dict__.items() if isinstance(v, np.ndarray)}
 
 
-class _Recorder:
-    """Keeps the recorded states and, once per chunk, turns them into arrays with diagnostics.
+ROW_KEYS = ("time", "dt", "position", "velocity", "energy", "momentum", "angular_momentum")
 
-    Per block of steps only references are kept (no arithmetic on the hot path); at each flush
-    the chunk's energies, momenta and angular momenta are computed in one vectorized pass and
-    the per-step tensors are released, so memory is the recorded arrays alone.
+
+def diagnostics(state: State, potential: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Energy (B,), momentum (B, D) and angular momentum (B,) or (B, 3) of ``state``."""
+    return kinetic_energy(state) + potential, momentum(state), angular_momentum(state)
+
+
+class _Recorder:
+    """Writes the recorded rows into arrays (rows, B, ...) that hold the whole run.
+
+    A row is time, dt, position, velocity and the diagnostics: energy, momentum and angular
+    momentum. A compiled stepper computes the diagnostics with each step, fused into its kernels
+    (``diagnosed``); otherwise only references to the states are kept on the hot path and each
+    flush computes the chunk's diagnostics in one vectorized pass. Every value is written once,
+    where it stays: no final concatenation copies the trajectory, so a run's memory is the
+    arrays alone. They are sized for ``capacity`` rows (exact when the run has a step limit)
+    and double when a run outgrows them.
     Row i holds the state after step i and ``dt`` the step that led to it (row 0: dt = 0).
     """
 
-    def __init__(self, state: State, gravity: Gravity) -> None:
+    def __init__(self, state: State, gravity: Gravity, capacity: int, diagnosed: bool) -> None:
         self.mass, self.gravity = state.mass, gravity
         self.pending: list[tuple[torch.Tensor, ...]] = []
         self.pending_rows = 0
-        self.chunks: list[dict[str, torch.Tensor]] = []
         self.rows = 0
-        self.add(tuple(t.unsqueeze(0) for t in (state.time, torch.zeros_like(state.time), state.position,
-                                                  state.velocity)))
+        first = (state.time, torch.zeros_like(state.time), state.position, state.velocity,
+                 *diagnostics(state, gravity.potential(state)))
+        self.arrays = {k: v.new_empty((max(capacity, 1), *v.shape)) for k, v in zip(ROW_KEYS, first)}
+        self.add(tuple(t.unsqueeze(0) for t in first[: len(ROW_KEYS) if diagnosed else 4]))
 
     def add(self, block: tuple[torch.Tensor, ...]) -> None:
-        """Rows (S, B, ...) of time, dt, position and velocity."""
+        """Rows (S, B, ...) of time, dt, position, velocity, and the diagnostics if diagnosed."""
         self.pending.append(block)
         self.pending_rows += block[0].shape[0]
 
     def flush(self) -> dict[str, torch.Tensor]:
-        """The pending rows as a chunk of arrays (S, B, ...) with their diagnostics."""
-        time, dt, position, velocity = (torch.cat(t) for t in zip(*self.pending))
+        """Write the pending rows (with their diagnostics); returns them (views (S, B, ...))."""
+        S = self.pending_rows
+        self._reserve(self.rows + S)
+        chunk = {k: v[self.rows: self.rows + S] for k, v in self.arrays.items()}
+        columns = tuple(zip(*self.pending))
+        for key, blocks in zip(ROW_KEYS, columns):
+            torch.cat(blocks, out=chunk[key])
         self.pending, self.pending_rows = [], 0
-        S, B = time.shape
-        flat = State(self.mass.repeat(S, 1), position.flatten(0, 1), velocity.flatten(0, 1), time.flatten())
-        energy = kinetic_energy(flat) + self.gravity.potential(flat)
-        L = angular_momentum(flat)
-        chunk = {"time": time, "dt": dt, "position": position, "velocity": velocity,
-                 "energy": energy.view(S, B), "momentum": momentum(flat).view(S, B, -1),
-                 "angular_momentum": L.view(S, B, *L.shape[1:])}
-        self.chunks.append(chunk)
+        if len(columns) < len(ROW_KEYS):
+            flat = State(self.mass.repeat(S, 1), chunk["position"].flatten(0, 1), chunk["velocity"].flatten(0, 1),
+                         chunk["time"].flatten())
+            for key, value in zip(ROW_KEYS[4:], diagnostics(flat, self.gravity.potential(flat))):
+                chunk[key].copy_(value.view(chunk[key].shape))
         self.rows += S
         return chunk
 
+    def _reserve(self, rows: int) -> None:
+        capacity = self.arrays["time"].shape[0]
+        if rows > capacity:
+            grown = {k: v.new_empty((max(rows, 2 * capacity), *v.shape[1:])) for k, v in self.arrays.items()}
+            for k, v in grown.items():
+                v[: self.rows].copy_(self.arrays[k][: self.rows])
+            self.arrays = grown
+
     def numpy(self) -> dict[str, np.ndarray]:
-        """All rows, without trailing rows in which every system stood still."""
-        data = {k: torch.cat([c[k] for c in self.chunks]) for k in self.chunks[0]}
-        moving = (data["time"][1:] != data["time"][:-1]).any(1).nonzero()
+        """All rows, without trailing rows in which every system stood still (views, not copies)."""
+        time = self.arrays["time"][: self.rows]
+        moving = (time[1:] != time[:-1]).any(1).nonzero()
         last = int(moving[-1, 0]) + 1 if len(moving) else 0
-        return {k: v[: last + 1].cpu().numpy() for k, v in data.items()}
+        return {k: v[: last + 1].cpu().numpy() for k, v in self.arrays.items()}
 
 
 STEPS_PER_CALL = 8  # steps fused into one call of the (compiled) stepper
@@ -166,6 +189,9 @@ def _stepper(policy, gravity: Gravity, t_end: torch.Tensor | None, compile: bool
     per step, the policy's dt (cut to land on ``t_end``), leapfrog, policy update, and each
     system's count of steps taken. Returns the new state and the rows (time, dt, position,
     velocity), each (len(keep), B, ...), of the steps ``keep`` (indices into the n; None if empty).
+    Compiled, the rows also hold the diagnostics (energy, momentum, angular momentum): fused
+    into the step's kernels they cost almost nothing, where computing them afterwards reads the
+    recorded states again (a third of a batched run that records every step).
 
     Several steps per call because a compiled call costs tens of microseconds of guards and
     wrapping on top of its kernels, as much as a whole step of one orbit. The compiled stepper
@@ -180,10 +206,11 @@ def _stepper(policy, gravity: Gravity, t_end: torch.Tensor | None, compile: bool
                 dt = torch.minimum(dt, (t_end - state.time).clamp_min(0))
             if active is not None:
                 dt = dt * (active > j)
-            state, acc, _ = leapfrog_step(state, dt, acc, gravity, with_potential=False)
+            state, acc, potential = leapfrog_step(state, dt, acc, gravity, with_potential=compile)
             carry, steps = policy.update(carry, state, dt, acc), steps + (dt > 0)
             if keep is None or j in keep:
-                rows.append((state.time, dt, state.position, state.velocity))
+                row = (state.time, dt, state.position, state.velocity)
+                rows.append(row + diagnostics(state, potential) if compile else row)
         return state, acc, carry, steps, tuple(torch.stack(t) for t in zip(*rows)) if rows else None
     if not compile:
         return steps_of
@@ -200,7 +227,10 @@ def _stepper(policy, gravity: Gravity, t_end: torch.Tensor | None, compile: bool
         *moved, rows = compiled(state, acc, carry, steps, STEPS_PER_CALL, None, counts[n])
         if not keep:
             return *moved, None
-        return *moved, tuple(t[:n] if len(keep) == n else t[list(keep)] for t in rows)
+        # consecutive rows as a slice: one view per array instead of a gathered copy, the most of a
+        # strided single-orbit call; the views hold their block until the next flush, `chunk` steps on
+        rows_kept = slice(keep[0], keep[-1] + 1) if keep[-1] - keep[0] == len(keep) - 1 else list(keep)
+        return *moved, tuple(t[rows_kept] for t in rows)
     return advance
 
 
@@ -211,12 +241,22 @@ def _recorded(first: int, n: int, record_every: int, last: bool) -> tuple[int, .
     return keep + (n - 1,) if last and (not keep or keep[-1] != n - 1) else keep
 
 
+def _rows_needed(stop: StopRule, record_every: int, chunk: int) -> int:
+    """The rows a run records: exact with a step limit (row 0, every ``record_every``-th step and
+    the last); a first guess of a few chunks for a run that stops at ``t_end``."""
+    if stop.max_steps is None:
+        return 4 * chunk
+    return 2 + stop.max_steps // record_every
+
+
 def simulate(state: State, policy, gravity: Gravity, stop: StopRule, reporter: Reporter | None = None,
              phase: str = "simulate", chunk: int = 256, compile: bool = False, record_every: int = 1) -> Trajectory:
     """Integrate every system with ``policy`` until ``stop``; record every ``record_every``-th
     step (and the last), with its diagnostics.
 
-    Systems that reached ``stop.t_end`` take zero-length steps while the others finish.
+    Systems that reached ``stop.t_end`` take zero-length steps while the others finish. Every
+    ``chunk`` steps (at the next recorded row) the new rows are checked, reported as a
+    TrajectoryChunk event and tested for the end of the run.
     Raises NonFiniteStateError naming the first recorded step and time where a value stopped
     being finite, and RunCancelled when the reporter's token is set.
     """
@@ -227,11 +267,11 @@ def simulate(state: State, policy, gravity: Gravity, stop: StopRule, reporter: R
         # inference tensors from the start: a compiled stepper guards on the kind of tensor it
         # gets, and would compile a second time once the state it returns comes back
         state = State(*(t.clone() for t in (state.mass, state.position, state.velocity, state.time)))
-        recorder = _Recorder(state, gravity)
+        recorder = _Recorder(state, gravity, _rows_needed(stop, record_every, chunk), diagnosed=compile)
         acc, _ = gravity(state, with_potential=False)
         carry = policy.init(state)
         steps_taken = torch.zeros_like(state.time, dtype=torch.long)
-        step, done = 0, False
+        step, flushed, done = 0, 0, False
         while not done:
             reporter.cancel.raise_if_cancelled()
             n = STEPS_PER_CALL if stop.max_steps is None else min(STEPS_PER_CALL, stop.max_steps - step)
@@ -241,8 +281,9 @@ def simulate(state: State, policy, gravity: Gravity, stop: StopRule, reporter: R
             step += n
             if rows:
                 recorder.add(rows)
-            if at_limit or recorder.pending_rows >= chunk:
+            if at_limit or (recorder.pending_rows and step - flushed >= chunk):
                 done = _flush(recorder, step, stop, reporter, phase, record_every) or at_limit
+                flushed = step
         data = recorder.numpy()
     return Trajectory(mass=state.mass.cpu().numpy(), steps=steps_taken.cpu().numpy(),
                       wall_time_s=wallclock.perf_counter() - start, **data)
@@ -261,7 +302,7 @@ def _flush(recorder: _Recorder, step: int, stop: StopRule, reporter: Reporter, p
         progress = float((time[-1] / stop.t_end).clamp(max=1).min())
     else:
         progress = 0.0
-    energy0, L0 = recorder.chunks[0]["energy"][0], recorder.chunks[0]["angular_momentum"][0]
+    energy0, L0 = recorder.arrays["energy"][0], recorder.arrays["angular_momentum"][0]
     rel_dE = relative_change(rows["energy"], energy0, vector=False).cpu().numpy()
     rel_dL = relative_change(rows["angular_momentum"], L0, vector=L0.dim() > 1).cpu().numpy()
     reporter.emit(TrajectoryChunk(phase=phase, step=first_step, time=time.cpu().numpy(), dt=rows["dt"].cpu().numpy(),

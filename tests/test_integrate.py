@@ -175,6 +175,22 @@ def test_record_every_keeps_every_kth_row_and_the_last(stop):
         np.testing.assert_array_equal(getattr(strided, key)[-1], getattr(every, key)[-1], err_msg=key)
 
 
+def test_a_run_longer_than_its_first_guess_of_rows_records_the_same_rows():
+    """A run to t_end does not know its number of rows: its arrays start at 4 chunks and double.
+    Each row's diagnostics must sit in the same row as its state after every growth."""
+    batch = random_system(3, 3, num_systems=2, generator=torch.Generator().manual_seed(3))
+    stop = StopRule(t_end=t64(0.6, 0.9))
+    roomy = simulate(batch, AnalyticDt(0.05), Gravity(softening=0.05), stop)
+    grown = simulate(batch, AnalyticDt(0.05), Gravity(softening=0.05), stop, chunk=2)  # 8 rows, then 16, 32, ...
+    assert len(grown.time) > 32
+    for key, value in roomy.arrays().items():
+        np.testing.assert_array_equal(getattr(grown, key), value, err_msg=key)
+    states = make_state(np.repeat(grown.mass[None], len(grown.time), 0).reshape(-1, 3),
+                        grown.position.reshape(-1, 3, 3), grown.velocity.reshape(-1, 3, 3))
+    energy = total_energy(states, Gravity(softening=0.05)).numpy().reshape(grown.energy.shape)
+    np.testing.assert_allclose(grown.energy, energy, rtol=1e-13)
+
+
 def test_a_strided_run_names_a_blow_up_by_the_recorded_step_after_it():
     state = make_state([[1e-300, 1e-300]], [[[-0.5, 0.0], [0.5, 0.0]]], [[[2.0, 0.0], [-2.0, 0.0]]])
     with pytest.raises(NonFiniteStateError, match=r"by step 3 \(recorded every 3\)"):
@@ -191,6 +207,9 @@ def test_compiled_simulation_matches_eager_and_is_quiet(recwarn):
     np.testing.assert_array_equal(compiled.steps, eager.steps)
     np.testing.assert_allclose(compiled.position, eager.position, rtol=0, atol=1e-12)
     np.testing.assert_array_equal(compiled.time[-1], eager.time[-1])
+    # the compiled stepper computes the diagnostics with each step, the eager recorder per chunk
+    for key in ("energy", "momentum", "angular_momentum"):
+        np.testing.assert_allclose(getattr(compiled, key), getattr(eager, key), rtol=1e-12, atol=1e-14, err_msg=key)
     # 8 steps per compiled call, then a last call of 2: one graph, compiled once
     steps = StopRule(max_steps=10)
     counters.clear()
