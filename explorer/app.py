@@ -136,7 +136,7 @@ class Explorer(pn.viewable.Viewer):
         self.param.watch(lambda _e: self._refresh_export(), "export_mode")
         self.sim_view = pn.Column(sizing_mode="stretch_width")
         self.eval_view = pn.Column(sizing_mode="stretch_width")
-        self.evaluate_button = pn.widgets.Button(label="Evaluate: learned vs analytic (eps sweep)",
+        self.evaluate_button = pn.widgets.Button(label="Evaluate: learned vs the baselines (eps sweep)",
                                                  color="primary")
         self.evaluate_button.on_click(lambda _e: self.start("evaluate"))
         self.runs = RunsView(self.live)
@@ -330,8 +330,9 @@ class Explorer(pn.viewable.Viewer):
                                pn.pane.Markdown("### Learned against analytic on the same initial conditions"),
                                self.sim_view,
                                pn.pane.Markdown("### Is the learned step worth it? The Simulate tab's `model_path` "
-                                                "against the analytic policy at each `eval_eps`, on the held-out "
-                                                "orbits `eval_e` (`nbody-runner evaluate`)"),
+                                                "against the analytic and classic criteria at each `eval_eps` (and the "
+                                                "time-symmetrized analytic policy with `time_symmetric`), on the "
+                                                "held-out orbits `eval_e` (`nbody-runner evaluate`)"),
                                self.evaluate_button, self.eval_view, sizing_mode="stretch_width")
         export = pn.Column(pn.pane.Markdown("Export the settings as the runner's TOML and run them headless "
                                             "with the command below; or import a TOML."),

@@ -72,6 +72,24 @@ def test_evaluate_bad_input_is_one_line_and_exit_2(checkpoint, args, needle):
     assert not (root / "data/bad").exists()
 
 
+def test_time_symmetric_adds_the_symmetrized_analytic_baseline_whose_energy_error_does_not_drift(checkpoint):
+    """Over 30 periods of an e = 0.7 orbit the plain adaptive step's energy error drifts; the
+    time-symmetrized one stays bounded, so at each eps it ends with a smaller error."""
+    root, ckpt = checkpoint
+    done = runner(root, "evaluate", "--model-path", ckpt, "--eval-e", "0.7", "--eval-eps", "0.1", "0.2",
+                  "--Nperiod", "30", "--time-symmetric", "-s", "sym")
+    assert done.returncode == 0, done.stderr
+    table = json.loads((root / "data/sym/eval/table.json").read_text())
+    rows = {(r["policy"], r["eps"]): r for r in table["rows"]}
+    assert {policy for policy, _ in rows} == {"learned", "analytic", "classic", "analytic-symmetric"}
+    for eps in (0.1, 0.2):
+        plain, symmetric = rows[("analytic", eps)], rows[("analytic-symmetric", eps)]
+        assert symmetric["final_rel_dE"] < 0.5 * plain["final_rel_dE"]
+    assert sorted(v["baseline"] for v in table["learned_versus_baselines"]) == [
+        "analytic", "analytic-symmetric", "classic"]
+    assert "analytic-symmetric" in done.stdout
+
+
 def test_learned_versus_a_baseline_interpolates_log_log_at_equal_steps():
     from nbody_engine.evaluate import learned_versus
 

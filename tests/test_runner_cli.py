@@ -189,7 +189,6 @@ MORE_BAD_INPUT = [
     (["simulate", "--external-field-mass", "1.0"], ["external_field_position"]),
     (["simulate", "--external-field-position", "1", "2"], ["--external-field-position"]),
     (["simulate", "--integrator-mode", "ml", "--time-symmetric"], ["'time_symmetric'", "'ml'"]),
-    (["evaluate", "--model-path", "x.pt", "--time-symmetric"], ["'time_symmetric'", "evaluate"]),
     (["explore"], ["explore"]),
     ([], ["MODE"]),
 ]
