@@ -36,7 +36,6 @@ from .plots import new_figure, relative_errors, save_figure
 from .policies import AnalyticDt, ClassicDt, TimeSymmetricDt
 from .runs import RunDirectory, write_json, write_text
 
-BASELINES = {"analytic": AnalyticDt, "classic": ClassicDt}
 SYMMETRIZED = "analytic-symmetric"
 BASELINE_STYLES = {"analytic": "o-", "classic": "s--", SYMMETRIZED: "^:"}  # marker, then line style
 COLUMNS = ("policy", "eps", "system", "e", "steps_per_period", "max_rel_dE", "final_rel_dE", "max_rel_dL",
@@ -110,9 +109,10 @@ def evaluate(cfg: Config, reporter: Reporter | None = None, data_dir=None) -> di
 
 def baseline_policies(cfg: Config, gravity) -> dict:
     """The baselines by name, each a function of eps that returns its policy."""
-    made = {name: (lambda eps, kind=kind: kind(eps, cfg.softening)) for name, kind in BASELINES.items()}
+    made = {"analytic": lambda eps: AnalyticDt(eps, gravity.softening),
+            "classic": lambda eps: ClassicDt(eps, gravity.softening, gravity.field)}
     if cfg.time_symmetric:
-        made[SYMMETRIZED] = lambda eps: TimeSymmetricDt(AnalyticDt(eps, cfg.softening), gravity)
+        made[SYMMETRIZED] = lambda eps: TimeSymmetricDt(AnalyticDt(eps, gravity.softening), gravity)
     return made
 
 

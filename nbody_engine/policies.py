@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 
 from .integrate import Gravity, leapfrog_step
-from .physics import State, accelerations, diagonals, kinetic_energy, pair_separations, squared_halves, sum_last
+from .physics import ExternalField, State, accelerations, diagonals, kinetic_energy, pair_separations, squared_halves, sum_last
 
 
 class _Memoryless:
@@ -112,11 +112,16 @@ def nearest_neighbour_timescale(state: State, acc: torch.Tensor, softening: floa
 
 
 class ClassicDt(_TimescaleDt):
-    """Adaptive ``dt = eps * nearest_neighbour_timescale(state)``: the classic criterion."""
+    """Adaptive ``dt = eps * nearest_neighbour_timescale(state)``: the classic criterion. Its
+    ``|a_i|`` includes the external ``field`` (when the caller passes no accelerations)."""
+
+    def __init__(self, eps: float, softening: float = 0.0, field: ExternalField | None = None) -> None:
+        super().__init__(eps, softening)
+        self.field = field
 
     def dt(self, state: State, carry=None, acc=None) -> torch.Tensor:
         if acc is None:
-            acc = accelerations(state, self.softening)
+            acc = accelerations(state, self.softening, self.field)
         return self.eps * nearest_neighbour_timescale(state, acc, self.softening)
 
 
