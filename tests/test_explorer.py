@@ -357,6 +357,12 @@ def test_evaluate_compares_the_checkpoint_with_the_baselines_in_the_page(explore
     verdicts = " ".join(m.object for m in view.select(pn.pane.Markdown))
     assert "analytic" in verdicts and "classic" in verdicts  # one verdict per baseline
     assert len(e.live.frame("simulation")) == 0  # the evaluation's many runs stay out of the live plots
+    e.simulate.time_symmetric = True  # a third baseline: the time-symmetrized analytic policy
+    assert e.start("evaluate")
+    finish(e)
+    assert not e.error.visible, e.error.object
+    (view,) = e.eval_view.objects
+    assert "analytic-symmetric" in " ".join(m.object for m in view.select(pn.pane.Markdown))
 
 
 def test_evaluate_without_a_checkpoint_says_so(explorer):
