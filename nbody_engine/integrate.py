@@ -112,6 +112,7 @@ class Trajectory:
         return {k: v for k, v in self.__dict__.items() if isinstance(v, np.ndarray)}
 
 
+PREALLOCATED_BYTES = 2**30  # a longer record starts at this size and doubles, rather than fail up front
 ROW_KEYS = ("time", "dt", "position", "velocity", "energy", "momentum", "angular_momentum")
 
 
@@ -128,8 +129,8 @@ class _Recorder:
     (``diagnosed``); otherwise only references to the states are kept on the hot path and each
     flush computes the chunk's diagnostics in one vectorized pass. Every value is written once,
     where it stays: no final concatenation copies the trajectory, so a run's memory is the
-    arrays alone. They are sized for ``capacity`` rows (exact when the run has a step limit)
-    and double when a run outgrows them.
+    arrays alone. They are sized for ``capacity`` rows (exact when the run has a step limit; at
+    most PREALLOCATED_BYTES) and double when a run outgrows them.
     Row i holds the state after step i and ``dt`` the step that led to it (row 0: dt = 0).
     """
 
@@ -140,7 +141,9 @@ class _Recorder:
         self.rows = 0
         first = (state.time, torch.zeros_like(state.time), state.position, state.velocity,
                  *diagnostics(state, gravity.potential(state)))
-        self.arrays = {k: v.new_empty((max(capacity, 1), *v.shape)) for k, v in zip(ROW_KEYS, first)}
+        row_bytes = sum(t.numel() * t.element_size() for t in first)
+        capacity = max(1, min(capacity, PREALLOCATED_BYTES // row_bytes))
+        self.arrays = {k: v.new_empty((capacity, *v.shape)) for k, v in zip(ROW_KEYS, first)}
         self.add(tuple(t.unsqueeze(0) for t in first[: len(ROW_KEYS) if diagnosed else 4]))
 
     def add(self, block: tuple[torch.Tensor, ...]) -> None:

@@ -191,6 +191,18 @@ def test_a_run_longer_than_its_first_guess_of_rows_records_the_same_rows():
     np.testing.assert_allclose(grown.energy, energy, rtol=1e-13)
 
 
+def test_a_step_limit_beyond_the_preallocation_grows_the_record_instead(monkeypatch):
+    """A run of 10^9 steps must not allocate its whole record before the first step."""
+    from nbody_engine import integrate
+
+    batch = kepler_orbit([0.3, 0.8], [1.0, 1.0])
+    whole = simulate(batch, AnalyticDt(0.05), Gravity(), StopRule(max_steps=300))
+    monkeypatch.setattr(integrate, "PREALLOCATED_BYTES", 10_000)  # ~40 rows of two 2D orbits
+    grown = simulate(batch, AnalyticDt(0.05), Gravity(), StopRule(max_steps=300), chunk=16)
+    for key, value in whole.arrays().items():
+        np.testing.assert_array_equal(getattr(grown, key), value, err_msg=key)
+
+
 def test_a_strided_run_names_a_blow_up_by_the_recorded_step_after_it():
     state = make_state([[1e-300, 1e-300]], [[[-0.5, 0.0], [0.5, 0.0]]], [[[2.0, 0.0], [-2.0, 0.0]]])
     with pytest.raises(NonFiniteStateError, match=r"by step 3 \(recorded every 3\)"):
