@@ -180,7 +180,7 @@ class Explorer(pn.viewable.Viewer):
         try:
             self._fill_run_identity()
             for cfg in self.configs().values():
-                check_consistency(cfg)
+                check_consistency(cfg, mode)
         except InputError as err:
             self._show_error(str(err))
             return False

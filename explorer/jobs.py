@@ -132,7 +132,7 @@ def _evaluate(toml_text: str, reporter: Reporter) -> dict:
     live plots (many short runs), the result carries the table and the Pareto plot."""
     from nbody_engine.evaluate import evaluate
 
-    cfg = _configs_from_text("simulate", toml_text)["simulate"]
+    cfg = _configs_from_text("evaluate", toml_text)["simulate"]
     return evaluate(cfg, Reporter([_without_trajectories(QueueSink(reporter.sinks[0].queue))], reporter.cancel))
 
 

@@ -150,18 +150,19 @@ def _checked_layer(values: Mapping, where: str) -> dict:
     return out
 
 
-def build_config(values: Mapping[str, Any], given_keys=None) -> Config:
+def build_config(values: Mapping[str, Any], given_keys=None, command: str | None = None) -> Config:
     """A Config from the defaults updated by already-checked ``values``.
 
     ``cfg.given_keys`` records which keys the user set (default: all of ``values``)."""
     cfg = Config(**values)
     cfg.given_keys = frozenset(values if given_keys is None else given_keys)
-    check_consistency(cfg)
+    check_consistency(cfg, command)
     return cfg
 
 
-def check_consistency(cfg: Config) -> None:
-    """Rules that involve more than one key."""
+def check_consistency(cfg: Config, command: str | None = None) -> None:
+    """Rules that involve more than one key; ``command = "evaluate"`` skips those of a
+    simulation's policy (evaluate takes its policies from the checkpoint and the baselines)."""
     for low, high in (("E_lower", "E_upper"), ("L_lower", "L_upper"), ("e_min", "e_max"), ("a_min", "a_max")):
         if getattr(cfg, low) > getattr(cfg, high):
             raise InputError(f"'{low}' ({getattr(cfg, low)}) must not exceed '{high}' ({getattr(cfg, high)})")
@@ -173,7 +174,7 @@ def check_consistency(cfg: Config) -> None:
     if cfg.integrator_mode == "history" and cfg.history_len < 1 and not cfg.model_path:
         raise InputError("integrator_mode 'history' needs 'history_len' >= 1 (or a model_path whose"
                          " checkpoint has a history)")
-    if cfg.time_symmetric and cfg.integrator_mode != "analytic":
+    if cfg.time_symmetric and cfg.integrator_mode != "analytic" and command != "evaluate":
         raise InputError(f"'time_symmetric' applies to integrator_mode 'analytic', not {cfg.integrator_mode!r};"
                          " unset it for a learned policy")
     if cfg.save_name is not None:
@@ -203,7 +204,7 @@ def load_configs(mode: str, config_path: str | Path | None = None, cli: Mapping[
 
     ``cli`` holds flag values for every phase (already checked), ``phase_cli`` values for one
     phase only (``--train-ic-path``). Returns ``{"train": Config, "simulate": Config}`` restricted
-    to the phases of ``mode`` (``both`` runs both). ``both_defaults=False`` leaves out the
+    to the phases of ``mode`` (``both`` runs both; ``evaluate`` reads the simulate phase). ``both_defaults=False`` leaves out the
     spec's ``both`` rules for the simulation's model_path and integrator_mode (for editors
     that load a file without running it).
     """
@@ -213,7 +214,7 @@ def load_configs(mode: str, config_path: str | Path | None = None, cli: Mapping[
         layers = {"top": {}, "train": {}, "simulate": {}}
     cli = dict(cli or {})
     phase_cli = phase_cli or {}
-    phases = PHASES if mode == "both" else (mode,)
+    phases = PHASES if mode == "both" else ("simulate",) if mode == "evaluate" else (mode,)
     given = {ph: {**layers["top"], **layers[ph], **cli, **phase_cli.get(ph, {})} for ph in PHASES}
     explicit = {ph: frozenset(given[ph]) for ph in PHASES}
     name = given["train"].get("save_name") or given["simulate"].get("save_name") or default_save_name(mode)
@@ -221,7 +222,7 @@ def load_configs(mode: str, config_path: str | Path | None = None, cli: Mapping[
         given[ph].setdefault("save_name", name)
     if mode == "both" and both_defaults:
         _apply_both_defaults(given)
-    return {ph: build_config(given[ph], explicit[ph]) for ph in phases}
+    return {ph: build_config(given[ph], explicit[ph], mode) for ph in phases}
 
 
 def _apply_both_defaults(given: dict[str, dict]) -> None:

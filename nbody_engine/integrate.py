@@ -294,9 +294,10 @@ def simulate(state: State, policy, gravity: Gravity, stop: StopRule, reporter: R
 
 def _flush(recorder: _Recorder, step: int, stop: StopRule, reporter: Reporter, phase: str, record_every: int) -> bool:
     """Check the newest rows, report them, and say whether every system has reached its end."""
-    first_step = recorder.rows * record_every  # the step of the chunk's first row
+    # the step of the chunk's first row; only a run's final row lies off the record_every grid
+    first_step = min(recorder.rows * record_every, step)
     rows = recorder.flush()
-    _check_finite(rows, first_step, record_every)
+    _check_finite(rows, first_step, record_every, step)
     time = rows["time"]
     done = stop.t_end is not None and bool((time[-1] >= stop.t_end).all())
     if stop.max_steps:
@@ -314,7 +315,7 @@ def _flush(recorder: _Recorder, step: int, stop: StopRule, reporter: Reporter, p
     return done
 
 
-def _check_finite(rows: dict[str, torch.Tensor], first: int, record_every: int) -> None:
+def _check_finite(rows: dict[str, torch.Tensor], first: int, record_every: int, last: int) -> None:
     # a NaN or an infinity makes its array's sum non-finite: one cheap reduction per array, and
     # the rows are searched only then (a sum of huge finite values that overflows is searched too)
     if all(bool(torch.isfinite(rows[k].sum())) for k in ("position", "velocity", "energy")):
@@ -324,7 +325,7 @@ def _check_finite(rows: dict[str, torch.Tensor], first: int, record_every: int) 
     if bool(finite.all()):
         return
     bad = int((~finite).nonzero()[0, 0])
-    step = first + bad * record_every
+    step = min(first + bad * record_every, last)
     last_good = max(bad - 1, 0)
     t = float(rows["time"][last_good].max()) if step else 0.0
     if t > FLEW_APART or float(rows["position"][last_good].abs().max()) > FLEW_APART:

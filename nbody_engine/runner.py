@@ -118,8 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return main_from_args(args, PROG)
     try:
         shared, per_phase = _cli_values(args)
-        phases = "simulate" if args.mode == "evaluate" else args.mode
-        configs = load_configs(phases, args.config, shared, per_phase)
+        configs = load_configs(args.mode, args.config, shared, per_phase)
         debug = any(c.debug for c in configs.values())
         logging.basicConfig(level=logging.DEBUG if debug else logging.INFO, format="%(message)s", stream=sys.stderr)
         if args.mode == "evaluate":

@@ -203,6 +203,16 @@ def test_a_step_limit_beyond_the_preallocation_grows_the_record_instead(monkeypa
         np.testing.assert_array_equal(getattr(grown, key), value, err_msg=key)
 
 
+def test_each_chunk_event_names_the_step_of_its_first_row():
+    """Rows 0, 300, 600, 900 and the final step 1000 (off the grid), one chunk each."""
+    events = []
+    simulate(kepler_orbit(0.5, 1.0), FixedDt(0.01), Gravity(), StopRule(max_steps=1000),
+             Reporter([events.append]), chunk=4, record_every=300)
+    chunks = [e for e in events if isinstance(e, TrajectoryChunk)]
+    assert [(c.step, len(c.time)) for c in chunks] == [(0, 1), (300, 1), (600, 1), (900, 1), (1000, 1)]
+    np.testing.assert_allclose([c.time[0, 0] for c in chunks], [0.0, 3.0, 6.0, 9.0, 10.0], rtol=1e-12)
+
+
 def test_a_strided_run_names_a_blow_up_by_the_recorded_step_after_it():
     state = make_state([[1e-300, 1e-300]], [[[-0.5, 0.0], [0.5, 0.0]]], [[[2.0, 0.0], [-2.0, 0.0]]])
     with pytest.raises(NonFiniteStateError, match=r"by step 3 \(recorded every 3\)"):
