@@ -204,9 +204,9 @@ def load_configs(mode: str, config_path: str | Path | None = None, cli: Mapping[
 
     ``cli`` holds flag values for every phase (already checked), ``phase_cli`` values for one
     phase only (``--train-ic-path``). Returns ``{"train": Config, "simulate": Config}`` restricted
-    to the phases of ``mode`` (``both`` runs both; ``evaluate`` reads the simulate phase). ``both_defaults=False`` leaves out the
-    spec's ``both`` rules for the simulation's model_path and integrator_mode (for editors
-    that load a file without running it).
+    to the phases of ``mode`` (``both`` runs both; ``evaluate`` reads the simulate phase).
+    ``both_defaults=False`` leaves out the spec's ``both`` rules for the simulation's model_path
+    and integrator_mode (for editors that load a file without running it).
     """
     if config_path is not None:
         layers = split_layers(read_toml(config_path), f"'{config_path}'")

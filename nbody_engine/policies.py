@@ -18,7 +18,8 @@ from __future__ import annotations
 import torch
 
 from .integrate import Gravity, leapfrog_step
-from .physics import ExternalField, State, accelerations, diagonals, kinetic_energy, pair_separations, squared_halves, sum_last
+from .physics import (ExternalField, State, accelerations, diagonals, kinetic_energy, pair_separations, squared_halves,
+                      sum_last)
 
 
 class _Memoryless:
