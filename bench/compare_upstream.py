@@ -24,9 +24,9 @@ alternate ours/upstream, ``--repeats`` times; the table gives the median process
 (interpreter and torch start-up included: what a user waits for), a ``python -c "import torch"``
 baseline, and the ratio upstream/ours (> 1: ours is faster). Each command also runs with
 ``--steps 1``: the difference of the two medians, per step, gives each tool's steps/s net of
-start-up and of writing its outputs (upstream reports no timing of its own), and their ratio. Threads: each tool runs with its own
-default (ours: 1 torch thread unless OMP_NUM_THREADS is set) unless ``--threads N`` sets
-OMP_NUM_THREADS for both.
+start-up and of writing its outputs (upstream reports no timing of its own), and their ratio.
+Threads: each tool runs with its own default (ours: 1 torch thread unless OMP_NUM_THREADS is
+set) unless ``--threads N`` sets OMP_NUM_THREADS for both.
 
     python bench/compare_upstream.py                          # prints what it would run, exits 0
     python bench/compare_upstream.py --upstream ../upstream   # analytic case

@@ -124,7 +124,8 @@ def measure_stages(steps: int, workdir: Path) -> dict:
 def stages_table(steps: int, peaks: dict) -> str:
     rows, before = [], None
     for stage, peak in peaks.items():
-        rows.append([stage, f"{fmt(peak / 2**20)} MiB", "-" if before is None else f"+{fmt((peak - before) / 2**20)} MiB"])
+        rise = "-" if before is None else f"+{fmt((peak - before) / 2**20)} MiB"
+        rows.append([stage, f"{fmt(peak / 2**20)} MiB", rise])
         before = peak
     return f"Peak RSS after each stage of a {steps:,}-step simulation (one process):\n\n" + markdown_table(
         ["stage", "peak RSS so far", "rise"], rows)

@@ -103,7 +103,7 @@ def main() -> int:
     stats = pstats.Stats(prof, stream=io.StringIO())
     total = stats.total_tt
     entries = []
-    for (file, line, func), (cc, nc, tt, ct, _) in stats.stats.items():
+    for (file, line, func), (_, nc, tt, ct, _) in stats.stats.items():
         where = f"{Path(file).name}:{line}" if file != "~" else "(builtin)"
         entries.append({"function": f"{func} ({where})", "calls": nc, "own_s": tt, "cumulative_s": ct})
     entries.sort(key=lambda e: -e["own_s"])

@@ -160,7 +160,8 @@ def run_case(case: str, threads, args) -> dict:
            "--repeats", str(args.repeats), "--config", args.config, "--modes", *args.modes]
     with tempfile.TemporaryDirectory(prefix="nbody-bench-inductor-") as cache:
         extra = {} if args.warm_cache else {"TORCHINDUCTOR_CACHE_DIR": cache}
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=engine_env(threads, extra), cwd=REPO, check=False)
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=engine_env(threads, extra), cwd=REPO,
+                              check=False)
     if proc.returncode != 0:
         return {"case": case, "threads": threads or 1, "error": proc.stderr.strip().splitlines()[-1:]}
     return json.loads(proc.stdout.strip().splitlines()[-1])

@@ -80,7 +80,8 @@ def measure(config: Path, epochs: int | None, workdir: Path, timeout: float | No
         doc = tomllib.loads((run_dir / "config.toml").read_text())
         resolved = {**{k: v for k, v in doc.items() if not isinstance(v, dict)}, **doc.get("train", {})}
     out = {"config": str(config.relative_to(REPO)) if config.is_relative_to(REPO) else str(config),
-           "command": " ".join(["nbody-runner", *cmd[3:]]), "exit_status": rc, "wall_s": wall, "peak_rss_mb": rss / 2**20,
+           "command": " ".join(["nbody-runner", *cmd[3:]]), "exit_status": rc, "wall_s": wall,
+           "peak_rss_mb": rss / 2**20,
            "epochs_done": len(metrics), "epochs_asked": epochs or resolved.get("epochs"),
            "n_steps": resolved.get("n_steps"), "num_orbits": resolved.get("num_orbits"),
            "num_particles": resolved.get("num_particles"), "hidden_dims": resolved.get("hidden_dims")}
@@ -99,7 +100,7 @@ def measure(config: Path, epochs: int | None, workdir: Path, timeout: float | No
             retrain_iterations=sum(m["retrain_iterations"] for m in metrics),
             replay_iterations=sum(m["replay_iterations"] for m in metrics),
             acceptance_settled_epoch=settled,
-            acceptance_settled_s=(sum(m["epoch_time_s"] for m in metrics[:settled + 1]) if settled is not None else None),
+            acceptance_settled_s=(None if settled is None else sum(m["epoch_time_s"] for m in metrics[:settled + 1])),
             final_acceptance_rate=rates[-1], final_loss=metrics[-1]["loss"],
             final_replay_loss=metrics[-1]["replay_loss"], final_rel_dE_max=metrics[-1]["rel_dE_max"],
             slowest_epoch_s=max(m["epoch_time_s"] for m in metrics))

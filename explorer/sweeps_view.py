@@ -36,7 +36,8 @@ from nbody_engine.config import PHASES, parse_text, unknown_key_error
 from nbody_engine.errors import InputError
 from nbody_engine.runs import DATA_DIR, write_json
 from nbody_engine.schema import KEYS, Config
-from nbody_engine.sweep import SIM_METRICS, distinct_values, STATUS_FAILED, STATUS_OK, STATUS_PENDING, TRAIN_METRICS, SweepPlan
+from nbody_engine.sweep import (SIM_METRICS, STATUS_FAILED, STATUS_OK, STATUS_PENDING, TRAIN_METRICS, SweepPlan,
+                                distinct_values)
 
 from . import jobs
 from .jobs import Job

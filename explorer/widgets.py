@@ -7,7 +7,7 @@ value and ``on_error`` receives the same one-line message the CLI prints for tha
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import panel as pn
 import param

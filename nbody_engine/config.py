@@ -10,9 +10,10 @@ from __future__ import annotations
 import difflib
 import re
 import tomllib
+from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import param
 import tomli_w
@@ -271,7 +272,8 @@ def sections_table() -> str:
 
     lines = []
     for section in SECTIONS:
-        lines += [f"### {section.title}", "", "| TOML key | CLI flag | Description | Default |", "| --- | --- | --- | --- |"]
+        lines += [f"### {section.title}", "", "| TOML key | CLI flag | Description | Default |",
+                  "| --- | --- | --- | --- |"]
         for key in section_keys(section):
             p = section.param[key]
             flags = ", ".join(f"`{f}`" for f in flags_for(key))

@@ -145,7 +145,8 @@ def verdict_text(verdicts: list[dict]) -> str:
         else:
             lines.append(f"{label}: at {v['steps_per_period']:.1f} steps/period, learned max|dE/E| "
                          f"{v['learned_max_rel_dE']:.2e} vs {v['baseline']} "
-                         f"{v['baseline_max_rel_dE_at_same_steps']:.2e} (ratio {v['ratio']:.2f}; < 1: learned is better)")
+                         f"{v['baseline_max_rel_dE_at_same_steps']:.2e} "
+                         f"(ratio {v['ratio']:.2f}; < 1: learned is better)")
     return "\n".join(lines)
 
 

@@ -76,7 +76,8 @@ def simulation_initial_state(cfg: Config, generator: torch.Generator, device, dt
         parts.append(load_ic_file(cfg.ic_path, cfg.dim, dtype, device))
     if cfg.multi_orbit_sim:
         if cfg.num_particles != 2:
-            raise InputError(f"'multi_orbit_sim' samples two-body orbits; set num_particles = 2 (it is {cfg.num_particles})")
+            raise InputError("'multi_orbit_sim' samples two-body orbits; "
+                             f"set num_particles = 2 (it is {cfg.num_particles})")
         parts.append(kepler_family(cfg.num_orbits, (cfg.e_min, cfg.e_max), (cfg.a_min, cfg.a_max), mass=cfg.mass,
                                    dim=cfg.dim, generator=generator, dtype=dtype, device=device))
     if not parts:

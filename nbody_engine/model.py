@@ -181,4 +181,5 @@ def _check_compatible(cfg, trained: dict) -> None:
     for key in ARCHITECTURE_KEYS:
         if key in cfg.given_keys and getattr(cfg, key) != trained[key]:
             raise InputError(f"'{key}' = {getattr(cfg, key)!r} does not match checkpoint '{path}', which was "
-                             f"trained with {trained[key]!r}; drop the key (it is read from the checkpoint) or match it")
+                             f"trained with {trained[key]!r}; "
+                             "drop the key (it is read from the checkpoint) or match it")

@@ -44,17 +44,17 @@ class State:
     def dim(self) -> int:
         return self.position.shape[2]
 
-    def replace(self, **changes) -> "State":
+    def replace(self, **changes) -> State:
         return replace(self, **changes)
 
-    def to(self, device=None, dtype=None) -> "State":
+    def to(self, device=None, dtype=None) -> State:
         return State(*(t.to(device=device, dtype=dtype) for t in (self.mass, self.position, self.velocity, self.time)))
 
-    def select(self, index) -> "State":
+    def select(self, index) -> State:
         """The systems at ``index`` (an index tensor, slice or boolean mask over B)."""
         return State(self.mass[index], self.position[index], self.velocity[index], self.time[index])
 
-    def detach(self) -> "State":
+    def detach(self) -> State:
         return State(self.mass.detach(), self.position.detach(), self.velocity.detach(), self.time.detach())
 
 

@@ -42,15 +42,18 @@ class Training(Section):
     dt_bound = param.Number(1e-8, bounds=(0, UNBOUNDED), inclusive_bounds=(False, True), softbounds=(1e-12, 1e-2),
                             doc="dt bound (loss heuristics): the smallest dt a learned policy may return")
     rel_loss_bound = param.Number(1e-5, bounds=(0, UNBOUNDED), softbounds=(0, 1e-2),
-                                  doc="Relative loss bound: replay stops once every sampled state's loss is at or below it")
+                                  doc="Relative loss bound: replay stops once every sampled state's loss is at or "
+                                      "below it")
     energy_threshold = param.Number(2e-4, bounds=(0, UNBOUNDED), inclusive_bounds=(False, True),
-                                    softbounds=(1e-8, 1e-2), doc="Accept/reject energy threshold on |dE/E| of an attempt")
+                                    softbounds=(1e-8, 1e-2),
+                                    doc="Accept/reject energy threshold on |dE/E| of an attempt")
     steps_per_epoch = param.Integer(1, bounds=(1, UNBOUNDED), softbounds=(1, 100), doc="Accepted steps per epoch")
     max_retrain_steps = param.Integer(1000, bounds=(0, UNBOUNDED), softbounds=(0, 10000),
                                       doc="Max retrain iterations per step (0 = unlimited)")
     replay_steps = param.Integer(1000, bounds=(0, UNBOUNDED), softbounds=(0, 5000), doc="Max replay optimization steps")
     replay_batch_size = param.Integer(512, bounds=(1, UNBOUNDED), softbounds=(1, 4096), doc="Replay batch size")
-    min_replay_size = param.Integer(2, bounds=(1, UNBOUNDED), softbounds=(1, 1000), doc="Min replay size before training")
+    min_replay_size = param.Integer(2, bounds=(1, UNBOUNDED), softbounds=(1, 1000),
+                                    doc="Min replay size before training")
     resume = param.Boolean(False, doc="Continue training from the latest checkpoint of save_name")
 
 
@@ -190,8 +193,13 @@ class SimulationExtras(Section):
 
     multi_orbit_sim = param.Boolean(False, doc="Run num_orbits independent 2-body orbits sampled from e/a ranges")
     record_every = param.Integer(1, bounds=(1, UNBOUNDED), softbounds=(1, 1000),
-                                 doc="Record the trajectory and its diagnostics every this many steps and the last (maxima in summaries are over recorded steps)")
-    time_symmetric = param.Boolean(False, doc="Analytic mode: each adaptive step is the mean of the criterion at its start and at the end of a trial step, which keeps the energy error bounded instead of drifting (one more force evaluation per step); evaluate: adds this time-symmetrized analytic policy as a third baseline")
+                                 doc="Record the trajectory and its diagnostics every this many steps and the last "
+                                     "(maxima in summaries are over recorded steps)")
+    time_symmetric = param.Boolean(False, doc="Analytic mode: each adaptive step is the mean of the criterion at its "
+                                              "start and at the end of a trial step, which keeps the energy error "
+                                              "bounded instead of drifting (one more force evaluation per step); "
+                                              "evaluate: adds this time-symmetrized analytic policy as a third "
+                                              "baseline")
 
 
 class Evaluation(Section):

@@ -137,7 +137,8 @@ def read_grid(grid: str | Path | Mapping, mode: str) -> list[Axis]:
     top = {a.key for a in axes if a.layer == "top"}
     for a in axes:
         if a.layer != "top" and a.key in top:
-            raise InputError(f"{source} sweeps '{a.key}' both at the top level and in [{a.layer}]; sweep it in one place")
+            raise InputError(f"{source} sweeps '{a.key}' both at the top level and in [{a.layer}]; "
+                             "sweep it in one place")
     return axes
 
 
@@ -690,7 +691,8 @@ def add_sweep_parser(subparsers) -> None:
     sub.add_argument("--config", metavar="FILE", required=True, help="base TOML (top-level keys, [train], [simulate])")
     sub.add_argument("--grid", metavar="FILE", required=True,
                      help="TOML listing values per key, e.g. steps = [100, 200], [train] history_len = [0, 5]")
-    sub.add_argument("--mode", dest="sweep_mode", choices=SWEEP_MODES, default="both", help="what each run does (default: both)")
+    sub.add_argument("--mode", dest="sweep_mode", choices=SWEEP_MODES, default="both",
+                     help="what each run does (default: both)")
     sub.add_argument("--name", metavar="SWEEP_NAME", help="folder under data/ (default: the grid file's name)")
     sub.add_argument("--samples", metavar="K", type=_int_at_least(1),
                      help="run K random points of the grid instead of all of it")
@@ -705,7 +707,8 @@ def add_sweep_parser(subparsers) -> None:
     group.add_argument("--slurm-queue", metavar="Q", help="partition (#SBATCH -p)")
     group.add_argument("--slurm-account", metavar="A", help="account (#SBATCH -A)")
     group.add_argument("--slurm-walltime", metavar="HH:MM:SS", help="time limit of each job")
-    group.add_argument("--slurm-cores", metavar="C", type=_int_at_least(1), help="cores per job = runs at a time per job")
+    group.add_argument("--slurm-cores", metavar="C", type=_int_at_least(1),
+                       help="cores per job = runs at a time per job")
     group.add_argument("--slurm-memory", metavar="MEM", help="memory per job, e.g. 4GB")
     group.add_argument("--slurm-gpus", metavar="G", type=_int_at_least(0), default=0,
                        help="GPUs per job (--gres=gpu:G)")

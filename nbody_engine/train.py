@@ -138,7 +138,7 @@ class Orbits:
     paused: torch.Tensor
 
     @classmethod
-    def start(cls, initial: State, policy: LearnedDt) -> "Orbits":
+    def start(cls, initial: State, policy: LearnedDt) -> Orbits:
         rows = empty_rows(initial.batch_size, policy.history_len, policy.feature_type, initial.position)
         period = period_of(initial.mass, initial.position, initial.velocity)
         return cls(initial, rows, initial, period, torch.zeros_like(initial.time, dtype=torch.bool))
@@ -226,7 +226,7 @@ class Trainer:
         net.set_normalization(x.mean(0), torch.where(std > 1e-6, std, torch.ones_like(std)))
 
     # phase 1 -------------------------------------------------------------------------------
-    def collect(self, stats: "EpochStats") -> None:
+    def collect(self, stats: EpochStats) -> None:
         cfg = self.cfg
         for step in range(cfg.steps_per_epoch):
             self.orbits.restart_if_all_paused()
@@ -257,14 +257,14 @@ class Trainer:
                     self._report_rejection(att, trainable, loss, step, retrains)
                 pending = pending[rejected]
 
-    def _restart_unresolvable(self, index: torch.Tensor, rel_dE: torch.Tensor, stats: "EpochStats") -> None:
+    def _restart_unresolvable(self, index: torch.Tensor, rel_dE: torch.Tensor, stats: EpochStats) -> None:
         """Systems rejected even at the smallest step a policy may take (``dt_bound``) are in an
         encounter no retraining can resolve (two point masses all but colliding): they start
         over from their initial conditions instead of stalling the run. At the initial conditions
         themselves, nothing is left to restart: that is a stall."""
         if bool((self.orbits.state.time[index] == self.orbits.initial.time[index]).any()):
-            raise TrainingStalled(f"epoch {self.epoch}: the initial conditions of system(s) {index.tolist()} are rejected"
-                                  f" even at dt = dt_bound = {self.cfg.dt_bound:g} (|dE/E| = "
+            raise TrainingStalled(f"epoch {self.epoch}: the initial conditions of system(s) {index.tolist()} "
+                                  f"are rejected even at dt = dt_bound = {self.cfg.dt_bound:g} (|dE/E| = "
                                   f"{float(rel_dE.detach().max()):.3e}); lower 'dt_bound' or raise 'energy_threshold'")
         self.orbits.restart(index)
         stats.orbit_restarts += index.numel()
@@ -315,7 +315,7 @@ class Trainer:
         return float(loss.detach())
 
     # phase 2 -------------------------------------------------------------------------------
-    def replay(self, stats: "EpochStats") -> None:
+    def replay(self, stats: EpochStats) -> None:
         cfg = self.cfg
         if len(self.buffer) < cfg.min_replay_size:
             return

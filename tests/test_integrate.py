@@ -295,7 +295,8 @@ def test_duration_stop_rule():
     assert traj.time[-1, 0] == 0.7
 
 
-@pytest.mark.parametrize("state", [kepler_orbit(0.5, 1.0), random_system(3, 2, generator=torch.Generator().manual_seed(2))],
+@pytest.mark.parametrize("state", [kepler_orbit(0.5, 1.0),
+                                   random_system(3, 2, generator=torch.Generator().manual_seed(2))],
                          ids=["kepler", "three-body"])
 def test_default_stop_rule_is_1000_steps(state):
     cfg = Config(steps=-1, Nperiod=0, duration=None)

@@ -180,10 +180,14 @@ def test_angular_momentum_of_one_body_by_hand():
     torch.testing.assert_close(angular_momentum(s3)[0], torch.tensor([0.0, 0.5, 0.0], dtype=F64))
 
 
+def with_zero_z(t: torch.Tensor) -> torch.Tensor:
+    """2D vectors (..., 2) as 3D ones in the z = 0 plane."""
+    return torch.cat([t, torch.zeros_like(t[..., :1])], -1)
+
+
 def test_planar_3d_system_has_angular_momentum_along_z():
     flat = random_state(5, 2, seed=5, num_systems=3)
-    pad = lambda t: torch.cat([t, torch.zeros_like(t[..., :1])], -1)
-    lifted = State(flat.mass, pad(flat.position), pad(flat.velocity), flat.time)
+    lifted = State(flat.mass, with_zero_z(flat.position), with_zero_z(flat.velocity), flat.time)
 
     L2 = angular_momentum(flat)
     L3 = angular_momentum(lifted)
@@ -240,8 +244,7 @@ def test_external_field_point_mass_formula():
 def test_external_field_in_2d_matches_3d_at_z0(softening):
     field = ExternalField(0.9, (2.5, 1.0, 1.5))
     flat = random_state(4, 2, seed=40)
-    pad = lambda t: torch.cat([t, torch.zeros_like(t[..., :1])], -1)
-    lifted = State(flat.mass, pad(flat.position), pad(flat.velocity), flat.time)
+    lifted = State(flat.mass, with_zero_z(flat.position), with_zero_z(flat.velocity), flat.time)
 
     a2, p2 = acceleration_and_potential(flat.mass, flat.position, softening, field)
     a3, p3 = acceleration_and_potential(lifted.mass, lifted.position, softening, field)
@@ -273,7 +276,9 @@ def test_centre_of_mass_frame(dim):
 
     # a Galilean shift: relative positions and velocities, hence the potential, are unchanged,
     # and the kinetic energy drops by exactly that of the centre of mass, P^2 / (2M)
-    rel = lambda t: t.unsqueeze(1) - t.unsqueeze(2)
+    def rel(t):
+        return t.unsqueeze(1) - t.unsqueeze(2)
+
     torch.testing.assert_close(rel(moved.position), rel(state.position), rtol=1e-13, atol=1e-14)
     torch.testing.assert_close(rel(moved.velocity), rel(state.velocity), rtol=1e-13, atol=1e-14)
     torch.testing.assert_close(potential_energy(moved), potential_energy(state), rtol=1e-13, atol=1e-14)

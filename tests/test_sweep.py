@@ -103,7 +103,8 @@ def test_plan_expands_the_product_with_stable_ids(tmp_path):
 def test_samples_are_seeded_draws(tmp_path):
     grid = {"eps": [0.01 * i for i in range(1, 11)], "steps": [10, 20, 30]}
     def ids(seed):
-        return [r.id for r in plan_sweep(None, grid, mode="simulate", samples=4, seed=seed, name="s", cwd=tmp_path).runs]
+        plan = plan_sweep(None, grid, mode="simulate", samples=4, seed=seed, name="s", cwd=tmp_path)
+        return [r.id for r in plan.runs]
     assert len(ids(0)) == 4 and len(set(ids(0))) == 4
     assert ids(0) == ids(0)
     assert ids(0) != ids(1)
