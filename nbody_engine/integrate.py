@@ -129,8 +129,9 @@ class _Recorder:
     (``diagnosed``); otherwise only references to the states are kept on the hot path and each
     flush computes the chunk's diagnostics in one vectorized pass. Every value is written once,
     where it stays: no final concatenation copies the trajectory, so a run's memory is the
-    arrays alone. They are sized for ``capacity`` rows (exact when the run has a step limit; at
-    most PREALLOCATED_BYTES) and double when a run outgrows them.
+    arrays alone. They are sized for ``capacity`` rows (exact when the run has a step limit), at
+    most PREALLOCATED_BYTES at first; past that they double, but never beyond ``capacity`` while
+    the rows fit in it.
     Row i holds the state after step i and ``dt`` the step that led to it (row 0: dt = 0).
     """
 
@@ -142,8 +143,9 @@ class _Recorder:
         first = (state.time, torch.zeros_like(state.time), state.position, state.velocity,
                  *diagnostics(state, gravity.potential(state)))
         row_bytes = sum(t.numel() * t.element_size() for t in first)
-        capacity = max(1, min(capacity, PREALLOCATED_BYTES // row_bytes))
-        self.arrays = {k: v.new_empty((capacity, *v.shape)) for k, v in zip(ROW_KEYS, first)}
+        self.expected = capacity
+        self.arrays = {k: v.new_empty((max(1, min(capacity, PREALLOCATED_BYTES // row_bytes)), *v.shape))
+                       for k, v in zip(ROW_KEYS, first)}
         self.add(tuple(t.unsqueeze(0) for t in first[: len(ROW_KEYS) if diagnosed else 4]))
 
     def add(self, block: tuple[torch.Tensor, ...]) -> None:
@@ -171,7 +173,10 @@ class _Recorder:
     def _reserve(self, rows: int) -> None:
         capacity = self.arrays["time"].shape[0]
         if rows > capacity:
-            grown = {k: v.new_empty((max(rows, 2 * capacity), *v.shape[1:])) for k, v in self.arrays.items()}
+            size = max(rows, 2 * capacity)
+            if rows <= self.expected:
+                size = min(size, self.expected)
+            grown = {k: v.new_empty((size, *v.shape[1:])) for k, v in self.arrays.items()}
             for k, v in grown.items():
                 v[: self.rows].copy_(self.arrays[k][: self.rows])
             self.arrays = grown

@@ -203,6 +203,22 @@ def test_a_step_limit_beyond_the_preallocation_grows_the_record_instead(monkeypa
         np.testing.assert_array_equal(getattr(grown, key), value, err_msg=key)
 
 
+def test_a_record_grown_past_the_preallocation_stops_at_the_rows_the_run_needs(monkeypatch):
+    """Doubling 44 rows would give 176; the run needs 100, so that is where growth stops,
+    until a row beyond them (only a t_end run's first guess is exceeded) doubles it again."""
+    from nbody_engine import integrate
+
+    monkeypatch.setattr(integrate, "PREALLOCATED_BYTES", 10_000)  # 44 rows of two 2D orbits
+    state = kepler_orbit([0.3, 0.8], [1.0, 1.0])
+    recorder = integrate._Recorder(state, Gravity(), capacity=100, diagnosed=False)
+    sizes = []
+    for _ in range(100):
+        recorder.add(tuple(t.unsqueeze(0) for t in (state.time, state.time, state.position, state.velocity)))
+        recorder.flush()
+        sizes.append(recorder.arrays["time"].shape[0])
+    assert sizes[0] == 44 and sizes[44] == 88 and sizes[88] == 100 and sizes[98] == 100 and sizes[99] == 200
+
+
 def test_each_chunk_event_names_the_step_of_its_first_row():
     """Rows 0, 300, 600, 900 and the final step 1000 (off the grid), one chunk each."""
     events = []
