@@ -199,15 +199,17 @@ def final_checkpoint(save_name: str, epochs: int, data_dir: str | Path = "data")
 
 
 def load_configs(mode: str, config_path: str | Path | None = None, cli: Mapping[str, Any] | None = None,
-                 phase_cli: Mapping[str, Mapping[str, Any]] | None = None, both_defaults: bool = True
+                 phase_cli: Mapping[str, Mapping[str, Any]] | None = None, run_defaults: bool = True
                  ) -> dict[str, Config]:
     """Resolve the configuration of each phase that ``mode`` runs.
 
     ``cli`` holds flag values for every phase (already checked), ``phase_cli`` values for one
     phase only (``--train-ic-path``). Returns ``{"train": Config, "simulate": Config}`` restricted
     to the phases of ``mode`` (``both`` runs both; ``evaluate`` reads the simulate phase).
-    ``both_defaults=False`` leaves out the spec's ``both`` rules for the simulation's model_path
-    and integrator_mode (for editors that load a file without running it).
+    ``run_defaults=False`` leaves out what a run fills in (for editors that load a file without
+    running it): the spec's ``both`` rules for the simulation's model_path and integrator_mode,
+    and ``evaluate``'s model_path, which is the checkpoint training with the same file writes
+    when the file or the flags name the run (``save_name``).
     """
     if config_path is not None:
         layers = split_layers(read_toml(config_path), f"'{config_path}'")
@@ -218,11 +220,14 @@ def load_configs(mode: str, config_path: str | Path | None = None, cli: Mapping[
     phases = PHASES if mode == "both" else ("simulate",) if mode == "evaluate" else (mode,)
     given = {ph: {**layers["top"], **layers[ph], **cli, **phase_cli.get(ph, {})} for ph in PHASES}
     explicit = {ph: frozenset(given[ph]) for ph in PHASES}
-    name = given["train"].get("save_name") or given["simulate"].get("save_name") or default_save_name(mode)
+    named = given["train"].get("save_name") or given["simulate"].get("save_name")
+    name = named or default_save_name(mode)
     for ph in PHASES:
         given[ph].setdefault("save_name", name)
-    if mode == "both" and both_defaults:
+    if mode == "both" and run_defaults:
         _apply_both_defaults(given)
+    if mode == "evaluate" and run_defaults and named and "model_path" not in given["simulate"]:
+        given["simulate"]["model_path"] = _trained_checkpoint(given)
     return {ph: build_config(given[ph], explicit[ph], mode) for ph in phases}
 
 
@@ -230,11 +235,16 @@ def _apply_both_defaults(given: dict[str, dict]) -> None:
     """Spec: in ``both``, simulation uses the checkpoint training just wrote, with the learned policy."""
     train, sim = given["train"], given["simulate"]
     if "model_path" not in sim:
-        epochs = train.get("epochs", Config.param["epochs"].default)
-        sim["model_path"] = final_checkpoint(train.get("save_name", sim.get("save_name")), epochs)
+        sim["model_path"] = _trained_checkpoint(given)
     if "integrator_mode" not in sim:
         history_len = train.get("history_len", Config.param["history_len"].default)
         sim["integrator_mode"] = "history" if history_len > 0 else "ml"
+
+
+def _trained_checkpoint(given: dict[str, dict]) -> str:
+    """The last checkpoint that training with these values writes."""
+    train = given["train"]
+    return final_checkpoint(train["save_name"], train.get("epochs", Config.param["epochs"].default))
 
 
 def config_values(cfg: Config) -> dict[str, Any]:

@@ -79,7 +79,8 @@ def evaluate(cfg: Config, reporter: Reporter | None = None, data_dir=None) -> di
     """Run the comparison described in the module docstring; returns the table and file paths."""
     reporter = reporter or Reporter()
     if not cfg.model_path:
-        raise InputError("evaluate needs 'model_path' (--model-path), the checkpoint whose policy is evaluated")
+        raise InputError("evaluate needs 'model_path' (--model-path), the checkpoint whose policy is evaluated, "
+                         "or the 'save_name' of the training that wrote it")
     bad = [eps for eps in cfg.eval_eps if not eps > 0]
     if bad:
         raise InputError(f"'eval_eps' holds {bad}: the baselines' eps values must be positive")

@@ -262,7 +262,7 @@ def _recorded_phases(config_path: Path) -> dict[str, Config]:
     if not config_path.is_file():
         return {}
     try:
-        return load_configs("both", config_path, both_defaults=False)
+        return load_configs("both", config_path, run_defaults=False)
     except InputError:
         return {}
 

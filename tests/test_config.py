@@ -375,3 +375,11 @@ def test_readme_reference_is_the_generated_table():
     embedded = text.split(START, 1)[1].split(END, 1)[0]
     assert embedded.strip() == sections_table().strip(), (
         "README.md's config reference is stale: paste nbody_engine.config.sections_table() between the markers")
+
+
+def test_evaluate_defaults_model_path_to_the_named_runs_last_checkpoint(tmp_path):
+    path = write(tmp_path, 'save_name = "exp"\n[train]\nepochs = 3\n')
+    assert Path(load_configs("evaluate", path)["simulate"].model_path) == Path("data/exp/model/model_epoch_0002.pt")
+    assert load_configs("evaluate", path, {"model_path": "mine.pt"})["simulate"].model_path == "mine.pt"
+    assert load_configs("evaluate", path, run_defaults=False)["simulate"].model_path is None
+    assert load_configs("evaluate", None, {})["simulate"].model_path is None  # no run named: nothing to guess

@@ -57,19 +57,32 @@ def test_evaluate_writes_table_and_pareto_plot(checkpoint):
     assert mpimg.imread(root / "data/ev/eval/pareto.png").ndim == 3
 
 
+def test_evaluate_with_the_training_config_takes_the_checkpoint_that_training_wrote(checkpoint):
+    """Like ``both``: without model_path, the last checkpoint of the named run's training."""
+    root, ckpt = checkpoint
+    (root / "run.toml").write_text('save_name = "tiny"\n[train]\nepochs = 2\n')
+    done = runner(root, "evaluate", "--config", "run.toml", "--eval-e", "0.5", "--eval-eps", "0.1", "0.2",
+                  "--Nperiod", "1")
+    assert done.returncode == 0, done.stderr
+    table = json.loads((root / "data/tiny/eval/table.json").read_text())
+    assert (root / table["model_path"]).samefile(ckpt)
+
+
 @pytest.mark.parametrize("args, needle", [
     ((), "model_path"),
+    (("-s", "untrained"), "data/untrained/model/model_epoch_0999.pt"),
     (("--model-path", "MISSING.pt"), "MISSING.pt"),
     (("--model-path", "CKPT", "--eval-e", "1.5"), "eval_e"),
     (("--model-path", "CKPT", "--eval-eps", "0.1", "0"), "eval_eps"),
 ])
 def test_evaluate_bad_input_is_one_line_and_exit_2(checkpoint, args, needle):
     root, ckpt = checkpoint
-    done = runner(root, "evaluate", "-s", "bad", *(ckpt if a == "CKPT" else a for a in args))
+    runs_before = set((root / "data").iterdir())
+    done = runner(root, "evaluate", *(ckpt if a == "CKPT" else a for a in args))
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0]
-    assert not (root / "data/bad").exists()
+    assert set((root / "data").iterdir()) == runs_before
 
 
 def test_time_symmetric_adds_the_symmetrized_analytic_baseline_whose_energy_error_does_not_drift(checkpoint):

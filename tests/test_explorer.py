@@ -150,9 +150,9 @@ def test_both_with_the_learned_policy_compares_with_analytic(explorer, tmp_path)
     assert e.start("both")
     finish(e)
     assert not e.error.visible, e.error.object
-    sim = tmp_path / "data" / "t1" / "sim"
-    assert (sim / "ml" / "summary.json").is_file()
-    assert (sim / "analytic" / "summary.json").is_file()
+    sim = tmp_path / "data" / "t1" / "sim"  # the dashboard simulates num_orbits Kepler orbits
+    assert (sim / "ml_multi" / "summary.json").is_file()
+    assert (sim / "analytic_multi" / "summary.json").is_file()
     assert len(e.live.frame("simulation")) > 0 and len(e.live.frame("sim_orbit")) > 0
     # the live simulation plots hold the learned run only, not the analytic comparison after it
     assert e.live.frame("simulation")["time"].is_monotonic_increasing
@@ -205,7 +205,7 @@ def test_simulate_changes_become_overrides_and_train_changes_are_shared(explorer
     e = explorer
     e.simulate.steps = 50
     doc = tomllib.loads(e.toml_text())
-    assert doc["simulate"] == {"steps": 50}
+    assert doc["simulate"] == {"steps": 50, "multi_orbit_sim": True}  # the dashboard simulates the family
     assert "steps" not in doc
     e.train.epochs = 7
     assert e.simulate.epochs == 7
@@ -224,7 +224,7 @@ def test_toml_text_loads_with_the_cli_loader_to_the_same_values(explorer, tmp_pa
     e.simulate.param.update(steps=123, integrator_mode="ml", multi_orbit_sim=True)
     path = tmp_path / "export.toml"
     path.write_text(e.toml_text())
-    loaded = load_configs("both", path, both_defaults=False)
+    loaded = load_configs("both", path, run_defaults=False)
     assert config_values(loaded["train"]) == config_values(e.train)
     assert config_values(loaded["simulate"]) == config_values(e.simulate)
 
@@ -364,6 +364,22 @@ def test_evaluate_compares_the_checkpoint_with_the_baselines_in_the_page(explore
     assert not e.error.visible, e.error.object
     (view,) = e.eval_view.objects
     assert "analytic-symmetric" in " ".join(m.object for m in view.select(pn.pane.Markdown))
+
+
+def test_evaluate_after_train_and_simulate_takes_the_checkpoint_that_training_wrote(explorer, tmp_path):
+    """'Train + simulate' leaves the Simulate tab's model_path empty; Evaluate then finds the
+    checkpoint the same settings trained, as `nbody-runner evaluate --config` does."""
+    e = explorer
+    assert e.start("both")
+    finish(e)
+    assert not e.simulate.model_path
+    e.simulate.param.update(eval_e=[0.6], eval_eps=[0.05, 0.2], Nperiod=1)
+    assert e.start("evaluate")
+    finish(e)
+    assert not e.error.visible, e.error.object
+    (table,) = (tmp_path / "data").glob("*/eval/table.json")
+    model_path = tmp_path / json.loads(table.read_text())["model_path"]  # relative to the working directory
+    assert model_path.is_file() and model_path.parent == table.parent.parent / "model"
 
 
 def test_evaluate_without_a_checkpoint_says_so(explorer):

@@ -189,10 +189,10 @@ def test_values_are_parsed_and_checked_like_the_cli():
 
 
 def test_a_swept_key_replaces_the_dashboards_phase_override(explorer):
-    explorer.simulate.steps = 50  # a [simulate] override
-    assert tomllib.loads(explorer.toml_text())["simulate"] == {"steps": 50}
+    explorer.simulate.steps = 50  # a [simulate] override, next to the dashboard's multi_orbit_sim
+    assert tomllib.loads(explorer.toml_text())["simulate"] == {"steps": 50, "multi_orbit_sim": True}
     base = base_document(explorer.toml_text(), ["steps"])
-    assert "simulate" not in base and base["num_orbits"] == 2
+    assert base["simulate"] == {"multi_orbit_sim": True} and base["num_orbits"] == 2
 
 
 def test_the_plot_draws_one_colour_per_value_of_the_other_keys():
