@@ -56,7 +56,7 @@ class Explorer(pn.viewable.Viewer):
         params.setdefault("train", _default_config())
         params.setdefault("simulate", _default_config(**SIMULATE_START))
         super().__init__(**params)
-        self._mirroring = False
+        self._mirroring = self._loading = False
         self.last_checkpoint: str | None = None
         self._auto_model_path: str | None = None  # the simulate model_path a finished training filled in
         self.overrides: set[str] = {k for k in KEYS if getattr(self.simulate, k) != getattr(self.train, k)}
@@ -68,6 +68,7 @@ class Explorer(pn.viewable.Viewer):
         self._build_widgets()
         self.train.param.watch(self._mirror_to_simulate, list(KEYS))
         self.simulate.param.watch(self._note_override, list(KEYS))
+        self.simulate.param.watch(self._simulate_the_systems_set, ["num_particles", "ic_path", "use_train_ic"])
         if pn.state.curdoc is not None and pn.state.curdoc.session_context is not None:
             pn.state.on_session_destroyed(lambda _ctx: self.close())
 
@@ -85,6 +86,14 @@ class Explorer(pn.viewable.Viewer):
             for e in events:
                 (self.overrides.discard if e.new == getattr(self.train, e.name) else self.overrides.add)(e.name)
         self._refresh_export()
+
+    def _simulate_the_systems_set(self, *_events) -> None:
+        """The Simulate tab starts on Kepler orbits of the training family (SIMULATE_START); once
+        the systems are set otherwise (more bodies, an IC file, the checkpoint's ICs), those are
+        simulated, without Kepler orbits added. An imported TOML is taken as it is."""
+        s = self.simulate
+        if not self._loading and s.multi_orbit_sim and (s.num_particles != 2 or s.ic_path or s.use_train_ic):
+            s.multi_orbit_sim = False
 
     def configs(self) -> dict[str, Config]:
         return {"train": self.train, "simulate": self.simulate}
@@ -109,8 +118,12 @@ class Explorer(pn.viewable.Viewer):
             except InputError as err:
                 raise InputError(str(err).replace(f"'{path}'", source)) from None
         train, sim = (config_values(configs[p]) for p in ("train", "simulate"))
-        self.train.param.update(**train)
-        self.simulate.param.update(**sim)
+        self._loading = True
+        try:
+            self.train.param.update(**train)
+            self.simulate.param.update(**sim)
+        finally:
+            self._loading = False
         self.overrides = {k for k in KEYS if sim[k] != train[k]}
         self._refresh_export()
 
@@ -295,7 +308,7 @@ class Explorer(pn.viewable.Viewer):
         else:
             self._set_status(f"{LABELS[done.kind]} finished in {elapsed:.1f}s.")
         checkpoint = done.results.get("train", {}).get("checkpoint")
-        if checkpoint and done.kind == "train":
+        if checkpoint and done.kind in ("train", "both"):
             self.simulate.model_path = self._auto_model_path = checkpoint
         if "simulate" in done.results:
             from .compare import comparison_view

@@ -182,6 +182,13 @@ def check_consistency(cfg: Config, command: str | None = None) -> None:
         check_save_name(cfg.save_name)
 
 
+def check_multi_orbit(cfg: Config) -> None:
+    """``multi_orbit_sim`` samples two-body orbits."""
+    if cfg.multi_orbit_sim and cfg.num_particles != 2:
+        raise InputError("'multi_orbit_sim' samples two-body orbits; "
+                         f"set num_particles = 2 (it is {cfg.num_particles}) or turn multi_orbit_sim off")
+
+
 def check_save_name(name: str) -> None:
     """``save_name`` is a directory name under data/, never a path."""
     if not name or name in (".", "..") or "/" in name or "\\" in name or name.startswith("~") or "\0" in name:

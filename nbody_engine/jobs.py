@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import PHASES, Config, config_values, load_configs, to_toml
+from .config import PHASES, Config, check_multi_orbit, config_values, load_configs, to_toml
 from .errors import InputError, RunCancelled
 from .events import Reporter, RunCancelledEvent, RunFailed, RunFinished, RunStarted
 from .initial_conditions import kepler_family, load_ic_file, random_system
@@ -75,9 +75,7 @@ def simulation_initial_state(cfg: Config, generator: torch.Generator, device, dt
     elif cfg.ic_path:
         parts.append(load_ic_file(cfg.ic_path, cfg.dim, dtype, device))
     if cfg.multi_orbit_sim:
-        if cfg.num_particles != 2:
-            raise InputError("'multi_orbit_sim' samples two-body orbits; "
-                             f"set num_particles = 2 (it is {cfg.num_particles})")
+        check_multi_orbit(cfg)
         parts.append(kepler_family(cfg.num_orbits, (cfg.e_min, cfg.e_max), (cfg.a_min, cfg.a_max), mass=cfg.mass,
                                    dim=cfg.dim, generator=generator, dtype=dtype, device=device))
     if not parts:
@@ -224,8 +222,11 @@ def run_phases(configs: dict[str, Config], reporter: Reporter | None = None, dat
 
     Phases without a seed share one fresh seed. After training, a simulation whose
     ``model_path`` was not set explicitly uses the checkpoint training actually wrote last (the
-    final one, or an earlier one if ``duration`` cut it short).
+    final one, or an earlier one if ``duration`` cut it short). A simulation that cannot start
+    is refused before training.
     """
+    if "simulate" in configs:
+        check_multi_orbit(configs["simulate"])
     seed = next((c.seed for c in configs.values() if c.seed is not None), None)
     for cfg in configs.values():
         cfg.seed = cfg.seed if cfg.seed is not None else seed

@@ -65,9 +65,11 @@ def pairwise_timescale(state: State, softening: float = 0.0) -> torch.Tensor:
       energy, a binary whose centre of mass moved at its orbital speed would step up to 2.3
       times shorter, and a fast-moving one longer and less accurately).
 
-    It is computed on squares, with one square root at the end, from one pass over the pair
-    separations of positions and velocities together: a single orbit's step is mostly this
-    function's few dozen tiny torch operations, so their number is its cost.
+    Not differentiable with respect to the state (the diagonal holds inf); training computes it
+    from the detached state at the start of an attempt. It is computed on squares, with one
+    square root at the end, from one pass over the pair separations of positions and velocities
+    together: a single orbit's step is mostly this function's few dozen tiny torch operations,
+    so their number is its cost.
     """
     mass = state.mass
     pairs = pair_separations(torch.cat([state.position, state.velocity], -1))  # (B, N, N, 2D)

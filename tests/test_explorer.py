@@ -367,19 +367,40 @@ def test_evaluate_compares_the_checkpoint_with_the_baselines_in_the_page(explore
 
 
 def test_evaluate_after_train_and_simulate_takes_the_checkpoint_that_training_wrote(explorer, tmp_path):
-    """'Train + simulate' leaves the Simulate tab's model_path empty; Evaluate then finds the
-    checkpoint the same settings trained, as `nbody-runner evaluate --config` does."""
+    """'Train + simulate' hands its checkpoint to the Simulate tab, as 'Train' does; with the
+    model_path cleared, Evaluate finds it from the settings, as `nbody-runner evaluate --config`
+    does."""
     e = explorer
     assert e.start("both")
     finish(e)
-    assert not e.simulate.model_path
-    e.simulate.param.update(eval_e=[0.6], eval_eps=[0.05, 0.2], Nperiod=1)
+    assert e.simulate.model_path.endswith("model_epoch_0002.pt")
+    e.simulate.param.update(model_path=None, eval_e=[0.6], eval_eps=[0.05, 0.2], Nperiod=1)
     assert e.start("evaluate")
     finish(e)
     assert not e.error.visible, e.error.object
     (table,) = (tmp_path / "data").glob("*/eval/table.json")
     model_path = tmp_path / json.loads(table.read_text())["model_path"]  # relative to the working directory
     assert model_path.is_file() and model_path.parent == table.parent.parent / "model"
+
+
+def test_the_simulate_tab_leaves_the_kepler_family_for_the_systems_a_user_sets(explorer, tmp_path):
+    e = explorer
+    assert e.simulate.multi_orbit_sim  # the dashboard starts by simulating the training family
+    e.train.num_particles = 3  # set in Settings, shared with the simulation
+    assert e.simulate.num_particles == 3 and not e.simulate.multi_orbit_sim
+    e.simulate.steps = 20
+    assert e.start("simulate")
+    finish(e)
+    assert not e.error.visible, e.error.object
+    summary = json.loads(next((tmp_path / "data" / "t1" / "sim").glob("*/summary.json")).read_text())
+    assert summary["num_systems"] == 1  # the three-body system alone
+    e.train.num_particles = 2
+    e.simulate.multi_orbit_sim = True
+    e.simulate.ic_path = "my_system.npy"
+    assert not e.simulate.multi_orbit_sim
+    # an imported TOML is taken as it is: the spec lets Kepler orbits join the checkpoint's ICs
+    e.load_toml("use_train_ic = true\nmulti_orbit_sim = true\n")
+    assert e.simulate.use_train_ic and e.simulate.multi_orbit_sim
 
 
 def test_evaluate_without_a_checkpoint_says_so(explorer):

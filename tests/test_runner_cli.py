@@ -189,6 +189,8 @@ MORE_BAD_INPUT = [
     (["simulate", "--external-field-mass", "1.0"], ["external_field_position"]),
     (["simulate", "--external-field-position", "1", "2"], ["--external-field-position"]),
     (["simulate", "--integrator-mode", "ml", "--time-symmetric"], ["'time_symmetric'", "'ml'"]),
+    # refused before training, which would otherwise run in full first
+    (["both", "--multi-orbit-sim", "--num-particles", "3"], ["'multi_orbit_sim'", "num_particles = 2"]),
     (["explore"], ["explore"]),
     ([], ["MODE"]),
 ]
