@@ -38,7 +38,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from _common import REPO, machine, machine_note, markdown_table, write_results
 
-from nbody_engine.checkpoints import load_checkpoint
 from nbody_engine.config import load_configs
 from nbody_engine.evaluate import learned_versus
 from nbody_engine.initial_conditions import kepler_orbit
@@ -91,8 +90,7 @@ def ratio_to_analytic(point: dict, analytic: list[dict]) -> float | None:
 def learned_tilt(model_path: str, e: float, a: float) -> float:
     """The slope of log(correction) against log(r) of a checkpoint's policy over its second period."""
     cfg = load_configs("evaluate", None, {"model_path": model_path})["simulate"]
-    cfg.integrator_mode = "history" if load_checkpoint(model_path).config["history_len"] > 0 else "ml"
-    policy, _ = learned_policy_from_checkpoint(cfg, torch.device("cpu"))
+    policy, _ = learned_policy_from_checkpoint(cfg, torch.device("cpu"), as_trained=True)
     state = kepler_orbit(e, a)
     period = period_of(state.mass, state.position, state.velocity)
     traj = simulate(state, policy, Gravity(), StopRule(t_end=2 * period))

@@ -23,7 +23,6 @@ import numpy as np
 import torch
 from matplotlib.lines import Line2D
 
-from .checkpoints import load_checkpoint
 from .config import Config
 from .errors import InputError
 from .events import Reporter, RunFinished, RunStarted
@@ -85,9 +84,7 @@ def evaluate(cfg: Config, reporter: Reporter | None = None, data_dir=None) -> di
     if bad:
         raise InputError(f"'eval_eps' holds {bad}: the baselines' eps values must be positive")
     device, dtype = torch_setup(cfg)
-    trained = load_checkpoint(cfg.model_path).config
-    cfg.integrator_mode = "history" if trained["history_len"] > 0 else "ml"
-    learned, _ = learned_policy_from_checkpoint(cfg, device)
+    learned, _ = learned_policy_from_checkpoint(cfg, device, as_trained=True)
     gravity = gravity_of(cfg)
     systems, eccentricities = held_out_systems(cfg, device, dtype)
     baselines = baseline_policies(cfg, gravity)
@@ -111,7 +108,7 @@ def evaluate(cfg: Config, reporter: Reporter | None = None, data_dir=None) -> di
 def baseline_policies(cfg: Config, gravity) -> dict:
     """The baselines by name, each a function of eps that returns its policy."""
     made = {"analytic": lambda eps: AnalyticDt(eps, gravity.softening),
-            "classic": lambda eps: ClassicDt(eps, gravity.softening, gravity.field)}
+            "classic": lambda eps: ClassicDt(eps, gravity)}
     if cfg.time_symmetric:
         made[SYMMETRIZED] = lambda eps: TimeSymmetricDt(AnalyticDt(eps, gravity.softening), gravity)
     return made

@@ -112,7 +112,7 @@ class Trajectory:
         return {k: v for k, v in self.__dict__.items() if isinstance(v, np.ndarray)}
 
 
-PREALLOCATED_BYTES = 2**30  # a longer record starts at this size and doubles, rather than fail up front
+PREALLOCATED_BYTES = 2**30  # a longer record starts at this size and grows, rather than fail up front
 ROW_KEYS = ("time", "dt", "position", "velocity", "energy", "momentum", "angular_momentum")
 
 

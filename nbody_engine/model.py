@@ -145,11 +145,13 @@ class LearnedDt:
         return LearnedCarry(push_row(carry.rows, row), state, acc, pot)
 
 
-def learned_policy_from_checkpoint(cfg, device):
+def learned_policy_from_checkpoint(cfg, device, as_trained: bool = False):
     """The ``ml``/``history`` policy stored at ``cfg.model_path`` and its training ICs.
 
     Architecture and feature settings come from the checkpoint; a key the user set explicitly
-    to a different value is an error rather than silently ignored.
+    to a different value is an error rather than silently ignored. ``as_trained`` takes the mode
+    from the checkpoint too (``history`` when it was trained with a history) instead of checking
+    ``cfg.integrator_mode`` against it.
     """
     from .checkpoints import load_checkpoint
     from .jobs import gravity_of
@@ -158,7 +160,7 @@ def learned_policy_from_checkpoint(cfg, device):
         raise InputError(f"integrator_mode '{cfg.integrator_mode}' needs 'model_path' (a checkpoint from training)")
     ckpt = load_checkpoint(cfg.model_path)
     trained = ckpt.config
-    _check_compatible(cfg, trained)
+    _check_compatible(cfg, trained, check_mode=not as_trained)
     network = build_network(trained)
     network.load_state_dict(ckpt.model_state)
     network.to(device=device).eval()
@@ -170,12 +172,12 @@ ARCHITECTURE_KEYS = ("feature_type", "history_len", "hidden_dims", "activation",
                      "fourier_scale", "normalize_inputs", "norm_mode")
 
 
-def _check_compatible(cfg, trained: dict) -> None:
+def _check_compatible(cfg, trained: dict, check_mode: bool) -> None:
     path = cfg.model_path
-    if cfg.integrator_mode == "history" and trained["history_len"] == 0:
+    if check_mode and cfg.integrator_mode == "history" and trained["history_len"] == 0:
         raise InputError(f"checkpoint '{path}' was trained without history (history_len = 0); "
                          "use integrator_mode = 'ml'")
-    if cfg.integrator_mode == "ml" and trained["history_len"] > 0:
+    if check_mode and cfg.integrator_mode == "ml" and trained["history_len"] > 0:
         raise InputError(f"checkpoint '{path}' was trained with history_len = {trained['history_len']}; "
                          "use integrator_mode = 'history'")
     for key in ARCHITECTURE_KEYS:

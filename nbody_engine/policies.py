@@ -18,8 +18,7 @@ from __future__ import annotations
 import torch
 
 from .integrate import Gravity, leapfrog_step
-from .physics import (ExternalField, State, accelerations, diagonals, pair_separations, squared_halves,
-                      sum_last)
+from .physics import State, diagonals, pair_separations, squared_halves, sum_last
 
 
 class _Memoryless:
@@ -119,16 +118,16 @@ def nearest_neighbour_timescale(state: State, acc: torch.Tensor, softening: floa
 
 
 class ClassicDt(_TimescaleDt):
-    """Adaptive ``dt = eps * nearest_neighbour_timescale(state)``: the classic criterion. Its
-    ``|a_i|`` includes the external ``field`` (when the caller passes no accelerations)."""
+    """Adaptive ``dt = eps * nearest_neighbour_timescale(state)``: the classic criterion. When
+    the caller passes no accelerations, ``gravity`` gives them (its external field included)."""
 
-    def __init__(self, eps: float, softening: float = 0.0, field: ExternalField | None = None) -> None:
-        super().__init__(eps, softening)
-        self.field = field
+    def __init__(self, eps: float, gravity: Gravity | None = None) -> None:
+        self.gravity = gravity or Gravity()
+        super().__init__(eps, self.gravity.softening)
 
     def dt(self, state: State, carry=None, acc=None) -> torch.Tensor:
         if acc is None:
-            acc = accelerations(state, self.softening, self.field)
+            acc, _ = self.gravity(state, with_potential=False)
         return self.eps * nearest_neighbour_timescale(state, acc, self.softening)
 
 
