@@ -9,7 +9,7 @@ torch, matplotlib); the difference is what recording N steps costs. Also reports
 
 Target: the 10^6-step run peaks below 1 GiB.
 
-``--stages`` adds a diagnostic run that repeats ``jobs.run_simulation``'s stages in one process
+``--stages`` adds a diagnostic run that repeats ``simulation.run_simulation``'s stages in one process
 (simulate, summarize, write trajectory.npz, draw report.png) and prints the peak RSS after each,
 to show which stage sets the peak.
 
@@ -75,15 +75,9 @@ def stages_worker(steps: int, out_dir: str) -> dict:
 
     from nbody_engine.config import load_configs
     from nbody_engine.integrate import simulate
-    from nbody_engine.jobs import (
-        gravity_of,
-        period_of,
-        simulation_initial_state,
-        simulation_policy,
-        stop_rule,
-        summarize,
-        torch_setup,
-    )
+    from nbody_engine.integrate import period_of
+    from nbody_engine.runtime import gravity_of, torch_setup
+    from nbody_engine.simulation import simulation_initial_state, simulation_policy, stop_rule, summarize
     from nbody_engine.plots import simulation_report
     from nbody_engine.runs import write_npz
 

@@ -53,7 +53,7 @@ def main() -> int:
     from nbody_engine.integrate import Gravity, StopRule
     from nbody_engine.policies import AnalyticDt
 
-    torch.set_num_threads(1)  # what jobs.torch_setup does without OMP_NUM_THREADS
+    torch.set_num_threads(1)  # what runtime.torch_setup does without OMP_NUM_THREADS
     info = machine()
     print(machine_note(info))
     if args.systems == 1:

@@ -20,7 +20,7 @@ The learned networks are built with ``build_network`` from a config's values
 figure) and are untrained: speed does not depend on the weights.
 
 Threads: the engine runs torch single-threaded unless OMP_NUM_THREADS is set
-(``jobs.torch_setup``). Each case is measured in its own subprocess with the engine's setting
+(``runtime.torch_setup``). Each case is measured in its own subprocess with the engine's setting
 (OMP_NUM_THREADS unset: 1 thread); the batched cases and ``learned-upstream`` also with
 OMP_NUM_THREADS=2. Each subprocess gets a fresh TorchInductor cache directory, so the reported
 compile time is a cold compile (``--warm-cache`` keeps the default cache).
@@ -91,7 +91,7 @@ def _build(case: str, config: str):
     from nbody_engine.config import config_values, load_configs
     from nbody_engine.initial_conditions import kepler_family, kepler_orbit
     from nbody_engine.integrate import Gravity
-    from nbody_engine.jobs import gravity_of, torch_setup
+    from nbody_engine.runtime import gravity_of, torch_setup
     from nbody_engine.model import LearnedDt, build_network
     from nbody_engine.policies import AnalyticDt
 

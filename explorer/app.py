@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import io
 import time
-from pathlib import Path
 
 import panel as pn
 import param
 
-from nbody_engine.config import check_consistency, config_values, load_configs, to_toml
+from nbody_engine.config import check_consistency, config_values, load_configs, parse_toml, to_toml
 from nbody_engine.errors import InputError
 from nbody_engine.events import CheckpointWritten, EpochFinished, RunFinished, RunStarted, TrajectoryChunk
 from nbody_engine.schema import KEYS, SECTIONS, Config, section_keys
@@ -108,15 +107,7 @@ class Explorer(pn.viewable.Viewer):
 
     def load_toml(self, text: str, source: str = "uploaded TOML") -> None:
         """Apply a TOML document through the CLI's loader; raises InputError on bad input."""
-        import tempfile
-
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "upload.toml"
-            path.write_text(text)
-            try:
-                configs = load_configs("both", path, run_defaults=False)
-            except InputError as err:
-                raise InputError(str(err).replace(f"'{path}'", source)) from None
+        configs = load_configs("both", parse_toml(text, source), run_defaults=False, source=source)
         train, sim = (config_values(configs[p]) for p in ("train", "simulate"))
         self._loading = True
         try:

@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import os
 import queue
-import tempfile
 import threading
 import traceback
 from dataclasses import dataclass
-from pathlib import Path
 
-from nbody_engine.config import load_configs
+from nbody_engine.config import load_configs, parse_toml
 from nbody_engine.errors import InputError, NonFiniteStateError, RunCancelled
 from nbody_engine.events import CancelToken, Reporter, TrajectoryChunk
-from nbody_engine.jobs import compare_with_analytic, run_phases
+from nbody_engine.phases import run_phases
+from nbody_engine.simulation import compare_with_analytic
 from nbody_engine.train import TrainingStalled
 
 MAX_JOBS = int(os.environ.get("NBODY_EXPLORER_MAX_JOBS", "2"))
@@ -138,10 +137,5 @@ def _evaluate(toml_text: str, reporter: Reporter) -> dict:
 
 def _configs_from_text(kind: str, toml_text: str):
     """The configs of a job, through the very loader the CLI uses."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "explorer.toml"
-        path.write_text(toml_text)
-        try:
-            return load_configs(kind, path)
-        except InputError as err:
-            raise InputError(str(err).replace(f"'{path}'", "the dashboard's settings")) from None
+    source = "the dashboard's settings"
+    return load_configs(kind, parse_toml(toml_text, source), source=source)

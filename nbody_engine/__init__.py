@@ -19,7 +19,7 @@ _EXPORTS = {
     "momentum": "physics", "potential_energy": "physics", "total_energy": "physics",
     "AnalyticDt": "policies", "FixedDt": "policies",
     "LearnedDt": "model", "DtNetwork": "model",
-    "run_phases": "jobs", "run_simulation": "jobs", "run_training": "train", "evaluate": "evaluate",
+    "run_phases": "phases", "run_simulation": "simulation", "run_training": "train", "evaluate": "evaluate",
     "Config": "schema",
 }
 __all__ = sorted(_EXPORTS)

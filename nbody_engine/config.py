@@ -124,6 +124,16 @@ def read_toml(path: str | Path, what: str = "config file", flag: str = "--config
         raise InputError(f"cannot read {what} '{path}': {err.strerror}") from None
     except tomllib.TOMLDecodeError as err:
         raise InputError(f"{what} '{path}' is not valid TOML: {err}") from None
+    except UnicodeDecodeError as err:
+        raise InputError(f"{what} '{path}' is not UTF-8 text (byte {err.start}); save it as UTF-8") from None
+
+
+def parse_toml(text: str, source: str) -> dict:
+    """Parse TOML ``text`` (from ``source``, as messages name it); malformed text raises InputError."""
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise InputError(f"{source} is not valid TOML: {err}") from None
 
 
 def split_layers(data: Mapping, source: str) -> dict[str, dict]:
@@ -205,10 +215,13 @@ def final_checkpoint(save_name: str, epochs: int, data_dir: str | Path = "data")
     return str(Path(data_dir) / save_name / "model" / f"model_epoch_{epochs - 1:04d}.pt")
 
 
-def load_configs(mode: str, config_path: str | Path | None = None, cli: Mapping[str, Any] | None = None,
-                 phase_cli: Mapping[str, Mapping[str, Any]] | None = None, run_defaults: bool = True
-                 ) -> dict[str, Config]:
+def load_configs(mode: str, config: str | Path | Mapping | None = None, cli: Mapping[str, Any] | None = None,
+                 phase_cli: Mapping[str, Mapping[str, Any]] | None = None, run_defaults: bool = True,
+                 source: str | None = None) -> dict[str, Config]:
     """Resolve the configuration of each phase that ``mode`` runs.
+
+    ``config`` is a TOML file's path or an already parsed document (a dict, as :func:`parse_toml`
+    returns), which messages call ``source`` (default: the file's name, or "the config").
 
     ``cli`` holds flag values for every phase (already checked), ``phase_cli`` values for one
     phase only (``--train-ic-path``). Returns ``{"train": Config, "simulate": Config}`` restricted
@@ -218,10 +231,12 @@ def load_configs(mode: str, config_path: str | Path | None = None, cli: Mapping[
     and ``evaluate``'s model_path, which is the checkpoint training with the same file writes
     when the file or the flags name the run (``save_name``).
     """
-    if config_path is not None:
-        layers = split_layers(read_toml(config_path), f"'{config_path}'")
-    else:
+    if config is None:
         layers = {"top": {}, "train": {}, "simulate": {}}
+    elif isinstance(config, Mapping):
+        layers = split_layers(config, source or "the config")
+    else:
+        layers = split_layers(read_toml(config), source or f"'{config}'")
     cli = dict(cli or {})
     phase_cli = phase_cli or {}
     phases = PHASES if mode == "both" else ("simulate",) if mode == "evaluate" else (mode,)

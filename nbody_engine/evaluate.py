@@ -28,7 +28,7 @@ from .errors import InputError
 from .events import Reporter, RunFinished, RunStarted
 from .initial_conditions import kepler_orbit, load_ic_file
 from .integrate import StopRule, period_of, simulate
-from .jobs import gravity_of, torch_setup
+from .runtime import gravity_of, torch_setup
 from .model import learned_policy_from_checkpoint
 from .physics import State
 from .plots import new_figure, relative_errors, save_figure

@@ -30,9 +30,11 @@ from torch import nn
 
 from .errors import InputError
 from .features import empty_rows, history_row, input_width, push_row, state_features
+from .checkpoints import load_checkpoint
 from .integrate import Gravity
 from .physics import State
 from .policies import pairwise_timescale
+from .runtime import gravity_of
 
 LONGEST, SHORTEST = 10.0, 0.01  # the range of the correction c
 ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "elu": nn.ELU}
@@ -153,9 +155,6 @@ def learned_policy_from_checkpoint(cfg, device, as_trained: bool = False):
     from the checkpoint too (``history`` when it was trained with a history) instead of checking
     ``cfg.integrator_mode`` against it.
     """
-    from .checkpoints import load_checkpoint
-    from .jobs import gravity_of
-
     if not cfg.model_path:
         raise InputError(f"integrator_mode '{cfg.integrator_mode}' needs 'model_path' (a checkpoint from training)")
     ckpt = load_checkpoint(cfg.model_path)

@@ -104,6 +104,13 @@ class _MovieFigure:
         self.fig.clear()
 
 
+
+def write_run_movie(path: str | Path, arrays: dict[str, np.ndarray], title: str, cfg) -> Path:
+    """:func:`write_movie` of a recorded ``arrays`` dict with the Movie settings of ``cfg``."""
+    return write_movie(path, arrays["time"], arrays["dt"], arrays["position"], arrays["energy"],
+                       arrays["angular_momentum"], title=title, max_frames=cfg.movie_max_frames, fps=cfg.movie_fps,
+                       dpi=cfg.movie_dpi)
+
 def _orbit_limits(pos: np.ndarray):
     xy = pos[..., :2].reshape(-1, 2)
     lo, hi = np.nanmin(xy, 0), np.nanmax(xy, 0)

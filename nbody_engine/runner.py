@@ -89,7 +89,7 @@ def _cli_values(args: argparse.Namespace) -> tuple[dict, dict]:
 def run(configs: dict[str, Config]) -> dict:
     """Run the phases in ``configs`` with a console progress sink (and Weights & Biases where a
     phase has ``wandb = true``); print the simulation summary."""
-    from .jobs import run_phases
+    from .phases import run_phases
 
     sinks = [ConsoleSink()]
     if any(cfg.wandb for cfg in configs.values()):

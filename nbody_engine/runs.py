@@ -78,6 +78,11 @@ class RunDirectory:
     def sim_dir(self, label: str) -> Path:
         return self.root / "sim" / label
 
+    def movie_path(self, movie_dir: str | None, label: str) -> Path:
+        """``<movie_dir>/nbody_movie_<save_name>_<label>.mp4``; movie_dir defaults to data/movie."""
+        directory = Path(movie_dir) if movie_dir else self.root.parent / "movie"
+        return directory / f"nbody_movie_{self.save_name}_{label}.mp4"
+
     def checkpoints(self) -> list[Path]:
         """Checkpoints present, oldest epoch first."""
         return sorted(self.model_dir.glob("model_epoch_*.pt"))

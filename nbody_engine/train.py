@@ -36,13 +36,13 @@ from .events import (CheckpointWritten, EpochFinished, MetricsFileSink, Reporter
 from .features import empty_rows, history_row, push_row
 from .initial_conditions import kepler_family, load_ic_file, random_system
 from .integrate import Gravity, leapfrog_step, period_of, relative_change, total_energy
-from .jobs import gravity_of, movie_path, resolve_seed, torch_setup
 from .model import LearnedDt, build_network
-from .movie import check_encoder, write_movie
+from .movie import check_encoder, write_run_movie
 from .plots import training_report
 from .physics import State, angular_momentum, kinetic_energy
 from .replay import ReplayBuffer
 from .runs import RunDirectory, write_npz, write_text
+from .runtime import gravity_of, resolve_seed, torch_setup
 
 log = logging.getLogger("nbody_engine.train")
 
@@ -540,6 +540,4 @@ def _write_outputs(run: RunDirectory, trainer: Trainer) -> None:
     cfg = trainer.cfg
     training_report(trainer.metrics, arrays["position"], run.root / "train_report.png", f"training '{cfg.save_name}'")
     if cfg.movie:
-        write_movie(movie_path(cfg, run, "train"), arrays["time"], arrays["dt"], arrays["position"], arrays["energy"],
-                    arrays["angular_momentum"], title=f"training '{cfg.save_name}'", max_frames=cfg.movie_max_frames,
-                    fps=cfg.movie_fps, dpi=cfg.movie_dpi)
+        write_run_movie(run.movie_path(cfg.movie_dir, "train"), arrays, f"training '{cfg.save_name}'", cfg)

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch._dynamo.utils import counters
 
-from nbody_engine import jobs
+from nbody_engine import simulation
 from nbody_engine.errors import NonFiniteStateError, RunCancelled
 from nbody_engine.events import CancelToken, Reporter, TrajectoryChunk
 from nbody_engine.initial_conditions import kepler_orbit, kepler_period, make_state, random_system
@@ -280,10 +280,10 @@ def test_nperiod_stop_rule_ends_after_whole_periods():
     cfg = Config(Nperiod=2, integrator_mode="analytic", eps=0.02)
     e, a = 0.5, 1.0
     state = kepler_orbit(e, a)
-    stop = jobs.stop_rule(cfg, state)
+    stop = simulation.stop_rule(cfg, state)
     assert stop.max_steps is None
-    policy, _ = jobs.simulation_policy(cfg, "cpu")
-    traj = simulate(state, policy, jobs.gravity_of(cfg), stop)
+    policy, _ = simulation.simulation_policy(cfg, "cpu")
+    traj = simulate(state, policy, simulation.gravity_of(cfg), stop)
 
     assert traj.time[-1, 0] == pytest.approx(2 * float(kepler_period(a)), rel=1e-14)
     start, end = traj.position[0, 0], traj.position[-1, 0]
@@ -297,7 +297,7 @@ def test_nperiod_stop_rule_ends_after_whole_periods():
 def test_steps_stop_rule_stops_at_that_many_steps():
     cfg = Config(steps=50, integrator_mode="analytic")
     state = kepler_orbit(0.5, 1.0)
-    stop = jobs.stop_rule(cfg, state)
+    stop = simulation.stop_rule(cfg, state)
     assert stop.max_steps == 50 and stop.t_end is None
     traj = simulate(state, AnalyticDt(cfg.eps), Gravity(), stop)
     assert traj.steps[0] == 50
@@ -307,7 +307,7 @@ def test_steps_stop_rule_stops_at_that_many_steps():
 def test_duration_stop_rule():
     cfg = Config(duration=0.7, Nperiod=0)
     state = kepler_orbit(0.5, 1.0)
-    traj = simulate(state, AnalyticDt(0.05), Gravity(), jobs.stop_rule(cfg, state))
+    traj = simulate(state, AnalyticDt(0.05), Gravity(), simulation.stop_rule(cfg, state))
     assert traj.time[-1, 0] == 0.7
 
 
@@ -316,15 +316,15 @@ def test_duration_stop_rule():
                          ids=["kepler", "three-body"])
 def test_default_stop_rule_is_1000_steps(state):
     cfg = Config(steps=-1, Nperiod=0, duration=None)
-    stop = jobs.stop_rule(cfg, state)
-    assert stop.max_steps == jobs.DEFAULT_STEPS == 1000
+    stop = simulation.stop_rule(cfg, state)
+    assert stop.max_steps == simulation.DEFAULT_STEPS == 1000
     traj = simulate(state, FixedDt(1e-3), Gravity(), stop)
     assert traj.steps[0] == 1000
 
 
 def test_nperiod_without_a_two_body_orbit_falls_back_to_1000_steps():
     state = random_system(3, 2, generator=torch.Generator().manual_seed(2))
-    stop = jobs.stop_rule(Config(Nperiod=2), state)
+    stop = simulation.stop_rule(Config(Nperiod=2), state)
     assert stop.max_steps == 1000 and stop.t_end is None
 
 

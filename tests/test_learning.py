@@ -22,7 +22,7 @@ from nbody_engine.features import basic_features, change_features, history_row, 
 from nbody_engine.checkpoints import load_checkpoint
 from nbody_engine.initial_conditions import kepler_orbit, random_system
 from nbody_engine.integrate import Gravity, leapfrog_step, relative_change, total_energy
-from nbody_engine.jobs import gravity_of
+from nbody_engine.runtime import gravity_of
 from nbody_engine.model import DtNetwork, LearnedDt, build_network
 from nbody_engine.physics import State
 from nbody_engine.policies import AnalyticDt, pairwise_timescale
@@ -30,7 +30,7 @@ from nbody_engine.replay import ReplayBuffer
 from nbody_engine.train import (NONFINITE_PENALTY, ROUNDOFF, EpochStats, Trainer, TrainingStalled, attempt,
                                 band_loss, run_training, step_loss)
 
-torch.set_num_threads(1)  # as the engine runs on a CPU (jobs.torch_setup): these tensors are tiny
+torch.set_num_threads(1)  # as the engine runs on a CPU (runtime.torch_setup): these tensors are tiny
 GRAVITY = Gravity()
 FLOOR = ROUNDOFF * torch.finfo(torch.float64).eps
 
@@ -491,7 +491,7 @@ def test_duration_is_a_wall_clock_budget(tmp_path):
 def test_resume_without_a_seed_continues_with_the_checkpoints_seed(tmp_path):
     import tomllib
 
-    from nbody_engine.jobs import run_phases
+    from nbody_engine.phases import run_phases
 
     unseeded = {k: v for k, v in TINY.items() if k != "seed"}
     run_phases({"train": build_config({**unseeded, "epochs": 2})}, data_dir=tmp_path)

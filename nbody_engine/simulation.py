@@ -1,65 +1,30 @@
-"""Jobs: a resolved Config in, a finished run directory out, progress reported as events.
-
-The headless runner and the explorer both call :func:`run_simulation` (and, for training,
-:func:`nbody_engine.train.run_training`); neither re-implements what happens inside.
+"""The simulation job: a resolved Config in, a finished ``sim/<label>/`` out, progress
+reported as events. The headless runner and the explorer both call :func:`run_simulation`;
+neither re-implements what happens inside.
 """
 
 from __future__ import annotations
 
 import math
-import os
-import random
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from .config import PHASES, Config, check_multi_orbit, config_values, load_configs, to_toml
+from .checkpoints import load_checkpoint
+from .config import Config, build_config, check_multi_orbit, config_values
 from .errors import InputError, RunCancelled
 from .events import Reporter, RunCancelledEvent, RunFailed, RunFinished, RunStarted
 from .initial_conditions import kepler_family, load_ic_file, random_system
-from .integrate import Gravity, StopRule, Trajectory, period_of, simulate
-from .physics import ExternalField, State
-from .policies import analytic_or_fixed
-from .movie import check_encoder, write_movie
+from .integrate import StopRule, Trajectory, period_of, simulate
+from .model import learned_policy_from_checkpoint
+from .movie import check_encoder, write_run_movie
+from .physics import State
 from .plots import simulation_report
-from .runs import RunDirectory, write_json, write_npz, write_text
+from .policies import analytic_or_fixed
+from .runs import RunDirectory, write_json, write_npz
+from .runtime import gravity_of, resolve_seed, torch_setup
 
 DEFAULT_STEPS = 1000
-
-
-def resolve_seed(cfg: Config) -> int:
-    """The run's seed; a config without one gets a fresh seed, recorded so the run can be repeated."""
-    if cfg.seed is None:
-        cfg.seed = random.SystemRandom().randrange(2**31)
-    return cfg.seed
-
-
-def torch_setup(cfg: Config) -> tuple[torch.device, torch.dtype]:
-    """Apply the Device/dtype section; return the device and dtype to compute in.
-
-    On the CPU, torch runs single-threaded unless OMP_NUM_THREADS says otherwise: these
-    tensors are small, and a second thread costs more in synchronisation than it gains."""
-    if "OMP_NUM_THREADS" not in os.environ:
-        torch.set_num_threads(1)
-    if cfg.device == "auto":
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    elif cfg.device == "cuda" and not torch.cuda.is_available():
-        raise InputError("device = 'cuda' but PyTorch sees no CUDA GPU; use device = 'auto' or 'cpu'")
-    else:
-        device = torch.device(cfg.device)
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = cfg.tf32
-        torch.backends.cudnn.allow_tf32 = cfg.tf32
-    torch.autograd.set_detect_anomaly(cfg.detect_anomaly)
-    return device, getattr(torch, cfg.dtype)
-
-
-def gravity_of(cfg: Config) -> Gravity:
-    field = None
-    if cfg.external_field_mass is not None:
-        field = ExternalField(cfg.external_field_mass, tuple(float(x) for x in cfg.external_field_position))
-    return Gravity(cfg.softening, field)
 
 
 def simulation_initial_state(cfg: Config, generator: torch.Generator, device, dtype,
@@ -145,12 +110,6 @@ def _plain(value):
     return [_plain(v) for v in value]
 
 
-def movie_path(cfg: Config, run: RunDirectory, label: str) -> Path:
-    """``<movie_dir>/nbody_movie_<save_name>_<label>.mp4``; movie_dir defaults to data/movie."""
-    directory = Path(cfg.movie_dir) if cfg.movie_dir else run.root.parent / "movie"
-    return directory / f"nbody_movie_{cfg.save_name}_{label}.mp4"
-
-
 def _write_simulation_outputs(cfg: Config, run: RunDirectory, traj: Trajectory, period, summary: dict) -> dict:
     """trajectory.npz, summary.json, report.png and (with ``movie``) the movie; returns their paths."""
     label = sim_label(cfg)
@@ -162,9 +121,8 @@ def _write_simulation_outputs(cfg: Config, run: RunDirectory, traj: Trajectory, 
     write_json(outputs["summary"], summary)
     simulation_report(arrays, outputs["report"], f"{label} simulation '{cfg.save_name}'")
     if cfg.movie:
-        outputs["movie"] = write_movie(movie_path(cfg, run, label), arrays["time"], arrays["dt"], arrays["position"],
-                                       arrays["energy"], arrays["angular_momentum"], title=f"{label} '{cfg.save_name}'",
-                                       max_frames=cfg.movie_max_frames, fps=cfg.movie_fps, dpi=cfg.movie_dpi)
+        outputs["movie"] = write_run_movie(run.movie_path(cfg.movie_dir, label), arrays,
+                                           f"{label} '{cfg.save_name}'", cfg)
     return {k: str(v) for k, v in outputs.items()}
 
 
@@ -207,71 +165,13 @@ def simulation_policy(cfg: Config, device):
             raise InputError("'use_train_ic' needs 'model_path' (the checkpoint holding the training ICs)")
         train_ic = None
         if cfg.model_path and cfg.use_train_ic:
-            from .checkpoints import load_checkpoint
-
             train_ic = load_checkpoint(cfg.model_path).train_ic
         return analytic_or_fixed(cfg.dt, cfg.eps, gravity_of(cfg), cfg.time_symmetric), train_ic
-    from .model import learned_policy_from_checkpoint
-
     return learned_policy_from_checkpoint(cfg, device)
-
-
-def run_phases(configs: dict[str, Config], reporter: Reporter | None = None, data_dir=None) -> dict[str, dict]:
-    """Train and/or simulate, in that order, as ``configs`` (from :func:`load_configs`) says,
-    recording every phase's resolved config in the run directory's ``config.toml``.
-
-    Phases without a seed share one fresh seed. After training, a simulation whose
-    ``model_path`` was not set explicitly uses the checkpoint training actually wrote last (the
-    final one, or an earlier one if ``duration`` cut it short). A simulation that cannot start
-    is refused before training.
-    """
-    if "simulate" in configs:
-        check_multi_orbit(configs["simulate"])
-    seed = next((c.seed for c in configs.values() if c.seed is not None), None)
-    for cfg in configs.values():
-        cfg.seed = cfg.seed if cfg.seed is not None else seed
-        seed = resolve_seed(cfg)
-    first = next(iter(configs.values()))
-    config_path = RunDirectory(first.save_name, data_dir).config_path
-    earlier = _recorded_phases(config_path)
-
-    def record_config(event) -> None:
-        # each phase announces RunStarted once its inputs are checked: bad input writes nothing
-        if isinstance(event, RunStarted):
-            merged = {**earlier, **configs}
-            write_text(config_path, to_toml({ph: merged[ph] for ph in PHASES if ph in merged}))
-
-    reporter = Reporter([record_config, *(reporter.sinks if reporter else [])], reporter.cancel if reporter else None)
-    results: dict[str, dict] = {}
-    if "train" in configs:
-        from .train import run_training
-
-        results["train"] = run_training(configs["train"], reporter, data_dir)
-    if "simulate" in configs:
-        cfg = configs["simulate"]
-        checkpoint = results.get("train", {}).get("checkpoint")
-        if checkpoint and "model_path" not in cfg.given_keys:
-            cfg.model_path = checkpoint
-        results["simulate"] = run_simulation(cfg, reporter, data_dir)
-    return results
-
-
-def _recorded_phases(config_path: Path) -> dict[str, Config]:
-    """The phases an earlier run left in ``config.toml``, so that simulating into a training
-    run's directory adds ``[simulate]`` rather than erasing the training settings. A file that
-    no longer loads (an older version's) is simply replaced."""
-    if not config_path.is_file():
-        return {}
-    try:
-        return load_configs("both", config_path, run_defaults=False)
-    except InputError:
-        return {}
 
 
 def compare_with_analytic(cfg: Config, reporter: Reporter | None = None, data_dir=None) -> dict:
     """Simulate what ``cfg`` simulated (same seed, initial conditions and stop rule) with the
     analytic policy, for a side-by-side comparison."""
-    from .config import build_config
-
     twin = build_config(config_values(cfg) | {"integrator_mode": "analytic"})
     return run_simulation(twin, reporter, data_dir)
