@@ -199,11 +199,17 @@ def check_multi_orbit(cfg: Config) -> None:
                          f"set num_particles = 2 (it is {cfg.num_particles}) or turn multi_orbit_sim off")
 
 
+SAVE_NAME_MAX = 128
+_PORTABLE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
+
+
 def check_save_name(name: str) -> None:
-    """``save_name`` is a directory name under data/, never a path."""
-    if not name or name in (".", "..") or "/" in name or "\\" in name or name.startswith("~") or "\0" in name:
-        raise InputError(f"'save_name' must be a plain name (a folder under data/), not {name!r}; "
-                         "drop any '/', '..' or '~'")
+    """``save_name`` is a directory name under data/, never a path: a portable file name (POSIX's
+    letters, digits, '.', '_' and '-', not starting with '.' or '-'), at most SAVE_NAME_MAX long."""
+    if not _PORTABLE_NAME.fullmatch(name) or len(name) > SAVE_NAME_MAX:
+        shown = name if len(name) <= 40 else name[:37] + "..."
+        raise InputError(f"'save_name' must be a plain folder name under data/ (letters, digits, '.', '_', '-'; "
+                         f"at most {SAVE_NAME_MAX} characters, not starting with '.' or '-'), not {shown!r}")
 
 
 def default_save_name(mode: str) -> str:

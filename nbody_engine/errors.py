@@ -15,3 +15,7 @@ class RunCancelled(Exception):
 
 class TrainingStalled(RuntimeError):
     """A state was rejected ``max_retrain_steps`` times in a row."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread like Ctrl-C, so a run stops the same clean way."""

@@ -76,7 +76,12 @@ def _row(policy: str, eps, index: int, e, traj, period: float) -> dict:
 
 def evaluate(cfg: Config, reporter: Reporter | None = None, data_dir=None) -> dict:
     """Run the comparison described in the module docstring; returns the table and file paths."""
-    reporter = reporter or Reporter()
+    run = RunDirectory(cfg.save_name, data_dir)
+    with run.lock():
+        return _evaluate_into(run, cfg, reporter or Reporter())
+
+
+def _evaluate_into(run: RunDirectory, cfg: Config, reporter: Reporter) -> dict:
     if not cfg.model_path:
         raise InputError("evaluate needs 'model_path' (--model-path), the checkpoint whose policy is evaluated, "
                          "or the 'save_name' of the training that wrote it")
@@ -99,7 +104,7 @@ def evaluate(cfg: Config, reporter: Reporter | None = None, data_dir=None) -> di
             traj = simulate(state, policy, gravity, _stop(cfg, state), reporter, phase="evaluate")
             rows.append(_row(name, eps, i, e, traj, period))
     verdicts = [learned_versus(rows, i, name) for i in range(len(systems)) for name in baselines]
-    outputs = write_evaluation(rows, verdicts, RunDirectory(cfg.save_name, data_dir).root / "eval", cfg.model_path)
+    outputs = write_evaluation(rows, verdicts, run.root / "eval", cfg.model_path)
     result = {"rows": rows, "verdicts": verdicts, "outputs": outputs}
     reporter.emit(RunFinished("evaluate", result))
     return result

@@ -29,8 +29,13 @@ def run_phases(configs: dict[str, Config], reporter: Reporter | None = None, dat
     for cfg in configs.values():
         cfg.seed = cfg.seed if cfg.seed is not None else seed
         seed = resolve_seed(cfg)
-    first = next(iter(configs.values()))
-    config_path = RunDirectory(first.save_name, data_dir).config_path
+    run = RunDirectory(next(iter(configs.values())).save_name, data_dir)
+    with run.lock():
+        return _run_locked(configs, run, reporter, data_dir)
+
+
+def _run_locked(configs: dict[str, Config], run: RunDirectory, reporter: Reporter | None, data_dir) -> dict[str, dict]:
+    config_path = run.config_path
     earlier = _recorded_phases(config_path)
 
     def record_config(event) -> None:

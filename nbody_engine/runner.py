@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -17,7 +18,7 @@ from typing import Any
 import param
 
 from .config import check_value, load_configs, parse_text
-from .errors import InputError, NonFiniteStateError, RunCancelled, TrainingStalled
+from .errors import InputError, NonFiniteStateError, RunCancelled, Terminated, TrainingStalled
 from .events import ConsoleSink, Reporter, WandbSink
 from .schema import KEYS, SECTIONS, Config, flags_for, section_keys
 
@@ -111,8 +112,13 @@ def run_evaluation(cfg: Config) -> dict:
     return result
 
 
+def _terminate(_signum, _frame):
+    raise Terminated
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminate)
     if args.mode == "sweep":
         from .sweep import main_from_args
 
@@ -132,6 +138,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TrainingStalled as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         return 1
+    except Terminated:
+        print(f"{PROG}: terminated", file=sys.stderr)
+        return 143
     except (RunCancelled, KeyboardInterrupt):
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130

@@ -3,14 +3,19 @@
 Layout: ``config.toml`` (the resolved config, re-runnable as is), ``metrics.jsonl`` (one line
 per training epoch), ``model/model_epoch_XXXX.pt``, ``sim/<label>/summary.json`` and
 ``trajectory.npz``. Every file is written to a temporary name and renamed into place, so a
-reader never sees half a file.
+reader never sees half a file; files get the modes the umask gives, as ``open`` would.
+
+A run holds its directory's lock (:class:`DirectoryLock`) while it writes there, so two runs
+with the same ``save_name`` cannot interleave their checkpoints and metrics.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
-import tempfile
+import secrets
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,19 +23,23 @@ from pathlib import Path
 import numpy as np
 
 from .config import check_save_name
+from .errors import InputError
 
 DATA_DIR = Path("data")
 
 
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it onto ``path`` if the block succeeds."""
+    """Yield a temporary path beside ``path``; rename it onto ``path`` if the block succeeds.
+
+    The temporary file is created with mode 0666 less the umask (``mkstemp`` would make it
+    0600, and the rename would keep that)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     try:
-        yield Path(tmp)
+        yield tmp
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -83,6 +92,109 @@ class RunDirectory:
         directory = Path(movie_dir) if movie_dir else self.root.parent / "movie"
         return directory / f"nbody_movie_{self.save_name}_{label}.mp4"
 
+    def lock(self) -> DirectoryLock:
+        """The lock a run holds while it writes this directory (``with run.lock(): ...``)."""
+        return DirectoryLock(self.root)
+
     def checkpoints(self) -> list[Path]:
         """Checkpoints present, oldest epoch first."""
         return sorted(self.model_dir.glob("model_epoch_*.pt"))
+
+
+class DirectoryLock:
+    """An advisory lock on a run directory, held while a run writes there.
+
+    ``<directory>/.lock`` is locked with ``flock`` (the kernel drops the lock when its process
+    dies, however it dies) and holds the owner's pid, which a refused run names. Re-entrant
+    within one thread (a ``both`` run locks once per phase inside its own lock); another thread
+    of the same process is refused like another process. Leaving, the lock file goes, and so do
+    the directories the lock created if nothing else was written in them: a run refused for bad
+    input leaves nothing behind."""
+
+    FILE = ".lock"
+    _held: dict[Path, tuple[int, int, DirectoryLock]] = {}  # path -> (thread id, depth, owner)
+    _guard = threading.Lock()
+
+    def __init__(self, directory: str | Path, what: str = "run") -> None:
+        self.shown = Path(directory)
+        self.directory = self.shown.absolute()
+        self.what = what
+        self.path = self.directory / self.FILE
+        self._fd: int | None = None
+        self._created: list[Path] = []
+
+    def __enter__(self) -> DirectoryLock:
+        with self._guard:
+            held = self._held.get(self.path)
+            if held is not None:
+                thread, depth, owner = held
+                if thread != threading.get_ident():
+                    raise InputError(self._in_use(os.getpid(), "another job of this process"))
+                self._held[self.path] = (thread, depth + 1, owner)
+                return self
+            self._acquire()
+            self._held[self.path] = (threading.get_ident(), 1, self)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        with self._guard:
+            thread, depth, owner = self._held[self.path]
+            if depth > 1:
+                self._held[self.path] = (thread, depth - 1, owner)
+                return
+            del self._held[self.path]
+            owner._release()
+
+    def _acquire(self) -> None:
+        self._created = [d for d in (self.directory, *self.directory.parents) if not d.exists()][::-1]
+        self.directory.mkdir(parents=True, exist_ok=True)
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                pid = _read_pid(fd)
+                os.close(fd)
+                self._remove_created()
+                raise InputError(self._in_use(pid, "another process")) from None
+            if _same_file(fd, self.path):  # not unlinked by a holder leaving meanwhile
+                break
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+
+    def _release(self) -> None:
+        if self._fd is None:
+            return
+        os.unlink(self.path)  # while still holding the lock: a waiter then sees a stale inode
+        os.close(self._fd)
+        self._fd = None
+        self._remove_created()
+
+    def _remove_created(self) -> None:
+        for directory in reversed(self._created):
+            try:
+                directory.rmdir()
+            except OSError:
+                break  # something was written there: it stays
+        self._created = []
+
+    def _in_use(self, pid: int | None, holder: str) -> str:
+        who = f"pid {pid}" if pid else holder
+        return (f"'{self.shown}' is in use by another {self.what} ({who}); wait for it to end (then "
+                f"--resume continues a training), or choose another save_name")
+
+
+def _read_pid(fd: int) -> int | None:
+    text = os.pread(fd, 32, 0).decode(errors="replace").strip()
+    return int(text) if text.isdigit() else None
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return False
+    fst = os.fstat(fd)
+    return (st.st_dev, st.st_ino) == (fst.st_dev, fst.st_ino)

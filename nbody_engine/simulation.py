@@ -132,8 +132,12 @@ def sim_label(cfg: Config) -> str:
 
 def run_simulation(cfg: Config, reporter: Reporter | None = None, data_dir=None) -> dict:
     """Simulate ``cfg`` and write its run directory; returns the summary (with ``outputs``)."""
-    reporter = reporter or Reporter()
     run = RunDirectory(cfg.save_name, data_dir)
+    with run.lock():
+        return _simulate_into(run, cfg, reporter or Reporter())
+
+
+def _simulate_into(run: RunDirectory, cfg: Config, reporter: Reporter) -> dict:
     device, dtype = torch_setup(cfg)
     if cfg.movie:
         check_encoder()

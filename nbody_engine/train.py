@@ -30,7 +30,7 @@ import torch
 
 from .checkpoints import load_checkpoint, save_checkpoint
 from .config import Config, config_values
-from .errors import InputError, RunCancelled, TrainingStalled
+from .errors import InputError, RunCancelled, Terminated, TrainingStalled
 from .events import (CheckpointWritten, EpochFinished, MetricsFileSink, Reporter, RunCancelledEvent, RunFailed,
                      RunFinished, RunStarted, StepAccepted, StepRejected, TrajectoryChunk, json_line)
 from .features import empty_rows, history_row, push_row
@@ -459,6 +459,11 @@ def run_training(cfg: Config, reporter: Reporter | None = None, data_dir=None) -
     Returns ``{"checkpoint": path of the last checkpoint, "epochs": epochs completed, ...}``.
     """
     run = RunDirectory(cfg.save_name, data_dir)
+    with run.lock():
+        return _train_into(run, cfg, reporter)
+
+
+def _train_into(run: RunDirectory, cfg: Config, reporter: Reporter | None) -> dict:
     reporter = Reporter([*(reporter.sinks if reporter else []), MetricsFileSink(run.metrics_path)],
                         reporter.cancel if reporter else None)
     resume_from = _resume_point(cfg, run)
@@ -506,8 +511,7 @@ def _train_loop(trainer: Trainer, run: RunDirectory, reporter: Reporter) -> dict
         if isinstance(stop, TrainingStalled):
             reporter.emit(RunFailed("train", str(stop)))
         else:
-            reporter.emit(RunCancelledEvent("train", "interrupted (Ctrl-C)" if isinstance(stop, KeyboardInterrupt)
-                                            else "stopped by request"))
+            reporter.emit(RunCancelledEvent("train", _stop_reason(stop)))
         raise
     except Exception as err:
         reporter.emit(RunFailed("train", str(err)))
@@ -518,6 +522,12 @@ def _train_loop(trainer: Trainer, run: RunDirectory, reporter: Reporter) -> dict
               "final_metrics": trainer.metrics[-1] if trainer.metrics else {}}
     reporter.emit(RunFinished("train", result))
     return result
+
+
+def _stop_reason(stop: BaseException) -> str:
+    if isinstance(stop, Terminated):
+        return "terminated (SIGTERM)"
+    return "interrupted (Ctrl-C)" if isinstance(stop, KeyboardInterrupt) else "stopped by request"
 
 
 def _save(run: RunDirectory, snapshot: dict, reporter: Reporter):
