@@ -19,7 +19,8 @@ import param
 import tomli_w
 
 from .errors import InputError
-from .schema import KEYS, SECTIONS, Config, section_keys
+from .keytypes import Refused, item_bounds, key_type
+from .schema import KEYS, PATH_KEYS, SECTIONS, Config, section_keys
 
 PHASES = ("train", "simulate")
 _PARAM_MESSAGE_PREFIX = re.compile(r"^\w+ parameter '[^']*' ")
@@ -34,54 +35,18 @@ def unknown_key_error(key: str, where: str) -> InputError:
     return InputError(f"unknown key '{key}' in {where}{_closest(key, KEYS)}")
 
 
-def _type_name(p: param.Parameter) -> str:
-    if isinstance(p, param.Boolean):
-        return "true or false"
-    if isinstance(p, param.Integer):
-        return "an integer"
-    if isinstance(p, param.Number):
-        return "a number"
-    if isinstance(p, param.Selector):
-        return "one of " + ", ".join(repr(o) for o in p.objects)
-    if isinstance(p, param.List):
-        return "a list"
-    return "a string"
-
-
-def _coerce_item(p: param.Parameter, value: Any) -> Any:
-    """Convert ``value`` to the parameter's type without losing anything, or raise TypeError."""
-    if isinstance(p, param.Boolean):
-        if isinstance(value, bool):
-            return value
-    elif isinstance(p, param.Integer):
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-    elif isinstance(p, param.Number):
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value) if isinstance(value, float) else value
-    elif isinstance(p, param.List):
-        if isinstance(value, list):
-            item_types = p.item_type if isinstance(p.item_type, tuple) else (p.item_type,)
-            if int in item_types and float not in item_types:
-                value = [int(v) if isinstance(v, float) and v.is_integer() else v for v in value]
-            if all(isinstance(v, item_types) and not isinstance(v, bool) for v in value):
-                return value
-    elif isinstance(value, str):
-        return value
-    raise TypeError
-
-
 def check_value(key: str, value: Any, where: str) -> Any:
     """The value of ``key`` as the schema types it; raises InputError naming key and place."""
     p = Config.param[key]
     if value is None and p.allow_None:
         return None
+    kind = key_type(p)
     try:
-        value = _coerce_item(p, value)
+        value = kind.coerce(p, value)
     except TypeError:
-        raise InputError(f"{where}: '{key}' must be {_type_name(p)}, not {value!r}") from None
+        raise InputError(f"{where}: '{key}' must be {kind.describe(p)}, not {_shown(value)}") from None
+    except Refused as err:
+        raise InputError(f"{where}: '{key}' {err}") from None
     try:
         p._validate(value)
     except ValueError as err:
@@ -90,25 +55,16 @@ def check_value(key: str, value: Any, where: str) -> Any:
     return value
 
 
+def _shown(value: Any) -> str:
+    """A value as a message quotes it: its repr, cut short."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def parse_text(key: str, text: str | list[str]) -> Any:
     """Turn a CLI string (or list of strings) into a TOML-like value for :func:`check_value`."""
     p = Config.param[key]
-    if isinstance(text, list):
-        return [_parse_scalar(t) for t in text]
-    if p.allow_None and text.lower() == "none":
-        return None
-    if isinstance(p, (param.Integer, param.Number)):
-        return _parse_scalar(text)
-    return text
-
-
-def _parse_scalar(text: str) -> Any:
-    for convert in (int, float):
-        try:
-            return convert(text)
-        except ValueError:
-            pass
-    return text
+    return key_type(p).from_text(p, text)
 
 
 def read_toml(path: str | Path, what: str = "config file", flag: str = "--config") -> dict:
@@ -197,6 +153,19 @@ def check_multi_orbit(cfg: Config) -> None:
     if cfg.multi_orbit_sim and cfg.num_particles != 2:
         raise InputError("'multi_orbit_sim' samples two-body orbits; "
                          f"set num_particles = 2 (it is {cfg.num_particles}) or turn multi_orbit_sim off")
+
+
+def check_paths_within(cfg: Config, roots: list[Path], source: str, hint: str) -> None:
+    """Every path key of ``cfg`` that is set must lie inside one of ``roots`` (after resolving
+    ``..`` and links; relative paths from the working directory). ``source`` names where the
+    value came from and ``hint`` how to allow more, for the message."""
+    allowed = [Path(r).resolve() for r in roots]
+    for key in PATH_KEYS:
+        value = getattr(cfg, key)
+        if value and not any(Path(value).resolve().is_relative_to(root) for root in allowed):
+            where = " or ".join(f"'{r}'" for r in allowed)
+            raise InputError(f"{source}: '{key}' = {_shown(value)} lies outside {where}, the only place this "
+                             f"server reads and writes files; {hint}")
 
 
 SAVE_NAME_MAX = 128
@@ -310,15 +279,44 @@ def sections_table() -> str:
 
     lines = []
     for section in SECTIONS:
-        lines += [f"### {section.title}", "", "| TOML key | CLI flag | Description | Default |",
-                  "| --- | --- | --- | --- |"]
+        lines += [f"### {section.title}", "", "| TOML key | CLI flag | Description | Values | Default |",
+                  "| --- | --- | --- | --- | --- |"]
         for key in section_keys(section):
             p = section.param[key]
             flags = ", ".join(f"`{f}`" for f in flags_for(key))
             doc = p.doc.replace("|", "\\|")
-            lines.append(f"| `{key}` | {flags} | {doc} | `{_toml_literal(p.default)}` |")
+            lines.append(f"| `{key}` | {flags} | {doc} | {value_range(p)} | `{_toml_literal(p.default)}` |")
         lines.append("")
     return "\n".join(lines)
+
+
+def value_range(p: param.Parameter) -> str:
+    """What a key accepts, in interval notation: ``[1, 1e7]``, ``(0, inf)``, ``1-16 items in [1, 16384]``."""
+    kind = key_type(p).name
+    if kind in ("integer", "number"):
+        return _interval(p.bounds, p.inclusive_bounds)
+    if kind == "list":
+        low, high = p.bounds or (0, None)
+        count = f"{low}" if low == high else f"{low}-{high}" if high is not None else f"{low} or more"
+        bounds = item_bounds(p)
+        return f"{count} items" + (f" in {_interval(bounds, (True, True))}" if bounds else "")
+    if kind == "choice":
+        return " / ".join(f"`{o}`" for o in p.objects)
+    return "`true` / `false`" if kind == "boolean" else "text"
+
+
+def _interval(bounds, inclusive) -> str:
+    low, high = bounds or (None, None)
+    left = "(-inf" if low is None else f"[{_short(low)}" if inclusive[0] else f"({_short(low)}"
+    right = "inf)" if high is None else f"{_short(high)}]" if inclusive[1] else f"{_short(high)})"
+    return f"{left}, {right}"
+
+
+def _short(value: float) -> str:
+    """Powers of ten from 1e5 on as 1eN; other numbers as written."""
+    if isinstance(value, int) and value >= 10**5 and str(value).rstrip("0") == "1":
+        return f"1e{len(str(value)) - 1}"
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def _toml_literal(value: Any) -> str:

@@ -13,13 +13,12 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
-from typing import Any
 
-import param
 
 from .config import check_value, load_configs, parse_text
 from .errors import InputError, NonFiniteStateError, RunCancelled, Terminated, TrainingStalled
 from .events import ConsoleSink, Reporter, WandbSink
+from .keytypes import key_type
 from .schema import KEYS, SECTIONS, Config, flags_for, section_keys
 
 PROG = "nbody-runner"
@@ -41,17 +40,8 @@ class _Parser(argparse.ArgumentParser):
 
 def _add_key(group, key: str) -> None:
     p = Config.param[key]
-    kwargs: dict[str, Any] = {"dest": key, "default": argparse.SUPPRESS, "help": p.doc}
-    if isinstance(p, param.Boolean):
-        kwargs["action"] = argparse.BooleanOptionalAction
-    elif isinstance(p, param.List):
-        kwargs["nargs"] = 3 if key == "external_field_position" else "+"
-        kwargs["metavar"] = ("X", "Y", "Z") if key == "external_field_position" else "N"
-    elif isinstance(p, param.Selector):
-        kwargs["choices"] = p.objects
-    else:
-        kwargs["metavar"] = key.upper() if isinstance(p, (param.Number, param.String)) else "N"
-    group.add_argument(*flags_for(key), **kwargs)
+    options = {"dest": key, "default": argparse.SUPPRESS, "help": p.doc, **key_type(p).cli(key, p)}
+    group.add_argument(*flags_for(key), **options)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -78,9 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _cli_values(args: argparse.Namespace) -> tuple[dict, dict]:
     """Checked values of the flags given: (for every phase, per phase)."""
     given = vars(args)
-    shared = {key: check_value(key, parse_text(key, given[key]) if isinstance(given[key], (str, list))
-                               and not isinstance(Config.param[key], param.Boolean) else given[key],
-                               f"command line {flags_for(key)[0]}")
+    shared = {key: check_value(key, parse_text(key, given[key]), f"command line {flags_for(key)[0]}")
               for key in KEYS if key in given}
     per_phase = {phase: {"ic_path": check_value("ic_path", given[f"{phase}_ic_path"], f"command line {flag}")}
                  for phase, flag in PHASE_FLAGS.items() if f"{phase}_ic_path" in given}

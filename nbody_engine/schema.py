@@ -15,8 +15,37 @@ section's ``flags`` mapping lists the spec's own spelling (``--E_lower``, ``-n``
 from __future__ import annotations
 
 import param
+from param.parameterized import Undefined
 
 UNBOUNDED = None
+
+
+class NumberList(param.List):
+    """A list of numbers, each within ``item_bounds`` (inclusive; None on a side: no limit).
+    Param checks the items on every assignment, as it checks a Number's bounds."""
+
+    __slots__ = ["item_bounds"]
+    _slot_defaults = dict(param.List._slot_defaults, item_bounds=None)
+
+    def __init__(self, default=Undefined, *, item_bounds=Undefined, **params) -> None:
+        object.__setattr__(self, "item_bounds", item_bounds)
+        super().__init__(default, **params)
+
+    def _validate(self, val) -> None:
+        super()._validate(val)
+        if val is None or self.item_bounds is None:
+            return
+        low, high = self.item_bounds
+        for item in val:
+            if (low is not None and item < low) or (high is not None and item > high):
+                span = f"between {low} and {high}" if None not in (low, high) else \
+                    f"at least {low}" if high is None else f"at most {high}"
+                raise ValueError(f"List parameter {self.name!r} items must be {span}, not {item}")
+
+
+class FilePath(param.String):
+    """A file or directory on the machine that runs: relative paths are taken from the working
+    directory. (param.Path would check that it exists when set; a run checks when it starts.)"""
 
 
 class Section(param.Parameterized):
@@ -32,12 +61,12 @@ class Training(Section):
     flags = {"epochs": ("--epochs", "-n")}
 
     optimizer = param.Selector(default="adam", objects=["adam", "adamw", "sgd"], doc="Optimizer type")
-    epochs = param.Integer(1000, bounds=(1, UNBOUNDED), softbounds=(1, 2000), doc="Training epochs")
+    epochs = param.Integer(1000, bounds=(1, 10**7), softbounds=(1, 2000), doc="Training epochs")
     lr = param.Number(1e-4, bounds=(0, UNBOUNDED), inclusive_bounds=(False, True), softbounds=(1e-6, 1e-2),
                       doc="Learning rate")
     weight_decay = param.Number(1e-2, bounds=(0, UNBOUNDED), softbounds=(0, 0.1), doc="Weight decay")
     momentum = param.Number(0.9, bounds=(0, 1), inclusive_bounds=(True, False), doc="SGD momentum")
-    n_steps = param.Integer(10, bounds=(1, UNBOUNDED), softbounds=(1, 100),
+    n_steps = param.Integer(10, bounds=(1, 10**5), softbounds=(1, 100),
                             doc="Integration steps per loss eval: leapfrog sub-steps taken with one predicted dt")
     dt_bound = param.Number(1e-8, bounds=(0, UNBOUNDED), inclusive_bounds=(False, True), softbounds=(1e-12, 1e-2),
                             doc="dt bound (loss heuristics): the smallest dt a learned policy may return")
@@ -47,13 +76,13 @@ class Training(Section):
     energy_threshold = param.Number(2e-4, bounds=(0, UNBOUNDED), inclusive_bounds=(False, True),
                                     softbounds=(1e-8, 1e-2),
                                     doc="Accept/reject energy threshold on |dE/E| of an attempt")
-    steps_per_epoch = param.Integer(1, bounds=(1, UNBOUNDED), softbounds=(1, 100), doc="Accepted steps per epoch")
-    max_retrain_steps = param.Integer(1000, bounds=(0, UNBOUNDED), softbounds=(0, 10000),
+    steps_per_epoch = param.Integer(1, bounds=(1, 10**6), softbounds=(1, 100), doc="Accepted steps per epoch")
+    max_retrain_steps = param.Integer(1000, bounds=(0, 10**9), softbounds=(0, 10000),
                                       doc="Max retrain iterations per step (0 = unlimited)")
-    replay_steps = param.Integer(1000, bounds=(0, UNBOUNDED), softbounds=(0, 5000), doc="Max replay optimization steps")
-    replay_batch_size = param.Integer(512, bounds=(1, UNBOUNDED), softbounds=(1, 4096), doc="Replay batch size")
-    min_replay_size = param.Integer(2, bounds=(1, UNBOUNDED), softbounds=(1, 1000),
-                                    doc="Min replay size before training")
+    replay_steps = param.Integer(1000, bounds=(0, 10**9), softbounds=(0, 5000), doc="Max replay optimization steps")
+    replay_batch_size = param.Integer(512, bounds=(1, 10**6), softbounds=(1, 4096), doc="Replay batch size")
+    min_replay_size = param.Integer(2, bounds=(1, 10_000), softbounds=(1, 1000),
+                                    doc="Min replay size before training (the buffer holds 10000 states)")
     resume = param.Boolean(False, doc="Continue training from the latest checkpoint of save_name")
 
 
@@ -75,7 +104,7 @@ class LossBounds(Section):
 class Features(Section):
     title = "Feature / history"
 
-    history_len = param.Integer(0, bounds=(0, UNBOUNDED), softbounds=(0, 20),
+    history_len = param.Integer(0, bounds=(0, 1000), softbounds=(0, 20),
                                 doc="History length: past states the history model sees (0 = none)")
     feature_type = param.Selector(default="delta_mag", objects=["basic", "rich", "delta_mag"],
                                   doc="Feature type (basic, rich, delta_mag)")
@@ -89,13 +118,14 @@ class Features(Section):
 class Model(Section):
     title = "Model"
 
-    hidden_dims = param.List([64, 64], item_type=int, doc="Hidden layer widths of the dt network")
+    hidden_dims = NumberList([64, 64], item_type=int, bounds=(1, 16), item_bounds=(1, 16384),
+                             doc="Hidden layer widths of the dt network")
     activation = param.Selector(default="tanh", objects=["tanh", "relu", "gelu", "silu", "elu"],
                                 doc="Activation between hidden layers")
     dropout = param.Number(0.0, bounds=(0, 1), inclusive_bounds=(True, False), doc="Dropout probability")
     fourier_scale = param.Number(1.0, bounds=(0, UNBOUNDED), softbounds=(0, 10),
                                  doc="Std of the Gaussian Fourier feature frequencies")
-    fourier_dim = param.Integer(0, bounds=(0, UNBOUNDED), softbounds=(0, 256),
+    fourier_dim = param.Integer(0, bounds=(0, 4096), softbounds=(0, 256),
                                 doc="Number of Gaussian Fourier features (0 = off)")
 
 
@@ -105,15 +135,16 @@ class Simulation(Section):
     integrator_mode = param.Selector(default="analytic", objects=["analytic", "ml", "history"],
                                      doc="analytic, ml, or history")
     dt = param.Number(-1.0, softbounds=(-1, 0.1), doc="Fixed dt (analytic); dt <= 0 means adaptive with eps")
-    steps = param.Integer(-1, bounds=(-1, UNBOUNDED), softbounds=(-1, 100000), doc="Steps to simulate (-1 = unset)")
+    steps = param.Integer(-1, bounds=(-1, 10**10), softbounds=(-1, 100000), doc="Steps to simulate (-1 = unset)")
     duration = param.Number(None, allow_None=True, bounds=(0, UNBOUNDED), inclusive_bounds=(False, True),
                             doc="Stop when time >= duration (training: wall-clock budget in seconds)")
-    Nperiod = param.Number(10, bounds=(0, UNBOUNDED), softbounds=(0, 100),
+    Nperiod = param.Number(10, bounds=(0, 10**7), softbounds=(0, 100),
                            doc="Period count: stop after this many orbital periods (two-body bound orbits; 0 = unset)")
     eps = param.Number(0.1, bounds=(0, UNBOUNDED), inclusive_bounds=(False, True), softbounds=(1e-3, 1),
                        doc="dt update constant of the adaptive criterion")
-    model_path = param.String(None, allow_None=True, doc="Path to checkpoint")
-    num_particles = param.Integer(2, bounds=(2, UNBOUNDED), softbounds=(2, 64), doc="Particle count")
+    model_path = FilePath(None, allow_None=True, doc="Path to checkpoint")
+    num_particles = param.Integer(2, bounds=(2, 4096), softbounds=(2, 64),
+                                  doc="Particle count (direct summation over every pair)")
     dim = param.Integer(2, bounds=(2, 3), doc="Spatial dimension")
     mass = param.Number(1.0, bounds=(0, UNBOUNDED), inclusive_bounds=(False, True), softbounds=(0.01, 10),
                         doc="Particle mass (random ICs)")
@@ -129,14 +160,14 @@ class ExternalField(Section):
     flags = {"external_field_position": ("--external-field-position",)}
 
     external_field_mass = param.Number(None, allow_None=True, bounds=(0, UNBOUNDED), doc="External field mass")
-    external_field_position = param.List(None, allow_None=True, item_type=(int, float), bounds=(3, 3),
+    external_field_position = NumberList(None, allow_None=True, item_type=(int, float), bounds=(3, 3),
                                          doc="External field position (x y z)")
 
 
 class MultiOrbit(Section):
     title = "Multi-orbit sampling (training and simulation)"
 
-    num_orbits = param.Integer(8, bounds=(1, UNBOUNDED), softbounds=(1, 1024), doc="Orbit batch count")
+    num_orbits = param.Integer(8, bounds=(1, 10**7), softbounds=(1, 1024), doc="Orbit batch count")
     stop_at_period = param.Boolean(False, doc="Stop collection when period is reached")
     e_min = param.Number(0.6, bounds=(0, 1), inclusive_bounds=(True, False), doc="Min eccentricity")
     e_max = param.Number(0.95, bounds=(0, 1), inclusive_bounds=(True, False), doc="Max eccentricity")
@@ -161,11 +192,11 @@ class Logging(Section):
     flags = {"save_name": ("--save-name", "-s")}
 
     save_name = param.String(None, allow_None=True, doc="Output name under data/")
-    seed = param.Integer(None, allow_None=True, bounds=(0, UNBOUNDED), doc="RNG seed")
+    seed = param.Integer(None, allow_None=True, bounds=(0, 2**32 - 1), doc="RNG seed")
     debug = param.Boolean(False, doc="Enable debug logs")
-    debug_every = param.Integer(1, bounds=(1, UNBOUNDED), doc="Debug print interval")
-    debug_replay_every = param.Integer(10, bounds=(1, UNBOUNDED), doc="Debug replay interval")
-    retrain_log_every = param.Integer(100, bounds=(1, UNBOUNDED), doc="Debug line every this many retrain iterations")
+    debug_every = param.Integer(1, bounds=(1, 10**9), doc="Debug print interval")
+    debug_replay_every = param.Integer(10, bounds=(1, 10**9), doc="Debug replay interval")
+    retrain_log_every = param.Integer(100, bounds=(1, 10**9), doc="Debug line every this many retrain iterations")
     wandb = param.Boolean(False, doc="Log metrics to Weights & Biases (needs the wandb extra)")
 
 
@@ -173,17 +204,18 @@ class Movie(Section):
     title = "Movie generation (simulate + train)"
 
     movie = param.Boolean(False, doc="Save MP4 movie (training uses cumulative trajectory, including warmup steps)")
-    movie_dir = param.String(None, allow_None=True, doc="Output directory (defaults to data/movie)")
-    movie_max_frames = param.Integer(1000, softbounds=(0, 5000), doc="Max frames (downsample; <= 0 = all)")
-    movie_fps = param.Integer(30, bounds=(1, UNBOUNDED), softbounds=(1, 120), doc="Frames per second")
-    movie_dpi = param.Integer(120, bounds=(10, UNBOUNDED), softbounds=(50, 300), doc="Render DPI")
+    movie_dir = FilePath(None, allow_None=True, doc="Output directory (defaults to data/movie)")
+    movie_max_frames = param.Integer(1000, bounds=(UNBOUNDED, 10**6), softbounds=(0, 5000),
+                                     doc="Max frames (downsample; <= 0 = all)")
+    movie_fps = param.Integer(30, bounds=(1, 240), softbounds=(1, 120), doc="Frames per second")
+    movie_dpi = param.Integer(120, bounds=(10, 1200), softbounds=(50, 300), doc="Render DPI")
 
 
 class InitialConditions(Section):
     title = "Initial conditions"
     flags = {"ic_path": ("--ic-path",)}
 
-    ic_path = param.String(None, allow_None=True,
+    ic_path = FilePath(None, allow_None=True,
                            doc="Path to .npy or .txt ICs: one row per body, mass, x.., v..")
     use_train_ic = param.Boolean(False, doc="Use training ICs stored in the model checkpoint")
 
@@ -192,7 +224,7 @@ class SimulationExtras(Section):
     title = "Simulation extras"
 
     multi_orbit_sim = param.Boolean(False, doc="Run num_orbits independent 2-body orbits sampled from e/a ranges")
-    record_every = param.Integer(1, bounds=(1, UNBOUNDED), softbounds=(1, 1000),
+    record_every = param.Integer(1, bounds=(1, 10**9), softbounds=(1, 1000),
                                  doc="Record the trajectory and its diagnostics every this many steps and the last "
                                      "(maxima in summaries are over recorded steps)")
     time_symmetric = param.Boolean(False, doc="Analytic mode: each adaptive step is the mean of the criterion at its "
@@ -205,11 +237,12 @@ class SimulationExtras(Section):
 class Evaluation(Section):
     title = "Evaluation (nbody-runner evaluate)"
 
-    eval_e = param.List([0.5, 0.7, 0.9], item_type=(int, float), bounds=(1, None),
+    eval_e = NumberList([0.5, 0.7, 0.9], item_type=(int, float), bounds=(1, None), item_bounds=(0, 0.99),
                         doc="Held-out eccentricities of the Kepler orbits evaluated (unless ic_path is given)")
     eval_a = param.Number(1.0, bounds=(0, UNBOUNDED), inclusive_bounds=(False, True), softbounds=(0.1, 10),
                           doc="Semi-major axis of the evaluated Kepler orbits")
-    eval_eps = param.List([0.0125, 0.025, 0.05, 0.1, 0.2], item_type=(int, float), bounds=(1, None),
+    eval_eps = NumberList([0.0125, 0.025, 0.05, 0.1, 0.2], item_type=(int, float), bounds=(1, None),
+                          item_bounds=(1e-6, 10),
                           doc="eps values of the baselines (the analytic policy and the classic criterion) the "
                               "learned one is compared with")
 
@@ -234,6 +267,9 @@ def section_keys(section: type[Section]) -> list[str]:
 
 
 KEYS: dict[str, type[Section]] = {key: sec for sec in SECTIONS for key in section_keys(sec)}
+
+
+PATH_KEYS: tuple[str, ...] = tuple(key for key in KEYS if isinstance(Config.param[key], FilePath))
 
 
 def flags_for(key: str) -> tuple[str, ...]:

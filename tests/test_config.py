@@ -383,3 +383,48 @@ def test_evaluate_defaults_model_path_to_the_named_runs_last_checkpoint(tmp_path
     assert load_configs("evaluate", path, {"model_path": "mine.pt"})["simulate"].model_path == "mine.pt"
     assert load_configs("evaluate", path, run_defaults=False)["simulate"].model_path is None
     assert load_configs("evaluate", None, {})["simulate"].model_path is None  # no run named: nothing to guess
+
+
+# --- the per-type table: finite numbers, bounded list items, sizes, paths -----------------
+
+@pytest.mark.parametrize("key, value, message", [
+    ("dt", float("nan"), "'dt' must be a finite number"),
+    ("lr", float("inf"), "'lr' must be a finite number"),
+    ("energy_threshold", float("inf"), "'energy_threshold' must be a finite number"),
+    ("duration", float("inf"), "'duration' must be a finite number"),
+    ("epochs", float("inf"), "'epochs' must be a finite number"),
+    ("hidden_dims", [0], "'hidden_dims' items must be between 1 and 16384, not 0"),
+    ("hidden_dims", [64, -3], "'hidden_dims' items must be between 1 and 16384, not -3"),
+    ("hidden_dims", [10**9], "'hidden_dims' items must be between 1 and 16384"),
+    ("external_field_position", [0.0, float("nan"), 0.0], "'external_field_position' must be a finite number"),
+    ("eval_eps", [0.1, 0.0], "'eval_eps' items must be between"),
+    ("epochs", 10**12, "'epochs' must be at most 10000000"),
+    ("steps", 10**30, "'steps' must be at most"),
+    ("history_len", 10**9, "'history_len' must be at most 1000"),
+    ("num_particles", 10000, "'num_particles' must be at most 4096"),
+])
+def test_refused_values_name_the_key(key, value, message):
+    with pytest.raises(InputError) as err:
+        load_configs("simulate", {key: value}, source="run.toml")
+    assert message in str(err.value) and str(err.value).startswith("run.toml")
+
+
+def test_every_key_has_a_kind_and_a_value_range():
+    from nbody_engine.config import value_range
+    from nbody_engine.keytypes import key_type
+    from nbody_engine.schema import KEYS, Config
+
+    for key in KEYS:
+        assert key_type(Config.param[key]).name in {"boolean", "integer", "number", "choice", "list", "text"}
+        assert value_range(Config.param[key])
+
+
+def test_paths_outside_the_allowed_roots_are_refused(tmp_path):
+    from nbody_engine.config import check_paths_within
+
+    inside = load_configs("simulate", {"ic_path": str(tmp_path / "a.npy")})["simulate"]
+    check_paths_within(inside, [tmp_path], "imported TOML", "allow more")
+    for outside in ("/etc/passwd", str(tmp_path / ".." / "x.npy")):
+        cfg = load_configs("simulate", {"model_path": outside})["simulate"]
+        with pytest.raises(InputError, match="'model_path' .* lies outside .*; allow more"):
+            check_paths_within(cfg, [tmp_path], "imported TOML", "allow more")
