@@ -225,7 +225,13 @@ def load_configs(mode: str, config: str | Path | Mapping | None = None, cli: Map
         _apply_both_defaults(given)
     if mode == "evaluate" and run_defaults and named and "model_path" not in given["simulate"]:
         given["simulate"]["model_path"] = _trained_checkpoint(given)
-    return {ph: build_config(given[ph], explicit[ph], mode) for ph in phases}
+    configs = {ph: build_config(given[ph], explicit[ph], mode) for ph in phases}
+    if run_defaults and mode != "evaluate":
+        from .budget import check_memory  # imports torch: only once every value has passed
+
+        for ph, cfg in configs.items():
+            check_memory(cfg, ph)
+    return configs
 
 
 def _apply_both_defaults(given: dict[str, dict]) -> None:

@@ -7,6 +7,7 @@ or a stack of such blocks, shape (B, N, 1 + 2D), for a batch of systems in a ``.
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,28 @@ import torch
 
 from .errors import InputError
 from .physics import State, centre_of_mass_frame
+
+
+def check_start(state: State, gravity, source: str) -> None:
+    """Refuse systems no run can start from: two bodies at one position without softening (an
+    infinite force), and values whose energy or forces overflow (masses of 1e308). ``gravity``
+    gives the accelerations and potential; ``source`` names where the systems came from."""
+    if gravity.softening == 0:
+        separations = (state.position.unsqueeze(1) - state.position.unsqueeze(2)).norm(dim=-1)
+        separations = separations + torch.eye(state.num_bodies, dtype=separations.dtype, device=separations.device)
+        hit = (separations == 0).nonzero()
+        if len(hit):
+            system, i, j = (int(v) for v in hit[0])
+            raise InputError(f"{source}: bodies {min(i, j)} and {max(i, j)} of system {system} start at the same "
+                             "position, where the force is infinite; move them apart or set 'softening' > 0")
+    acc, potential = gravity(state)
+    kinetic = 0.5 * (state.mass * (state.velocity**2).sum(-1)).sum(-1)
+    finite = torch.isfinite(acc).flatten(1).all(1) & torch.isfinite(potential) & torch.isfinite(kinetic)
+    if not bool(finite.all()):
+        system = int((~finite).nonzero()[0, 0])
+        raise InputError(f"{source}: the energy or the forces of system {system} overflow (largest mass "
+                         f"{float(state.mass[system].max()):.3g}); give masses, positions and velocities on a scale "
+                         "where their products stay finite (G = 1)")
 
 
 def make_state(mass, position, velocity, dtype=torch.float64, device="cpu") -> State:
@@ -95,16 +118,29 @@ def load_ic_file(path: str | Path, dim: int | None = None, dtype=torch.float64, 
 
 
 def _read_table(path: Path) -> np.ndarray:
+    """The numbers of an IC file. Errors never quote the file's content: the file may be any file
+    the process can read, and the message may be shown to whoever named it (the dashboard)."""
     if path.suffix not in (".npy", ".txt"):
         raise InputError(f"IC file '{path}' must end in .npy or .txt")
+    if path.is_dir():
+        raise InputError(f"IC file '{path}' is a directory; give a .npy or .txt file")
     try:
-        if path.suffix == ".npy":
-            return np.asarray(np.load(path, allow_pickle=False), dtype=np.float64)
-        return np.loadtxt(path, dtype=np.float64, ndmin=2)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # numpy warns about an empty file before returning nothing
+            if path.suffix == ".npy":
+                table = np.asarray(np.load(path, allow_pickle=False), dtype=np.float64)
+            else:
+                table = np.loadtxt(path, dtype=np.float64, ndmin=2)
     except FileNotFoundError:
         raise InputError(f"IC file '{path}' does not exist; check 'ic_path'") from None
-    except (ValueError, OSError) as err:
-        raise InputError(f"IC file '{path}' cannot be read as numbers: {str(err).splitlines()[0]}") from None
+    except PermissionError:
+        raise InputError(f"IC file '{path}' cannot be read: permission denied") from None
+    except (ValueError, OSError, EOFError, TypeError):
+        kind = "a NumPy array of numbers (np.save)" if path.suffix == ".npy" else "a table of numbers"
+        raise InputError(f"IC file '{path}' is not {kind}; write one row per body: mass, x.., v..") from None
+    if table.size == 0:
+        raise InputError(f"IC file '{path}' holds no bodies; write one row per body: mass, x.., v..")
+    return table
 
 
 def save_ic_file(path: str | Path, state: State) -> None:

@@ -83,6 +83,28 @@ def build_network(values: dict) -> DtNetwork:
                      values["eps"], values["dt_bound"])
 
 
+def load_weights(network: DtNetwork, state: dict, path) -> None:
+    """Load ``state`` into ``network``; weights that do not fit it, or are not finite, are an
+    InputError naming the checkpoint ``path``."""
+    try:
+        network.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as err:
+        reason = str(err).strip().splitlines()[-1].strip() if str(err).strip() else type(err).__name__
+        raise InputError(f"checkpoint '{path}': its weights do not fit the network its config describes "
+                         f"({reason}); the file was altered or written by another program") from None
+    bad = [name for name, t in network.state_dict().items() if not bool(torch.isfinite(t).all())]
+    if bad:
+        raise InputError(f"checkpoint '{path}' holds non-finite weights ({', '.join(bad[:3])}); it comes from a "
+                         "training that diverged: use an earlier checkpoint")
+
+
+def checked_network(ckpt) -> DtNetwork:
+    """The network a checkpoint describes, with its weights checked and loaded."""
+    network = build_network(ckpt.config)
+    load_weights(network, ckpt.model_state, ckpt.path)
+    return network
+
+
 @dataclass(frozen=True)
 class LearnedCarry:
     """What a history policy keeps per orbit: rows (B, H, K) and the last state with its
@@ -160,9 +182,7 @@ def learned_policy_from_checkpoint(cfg, device, as_trained: bool = False):
     ckpt = load_checkpoint(cfg.model_path)
     trained = ckpt.config
     _check_compatible(cfg, trained, check_mode=not as_trained)
-    network = build_network(trained)
-    network.load_state_dict(ckpt.model_state)
-    network.to(device=device).eval()
+    network = checked_network(ckpt).to(device=device).eval()
     policy = LearnedDt(network, trained["feature_type"], trained["history_len"], gravity_of(cfg))
     return policy, ckpt.train_ic
 

@@ -14,13 +14,13 @@ from .checkpoints import load_checkpoint
 from .config import Config, build_config, check_multi_orbit, config_values
 from .errors import InputError, RunCancelled
 from .events import Reporter, RunCancelledEvent, RunFailed, RunFinished, RunStarted
-from .initial_conditions import kepler_family, load_ic_file, random_system
-from .integrate import StopRule, Trajectory, period_of, simulate
+from .initial_conditions import check_start, kepler_family, load_ic_file, random_system
+from .integrate import StopRule, Trajectory, leapfrog_step, period_of, simulate
 from .model import learned_policy_from_checkpoint
 from .movie import check_encoder, write_run_movie
 from .physics import State
 from .plots import simulation_report
-from .policies import analytic_or_fixed
+from .policies import analytic_or_fixed, pairwise_timescale
 from .runs import RunDirectory, write_json, write_npz
 from .runtime import gravity_of, resolve_seed, torch_setup
 
@@ -47,6 +47,35 @@ def simulation_initial_state(cfg: Config, generator: torch.Generator, device, dt
         parts.append(random_system(cfg.num_particles, cfg.dim, mass=cfg.mass, pos_scale=cfg.pos_scale,
                                    vel_scale=cfg.vel_scale, generator=generator, dtype=dtype, device=device))
     return concatenate_states(parts)
+
+
+def systems_source(cfg: Config) -> str:
+    """Where a simulation's systems come from, as a message names them."""
+    if cfg.use_train_ic:
+        return f"the training systems stored in checkpoint '{cfg.model_path}'"
+    if cfg.ic_path:
+        return f"IC file '{cfg.ic_path}'"
+    if cfg.multi_orbit_sim:
+        return "the sampled Kepler orbits (mass, e_min/e_max, a_min/a_max)"
+    return "the random system (num_particles, mass, pos_scale, vel_scale)"
+
+
+def check_first_step(policy, state: State, gravity, cfg: Config) -> None:
+    """One trial step of ``policy`` from ``state`` (not recorded): a step that leaves the state
+    non-finite at once is a setting, not a simulation, to report (``dt = 1e300``)."""
+    with torch.inference_mode():
+        acc, _ = gravity(state, with_potential=False)
+        dt = policy.dt(state, policy.init(state), acc)
+        after, acc_after, _ = leapfrog_step(state, dt, acc, gravity, with_potential=False)
+        finite = all(bool(torch.isfinite(t).all()) for t in (dt, after.position, after.velocity, acc_after))
+        if finite:
+            return
+        longest = float(dt.max())
+        scale = float(pairwise_timescale(state, gravity.softening).min())
+    key = "dt" if cfg.integrator_mode == "analytic" and cfg.dt > 0 else \
+        "eps" if cfg.integrator_mode == "analytic" else "model_path"
+    raise InputError(f"the first step (dt = {longest:.3g}) already makes the state non-finite; the systems' "
+                     f"shortest time scale is {scale:.3g}: '{key}' = {getattr(cfg, key)} is far too large for them")
 
 
 def concatenate_states(parts: list[State]) -> State:
@@ -144,11 +173,14 @@ def _simulate_into(run: RunDirectory, cfg: Config, reporter: Reporter) -> dict:
     generator = torch.Generator().manual_seed(resolve_seed(cfg))
     policy, train_ic = simulation_policy(cfg, device)
     state = simulation_initial_state(cfg, generator, device, dtype, train_ic)
+    gravity = gravity_of(cfg)
+    check_start(state, gravity, systems_source(cfg))
+    check_first_step(policy, state, gravity, cfg)
     stop = stop_rule(cfg, state)
     period = period_of(state.mass, state.position, state.velocity).cpu().numpy()
     reporter.emit(RunStarted("simulate", cfg.save_name, stop.max_steps or 0, config_values(cfg)))
     try:
-        traj = simulate(state, policy, gravity_of(cfg), stop, reporter, compile=cfg.compile,
+        traj = simulate(state, policy, gravity, stop, reporter, compile=cfg.compile,
                         record_every=cfg.record_every)
     except RunCancelled:
         reporter.emit(RunCancelledEvent("simulate"))

@@ -28,26 +28,25 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .checkpoints import load_checkpoint, save_checkpoint
+from .checkpoints import Checkpoint, load_checkpoint, save_checkpoint
 from .config import Config, config_values
 from .errors import InputError, RunCancelled, Terminated, TrainingStalled
 from .events import (CheckpointWritten, EpochFinished, MetricsFileSink, Reporter, RunCancelledEvent, RunFailed,
                      RunFinished, RunStarted, StepAccepted, StepRejected, TrajectoryChunk, json_line)
 from .features import empty_rows, history_row, push_row
-from .initial_conditions import kepler_family, load_ic_file, random_system
+from .initial_conditions import check_start, kepler_family, load_ic_file, random_system
 from .integrate import Gravity, leapfrog_step, period_of, relative_change, total_energy
-from .model import LearnedDt, build_network
+from .model import LearnedDt, build_network, load_weights
 from .movie import check_encoder, write_run_movie
 from .plots import training_report
 from .physics import State, angular_momentum, kinetic_energy
-from .replay import ReplayBuffer
+from .replay import REPLAY_CAPACITY, ReplayBuffer
 from .runs import RunDirectory, write_npz, write_text
 from .runtime import gravity_of, resolve_seed, torch_setup
 
 log = logging.getLogger("nbody_engine.train")
 
 CHECKPOINT_EVERY = 10
-REPLAY_CAPACITY = 10_000
 REPLAY_PATIENCE = 50  # replay also stops once its loss has not improved by 1% for this many iterations
 NONFINITE_PENALTY = 1e3
 ROUNDOFF = 1e3  # errors below ROUNDOFF * machine epsilon are rounding, not the step's doing
@@ -189,6 +188,15 @@ def training_initial_state(cfg: Config, generator: torch.Generator, device, dtyp
                          device=device)
 
 
+def training_source(cfg: Config) -> str:
+    """Where training's systems come from, as a message names them."""
+    if cfg.ic_path:
+        return f"IC file '{cfg.ic_path}'"
+    if cfg.num_particles == 2:
+        return "the sampled Kepler orbits (mass, e_min/e_max, a_min/a_max)"
+    return "the random systems (num_particles, mass, pos_scale, vel_scale)"
+
+
 # --- the trainer --------------------------------------------------------------------------
 
 class Trainer:
@@ -199,6 +207,7 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.initial = training_initial_state(cfg, self.generator, device, dtype)
+        check_start(self.initial, gravity, training_source(cfg))
         self.network = build_network(config_values(cfg)).to(device=device)
         self.policy = LearnedDt(self.network, cfg.feature_type, cfg.history_len, gravity)
         self._set_normalization()
@@ -365,10 +374,10 @@ class Trainer:
                         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
         }
 
-    def restore(self, data: dict) -> None:
-        device = self.initial.position.device
+    def restore(self, ckpt: Checkpoint) -> None:
+        data, device = ckpt.data, self.initial.position.device
         self.epoch = int(data["epoch"])
-        self.network.load_state_dict(data["model"])
+        load_weights(self.network, data["model"], ckpt.path)
         self.optimizer.load_state_dict(data["optimizer"])
         self.metrics = list(data["metrics"])
         self.trajectory = list(data.get("trajectory", []))
@@ -475,7 +484,7 @@ def _train_into(run: RunDirectory, cfg: Config, reporter: Reporter | None) -> di
     resolve_seed(cfg)
     trainer = Trainer(cfg, reporter, device, dtype, gravity_of(cfg))
     if resume_from is not None:
-        trainer.restore(resume_from.data)
+        trainer.restore(resume_from)
         _rewrite_metrics(run, trainer.metrics)
     elif run.metrics_path.exists():
         run.metrics_path.unlink()

@@ -237,8 +237,10 @@ def test_more_bad_input_in_process(tmp_path, monkeypatch, capsys, args, expected
 
 
 def test_non_finite_run_reports_the_step(tmp_path):
-    (tmp_path / "same.txt").write_text("1 0 0 0 0\n1 0 0 0 1\n")  # two bodies at r = 0
-    result = run_cli(tmp_path, "simulate", "--ic-path", "same.txt", "--steps", "10", "-s", "nf")
+    # two bodies at rest; a fixed step of 1e154 throws them ~5e307 apart at once (still finite, so
+    # the first-step check lets the run start), and each step adds as much until x overflows
+    (tmp_path / "rest.txt").write_text("1 0.5 0 0 0\n1 -0.5 0 0 0\n")
+    result = run_cli(tmp_path, "simulate", "--ic-path", "rest.txt", "--dt", "1e154", "--steps", "10", "-s", "nf")
     assert result.returncode == 2, result.stderr
     assert any("step" in line and "error" in line for line in result.stderr.splitlines()), result.stderr
     assert "Traceback" not in result.stderr
