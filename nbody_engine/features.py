@@ -19,8 +19,6 @@ until H steps have been taken.
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from .physics import State, squared_halves, sum_last, upper_pair_differences, upper_pairs
@@ -49,7 +47,7 @@ def _pair_stats(state: State, softening: float):
 def _body_stats(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """rms and max over bodies of |values| (B, N, D)."""
     squares = sum_last(values * values)
-    return squares.mean(-1).sqrt(), squares.max(-1).values.sqrt()
+    return (sum_last(squares) / squares.shape[-1]).sqrt(), squares.amax(-1).sqrt()
 
 
 def basic_features(state: State, acc: torch.Tensor, softening: float = 0.0) -> torch.Tensor:
@@ -57,10 +55,11 @@ def basic_features(state: State, acc: torch.Tensor, softening: float = 0.0) -> t
     r, free_fall, collision = _pair_stats(state, softening)
     v_rms, v_max = _body_stats(state.velocity)
     a_rms, a_max = _body_stats(acc)
-    n = torch.full_like(state.time, math.log(state.num_bodies))
-    cols = [state.mass.sum(-1), r.mean(-1), r.min(-1).values, v_rms, v_max, a_rms, a_max,
-            free_fall.min(-1).values, collision.min(-1).values, torch.minimum(free_fall, collision).min(-1).values]
-    return torch.cat([n.unsqueeze(-1), _log(torch.stack(cols, -1))], -1)
+    shortest_free_fall, shortest_collision = free_fall.amin(-1), collision.amin(-1)
+    cols = [torch.full_like(state.time, state.num_bodies), sum_last(state.mass), sum_last(r) / r.shape[-1],
+            r.amin(-1), v_rms, v_max, a_rms, a_max, shortest_free_fall, shortest_collision,
+            torch.minimum(shortest_free_fall, shortest_collision)]
+    return _log(torch.stack(cols, -1))
 
 
 def rich_features(state: State, acc: torch.Tensor, potential: torch.Tensor, softening: float = 0.0) -> torch.Tensor:

@@ -215,7 +215,9 @@ def _stepper(policy, gravity: Gravity, t_end: torch.Tensor | None, compile: bool
             if active is not None:
                 dt = dt * (active > j)
             state, acc, potential = leapfrog_step(state, dt, acc, gravity, with_potential=compile)
-            carry, steps = policy.update(carry, state, dt, acc), steps + (dt > 0)
+            carry = policy.update(carry, state, dt, acc)
+            if t_end is not None:  # without an end time every system takes every step: `simulate` counts them
+                steps = steps + (dt > 0)
             if keep is None or j in keep:
                 row = (state.time, dt, state.position, state.velocity)
                 rows.append(row + diagnostics(state, potential) if compile else row)
@@ -293,6 +295,8 @@ def simulate(state: State, policy, gravity: Gravity, stop: StopRule, reporter: R
                 done = _flush(recorder, step, stop, reporter, phase, record_every) or at_limit
                 flushed = step
         data = recorder.numpy()
+    if stop.t_end is None:
+        steps_taken = torch.full_like(steps_taken, step)
     return Trajectory(mass=state.mass.cpu().numpy(), steps=steps_taken.cpu().numpy(),
                       wall_time_s=wallclock.perf_counter() - start, **data)
 

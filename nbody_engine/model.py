@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from .errors import InputError
 from .features import empty_rows, history_row, input_width, push_row, state_features
@@ -37,7 +38,8 @@ from .policies import pairwise_timescale
 from .runtime import gravity_of
 
 LONGEST, SHORTEST = 10.0, 0.01  # the range of the correction c
-ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "elu": nn.ELU}
+ACTIVATIONS = {"tanh": (nn.Tanh, torch.tanh), "relu": (nn.ReLU, torch.relu), "gelu": (nn.GELU, F.gelu),
+               "silu": (nn.SiLU, F.silu), "elu": (nn.ELU, F.elu)}  # the module, and the function it applies
 
 
 class DtNetwork(nn.Module):
@@ -47,13 +49,14 @@ class DtNetwork(nn.Module):
                  fourier_dim: int = 0, fourier_scale: float = 1.0, eps: float = 0.1, dt_bound: float = 1e-8) -> None:
         super().__init__()
         self.eps, self.dt_bound = eps, dt_bound
+        self.activation = ACTIVATIONS[activation][1]
         self.register_buffer("input_shift", torch.zeros(in_features))
         self.register_buffer("input_scale", torch.ones(in_features))
         self.register_buffer("fourier_matrix", torch.randn(fourier_dim, in_features) * fourier_scale)
         width = in_features + 2 * fourier_dim
         layers: list[nn.Module] = []
         for hidden in hidden_dims:
-            layers += [nn.Linear(width, hidden), ACTIVATIONS[activation]()]
+            layers += [nn.Linear(width, hidden), ACTIVATIONS[activation][0]()]
             if dropout > 0:
                 layers.append(nn.Dropout(dropout))
             width = hidden
@@ -71,9 +74,22 @@ class DtNetwork(nn.Module):
         if self.fourier_matrix.shape[0]:
             proj = 2 * math.pi * z @ self.fourier_matrix.T  # (B, fourier_dim)
             z = torch.cat([z, proj.sin(), proj.cos()], -1)
-        bounded = nn.functional.softsign(self.mlp(z).squeeze(-1))  # (B,) in (-1, 1)
+        bounded = F.softsign(self._mlp(z).squeeze(-1))  # (B,) in (-1, 1)
         correction = torch.exp(bounded * torch.where(bounded > 0, math.log(LONGEST), -math.log(SHORTEST)))
         return (self.eps * tau * correction.to(tau.dtype)).clamp_min(self.dt_bound)
+
+
+    def _mlp(self, z: torch.Tensor) -> torch.Tensor:
+        """``self.mlp(z)`` by the functions its layers apply: calling a Module costs more than a
+        small layer's product, and one step of one orbit calls every layer."""
+        for layer in self.mlp:
+            if isinstance(layer, nn.Linear):
+                z = F.linear(z, layer.weight, layer.bias)
+            elif isinstance(layer, nn.Dropout):
+                z = F.dropout(z, layer.p, self.training)
+            else:
+                z = self.activation(z)
+        return z
 
 
 def build_network(values: dict) -> DtNetwork:

@@ -68,8 +68,15 @@ def pairwise_timescale(state: State, softening: float = 0.0) -> torch.Tensor:
     from the detached state at the start of an attempt. It is computed on squares, with one
     square root at the end, from one pass over the pair separations of positions and velocities
     together: a single orbit's step is mostly this function's few dozen tiny torch operations,
-    so their number is its cost.
+    so their number is its cost (two bodies take a path of their own with a third of them).
     """
+    if state.num_bodies == 2:
+        return _two_body_timescale(state, softening)
+    return _pair_matrix_timescale(state, softening)
+
+
+def _pair_matrix_timescale(state: State, softening: float) -> torch.Tensor:
+    """:func:`pairwise_timescale` over the (B, N, N) matrix of pairs (any N >= 2)."""
     mass = state.mass
     pairs = pair_separations(torch.cat([state.position, state.velocity], -1))  # (B, N, N, 2D)
     squares = squared_halves(pairs, state.dim)  # r^2, |v_j - v_i|^2
@@ -86,6 +93,23 @@ def pairwise_timescale(state: State, softening: float = 0.0) -> torch.Tensor:
     collision2 = r2 / squares[..., 1].clamp_min(torch.finfo(r2.dtype).tiny)
     guard2 = (scale / binding).clamp(max=1.0).pow(2.0 / 3.0)  # 1 on the diagonal
     return (torch.minimum(free_fall2, collision2) * guard2).flatten(1).amin(1).sqrt()
+
+
+def _two_body_timescale(state: State, softening: float) -> torch.Tensor:
+    """:func:`pairwise_timescale` of the one pair of a two-body system, (B,)."""
+    both = torch.cat([state.position, state.velocity], -1)
+    squares = squared_halves(both[:, 1] - both[:, 0], state.dim)  # (B, 2): r^2, |v_1 - v_0|^2
+    r2 = squares[:, 0] + softening**2
+    v2 = squares[:, 1]
+    total, reduced = sum_last(state.mass), state.mass.prod(-1)  # M, m_0 m_1
+    r = r2.sqrt()
+    binding = reduced / r
+    kinetic = reduced * v2 / (2 * total)
+    scale = torch.maximum((kinetic - binding).abs(), 0.01 * (kinetic + binding))
+    free_fall2 = r2 * r / total
+    collision2 = r2 / v2.clamp_min(torch.finfo(r2.dtype).tiny)
+    guard2 = (scale / binding).clamp(max=1.0).pow(2.0 / 3.0)
+    return (torch.minimum(free_fall2, collision2) * guard2).sqrt()
 
 
 class _TimescaleDt(_Memoryless):

@@ -287,3 +287,21 @@ def test_centre_of_mass_frame(dim):
                                kinetic_energy(state) - (p_before**2).sum(-1) / (2 * total_mass),
                                rtol=1e-12, atol=1e-14)
 
+
+
+# --- the two-body path ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("dim", [2, 3])
+@pytest.mark.parametrize("softening", [0.0, 0.05])
+def test_two_body_path_equals_the_pair_matrix(dim, softening):
+    """Two bodies take their own, shorter path through the forces and the analytic time scale;
+    it computes what the general (B, N, N) path computes, to rounding."""
+    from nbody_engine import physics, policies
+
+    state = random_state(2, dim, seed=dim, num_systems=64)
+    acc, pot = physics._two_body_forces(state.mass, state.position, softening, True)
+    acc_ref, pot_ref = physics._pair_forces(state.mass, state.position, softening, True)
+    torch.testing.assert_close(acc, acc_ref, rtol=1e-13, atol=0)
+    torch.testing.assert_close(pot, pot_ref, rtol=1e-13, atol=0)
+    torch.testing.assert_close(policies._two_body_timescale(state, softening),
+                               policies._pair_matrix_timescale(state, softening), rtol=1e-13, atol=0)
