@@ -126,20 +126,23 @@ class _Recorder:
 
     A row is time, dt, position, velocity and the diagnostics: energy, momentum and angular
     momentum. A compiled stepper computes the diagnostics with each step, fused into its kernels
-    (``diagnosed``); otherwise only references to the states are kept on the hot path and each
-    flush computes the chunk's diagnostics in one vectorized pass. Every value is written once,
-    where it stays: no final concatenation copies the trajectory, so a run's memory is the
-    arrays alone. They are sized for ``capacity`` rows (exact when the run has a step limit), at
-    most PREALLOCATED_BYTES at first; past that they double, but never beyond ``capacity`` while
-    the rows fit in it.
+    (``diagnosed``), and when it records every step it writes its rows straight into the arrays
+    (:meth:`slots`, then :meth:`commit`), where copying blocks in would cost as much as the
+    steps of a large batch. Otherwise only references to the rows are kept on the hot path
+    (:meth:`add`), and each flush copies them in and computes their diagnostics in one
+    vectorized pass. Every value is written once, where it stays: no final concatenation copies
+    the trajectory, so a run's memory is the arrays alone. They are sized for ``capacity`` rows
+    (exact when the run has a step limit), at most PREALLOCATED_BYTES at first; past that they
+    double, but never beyond ``capacity`` while the rows fit in it.
     Row i holds the state after step i and ``dt`` the step that led to it (row 0: dt = 0).
     """
 
     def __init__(self, state: State, gravity: Gravity, capacity: int, diagnosed: bool) -> None:
-        self.mass, self.gravity = state.mass, gravity
+        self.mass, self.gravity, self.diagnosed = state.mass, gravity, diagnosed
         self.pending: list[tuple[torch.Tensor, ...]] = []
         self.pending_rows = 0
-        self.rows = 0
+        self.rows = 0  # rows written into the arrays
+        self.reported = 0  # rows :meth:`flush` has returned
         first = (state.time, torch.zeros_like(state.time), state.position, state.velocity,
                  *diagnostics(state, gravity.potential(state)))
         row_bytes = sum(t.numel() * t.element_size() for t in first)
@@ -153,22 +156,45 @@ class _Recorder:
         self.pending.append(block)
         self.pending_rows += block[0].shape[0]
 
+    def slots(self, count: int) -> tuple[torch.Tensor, ...]:
+        """Views (count, B, ...) of the next ``count`` rows of every array, in ROW_KEYS order,
+        for a diagnosed stepper to write its rows into; :meth:`commit` then takes the rows."""
+        self._write_pending()
+        self._reserve(self.rows + count)
+        return tuple(self.arrays[k][self.rows: self.rows + count] for k in ROW_KEYS)
+
+    def commit(self, count: int) -> None:
+        """The first ``count`` rows of the last :meth:`slots` hold recorded steps."""
+        self.rows += count
+
+    @property
+    def unreported(self) -> int:
+        return self.rows + self.pending_rows - self.reported
+
     def flush(self) -> dict[str, torch.Tensor]:
-        """Write the pending rows (with their diagnostics); returns them (views (S, B, ...))."""
+        """Write the pending rows (with their diagnostics); returns the rows not yet returned
+        (views (S, B, ...))."""
+        self._write_pending()
+        chunk = {k: v[self.reported: self.rows] for k, v in self.arrays.items()}
+        self.reported = self.rows
+        return chunk
+
+    def _write_pending(self) -> None:
         S = self.pending_rows
+        if not S:
+            return
         self._reserve(self.rows + S)
         chunk = {k: v[self.rows: self.rows + S] for k, v in self.arrays.items()}
         columns = tuple(zip(*self.pending))
         for key, blocks in zip(ROW_KEYS, columns):
             torch.cat(blocks, out=chunk[key])
         self.pending, self.pending_rows = [], 0
-        if len(columns) < len(ROW_KEYS):
+        if not self.diagnosed:
             flat = State(self.mass.repeat(S, 1), chunk["position"].flatten(0, 1), chunk["velocity"].flatten(0, 1),
                          chunk["time"].flatten())
             for key, value in zip(ROW_KEYS[4:], diagnostics(flat, self.gravity.potential(flat))):
                 chunk[key].copy_(value.view(chunk[key].shape))
         self.rows += S
-        return chunk
 
     def _reserve(self, rows: int) -> None:
         capacity = self.arrays["time"].shape[0]
@@ -193,10 +219,12 @@ STEPS_PER_CALL = 8  # steps fused into one call of the (compiled) stepper
 
 
 def _stepper(policy, gravity: Gravity, t_end: torch.Tensor | None, compile: bool, device: torch.device):
-    """``advance(state, acc, carry, steps, n, keep)``: ``n <= STEPS_PER_CALL`` simulation steps;
+    """``advance(state, acc, carry, steps, n, keep, out=None)``: ``n <= STEPS_PER_CALL`` simulation steps;
     per step, the policy's dt (cut to land on ``t_end``), leapfrog, policy update, and each
     system's count of steps taken. Returns the new state and the rows (time, dt, position,
-    velocity), each (len(keep), B, ...), of the steps ``keep`` (indices into the n; None if empty).
+    velocity), each (len(keep), B, ...), of the steps ``keep`` (indices into the n; None if empty);
+    a compiled stepper given ``out`` (the recorder's slots for STEPS_PER_CALL rows) writes every
+    step's row there instead and returns None.
     Compiled, the rows also hold the diagnostics (energy, momentum, angular momentum): fused
     into the step's kernels they cost almost nothing, where computing them afterwards reads the
     recorded states again (a third of a batched run that records every step).
@@ -206,7 +234,7 @@ def _stepper(policy, gravity: Gravity, t_end: torch.Tensor | None, compile: bool
     always takes STEPS_PER_CALL steps, returns all their rows, and zeroes dt after the first
     ``active`` (a tensor, so a run's last, shorter call reuses the same compiled graph)."""
     def steps_of(state: State, acc: torch.Tensor, carry, steps: torch.Tensor, n: int, keep: tuple[int, ...] | None,
-                 active: torch.Tensor | None = None):
+                 active: torch.Tensor | None = None, out: tuple[torch.Tensor, ...] | None = None):
         rows = []
         for j in range(n):
             dt = policy.dt(state, carry, acc)
@@ -221,7 +249,12 @@ def _stepper(policy, gravity: Gravity, t_end: torch.Tensor | None, compile: bool
             if keep is None or j in keep:
                 row = (state.time, dt, state.position, state.velocity)
                 rows.append(row + diagnostics(state, potential) if compile else row)
-        return state, acc, carry, steps, tuple(torch.stack(t) for t in zip(*rows)) if rows else None
+        blocks = tuple(torch.stack(t) for t in zip(*rows)) if rows else None
+        if out is None:
+            return state, acc, carry, steps, blocks
+        for slot, block in zip(out, blocks):  # compiled, every step recorded: straight into the record
+            slot.copy_(block)
+        return state, acc, carry, steps, None
     if not compile:
         return steps_of
     # Dynamo traces through the lru_cache'd helpers that build constant index and mask tensors
@@ -233,9 +266,10 @@ def _stepper(policy, gravity: Gravity, t_end: torch.Tensor | None, compile: bool
     compiled = torch.compile(steps_of, dynamic=False, options={"cpp_wrapper": device.type == "cpu"})
     counts = [torch.tensor(n, device=device) for n in range(STEPS_PER_CALL + 1)]
 
-    def advance(state: State, acc: torch.Tensor, carry, steps: torch.Tensor, n: int, keep: tuple[int, ...]):
-        *moved, rows = compiled(state, acc, carry, steps, STEPS_PER_CALL, None, counts[n])
-        if not keep:
+    def advance(state: State, acc: torch.Tensor, carry, steps: torch.Tensor, n: int, keep: tuple[int, ...],
+                out: tuple[torch.Tensor, ...] | None = None):
+        *moved, rows = compiled(state, acc, carry, steps, STEPS_PER_CALL, None, counts[n], out)
+        if out is not None or not keep:
             return *moved, None
         # consecutive rows as a slice: one view per array instead of a gathered copy, the most of a
         # strided single-orbit call; the views hold their block until the next flush, `chunk` steps on
@@ -256,7 +290,7 @@ def _rows_needed(stop: StopRule, record_every: int, chunk: int) -> int:
     the last); a first guess of a few chunks for a run that stops at ``t_end``."""
     if stop.max_steps is None:
         return 4 * chunk
-    return 2 + stop.max_steps // record_every
+    return 2 + stop.max_steps // record_every + STEPS_PER_CALL  # a last, partial call writes a full block
 
 
 def simulate(state: State, policy, gravity: Gravity, stop: StopRule, reporter: Reporter | None = None,
@@ -281,17 +315,21 @@ def simulate(state: State, policy, gravity: Gravity, stop: StopRule, reporter: R
         acc, _ = gravity(state, with_potential=False)
         carry = policy.init(state)
         steps_taken = torch.zeros_like(state.time, dtype=torch.long)
+        in_place = compile and record_every == 1
         step, flushed, done = 0, 0, False
         while not done:
             reporter.cancel.raise_if_cancelled()
             n = STEPS_PER_CALL if stop.max_steps is None else min(STEPS_PER_CALL, stop.max_steps - step)
             at_limit = stop.max_steps is not None and step + n >= stop.max_steps
             keep = _recorded(step + 1, n, record_every, at_limit)
-            state, acc, carry, steps_taken, rows = advance(state, acc, carry, steps_taken, n, keep)
+            out = recorder.slots(STEPS_PER_CALL) if in_place else None
+            state, acc, carry, steps_taken, rows = advance(state, acc, carry, steps_taken, n, keep, out)
             step += n
-            if rows:
+            if in_place:
+                recorder.commit(n)
+            elif rows:
                 recorder.add(rows)
-            if at_limit or (recorder.pending_rows and step - flushed >= chunk):
+            if at_limit or (recorder.unreported and step - flushed >= chunk):
                 done = _flush(recorder, step, stop, reporter, phase, record_every) or at_limit
                 flushed = step
         data = recorder.numpy()
@@ -304,7 +342,7 @@ def simulate(state: State, policy, gravity: Gravity, stop: StopRule, reporter: R
 def _flush(recorder: _Recorder, step: int, stop: StopRule, reporter: Reporter, phase: str, record_every: int) -> bool:
     """Check the newest rows, report them, and say whether every system has reached its end."""
     # the step of the chunk's first row; only a run's final row lies off the record_every grid
-    first_step = min(recorder.rows * record_every, step)
+    first_step = min(recorder.reported * record_every, step)
     rows = recorder.flush()
     _check_finite(rows, first_step, record_every, step)
     time = rows["time"]
