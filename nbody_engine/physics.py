@@ -220,7 +220,13 @@ def accelerations(state: State, softening: float = 0.0, field: ExternalField | N
 
 def kinetic_energy(state: State) -> torch.Tensor:
     """(B,)"""
-    return 0.5 * sum_last(state.mass * sum_last(state.velocity * state.velocity))
+    return kinetic_energy_of(state.mass, state.velocity)
+
+
+def kinetic_energy_of(mass: torch.Tensor, velocity: torch.Tensor) -> torch.Tensor:
+    """Kinetic energy (..., B) of masses (B, N) moving at velocity (..., B, N, D): many states of
+    the same systems at once."""
+    return 0.5 * sum_last(mass * sum_last(velocity * velocity))
 
 
 def potential_energy(state: State, softening: float = 0.0, field: ExternalField | None = None) -> torch.Tensor:
