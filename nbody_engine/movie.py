@@ -14,7 +14,7 @@ import imageio_ffmpeg
 import numpy as np
 
 from .errors import InputError
-from .plots import TINY, dt_panel, errors_panel, new_figure, orbit_panel, relative_errors
+from .plots import dt_panel, errors_panel, new_figure, orbit_panel, positive, relative_errors
 from .runs import atomic_path
 
 BASE_PIXELS, BASE_DPI = (1280, 432), 120
@@ -95,7 +95,7 @@ class _MovieFigure:
             trail.set_data(self.position[start:row + 1, b, 0], self.position[start:row + 1, b, 1])
             dot.set_data(self.position[row:row + 1, b, 0], self.position[row:row + 1, b, 1])
         for line, y in self.series:
-            line.set_data(self.time[1:row + 1], y[1:row + 1] + TINY)
+            line.set_data(self.time[1:row + 1], positive(y[1:row + 1]))
         self.fig.suptitle(f"{self.title}   t = {self.time[row]:.4g}   step {row}", fontsize=10)
         self.fig.canvas.draw()
         return np.ascontiguousarray(np.asarray(self.fig.canvas.buffer_rgba())[..., :3])

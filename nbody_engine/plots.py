@@ -12,10 +12,10 @@ import matplotlib
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import LogFormatter
 
 from .runs import atomic_path
 
-TINY = 1e-18
 PROJECTION = (0, 1)  # 3D runs are drawn in the x-y plane
 
 
@@ -43,13 +43,28 @@ def relative_errors(energy: np.ndarray, angular_momentum: np.ndarray) -> tuple[n
     return rel_dE, rel_dL
 
 
+def positive(values: np.ndarray) -> np.ndarray:
+    """``values`` with zeros and negatives masked (NaN): a log axis shows no floor in their place
+    (an exact zero, such as every error at t = 0, is no point on it)."""
+    values = np.asarray(values, dtype=float)
+    return np.where(values > 0, values, np.nan)
+
+
+def log_y(ax) -> None:
+    """A log y axis labelled 1e-05, not with mathtext, whose parsing is most of a report's time."""
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(LogFormatter())
+    ax.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False))
+
+
 def errors_panel(ax, time: np.ndarray, rel_dE: np.ndarray, rel_dL: np.ndarray, upto: int | None = None) -> None:
     """|dE/E| and |dL/L| of the first system against time, log y."""
     s = slice(1, upto)
-    ax.semilogy(time[s], rel_dE[s] + TINY, label="|dE/E|", color="#1f77b4", lw=1)
+    log_y(ax)
+    ax.plot(time[s], positive(rel_dE[s]), label="|dE/E|", color="#1f77b4", lw=1)
     if np.isfinite(rel_dL[s]).any():
-        ax.semilogy(time[s], rel_dL[s] + TINY, label="|dL/L|", color="#2ca02c", lw=1)
-    ax.set_xlabel("time")
+        ax.plot(time[s], positive(rel_dL[s]), label="|dL/L|", color="#2ca02c", lw=1)
+    ax.set_xlabel("time (code units, G = 1)")
     ax.set_ylabel("relative error")
     ax.legend(loc="lower right", fontsize=8)
     ax.grid(alpha=0.3)
@@ -57,8 +72,9 @@ def errors_panel(ax, time: np.ndarray, rel_dE: np.ndarray, rel_dL: np.ndarray, u
 
 def dt_panel(ax, time: np.ndarray, dt: np.ndarray, upto: int | None = None) -> None:
     s = slice(1, upto)
-    ax.semilogy(time[s], dt[s], color="#444", lw=1)
-    ax.set_xlabel("time")
+    log_y(ax)
+    ax.plot(time[s], positive(dt[s]), color="#444", lw=1)
+    ax.set_xlabel("time (code units, G = 1)")
     ax.set_ylabel("dt")
     ax.grid(alpha=0.3)
 
@@ -89,7 +105,10 @@ def orbit_panel(ax, position: np.ndarray, upto: int | None = None, trail: int | 
 
 
 def epoch_panel(ax, epochs: np.ndarray, values: np.ndarray, label: str, logy: bool = False) -> None:
-    (ax.semilogy if logy else ax.plot)(epochs, values, lw=1, marker=".", ms=3)
+    if logy:
+        log_y(ax)
+        values = positive(values)
+    ax.plot(epochs, values, lw=1, marker=".", ms=3)
     ax.set_xlabel("epoch")
     ax.set_ylabel(label)
     ax.grid(alpha=0.3)
@@ -132,10 +151,10 @@ def training_report(metrics: list[dict], train_position: np.ndarray | None, path
     epochs = np.arange(len(metrics))
     get = lambda key: np.array([m.get(key) if m.get(key) is not None else np.nan for m in metrics], float)  # noqa: E731
     fig, axes = new_figure(5, (22, 4.2))
-    epoch_panel(axes[0], epochs, np.maximum(get("loss"), 1e-12), "loss", logy=True)
+    epoch_panel(axes[0], epochs, get("loss"), "loss", logy=True)
     epoch_panel(axes[1], epochs, get("acceptance_rate"), "acceptance rate")
     epoch_panel(axes[2], epochs, get("retrain_iterations"), "retrain iterations")
-    epoch_panel(axes[3], epochs, get("rel_dE_max") + TINY, "max |dE/E| of accepted steps", logy=True)
+    epoch_panel(axes[3], epochs, get("rel_dE_max"), "max |dE/E| of accepted steps", logy=True)
     if train_position is not None and len(train_position):
         orbit_panel(axes[4], train_position[:, 0])
         axes[4].set_title("training trajectory (first system)", fontsize=9)
