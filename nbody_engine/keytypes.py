@@ -44,9 +44,14 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+LARGEST = 1e150  # a number key's magnitude: the physics squares and cubes them, and float64 ends at 1.8e308
+
+
 def _finite(value: int | float) -> int | float:
     if isinstance(value, float) and not math.isfinite(value):
         raise Refused(f"must be a finite number, not {value}")
+    if abs(value) > LARGEST:
+        raise Refused(f"must be at most {LARGEST:g} in magnitude (it is squared and cubed on the way), not {value:g}")
     return value
 
 
@@ -68,7 +73,7 @@ def _coerce_integer(_p, value):
 
 def _coerce_number(_p, value):
     if _is_number(value):
-        return _finite(value)
+        return float(_finite(value))
     raise TypeError
 
 

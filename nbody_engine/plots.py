@@ -43,11 +43,15 @@ def relative_errors(energy: np.ndarray, angular_momentum: np.ndarray) -> tuple[n
     return rel_dE, rel_dL
 
 
+PLOTTABLE = 1e100  # larger values (a run that blew up) are off a log chart: matplotlib's ticks overflow
+
+
 def positive(values: np.ndarray) -> np.ndarray:
-    """``values`` with zeros and negatives masked (NaN): a log axis shows no floor in their place
-    (an exact zero, such as every error at t = 0, is no point on it)."""
+    """``values`` for a log axis: zeros and negatives masked (NaN), so it shows no floor in their
+    place (an exact zero, such as every error at t = 0, is no point on it), and so are values
+    beyond PLOTTABLE."""
     values = np.asarray(values, dtype=float)
-    return np.where(values > 0, values, np.nan)
+    return np.where((values > 0) & (values < PLOTTABLE), values, np.nan)
 
 
 def log_y(ax) -> None:

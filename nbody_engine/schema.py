@@ -138,7 +138,7 @@ class Simulation(Section):
     steps = param.Integer(-1, bounds=(-1, 10**10), softbounds=(-1, 100000), doc="Steps to simulate (-1 = unset)")
     duration = param.Number(None, allow_None=True, bounds=(0, UNBOUNDED), inclusive_bounds=(False, True),
                             doc="Stop when time >= duration (training: wall-clock budget in seconds)")
-    Nperiod = param.Number(10, bounds=(0, 10**7), softbounds=(0, 100),
+    Nperiod = param.Number(10.0, bounds=(0, 10**7), softbounds=(0, 100),
                            doc="Period count: stop after this many orbital periods (two-body bound orbits; 0 = unset)")
     eps = param.Number(0.1, bounds=(0, UNBOUNDED), inclusive_bounds=(False, True), softbounds=(1e-3, 1),
                        doc="dt update constant of the adaptive criterion")

@@ -402,6 +402,8 @@ def test_evaluate_defaults_model_path_to_the_named_runs_last_checkpoint(tmp_path
     ("steps", 10**30, "'steps' must be at most"),
     ("history_len", 10**9, "'history_len' must be at most 1000"),
     ("num_particles", 10000, "'num_particles' must be at most 4096"),
+    ("softening", 1e308, "'softening' must be at most 1e+150 in magnitude"),
+    ("external_field_position", [0.0, -1e200, 0.0], "'external_field_position' must be at most 1e+150"),
 ])
 def test_refused_values_name_the_key(key, value, message):
     with pytest.raises(InputError) as err:
@@ -428,3 +430,9 @@ def test_paths_outside_the_allowed_roots_are_refused(tmp_path):
         cfg = load_configs("simulate", {"model_path": outside})["simulate"]
         with pytest.raises(InputError, match="'model_path' .* lies outside .*; allow more"):
             check_paths_within(cfg, [tmp_path], "imported TOML", "allow more")
+
+
+def test_number_keys_hold_floats():
+    """An integer in TOML for a number key is that float (2**40 squared stays a float)."""
+    cfg = load_configs("simulate", {"softening": 2**40, "Nperiod": 3})["simulate"]
+    assert type(cfg.softening) is float and type(cfg.Nperiod) is float
