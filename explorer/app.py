@@ -21,6 +21,7 @@ from nbody_engine.errors import InputError
 from nbody_engine.events import CheckpointWritten, EpochFinished, RunFinished, RunStarted, TrajectoryChunk
 from nbody_engine.schema import KEYS, SECTIONS, Config, section_keys
 
+from .files import check_confined
 from .jobs import Job, JobDone
 from .live import PROJECTIONS, LivePlots
 from .runs_view import RunsView
@@ -108,6 +109,8 @@ class Explorer(pn.viewable.Viewer):
     def load_toml(self, text: str, source: str = "uploaded TOML") -> None:
         """Apply a TOML document through the CLI's loader; raises InputError on bad input."""
         configs = load_configs("both", parse_toml(text, source), run_defaults=False, source=source)
+        for cfg in configs.values():
+            check_confined(cfg, source)
         train, sim = (config_values(configs[p]) for p in ("train", "simulate"))
         self._loading = True
         try:
@@ -189,6 +192,7 @@ class Explorer(pn.viewable.Viewer):
             self._fill_run_identity()
             for cfg in self.configs().values():
                 check_consistency(cfg, mode)
+                check_confined(cfg, "the dashboard's settings")
         except InputError as err:
             self._show_error(str(err))
             return False

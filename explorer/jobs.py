@@ -112,7 +112,8 @@ class Job:
         except (InputError, NonFiniteStateError, TrainingStalled) as err:
             error = str(err)
         except Exception as err:  # a failing job must leave the server healthy
-            error = f"{type(err).__name__}: {err}"
+            # the page gets no exception text: it may quote a file the server read
+            error = f"the job failed with an unexpected {type(err).__name__}; the server's log has the traceback"
             traceback.print_exc()
         finally:
             _SLOTS.release()

@@ -14,7 +14,9 @@ import param
 
 from nbody_engine.config import check_value
 from nbody_engine.errors import InputError
-from nbody_engine.schema import Config
+from nbody_engine.schema import PATH_KEYS, Config
+
+from .files import check_confined
 
 WIDTH = 300
 
@@ -62,7 +64,9 @@ class ConfigForm:
         if self._syncing:
             return
         try:
-            checked = check_value(key, _widget_to_value(key, value), "widget")
+            checked = check_value(key, _widget_to_value(key, value), "Settings")
+            if key in PATH_KEYS and checked:
+                check_confined(Config(**{key: checked}), "Settings")
         except InputError as err:
             self.on_error(str(err))
             self._set_widget(key, getattr(self.config, key))

@@ -75,9 +75,7 @@ def server(tmp_path_factory):
     cwd = tmp_path_factory.mktemp("served")
     port = free_port()
     log = (cwd / "server.log").open("w")
-    cmd = [sys.executable, "-m", "panel", "serve", str(REPO / "explorer"), "--port", str(port),
-           "--address", "127.0.0.1", "--allow-websocket-origin", f"127.0.0.1:{port}",
-           "--allow-websocket-origin", f"localhost:{port}"]
+    cmd = [sys.executable, "-m", "explorer.serve", "--port", str(port)]  # nbody-explorer, its defaults
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     proc = subprocess.Popen(cmd, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}/explorer"
@@ -95,7 +93,7 @@ def server(tmp_path_factory):
             if time.monotonic() > deadline:
                 pytest.fail(f"panel serve did not answer within 90 s:\n{(cwd / 'server.log').read_text()}")
             time.sleep(0.3)
-        yield {"url": url, "cwd": cwd}
+        yield {"url": url, "cwd": cwd, "port": port}
     finally:
         proc.terminate()
         try:
@@ -282,3 +280,82 @@ def test_a_sweep_fills_its_table_and_plot(page, server):
     assert [r["status"] for r in doc["runs"]] == ["ok", "ok"]
     assert page.get_by_role("button", name="Run sweep", exact=True).is_enabled()
     assert not errors, errors
+
+
+# --- a shared machine: bind address, file confinement, no file contents in messages -------------
+
+def listening_addresses(port: int) -> set[str]:
+    """The local addresses of the TCP sockets listening on ``port`` (from /proc/net/tcp*)."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, hex_port = local.split(":")
+            if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+                found.add(address)
+    return found
+
+
+def test_the_server_listens_on_loopback_only(server):
+    addresses = listening_addresses(server["port"])
+    assert addresses, "nothing listens on the server's port"
+    loopback = {"0100007F", "00000000000000000000000001000000"}  # 127.0.0.1, ::1
+    assert addresses <= loopback, addresses
+
+
+def upload(page, path: Path) -> None:
+    page.get_by_text("Export / import", exact=True).filter(visible=True).first.click()
+    page.set_input_files("input[type=file]", str(path))
+
+
+def page_text(page, pattern: str, timeout: float = 15_000) -> str:
+    message = page.get_by_text(re.compile(pattern)).filter(visible=True).first
+    message.wait_for(state="visible", timeout=timeout)
+    return message.inner_text()
+
+
+def test_an_imported_path_outside_the_working_directory_is_refused(page, server, tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("TOPSECRET 1 2 3 4 5\n")
+    bad = tmp_path / "outside.toml"
+    bad.write_text(f"ic_path = '{secret}'\n")
+    open_dashboard(page, server)
+    upload(page, bad)
+    text = page_text(page, "lies outside")
+    assert "'ic_path'" in text and "--allow-files-under" in text
+    assert "TOPSECRET" not in page.content()
+
+
+def test_a_typed_path_outside_the_working_directory_is_refused(page, server, tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("TOPSECRET 1 2 3 4 5\n")
+    open_dashboard(page, server)
+    open_card(page, "Initial conditions")
+    set_setting(page, "ic_path", secret)
+    text = page_text(page, "lies outside")
+    assert "'ic_path'" in text
+    assert page.get_by_label("ic_path", exact=True).filter(visible=True).first.input_value() == ""
+
+
+def test_a_bad_file_inside_is_reported_without_its_contents(page, server):
+    (server["cwd"] / "notes.txt").write_text("TOPSECRET 1 2\n3 4 5\n")
+    open_dashboard(page, server)
+    open_card(page, "Initial conditions")
+    set_setting(page, "ic_path", "notes.txt")
+    expect(page.get_by_label("Headless command")).to_have_value(re.compile("nbody-runner"), timeout=10_000)
+    page.get_by_role("button", name="Simulate", exact=True).click()
+    text = page_text(page, "IC file 'notes.txt'", timeout=60_000)
+    assert "not a table of numbers" in text
+    assert "TOPSECRET" not in page.content()
+
+
+def test_an_imported_bad_list_item_gives_the_cli_message(page, server, tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("hidden_dims = [64, -3]\n")
+    cli = subprocess.run([sys.executable, "-m", "nbody_engine.runner", "train", "--config", "bad.toml"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert cli.returncode == 2
+    cli_message = cli.stderr.strip().removeprefix("nbody-runner: error: ")
+    open_dashboard(page, server)
+    upload(page, bad)
+    assert cli_message in page_text(page, "'hidden_dims' items")

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 import tomllib
 from pathlib import Path
@@ -408,3 +409,27 @@ def test_evaluate_without_a_checkpoint_says_so(explorer):
     assert e.start("evaluate")
     finish(e)
     assert e.error.visible and "model_path" in e.error.object
+
+
+def test_nbody_explorer_listens_on_loopback_and_confines_files_by_default(tmp_path, monkeypatch):
+    from explorer.serve import panel_serve_args
+
+    monkeypatch.chdir(tmp_path)
+    args, roots = panel_serve_args(["--port", "5011"])
+    assert args[args.index("--address") + 1] == "127.0.0.1"
+    assert [args[i + 1] for i, a in enumerate(args) if a == "--allow-websocket-origin"] == \
+        ["localhost:5011", "127.0.0.1:5011"]
+    assert roots == [tmp_path]
+    args, roots = panel_serve_args(["--address", "0.0.0.0", "--allow-files-under", "/scratch", "--num-procs", "2"])
+    assert args[args.index("--address") + 1] == "0.0.0.0" and args[-2:] == ["--num-procs", "2"]
+    assert roots == [tmp_path, Path("/scratch")]
+
+
+def test_an_imported_path_outside_the_allowed_directories_is_refused(explorer, tmp_path, monkeypatch):
+    outside = tmp_path.parent / "elsewhere.txt"
+    with pytest.raises(InputError, match=r"'ic_path' = .* lies outside .*--allow-files-under"):
+        explorer.load_toml(f"ic_path = '{outside}'\n", "'x.toml'")
+    assert explorer.train.ic_path is None
+    monkeypatch.setenv("NBODY_EXPLORER_FILE_ROOTS", f"{tmp_path}{os.pathsep}{tmp_path.parent}")
+    explorer.load_toml(f"ic_path = '{outside}'\n", "'x.toml'")
+    assert explorer.train.ic_path == str(outside)
