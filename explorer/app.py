@@ -19,14 +19,14 @@ import param
 from nbody_engine.config import check_consistency, config_values, load_configs, parse_toml, to_toml
 from nbody_engine.errors import InputError
 from nbody_engine.events import CheckpointWritten, EpochFinished, RunFinished, RunStarted, TrajectoryChunk
-from nbody_engine.schema import KEYS, SECTIONS, Config, section_keys
+from nbody_engine.schema import KEYS, Config
 
+from .fields import SettingsPanel
 from .files import check_confined
 from .jobs import Job, JobDone
 from .live import PROJECTIONS, LivePlots
 from .runs_view import RunsView
 from .sweeps_view import SweepsView
-from .widgets import ConfigForm
 
 MODES = {"train": "Train", "simulate": "Simulate", "both": "Train + simulate"}
 LABELS = {**MODES, "evaluate": "Evaluate"}
@@ -45,11 +45,16 @@ def _default_config(**start) -> Config:
 
 
 class Explorer(pn.viewable.Viewer):
-    """The whole dashboard; ``Explorer()`` in a notebook, ``panel serve explorer`` on a server."""
+    """The whole dashboard; ``Explorer()`` in a notebook, ``nbody-explorer`` on a server.
+
+    The header's status line and progress bar show the parameters ``status`` and ``progress``;
+    the one way in for what a run reports is :meth:`track`, which takes the engine's events
+    (from this session's job, or from a run followed on disk) on the session's thread."""
 
     train = param.ClassSelector(class_=Config, doc="Shared and training settings")
     simulate = param.ClassSelector(class_=Config, doc="Simulation settings")
-    status = param.String("Ready.", constant=True)
+    status = param.String("Ready.", constant=True, doc="The header's status line")
+    progress = param.Integer(0, bounds=(0, 100), constant=True, doc="The header's progress bar, in percent")
     export_mode = param.Selector(default="both", objects=list(MODES))
 
     def __init__(self, **params) -> None:
@@ -65,6 +70,8 @@ class Explorer(pn.viewable.Viewer):
         self._callback = None
         self._started = 0.0
         self._epochs_total = 0
+        self._runs: RunsView | None = None
+        self._sweeps: SweepsView | None = None
         self._build_widgets()
         self.train.param.watch(self._mirror_to_simulate, list(KEYS))
         self.simulate.param.watch(self._note_override, list(KEYS))
@@ -124,15 +131,15 @@ class Explorer(pn.viewable.Viewer):
     # widgets -------------------------------------------------------------------------------
     def _build_widgets(self) -> None:
         self.error = pn.pane.Alert("", alert_type="danger", visible=False, sizing_mode="stretch_width")
-        self.train_form = ConfigForm(self.train, list(KEYS), self._show_error)
-        self.sim_form = ConfigForm(self.simulate, list(KEYS), self._show_error)
-        self.buttons = {mode: pn.widgets.Button(label=label, color="primary") for mode, label in MODES.items()}
+        self.train_settings = SettingsPanel(self.train, "Settings", "Shared and training keys.", self._notify,
+                                            baseline=_default_config())
+        self.sim_settings = SettingsPanel(self.simulate, "Simulate", "Keys changed here become `[simulate]` "
+                                          "overrides of the shared settings.", self._notify, baseline=self.train)
+        self.buttons = {mode: pn.widgets.Button(label=label, color="light") for mode, label in MODES.items()}
         for mode, button in self.buttons.items():
             button.on_click(lambda _e, mode=mode: self.start(mode))
         self.stop_button = pn.widgets.Button(label="Stop", color="danger", disabled=True)
         self.stop_button.on_click(lambda _e: self.stop())
-        self.progress = pn.indicators.Progress(value=0, max=100, sizing_mode="stretch_width", bar_color="primary")
-        self.status_pane = pn.pane.Markdown(self.status, sizing_mode="stretch_width")
         self.projection = pn.widgets.RadioButtonGroup(label="projection", options=list(PROJECTIONS), value="x-y")
         self.projection.param.watch(lambda e: setattr(self.live, "projection", e.new), "value")
         self.download = pn.widgets.FileDownload(callback=lambda: io.StringIO(self.toml_text()),
@@ -150,9 +157,26 @@ class Explorer(pn.viewable.Viewer):
         self.evaluate_button = pn.widgets.Button(label="Evaluate: learned vs the baselines (eps sweep)",
                                                  color="primary")
         self.evaluate_button.on_click(lambda _e: self.start("evaluate"))
-        self.runs = RunsView(self.live)
-        self.sweeps = SweepsView(self.toml_text)
         self._refresh_export()
+
+    @property
+    def runs(self) -> RunsView:
+        """The Runs tab's view (built the first time it is needed)."""
+        if self._runs is None:
+            self._runs = RunsView(self.live)
+        return self._runs
+
+    @property
+    def sweeps(self) -> SweepsView:
+        """The Sweeps tab's view (built the first time it is needed)."""
+        if self._sweeps is None:
+            self._sweeps = SweepsView(self.toml_text)
+        return self._sweeps
+
+    def _notify(self, message: str) -> None:
+        """A refused setting: its field shows the message; the page also pops it up."""
+        if pn.state.notifications is not None:
+            pn.state.notifications.error(message, duration=8_000)
 
     def _show_error(self, message: str) -> None:
         self.error.object = f"**error:** {message}"
@@ -161,7 +185,10 @@ class Explorer(pn.viewable.Viewer):
     def _set_status(self, text: str) -> None:
         with param.edit_constant(self):
             self.status = text
-        self.status_pane.object = text
+
+    def _set_progress(self, percent: float) -> None:
+        with param.edit_constant(self):
+            self.progress = int(min(max(percent, 0), 100))
 
     def _refresh_export(self) -> None:
         if not hasattr(self, "command_box"):
@@ -212,7 +239,8 @@ class Explorer(pn.viewable.Viewer):
         self.job = Job(mode, self.toml_text())
         self._started = time.monotonic()
         self._epochs_total = self.train.epochs if mode != "simulate" else 0
-        self.progress.value = 0
+        self.last_checkpoint = None
+        self._set_progress(0)
         self._set_status(f"{LABELS[mode]}: starting '{self.train.save_name}'...")
         self._set_running(True)
         self.job.start()
@@ -247,8 +275,9 @@ class Explorer(pn.viewable.Viewer):
         if self.job is not None:
             self.job.stop(timeout=5)
         self._stop_callback()
-        self.runs.close()
-        self.sweeps.close()
+        for view in (self._runs, self._sweeps):
+            if view is not None:
+                view.close()
 
     def _stop_callback(self) -> None:
         if self._callback is not None:
@@ -256,8 +285,14 @@ class Explorer(pn.viewable.Viewer):
             self._callback = None
 
     def drain(self) -> None:
-        """Move what the job reported into the plots and the status line (session thread)."""
+        """Move what the job reported into the plots and the status line (session thread).
+        A job whose browser tab has gone stops here, at once: the server would tell the
+        session only 15-25 s later."""
         if self.job is None:
+            return
+        if _browser_gone():
+            self.job.stop(timeout=0)  # never block the server's loop: the thread ends on its own
+            self._stop_callback()
             return
         events = self.job.poll()
         if not events:
@@ -265,19 +300,21 @@ class Explorer(pn.viewable.Viewer):
         with pn.io.hold():
             self.live.ingest(events)
             for event in events:
-                self._track(event)
+                self.track(event)
 
-    def _track(self, event) -> None:
+    def track(self, event) -> None:
+        """Show an engine event (or a job's JobDone) in the header: status, progress, ETA and
+        the last checkpoint. The live plots take events through ``self.live.ingest``."""
         if isinstance(event, RunStarted):
             self._set_status(f"{event.phase}: '{event.save_name}' running...")
         elif isinstance(event, EpochFinished):
             self._epoch_status(event)
         elif isinstance(event, TrajectoryChunk) and event.phase == "simulate":
-            self.progress.value = int(100 * event.progress)
+            self._set_progress(100 * event.progress)
         elif isinstance(event, CheckpointWritten):
             self.last_checkpoint = event.path
         elif isinstance(event, RunFinished) and event.phase == "simulate":
-            self.progress.value = 100
+            self._set_progress(100)
         elif isinstance(event, JobDone):
             self._finish(event)
 
@@ -287,7 +324,7 @@ class Explorer(pn.viewable.Viewer):
         elapsed = time.monotonic() - self._started
         eta = elapsed / done * (total - done)
         m = event.metrics
-        self.progress.value = int(100 * done / total)
+        self._set_progress(100 * done / total)
         self._set_status(f"epoch {done}/{total} · accepted steps {m['accepted_steps']} · "
                          f"retrains {m['retrain_iterations']} · elapsed {elapsed:.0f}s · ETA {eta:.0f}s")
 
@@ -299,7 +336,8 @@ class Explorer(pn.viewable.Viewer):
             self._show_error(done.error)
             self._set_status(f"{LABELS[done.kind]} failed after {elapsed:.1f}s.")
         elif done.cancelled:
-            self._set_status(f"{LABELS[done.kind]} stopped after {elapsed:.1f}s; the last checkpoint is kept.")
+            kept = f"checkpoint kept: {self.last_checkpoint}" if self.last_checkpoint else "no checkpoint was written"
+            self._set_status(f"{LABELS[done.kind]} stopped after {elapsed:.1f}s; {kept}.")
         else:
             self._set_status(f"{LABELS[done.kind]} finished in {elapsed:.1f}s.")
         checkpoint = done.results.get("train", {}).get("checkpoint")
@@ -315,47 +353,68 @@ class Explorer(pn.viewable.Viewer):
             self.eval_view.objects = [evaluation_view(done.results["evaluate"])]
 
     # layout --------------------------------------------------------------------------------
-    def settings_panel(self, form: ConfigForm, note: str) -> pn.Column:
-        cards = [pn.Card(*(form.widgets[k] for k in section_keys(sec)), title=sec.title, collapsed=True,
-                         sizing_mode="stretch_width") for sec in SECTIONS]
-        return pn.Column(pn.pane.Markdown(note), *cards, sizing_mode="stretch_width")
+    def header(self) -> pn.Row:
+        """Run controls, status line and progress: the part of the page that never scrolls away."""
+        b = self.buttons
+        status = pn.pane.Markdown(self.param.status, margin=(0, 10), sizing_mode="stretch_width")
+        progress = pn.indicators.Progress(value=self.param.progress, max=100, bar_color="primary", width=220,
+                                          margin=(12, 10))
+        return pn.Row(b["train"], b["simulate"], b["both"], self.stop_button, progress, status,
+                      sizing_mode="stretch_width")
 
     def sidebar(self) -> pn.Column:
-        tabs = pn.Tabs(("Settings", self.settings_panel(self.train_form, "Shared and training keys.")),
-                       ("Simulate", self.settings_panel(self.sim_form, "Keys changed here become "
-                                                        "`[simulate]` overrides.")), dynamic=False)
-        b = self.buttons
-        return pn.Column(pn.Row(b["train"], b["simulate"]), pn.Row(b["both"], self.stop_button), self.error, tabs,
+        tabs = pn.Tabs(("Settings", self.train_settings), ("Simulate", self.sim_settings), dynamic=True,
+                       sizing_mode="stretch_width")
+        return pn.Column(self.error, tabs, sizing_mode="stretch_width")
+
+    def _training_tab(self) -> pn.Column:
+        epochs = pn.GridBox(*(_pane(p) for p in self.live.per_epoch()), ncols=2, sizing_mode="stretch_width")
+        return pn.Column(
+            pn.Row(_pane(self.live.energy_error()), _pane(self.live.angular_momentum_error())),
+            pn.Row(epochs, pn.Column(self.projection, _pane(self.live.orbit_plot()), sizing_mode="stretch_width")),
+            sizing_mode="stretch_width")
+
+    def _simulation_tab(self) -> pn.Column:
+        return pn.Column(pn.Row(*(_pane(p) for p in self.live.simulation_plots())),
+                         _pane(self.live.orbit_plot("sim_orbit")),
+                         pn.pane.Markdown("### Learned against analytic on the same initial conditions"),
+                         self.sim_view,
+                         pn.pane.Markdown("### Is the learned step worth it? The Simulate tab's `model_path` "
+                                          "(empty: the checkpoint training with these settings writes) "
+                                          "against the analytic and classic criteria at each `eval_eps` (and the "
+                                          "time-symmetrized analytic policy with `time_symmetric`), on the "
+                                          "held-out orbits `eval_e` (`nbody-runner evaluate`)"),
+                         self.evaluate_button, self.eval_view, sizing_mode="stretch_width")
+
+    def _export_tab(self) -> pn.Column:
+        return pn.Column(pn.pane.Markdown("Export the settings as the runner's TOML and run them headless "
+                                          "with the command below; or import a TOML."),
+                         pn.Row(self.mode_select, self.download, self.upload), self.command_box, self.toml_preview,
                          sizing_mode="stretch_width")
 
-    def main(self) -> pn.Column:
-        def pane(fig):
-            return pn.pane.Bokeh(fig, sizing_mode="stretch_width")
-
-        epochs = pn.GridBox(*(pane(p) for p in self.live.per_epoch()), ncols=2, sizing_mode="stretch_width")
-        training = pn.Column(
-            pn.Row(pane(self.live.energy_error()), pane(self.live.angular_momentum_error())),
-            pn.Row(epochs, pn.Column(self.projection, pane(self.live.orbit_plot()), sizing_mode="stretch_width")),
-            sizing_mode="stretch_width")
-        simulation = pn.Column(pn.Row(*(pane(p) for p in self.live.simulation_plots())),
-                               pane(self.live.orbit_plot("sim_orbit")),
-                               pn.pane.Markdown("### Learned against analytic on the same initial conditions"),
-                               self.sim_view,
-                               pn.pane.Markdown("### Is the learned step worth it? The Simulate tab's `model_path` "
-                                                "(empty: the checkpoint training with these settings writes) "
-                                                "against the analytic and classic criteria at each `eval_eps` (and the "
-                                                "time-symmetrized analytic policy with `time_symmetric`), on the "
-                                                "held-out orbits `eval_e` (`nbody-runner evaluate`)"),
-                               self.evaluate_button, self.eval_view, sizing_mode="stretch_width")
-        export = pn.Column(pn.pane.Markdown("Export the settings as the runner's TOML and run them headless "
-                                            "with the command below; or import a TOML."),
-                           pn.Row(self.mode_select, self.download, self.upload), self.command_box, self.toml_preview,
-                           sizing_mode="stretch_width")
-        header = pn.Column(self.status_pane, self.progress, sizing_mode="stretch_width")
-        tabs = pn.Tabs(("Training", training), ("Simulation", simulation), ("Export / import", export),
-                       ("Runs", self.runs.panel()), ("Sweeps", self.sweeps.panel()),
-                       dynamic=False, sizing_mode="stretch_width")
-        return pn.Column(header, tabs, sizing_mode="stretch_width")
+    def main(self) -> pn.Tabs:
+        """The tabs; each is built the first time it is shown."""
+        return pn.Tabs(("Training", self._training_tab()), ("Simulation", _lazy(self._simulation_tab)),
+                       ("Export / import", self._export_tab()), ("Runs", _lazy(lambda: self.runs.panel())),
+                       ("Sweeps", _lazy(lambda: self.sweeps.panel())), dynamic=True, sizing_mode="stretch_width")
 
     def __panel__(self):
-        return pn.Row(pn.Column(self.sidebar(), width=360), self.main(), sizing_mode="stretch_width")
+        return pn.Column(self.header(), pn.Row(pn.Column(self.sidebar(), width=360), self.main(),
+                                               sizing_mode="stretch_width"), sizing_mode="stretch_width")
+
+
+def _pane(fig) -> pn.pane.Bokeh:
+    return pn.pane.Bokeh(fig, sizing_mode="stretch_width")
+
+
+def _lazy(build) -> pn.param.ParamFunction:
+    """A tab's content, built when the tab is first shown."""
+    return pn.param.ParamFunction(pn.bind(build), lazy=True, sizing_mode="stretch_width")
+
+
+def _browser_gone() -> bool:
+    """Whether this server session has lost its browser (its websocket closed). False outside a
+    server (Jupyter, tests), where there is no connection to lose."""
+    context = pn.state.curdoc.session_context if pn.state.curdoc is not None else None
+    session = getattr(context, "_session", None)  # bokeh's ServerSession, set once the page connected
+    return session is not None and session.connection_count == 0

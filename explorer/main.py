@@ -1,4 +1,8 @@
-"""Entry point of ``panel serve explorer``: one Explorer per browser session."""
+"""Entry point of ``nbody-explorer`` (``panel serve explorer``): one Explorer per browser session.
+
+BootstrapTemplate, because it loads nothing from the internet (FastListTemplate fetches web
+fonts): the page works on an offline cluster node. The run controls, status and progress sit
+in the template's header, which stays in view."""
 
 import panel as pn
 
@@ -7,9 +11,10 @@ from explorer import Explorer
 pn.extension("tabulator", notifications=True, sizing_mode="stretch_width")
 
 app = Explorer()
-pn.template.FastListTemplate(
-    title="nbody explorer: learned time steps for N-body integration",
+pn.template.BootstrapTemplate(
+    title="nbody explorer",
+    header=[app.header()],
     sidebar=[app.sidebar()],
     main=[app.main()],
     sidebar_width=380,
-).servable()
+).servable(title="nbody explorer: learned time steps for N-body integration")

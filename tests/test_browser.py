@@ -47,6 +47,24 @@ def source_column(name: str, column: str) -> str:
 
 # --- fixtures ----------------------------------------------------------------------------
 
+LOOPBACK = re.compile(r"^(https?|wss?)://(127\.0\.0\.1|localhost)(:\d+)?/|^(data|blob|about):")
+
+
+@pytest.fixture(autouse=True)
+def offline(context):
+    """Every page of a test runs as on an offline node: a request that would leave the machine
+    is refused, and fails the test."""
+    outside: list[str] = []
+
+    def refuse(route):
+        outside.append(route.request.url)
+        route.abort()
+
+    context.route(lambda url: not LOOPBACK.match(url), refuse)
+    yield
+    assert not outside, f"the page asked for resources outside this machine: {outside}"
+
+
 @pytest.fixture(scope="session")
 def browser_type_launch_args(browser_type_launch_args):
     """pytest-playwright's launch options, on the system Chromium."""
@@ -115,8 +133,9 @@ def open_dashboard(page, server) -> None:
 
 
 def open_card(page, title: str) -> None:
-    """Expand a sidebar card of the Settings tab (the cards start collapsed)."""
-    page.get_by_text(title, exact=True).filter(visible=True).first.click()
+    """Expand a sidebar card of the Settings tab (the cards start collapsed; a title may end
+    with '· N changed')."""
+    page.get_by_text(re.compile("^" + re.escape(title))).filter(visible=True).first.click()
 
 
 def set_setting(page, key: str, value) -> None:
@@ -124,6 +143,13 @@ def set_setting(page, key: str, value) -> None:
     box = page.get_by_label(key, exact=True).filter(visible=True).first
     box.fill(str(value))
     box.press("Enter")
+
+
+def wait_until_changed(page, title: str, timeout: float = 15_000) -> None:
+    """Wait until the server has the sidebar's changes: its card's title counts them (the
+    page's messages keep their order, so earlier changes have arrived too)."""
+    title_changed = page.get_by_text(re.compile("^" + re.escape(title) + r" · \d+ changed$")).filter(visible=True)
+    title_changed.first.wait_for(state="visible", timeout=timeout)
 
 
 def wait_for_status(page, pattern: str, timeout: float = 30_000) -> str:
@@ -166,6 +192,8 @@ def test_training_streams_into_the_plots_and_stop_stops_it(page, server):
     page.get_by_role("button", name="Stop", exact=True).click()
     text = wait_for_status(page, r"stopped", timeout=STOP_TIMEOUT)
     assert text.startswith("Train stopped after")
+    kept = re.search(r"checkpoint kept: (\S+\.pt)", text)
+    assert kept and (server["cwd"] / kept.group(1)).is_file(), text
     assert page.get_by_role("button", name="Train", exact=True).is_enabled()
 
 
@@ -175,8 +203,7 @@ def test_downloaded_toml_reproduces_the_run_headless(page, server, tmp_path):
     set_setting(page, "epochs", 3)
     open_card(page, "Logging / misc")
     set_setting(page, "save_name", "repro")
-    # the server has both values once the headless command names the run (messages keep their order)
-    expect(page.get_by_label("Headless command")).to_have_value(re.compile(r"--config repro\.toml"), timeout=10_000)
+    wait_until_changed(page, "Logging / misc")
     page.get_by_role("button", name="Train", exact=True).click()
     wait_for_status(page, r"^Train finished in", timeout=60_000)
     assert page.evaluate(source_length("energy_error")) > 0
@@ -214,7 +241,8 @@ def test_an_invalid_upload_shows_the_error(page, server, tmp_path):
     text = message.inner_text()
     assert "'bad.toml'" in text and "did you mean 'replay_steps'" in text
     # nothing of the bad file was applied
-    assert page.get_by_label("epochs", exact=True).first.input_value() == "50"
+    open_card(page, "Training / optimization")
+    assert page.get_by_label("epochs", exact=True).filter(visible=True).first.input_value() == "50"
 
 
 def test_two_sessions_train_independently(browser, server):
@@ -342,7 +370,7 @@ def test_a_bad_file_inside_is_reported_without_its_contents(page, server):
     open_dashboard(page, server)
     open_card(page, "Initial conditions")
     set_setting(page, "ic_path", "notes.txt")
-    expect(page.get_by_label("Headless command")).to_have_value(re.compile("nbody-runner"), timeout=10_000)
+    wait_until_changed(page, "Initial conditions")
     page.get_by_role("button", name="Simulate", exact=True).click()
     text = page_text(page, "IC file 'notes.txt'", timeout=60_000)
     assert "not a table of numbers" in text
@@ -359,3 +387,72 @@ def test_an_imported_bad_list_item_gives_the_cli_message(page, server, tmp_path)
     open_dashboard(page, server)
     upload(page, bad)
     assert cli_message in page_text(page, "'hidden_dims' items")
+
+
+# --- settings, layout, lifecycle ---------------------------------------------------------------
+
+@pytest.mark.parametrize(("text", "message"), [("-5", "'epochs' must be at least 1, not -5"),
+                                               ("2.5", "'epochs' must be an integer, not 2.5")])
+def test_a_refused_value_shows_the_cli_message_by_the_box_and_as_a_notification(page, server, text, message):
+    open_dashboard(page, server)
+    open_card(page, "Training / optimization")
+    set_setting(page, "epochs", text)
+    shown = page.get_by_text(f"Settings: {message}")
+    expect(shown.first).to_be_visible(timeout=15_000)
+    assert shown.count() >= 2  # next to the box, and the notification
+    assert "widget" not in shown.first.inner_text()
+    box = page.get_by_label("epochs", exact=True).filter(visible=True).first
+    expect(box).to_have_value("50", timeout=10_000)  # the last good value
+
+
+def test_search_finds_a_key_and_reset_restores_it(page, server):
+    open_dashboard(page, server)
+    search = page.get_by_placeholder("search keys (name or description)").filter(visible=True).first
+    search.press_sequentially("threshold")
+    box = page.get_by_label("energy_threshold", exact=True).filter(visible=True).first
+    expect(box).to_be_visible(timeout=15_000)
+    expect(page.get_by_label("lr", exact=True).filter(visible=True)).to_have_count(0)
+    box.fill("0.001")
+    box.press("Enter")
+    changed = page.get_by_text(re.compile(r"^Training / optimization · 1 changed$")).filter(visible=True)
+    expect(changed).to_have_count(1, timeout=10_000)
+    page.get_by_role("button", name="reset").filter(visible=True).first.click()
+    expect(box).to_have_value("0.0002", timeout=10_000)
+    expect(changed).to_have_count(0, timeout=10_000)
+
+
+def test_the_run_controls_and_status_stay_in_view(page, server):
+    open_dashboard(page, server)
+    for title in ("Training / optimization", "Loss bounds", "Feature / history", "Model"):
+        open_card(page, title)
+    page.get_by_label("hidden_dims", exact=True).filter(visible=True).first.scroll_into_view_if_needed()
+    page.mouse.wheel(0, 5_000)
+    page.wait_for_timeout(500)
+    for label in ("Train", "Stop"):
+        expect(page.get_by_role("button", name=label, exact=True)).to_be_in_viewport()
+    expect(page.get_by_text("Ready.")).to_be_in_viewport()
+
+
+def test_closing_the_tab_stops_its_job(browser, server):
+    """The job of a closed tab stops at once (the server itself drops the session only after
+    15 s or more), leaving its checkpoint."""
+    ctx = browser.new_context(viewport={"width": 1400, "height": 900})
+    page = ctx.new_page()
+    open_dashboard(page, server)
+    open_card(page, "Training / optimization")
+    set_setting(page, "epochs", 100_000)
+    wait_until_changed(page, "Training / optimization")
+    page.get_by_role("button", name="Train", exact=True).click()
+    name = re.search(r"'(explorer_[^']+)'", wait_for_status(page, r"'explorer_[^']+'", timeout=60_000)).group(1)
+    wait_for_status(page, r"^epoch \d+/100000 ", timeout=60_000)
+    ctx.close()
+    closed = time.time()
+    metrics = server["cwd"] / "data" / name / "metrics.jsonl"
+    size, quiet_since = -1, time.monotonic()
+    while time.monotonic() - quiet_since < 3 and time.time() - closed < 90:  # until it stops growing
+        if metrics.stat().st_size != size:
+            size, quiet_since = metrics.stat().st_size, time.monotonic()
+        time.sleep(0.1)
+    took = metrics.stat().st_mtime - closed
+    assert took < 10, f"the job went on for {took:.1f}s after its tab closed"
+    assert list((metrics.parent / "model").glob("*.pt")), "no checkpoint kept"

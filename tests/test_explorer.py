@@ -10,6 +10,7 @@ import tomllib
 from pathlib import Path
 
 import panel as pn
+import param
 import pytest
 
 from explorer import Explorer
@@ -71,7 +72,7 @@ def test_train_job_fills_the_plots_and_writes_a_checkpoint(explorer, tmp_path):
     finish(e)
     assert not e.error.visible, e.error.object
     assert "finished" in e.status
-    assert e.progress.value == 100
+    assert e.progress == 100
     assert len(e.live.frame("energy_error")) >= TINY["num_orbits"] and len(e.live.frame("energy_error")) > 0
     epochs = e.live.frame("epoch_metrics")
     assert len(epochs) == TINY["epochs"]
@@ -181,25 +182,89 @@ def test_train_then_both_simulates_the_new_checkpoint(explorer, tmp_path):
 
 # --- settings ----------------------------------------------------------------------------
 
-def test_a_refused_widget_value_shows_the_cli_message_and_changes_nothing(explorer):
+@pytest.mark.parametrize(("key", "text", "message"), [
+    ("epochs", "-5", "Settings: 'epochs' must be at least 1, not -5"),
+    ("epochs", "0", "Settings: 'epochs' must be at least 1, not 0"),
+    ("epochs", "abc", "Settings: 'epochs' must be an integer, not 'abc'"),
+    ("epochs", "2.5", "Settings: 'epochs' must be an integer, not 2.5"),
+    ("lr", "-1", "Settings: 'lr' must be greater than 0, not -1.0"),
+    ("hidden_dims", "64, -3", "Settings: 'hidden_dims' items must be between 1 and 16384, not -3"),
+])
+def test_a_refused_text_shows_the_cli_message_and_keeps_the_last_good_value(explorer, key, text, message):
     e = explorer
-    before = e.train.lr
-    e.train_form.widgets["lr"].value = 0
-    assert e.error.visible
-    assert "'lr'" in e.error.object and "greater than 0" in e.error.object
-    assert e.train.lr == before
-    assert e.train_form.widgets["lr"].value == before  # the widget springs back
-    e.train_form.widgets["lr"].value = 3e-3  # a good value goes through
-    assert e.train.lr == 3e-3
+    shown: list[str] = []
+    e.train_settings.on_refused = shown.append
+    field = e.train_settings.field(key)
+    field.on_refused = shown.append
+    before, before_text = getattr(e.train, key), field.widget.value
+    field.widget.value = text
+    assert (field.message.visible, field.message.object) == (True, message)
+    assert shown == [message]  # and as a notification
+    assert getattr(e.train, key) == before and field.widget.value == before_text
+
+
+def test_the_settings_message_is_the_clis(explorer, tmp_path):
+    """The text after the CLI's 'command line --flag: ' is the dashboard's after 'Settings: '."""
+    import subprocess
+    import sys
+
+    cli = subprocess.run([sys.executable, "-m", "nbody_engine.runner", "train", "--lr", "-1"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=120)
+    assert cli.returncode == 2
+    field = explorer.train_settings.field("lr")
+    field.widget.value = "-1"
+    assert field.message.object.removeprefix("Settings: ") == cli.stderr.strip().split(": ", 3)[3]
+
+
+def test_a_good_text_and_the_slider_set_the_key_and_reset_restores_it(explorer):
+    e = explorer
+    field = e.train_settings.field("lr")
+    card = next(c for c in e.train_settings.cards if "lr" in c.keys)
+    changed = len(card.changed_keys())  # the fixture's TINY keys
+    assert not field.reset.visible
+    field.widget.value = "0.003"
+    assert e.train.lr == 0.003 and field.reset.visible and not field.message.visible
+    assert (field.slider.start, field.slider.end) == type(e.train).param["lr"].softbounds
+    with param.edit_constant(field.slider):
+        field.slider.value_throttled = 0.005  # what the browser sends at the end of a drag
+    assert e.train.lr == 0.005 and field.widget.value == "0.005"
+    assert card.card.title.endswith(f"· {changed + 1} changed") and "lr" in card.changed_keys()
+    field.reset.clicks += 1
+    assert e.train.lr == 1e-3 and not field.reset.visible and card.card.title.endswith(f"· {changed} changed")
+
+
+def test_every_key_type_has_a_widget():
+    from explorer.fields import WIDGETS
+    from nbody_engine.keytypes import TYPES
+
+    assert {t.name for t in TYPES} == set(WIDGETS)
+
+
+def test_cards_build_their_fields_when_opened_and_search_opens_the_matching_ones(explorer):
+    panel = explorer.train_settings
+    assert panel.fields == {}  # a new session builds no field
+    card = next(c for c in panel.cards if "lr" in c.keys)
+    card.card.collapsed = False
+    assert set(panel.fields) == set(card.keys)
+    panel.filter("threshold")
+    shown = [c for c in panel.cards if c.card.visible]
+    assert shown and all(not c.card.collapsed for c in shown)
+    visible = {k for c in shown for k, f in c.fields.items() if f.layout.visible}
+    assert "energy_threshold" in visible and "lr" not in visible
+    panel.filter("")
+    assert all(c.card.visible for c in panel.cards)
 
 
 def test_widgets_and_config_stay_in_step(explorer):
     e = explorer
     e.train.epochs = 11
-    assert e.train_form.widgets["epochs"].value == 11
-    assert e.sim_form.widgets["epochs"].value == 11
-    e.train_form.widgets["save_name"].value = ""
+    assert e.train_settings.field("epochs").widget.value == "11"
+    assert e.sim_settings.field("epochs").widget.value == "11"
+    assert not e.sim_settings.field("epochs").reset.visible  # shared, not an override
+    e.train_settings.field("save_name").widget.value = ""
     assert e.train.save_name is None  # an empty text box is 'unset'
+    e.sim_settings.field("steps").widget.value = "30"
+    assert e.sim_settings.field("steps").reset.visible  # an override of the shared value
 
 
 def test_simulate_changes_become_overrides_and_train_changes_are_shared(explorer):
@@ -238,7 +303,8 @@ def test_load_toml_applies_a_simulate_section(explorer):
     assert e.train.epochs == e.simulate.epochs == 4
     assert e.train.lr == 0.002
     assert e.overrides == {"steps"}
-    assert e.train_form.widgets["epochs"].value == 4 and e.sim_form.widgets["steps"].value == 7
+    assert e.train_settings.field("epochs").widget.value == "4"
+    assert e.sim_settings.field("steps").widget.value == "7"
     assert tomllib.loads(e.toml_text())["simulate"] == {"steps": 7}
 
 
