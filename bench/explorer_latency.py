@@ -1,21 +1,32 @@
-"""The dashboard under load: latency, throughput and responsiveness while training runs.
+"""The dashboard: what a new session costs, the opening run, and latency under load.
 
-Measures, in one run against a real `panel serve explorer` in headless Chromium:
-  1. latency from an epoch's end in the engine (its metrics.jsonl line appearing) to its point
+Measures, in one run against real `panel serve explorer` servers in headless Chromium:
+  1. a new session, before and after (the dashboard of revision ``--before``, extracted with
+     ``git archive``, and this tree's, served side by side, sessions alternating): the server's
+     CPU time per session (its process's user + system time from opening the page until it is
+     interactive and quiet) and the browser's time to interactive (page requested -> the Train
+     button enabled);
+  2. the opening run, before and after: press Train with the dashboard's defaults and time the
+     first orbit points in the browser and the end of the run;
+  3. latency from an epoch's end in the engine (its metrics.jsonl line appearing) to its point
      in the browser's per-epoch plot source (median and 90th percentile);
-  2. training throughput with the dashboard open, as a ratio of the headless runner's on the
+  4. training throughput with the dashboard open, as a ratio of the headless runner's on the
      same settings (sum of epoch_time_s);
-  3. how fast the page answers a widget change while training runs (server round trip: the
+  5. how fast the page answers a widget change while training runs (server round trip: the
      export mode buttons rewrite the headless command box).
-Targets: latency median < 0.5 s, throughput >= 80% of headless, widget answer < 200 ms.
+Targets: session < 1 s of server time; opening run: first orbit points < 2 s, whole run < 15 s
+(idle 2-core machine); latency median < 0.5 s, throughput >= 80% of headless, widget answer
+< 200 ms.
 
-    python bench/explorer_latency.py [--epochs 40] [--chromium /usr/bin/chromium]
+    python bench/explorer_latency.py [--epochs 40] [--sessions 5] [--before d06d972]
+                                     [--chromium /usr/bin/chromium]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import socket
 import statistics
@@ -40,10 +51,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def serve(cwd: Path, port: int) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-m", "panel", "serve", str(REPO / "explorer"), "--port", str(port),
+def serve(cwd: Path, port: int, tree: Path = REPO) -> subprocess.Popen:
+    """``panel serve`` of the dashboard in ``tree`` (this checkout, or an extracted revision)."""
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    proc = subprocess.Popen([sys.executable, "-m", "panel", "serve", str(tree / "explorer"), "--port", str(port),
                              "--address", "127.0.0.1", "--allow-websocket-origin", f"127.0.0.1:{port}"],
-                            cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
@@ -138,6 +151,106 @@ def widget_answers(page, repeats: int = 8) -> list[float]:
     return times
 
 
+def extract_revision(ref: str, into: Path) -> Path:
+    """The dashboard and engine of revision ``ref``, as files under ``into``."""
+    into.mkdir(parents=True)
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", ref, "explorer", "nbody_engine"],
+                             check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return into
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_interactive(page) -> None:
+    """Until the page's Train button can be pressed (Bokeh's widgets live in shadow roots,
+    which Playwright's locators pierce)."""
+    from playwright.sync_api import expect
+
+    page.wait_for_function("window.Bokeh && Bokeh.documents.length > 0", timeout=120_000, polling=20)
+    expect(page.get_by_role("button", name="Train", exact=True)).to_be_enabled(timeout=120_000)
+
+
+def quiet(pid: int, for_s: float = 1.0, timeout: float = 60.0) -> None:
+    """Wait until process ``pid`` has used no CPU for ``for_s`` seconds (deferred work done)."""
+    deadline = time.monotonic() + timeout
+    last = cpu_seconds(pid)
+    while time.monotonic() < deadline:
+        time.sleep(for_s)
+        now = cpu_seconds(pid)
+        if now - last < 0.02 * for_s:
+            return
+        last = now
+
+
+def open_session(browser, port: int, pid: int) -> tuple[float, float]:
+    """Open a new session; return (server CPU seconds it cost, browser seconds to interactive)."""
+    quiet(pid)
+    page = browser.new_page(viewport={"width": 1500, "height": 1000})
+    cpu = cpu_seconds(pid)
+    start = time.perf_counter()
+    page.goto(f"http://127.0.0.1:{port}/explorer", timeout=120_000)
+    wait_interactive(page)
+    interactive = time.perf_counter() - start
+    quiet(pid)
+    cost = cpu_seconds(pid) - cpu
+    page.close()
+    return cost, interactive
+
+
+def opening_run(browser, port: int, cwd: Path) -> dict:
+    """Press Train with the dashboard's defaults: seconds to the first orbit points in the
+    browser and to the run's end (the status line's 'finished')."""
+    page = browser.new_page(viewport={"width": 1500, "height": 1000})
+    page.goto(f"http://127.0.0.1:{port}/explorer", timeout=120_000)
+    wait_interactive(page)
+    orbit = "(() => { const s = Bokeh.documents[0].get_model_by_name('orbit'); return s && s.get_length() > 0; })()"
+    start = time.perf_counter()
+    page.get_by_role("button", name="Train", exact=True).click()
+    page.wait_for_function(orbit, timeout=600_000, polling=20)
+    first = time.perf_counter() - start
+    page.get_by_text(re.compile("Train finished in")).filter(visible=True).first.wait_for(timeout=1_800_000)
+    whole = time.perf_counter() - start
+    page.close()
+    return {"first_orbit_points_s": first, "whole_run_s": whole}
+
+
+def before_and_after(before: str, sessions: int, chromium: str, tmp: Path) -> dict:
+    """Sessions of the ``before`` revision's dashboard and this tree's, alternating, then each
+    one's opening run; the first session of each server (imports) is not counted."""
+    from playwright.sync_api import sync_playwright
+
+    trees = {"before": extract_revision(before, tmp / "before"), "after": REPO}
+    servers, ports = {}, {}
+    try:
+        for label, tree in trees.items():
+            (tmp / f"cwd_{label}").mkdir()
+            ports[label] = free_port()
+            servers[label] = serve(tmp / f"cwd_{label}", ports[label], tree)
+        found: dict = {label: {"server_cpu_s": [], "interactive_s": []} for label in trees}
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=chromium, args=ARGS)
+            for label in trees:
+                open_session(browser, ports[label], servers[label].pid)  # warm-up
+            for _ in range(sessions):
+                for label in trees:
+                    cost, interactive = open_session(browser, ports[label], servers[label].pid)
+                    found[label]["server_cpu_s"].append(cost)
+                    found[label]["interactive_s"].append(interactive)
+            for label in trees:
+                found[label].update(opening_run(browser, ports[label], tmp / f"cwd_{label}"))
+            browser.close()
+    finally:
+        for proc in servers.values():
+            proc.kill()
+            proc.wait()
+    return found
+
+
 def headless_run(cwd: Path, config_text: str) -> float:
     config = cwd / "run.toml"
     config.write_text(config_text)
@@ -146,16 +259,34 @@ def headless_run(cwd: Path, config_text: str) -> float:
     return sum(json.loads(line)["epoch_time_s"] for line in (cwd / "data/headless/metrics.jsonl").open())
 
 
+def print_sessions(found: dict, before: str) -> None:
+    med = {label: {k: statistics.median(v) if isinstance(v, list) else v for k, v in m.items()}
+           for label, m in found.items()}
+    print(f"| new session and opening run | before ({before}) | after | target |\n| --- | --- | --- | --- |")
+    rows = [("server CPU time per session, median", "server_cpu_s", "< 1 s"),
+            ("browser: page requested -> interactive, median", "interactive_s", ""),
+            ("opening run: Train -> first orbit points", "first_orbit_points_s", "< 2 s"),
+            ("opening run: Train -> finished", "whole_run_s", "< 15 s")]
+    for text, key, target in rows:
+        print(f"| {text} | {med['before'][key]:.2f} s | {med['after'][key]:.2f} s | {target} |")
+    print()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--sessions", type=int, default=5, help="new sessions measured per revision")
+    parser.add_argument("--before", default="d06d972", help="the revision to compare with (before the lazy page)")
     parser.add_argument("--chromium", default="/usr/bin/chromium")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
+        sessions = before_and_after(args.before, args.sessions, args.chromium, Path(tmp))
         dash = dashboard_run(Path(tmp), args.epochs, args.chromium)
         headless = headless_run(Path(tmp), dash["config"])
+    print_sessions(sessions, args.before)
     lat = sorted(dash["latencies"])
     result = {
+        "sessions": sessions,
         "epochs": len(lat),
         "latency_median_s": statistics.median(lat),
         "latency_p90_s": lat[int(0.9 * (len(lat) - 1))],

@@ -7,6 +7,7 @@ number of concurrent jobs so one server cannot be swamped.
 
 from __future__ import annotations
 
+import functools
 import os
 import queue
 import threading
@@ -23,6 +24,25 @@ from nbody_engine.train import TrainingStalled
 MAX_JOBS = int(os.environ.get("NBODY_EXPLORER_MAX_JOBS", "2"))
 QUEUE_SIZE = 20_000
 _SLOTS = threading.BoundedSemaphore(MAX_JOBS)
+
+
+def _warm_up() -> None:
+    """The engine's one-time costs: torch imports its compiler front end (torch._dynamo, ~2.5 s)
+    when the first optimizer is made, and the reports import matplotlib."""
+    import torch
+
+    from nbody_engine import plots  # noqa: F401
+
+    torch.optim.Adam([torch.zeros(1, requires_grad=True)])
+
+
+@functools.cache
+def warm_up() -> threading.Thread:
+    """Pay the engine's one-time costs once per process, in the background, so that the first
+    run a user starts does not (called when a page has loaded)."""
+    thread = threading.Thread(target=_warm_up, name="nbody-warm-up", daemon=True)
+    thread.start()
+    return thread
 
 
 @dataclass(frozen=True)
