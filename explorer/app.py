@@ -308,7 +308,7 @@ class Explorer(pn.viewable.Viewer):
         """Show an engine event (or a job's JobDone) in the header: status, progress, ETA and
         the last checkpoint. The live plots take events through ``self.live.ingest``."""
         if isinstance(event, RunStarted):
-            self._set_status(f"{event.phase}: '{event.save_name}' running...")
+            self._run_started(event)
         elif isinstance(event, EpochFinished):
             self._epoch_status(event)
         elif isinstance(event, TrajectoryChunk) and event.phase == "simulate":
@@ -319,6 +319,13 @@ class Explorer(pn.viewable.Viewer):
             self._set_progress(100)
         elif isinstance(event, JobDone):
             self._finish(event)
+
+    def _run_started(self, event: RunStarted) -> None:
+        if event.phase == "train":
+            self._epochs_total = event.total
+        if self.job is None or not self.job.running:  # a run followed from disk: its clock starts now
+            self._started = time.monotonic()
+        self._set_status(f"{event.phase}: '{event.save_name}' running...")
 
     def _epoch_status(self, event: EpochFinished) -> None:
         done = event.epoch + 1

@@ -499,3 +499,15 @@ def test_an_imported_path_outside_the_allowed_directories_is_refused(explorer, t
     monkeypatch.setenv("NBODY_EXPLORER_FILE_ROOTS", f"{tmp_path}{os.pathsep}{tmp_path.parent}")
     explorer.load_toml(f"ic_path = '{outside}'\n", "'x.toml'")
     assert explorer.train.ic_path == str(outside)
+
+
+def test_track_shows_a_followed_runs_progress_and_eta_in_the_header(explorer):
+    """Events of a run this session did not start (a run followed on disk) fill the header."""
+    from nbody_engine.events import EpochFinished, RunStarted
+
+    e = explorer
+    e.track(RunStarted("train", "elsewhere", total=40))
+    assert "'elsewhere' running" in e.status
+    e.track(EpochFinished(9, {"accepted_steps": 4, "retrain_iterations": 0}))
+    assert e.progress == 25
+    assert e.status.startswith("epoch 10/40 ") and "ETA" in e.status
