@@ -64,19 +64,21 @@ def _text_box(key: str, p: param.Parameter) -> pn.widgets.Widget:
 class WidgetKind:
     """How keys of one type are edited: ``make(key, p)`` builds the widget, ``show(value)`` turns
     the key's value into the widget's, ``read(key, widget_value)`` back into a TOML-like value
-    for ``check_value``."""
+    for ``check_value``; ``slider(low, high)`` makes the slider of keys with softbounds (None: no slider)."""
 
     make: Callable[[str, param.Parameter], pn.widgets.Widget]
     show: Callable[[Any], Any]
     read: Callable[[str, Any], Any]
+    slider: Callable[[float, float], pn.widgets.Widget] | None = None
 
 
-_NUMBER = WidgetKind(_text_box, _shown_number, _read_number)
 WIDGETS: dict[str, WidgetKind] = {
     "boolean": WidgetKind(lambda key, p: pn.widgets.Select(options={"false": False, "true": True}, width=WIDTH - 60),
                           bool, lambda key, v: v),
-    "integer": _NUMBER,
-    "number": _NUMBER,
+    "integer": WidgetKind(_text_box, _shown_number, _read_number,
+                          lambda low, high: pn.widgets.IntSlider(start=low, end=high)),
+    "number": WidgetKind(_text_box, _shown_number, _read_number,
+                         lambda low, high: pn.widgets.FloatSlider(start=low, end=high, step=(high - low) / 200)),
     "choice": WidgetKind(lambda key, p: pn.widgets.Select(options=list(p.objects), width=WIDTH - 60),
                          lambda v: v, lambda key, v: v),
     "list": WidgetKind(_text_box, _shown_list, _read_list),
@@ -84,14 +86,13 @@ WIDGETS: dict[str, WidgetKind] = {
 }
 
 
-def _slider(p: param.Parameter) -> pn.widgets.Widget | None:
-    """A slider over the key's softbounds, for number keys that declare them."""
-    if key_type(p).name not in ("integer", "number") or p.softbounds is None:
+def _slider(kind: WidgetKind, p: param.Parameter) -> pn.widgets.Widget | None:
+    """A slider over the key's softbounds, where its kind has one and it declares them."""
+    if kind.slider is None or p.softbounds is None:
         return None
-    low, high = p.softbounds
-    cls = pn.widgets.IntSlider if key_type(p).name == "integer" else pn.widgets.FloatSlider
-    step = {} if cls is pn.widgets.IntSlider else {"step": (high - low) / 200}
-    return cls(start=low, end=high, value=low, show_value=False, width=WIDTH - 60, margin=(0, 10), **step)
+    slider = kind.slider(*p.softbounds)
+    slider.param.update(value=slider.start, show_value=False, width=WIDTH - 60, margin=(0, 10))
+    return slider
 
 
 class KeyField(pn.viewable.Viewer):
@@ -108,7 +109,7 @@ class KeyField(pn.viewable.Viewer):
         self.kind = WIDGETS[key_type(p).name]
         self.widget = self.kind.make(key, p)
         self.widget.param.update(label=key, description=p.doc)
-        self.slider = _slider(p)
+        self.slider = _slider(self.kind, p)
         self.reset = pn.widgets.Button(label="reset", width=70, margin=(27, 0, 0, 0),
                                        description="changed from the default; reset it")
         self.message = pn.pane.Alert("", alert_type="danger", visible=False, width=WIDTH - 10, margin=(0, 10))
