@@ -1,7 +1,7 @@
 """nbody explorer: the Panel dashboard over the engine.
 
-``panel serve explorer`` serves it at /explorer; in Jupyter, ``from explorer import Explorer;
-Explorer()`` renders it inline.
+``nbody-explorer`` (``panel serve explorer`` on 127.0.0.1) serves it at /explorer; in Jupyter,
+``from explorer import Explorer; Explorer()`` renders it inline.
 """
 
 from .app import Explorer

@@ -32,12 +32,12 @@ MODES = {"train": "Train", "simulate": "Simulate", "both": "Train + simulate"}
 LABELS = {**MODES, "evaluate": "Evaluate"}
 DRAIN_PERIOD_MS = 200
 # The dashboard opens on a run that shows something within a second and ends within seconds
-# (configs/quick.toml's training settings with 30 epochs and 30 replay steps: every state
-# passes the band from about epoch 10 on) and simulates the family it trains on, num_orbits
+# (configs/quick.toml's training settings with 30 replay steps instead of 50: every state passes
+# the band from about epoch 5 on) and simulates the family it trains on, num_orbits
 # Kepler orbits with e in [e_min, e_max], rather than one random two-body system, which may be
 # all but radial (the analytic step then loses a quarter of the energy in 10 periods); every
 # other key starts at the schema default (the CLI's defaults are the spec's).
-QUICK_START = {"epochs": 30, "steps_per_epoch": 4, "replay_steps": 30, "lr": 1e-3, "weight_decay": 0.0}
+QUICK_START = {"epochs": 20, "steps_per_epoch": 4, "replay_steps": 30, "lr": 1e-3, "weight_decay": 0.0}
 SIMULATE_START = {"multi_orbit_sim": True}
 
 
@@ -365,10 +365,14 @@ class Explorer(pn.viewable.Viewer):
     def header(self) -> pn.Row:
         """Run controls, status line and progress: the part of the page that never scrolls away."""
         b = self.buttons
-        status = pn.pane.Markdown(self.param.status, margin=(0, 10), sizing_mode="stretch_width")
-        progress = pn.indicators.Progress(value=self.param.progress, max=100, bar_color="primary", width=220,
-                                          margin=(12, 10))
-        return pn.Row(b["train"], b["simulate"], b["both"], self.stop_button, progress, status,
+        status = pn.pane.Str(self.param.status, margin=(0, 10), styles={"font-size": "13px"},
+                             sizing_mode="stretch_width")
+        progress = pn.indicators.Progress(value=self.param.progress, max=100, bar_color="primary", height=12,
+                                          margin=(6, 10), sizing_mode="stretch_width")
+        for button in (*b.values(), self.stop_button):
+            button.width = 150 if button is b["both"] else 100
+        return pn.Row(b["train"], b["simulate"], b["both"], self.stop_button,
+                      pn.Column(progress, status, min_width=300, sizing_mode="stretch_width"),
                       sizing_mode="stretch_width")
 
     def sidebar(self) -> pn.Column:

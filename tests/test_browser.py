@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
+from explorer.app import QUICK_START
 from nbody_engine.config import load_configs
 
 pytestmark = pytest.mark.browser
@@ -29,6 +30,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--no-first-run", "--disable-sync"]
 SCREENSHOT = Path("/tmp/explorer_training.png")
+OPENING_EPOCHS = str(QUICK_START["epochs"])  # what the epochs box shows on a new page
 # A click reaches the server between plot redraws, which take long on a busy two-core machine.
 STOP_TIMEOUT = 20_000  # ms
 
@@ -176,13 +178,21 @@ def test_page_loads(page, server):
     assert page.get_by_text("Ready.").is_visible()
 
 
+def set_long_training(page) -> None:
+    """Make the page's training long enough to stop it midway, however fast the machine."""
+    open_card(page, "Training / optimization")
+    set_setting(page, "epochs", 1000)
+    wait_until_changed(page, "Training / optimization")
+
+
 def test_training_streams_into_the_plots_and_stop_stops_it(page, server):
-    """The dashboard defaults (a quick two-body training of 50 epochs) fill the plots live."""
+    """The dashboard's quick two-body training fills the plots live; Stop names the checkpoint."""
     open_dashboard(page, server)
+    set_long_training(page)
     page.get_by_role("button", name="Train", exact=True).click()
     page.wait_for_function(f"{source_length('energy_error')} > 0", timeout=30_000)
     page.wait_for_function(f"{source_length('orbit')} > 0", timeout=30_000)
-    wait_for_status(page, r"^epoch (\d{2,}|[3-9])/50 ", timeout=30_000)  # a few epochs in: per-epoch plots drawn
+    wait_for_status(page, r"^epoch (\d{2,}|[3-9])/1000 ", timeout=30_000)  # a few epochs in: per-epoch plots drawn
     page.wait_for_timeout(500)
     n = page.evaluate(source_length("energy_error"))
     page.screenshot(path=str(SCREENSHOT))
@@ -242,7 +252,7 @@ def test_an_invalid_upload_shows_the_error(page, server, tmp_path):
     assert "'bad.toml'" in text and "did you mean 'replay_steps'" in text
     # nothing of the bad file was applied
     open_card(page, "Training / optimization")
-    assert page.get_by_label("epochs", exact=True).filter(visible=True).first.input_value() == "50"
+    assert page.get_by_label("epochs", exact=True).filter(visible=True).first.input_value() == OPENING_EPOCHS
 
 
 def test_two_sessions_train_independently(browser, server):
@@ -255,6 +265,7 @@ def test_two_sessions_train_independently(browser, server):
         pages = [ctx.new_page() for ctx in contexts]
         for p in pages:
             open_dashboard(p, server)
+            set_long_training(p)
         for p in pages:
             p.get_by_role("button", name="Train", exact=True).click()
         for p in pages:
@@ -402,7 +413,7 @@ def test_a_refused_value_shows_the_cli_message_by_the_box_and_as_a_notification(
     assert shown.count() >= 2  # next to the box, and the notification
     assert "widget" not in shown.first.inner_text()
     box = page.get_by_label("epochs", exact=True).filter(visible=True).first
-    expect(box).to_have_value("50", timeout=10_000)  # the last good value
+    expect(box).to_have_value(OPENING_EPOCHS, timeout=10_000)  # the last good value
 
 
 def test_search_finds_a_key_and_reset_restores_it(page, server):
