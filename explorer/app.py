@@ -365,12 +365,12 @@ class Explorer(pn.viewable.Viewer):
     def header(self) -> pn.Row:
         """Run controls, status line and progress: the part of the page that never scrolls away."""
         b = self.buttons
-        status = pn.pane.Str(self.param.status, margin=(0, 10), styles={"font-size": "13px"},
-                             sizing_mode="stretch_width")
+        status = pn.pane.Markdown(self.param.status, margin=(0, 10), styles={"font-size": "13px"},
+                                  sizing_mode="stretch_width")
         progress = pn.indicators.Progress(value=self.param.progress, max=100, bar_color="primary", height=12,
                                           margin=(6, 10), sizing_mode="stretch_width")
         for button in (*b.values(), self.stop_button):
-            button.width = 150 if button is b["both"] else 100
+            button.param.update(width=150 if button is b["both"] else 100, sizing_mode="fixed")
         return pn.Row(b["train"], b["simulate"], b["both"], self.stop_button,
                       pn.Column(progress, status, min_width=300, sizing_mode="stretch_width"),
                       sizing_mode="stretch_width")
