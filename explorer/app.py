@@ -176,13 +176,15 @@ class Explorer(pn.viewable.Viewer):
         return self._sweeps
 
     def _notify(self, message: str) -> None:
-        """A refused setting: its field shows the message; the page also pops it up."""
+        """Pop ``message`` up in the page (a server's page; Jupyter shows only the alert)."""
         if pn.state.notifications is not None:
             pn.state.notifications.error(message, duration=8_000)
 
     def _show_error(self, message: str) -> None:
+        """A job's or an import's error: above the settings, and popped up."""
         self.error.object = f"**error:** {message}"
         self.error.visible = True
+        self._notify(message)
 
     def _set_status(self, text: str) -> None:
         with param.edit_constant(self):
