@@ -80,6 +80,8 @@ class Explorer(pn.viewable.Viewer):
         if pn.state.curdoc is not None and pn.state.curdoc.session_context is not None:
             pn.state.on_session_destroyed(lambda _ctx: self.close())
             pn.state.onload(warm_up)
+        else:  # Jupyter: the notebook shows the page at once
+            warm_up()
 
     # settings ------------------------------------------------------------------------------
     def _mirror_to_simulate(self, *events) -> None:

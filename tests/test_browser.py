@@ -63,7 +63,7 @@ def offline(context):
         route.abort()
 
     context.route(lambda url: not LOOPBACK.match(url), refuse)
-    yield
+    yield outside
     assert not outside, f"the page asked for resources outside this machine: {outside}"
 
 
@@ -253,6 +253,15 @@ def test_an_invalid_upload_shows_the_error(page, server, tmp_path):
     # nothing of the bad file was applied
     open_card(page, "Training / optimization")
     assert page.get_by_label("epochs", exact=True).filter(visible=True).first.input_value() == OPENING_EPOCHS
+
+
+def test_a_request_that_leaves_the_machine_is_caught(page, server, offline):
+    """The check every browser test makes (the offline fixture) sees an outside request."""
+    open_dashboard(page, server)
+    page.evaluate("fetch('https://cdn.example.org/font.css').catch(() => null)")
+    page.wait_for_timeout(500)
+    assert offline == ["https://cdn.example.org/font.css"]
+    offline.clear()  # caught: this test passes
 
 
 def test_two_sessions_train_independently(browser, server):
