@@ -341,6 +341,13 @@ class Explorer(pn.viewable.Viewer):
         self._set_status(f"epoch {done}/{total} · accepted steps {m['accepted_steps']} · "
                          f"retrains {m['retrain_iterations']} · elapsed {elapsed:.0f}s · ETA {eta:.0f}s")
 
+    def _kept(self, kind: str) -> str:
+        """What a stopped job leaves for the status line: the checkpoint of a training."""
+        if self.last_checkpoint:
+            return f"; checkpoint kept: {self.last_checkpoint}"
+        trained = kind in ("train", "both")
+        return "; stopped before its first epoch ended, so no checkpoint was written" if trained else ""
+
     def _finish(self, done: JobDone) -> None:
         self._set_running(False)
         self._stop_callback()
@@ -349,8 +356,7 @@ class Explorer(pn.viewable.Viewer):
             self._show_error(done.error)
             self._set_status(f"{LABELS[done.kind]} failed after {elapsed:.1f}s.")
         elif done.cancelled:
-            kept = f"checkpoint kept: {self.last_checkpoint}" if self.last_checkpoint else "no checkpoint was written"
-            self._set_status(f"{LABELS[done.kind]} stopped after {elapsed:.1f}s; {kept}.")
+            self._set_status(f"{LABELS[done.kind]} stopped after {elapsed:.1f}s{self._kept(done.kind)}.")
         else:
             self._set_status(f"{LABELS[done.kind]} finished in {elapsed:.1f}s.")
         checkpoint = done.results.get("train", {}).get("checkpoint")

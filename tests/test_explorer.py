@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 import tomllib
 from pathlib import Path
@@ -94,7 +95,10 @@ def test_stop_ends_a_long_run_quickly(explorer):
     wait_for_steps(e)
     assert e.job.running
     stop_and_wait(e, limit=2.0)
+    finish(e)
     assert "stopped" in e.status
+    kept = re.search(r"checkpoint kept: (\S+\.pt)", e.status)  # the status says what is left
+    assert (kept and Path(kept.group(1)).is_file()) or "no checkpoint was written" in e.status, e.status
     assert not e.error.visible
     assert e.stop_button.disabled  # Stop is disabled again
     assert not e.buttons["train"].disabled
