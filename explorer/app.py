@@ -10,6 +10,7 @@ Every job runs from the exported TOML through the CLI's own loader, so the dashb
 
 from __future__ import annotations
 
+import functools
 import io
 import time
 
@@ -137,8 +138,6 @@ class Explorer(pn.viewable.Viewer):
         self.error = pn.pane.Alert("", alert_type="danger", visible=False, sizing_mode="stretch_width")
         self.train_settings = SettingsPanel(self.train, "Settings", "Shared and training keys.", self._notify,
                                             baseline=_default_config())
-        self.sim_settings = SettingsPanel(self.simulate, "Simulate", "Keys changed here become `[simulate]` "
-                                          "overrides of the shared settings.", self._notify, baseline=self.train)
         self.buttons = {mode: pn.widgets.Button(label=label, color="light") for mode, label in MODES.items()}
         for mode, button in self.buttons.items():
             button.on_click(lambda _e, mode=mode: self.start(mode))
@@ -162,6 +161,12 @@ class Explorer(pn.viewable.Viewer):
                                                  color="primary")
         self.evaluate_button.on_click(lambda _e: self.start("evaluate"))
         self._refresh_export()
+
+    @functools.cached_property
+    def sim_settings(self) -> SettingsPanel:
+        """The sidebar's Simulate tab (built the first time it is shown)."""
+        return SettingsPanel(self.simulate, "Simulate", "Keys changed here become `[simulate]` overrides of the "
+                             "shared settings.", self._notify, baseline=self.train)
 
     @property
     def runs(self) -> RunsView:
@@ -386,7 +391,7 @@ class Explorer(pn.viewable.Viewer):
                       sizing_mode="stretch_width")
 
     def sidebar(self) -> pn.Column:
-        tabs = pn.Tabs(("Settings", self.train_settings), ("Simulate", self.sim_settings), dynamic=True,
+        tabs = pn.Tabs(("Settings", self.train_settings), ("Simulate", _lazy(lambda: self.sim_settings)), dynamic=True,
                        sizing_mode="stretch_width")
         return pn.Column(self.error, tabs, sizing_mode="stretch_width")
 

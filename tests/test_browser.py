@@ -476,3 +476,14 @@ def test_closing_the_tab_stops_its_job(browser, server):
     took = metrics.stat().st_mtime - closed
     assert took < 10, f"the job went on for {took:.1f}s after its tab closed"
     assert list((metrics.parent / "model").glob("*.pt")), "no checkpoint kept"
+
+
+def test_the_simulate_tab_edits_its_own_overrides(page, server):
+    open_dashboard(page, server)
+    page.locator(".bk-tab", has_text=re.compile(r"^Simulate$")).first.click()
+    open_card(page, "Simulation / integrator")
+    set_setting(page, "steps", 30)
+    wait_until_changed(page, "Simulation / integrator")  # an override of the shared value
+    page.locator(".bk-tab", has_text=re.compile(r"^Settings$")).first.click()
+    expect(page.get_by_text(re.compile(r"^Simulation / integrator · \d+ changed$")).filter(visible=True)) \
+        .to_have_count(0)  # the shared settings are unchanged
