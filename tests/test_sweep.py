@@ -46,7 +46,7 @@ def check_results(root: Path) -> dict[str, dict]:
     rows = read_csv(root / "results.csv")
     assert len(rows) == 4
     doc = json.loads((root / "results.json").read_text())
-    assert (doc["ok"], doc["failed"], doc["pending"]) == (3, 1, 0)
+    assert (doc["ok"], doc["failed"], doc["cancelled"], doc["pending"]) == (3, 1, 0, 0)
     by_id = {r["id"]: r for r in doc["runs"]}
     assert [r["id"] for r in rows] == list(by_id)
     for row in doc["runs"]:
@@ -216,8 +216,8 @@ def test_rerun_skips_finished_runs(local_sweep):
     ok_ids = [i for i, r in before.items() if r["status"] == "ok"]
     stamps = {i: (root / "runs" / i / "stdout.log").stat().st_mtime_ns for i in ok_ids}
     lines: list[str] = []
-    doc = run_sweep(cwd / "base.toml", cwd / "grid.toml", mode="simulate", name="demo", workers=1,
-                    data_dir=cwd / "data", echo=lines.append)
+    plan = plan_sweep(cwd / "base.toml", cwd / "grid.toml", mode="simulate", name="demo", data_dir=cwd / "data")
+    doc = run_sweep(plan, workers=1, sink=lambda event: lines.append(event.text))
     assert "4 run(s), 3 finished earlier, 1 to run" in lines[0]
     assert (doc["ok"], doc["failed"]) == (3, 1)
     after = check_results(root)
