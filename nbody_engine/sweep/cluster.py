@@ -114,7 +114,8 @@ def slurm_cluster_kwargs(opts: SlurmOptions | Mapping, log_directory: str | Path
         if value is None and dask.config.get(f"jobqueue.slurm.{key}", None) is None:
             raise InputError(f"--slurm needs {flag} (or jobqueue.slurm.{key} in Dask's configuration)")
     _check_interface(opts.interface)
-    kwargs: dict[str, Any] = {"processes": 1, "python": sys.executable}
+    kwargs: dict[str, Any] = {"processes": 1, "python": sys.executable,
+                              "scheduler_options": {"dashboard_address": ":0"}}
     for key in ("queue", "account", "walltime", "cores", "memory", "interface"):
         if getattr(opts, key) is not None:
             kwargs[key] = getattr(opts, key)
