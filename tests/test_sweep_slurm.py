@@ -106,3 +106,19 @@ def test_a_walltime_that_runs_out_is_reported_and_stops_the_sweep(tmp_path):
     row = doc["runs"][0]
     assert (row["status"], row["slurm_job"]) == ("cancelled", job), row
     assert doc["stopped"].startswith("no worker left: SLURM job"), doc
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_a_slurm_sweep_with_130_and_cancels_its_jobs(tmp_path):
+    proc = start_sweep(tmp_path, 20_000_000, [1, 2], "--workers", "2", "--slurm-walltime", "00:10:00")
+    root = tmp_path / "data" / "s"
+    job = running_job(root)
+    proc.send_signal(signal.SIGINT)
+    out, err = finish(proc, 120)
+    assert proc.returncode == 130, out + err
+    assert "interrupted; finished runs are kept and a rerun resumes" in err
+    assert "sweep 's' stopped (the sweep was cancelled)" in out, out
+    doc = json.loads((root / "results.json").read_text())
+    assert "cancelled" in {row["status"] for row in doc["runs"]}, doc
+    state = subprocess.run(["scontrol", "show", "job", "-o", job], capture_output=True, text=True).stdout
+    assert "JobState=RUNNING" not in state and "JobState=PENDING" not in state, state
