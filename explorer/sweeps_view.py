@@ -412,7 +412,7 @@ class SweepsView:
         ended = sum(int(doc.get(s, 0)) for s in ("ok", "failed", "cancelled"))
         self.progress.value = int(100 * ended / total) if total else 0
         shown = ", ".join(f"{doc.get(s, 0)} {s}" for s in STATUSES if doc.get(s, 0) or s in ("ok", "failed"))
-        self.status.object = f"{head}: {ended}/{total} runs ended ({shown}){tail}"
+        self.status.object = f"{head}: {ended}/{total} runs done ({shown}){tail}"
 
     def _running_status(self) -> None:
         name = self.plan_.name
