@@ -85,6 +85,7 @@ def test_a_scancelled_job_is_replaced_and_its_run_redone(tmp_path):
     assert proc.returncode == 0, out + err
     assert f"SLURM job {job} ended (CANCELLED" in out and "it was cancelled (scancel)" in out, out
     assert "1 replacement job(s) submitted" in out, out
+    assert len(list((root / "slurm-logs").glob("*.err"))) == 3  # two jobs and the replacement ran
     doc = json.loads((root / "results.json").read_text())
     assert (doc["ok"], doc["runs_total"]) == (4, 4), doc
     jobs = {row["slurm_job"] for row in doc["runs"]}
@@ -122,3 +123,19 @@ def test_ctrl_c_stops_a_slurm_sweep_with_130_and_cancels_its_jobs(tmp_path):
     assert "cancelled" in {row["status"] for row in doc["runs"]}, doc
     state = subprocess.run(["scontrol", "show", "job", "-o", job], capture_output=True, text=True).stdout
     assert "JobState=RUNNING" not in state and "JobState=PENDING" not in state, state
+
+
+@pytest.mark.slow
+def test_a_job_that_cannot_import_the_project_is_reported_with_its_log_line(tmp_path):
+    shadow = tmp_path / "shadow" / "nbody_engine"  # on the job's PYTHONPATH: a project missing a dependency
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("import a_dependency_this_node_lacks\n")
+    proc = start_sweep(tmp_path, 20, [1, 2], "--slurm-walltime", "00:05:00", "--slurm-resubmits", "1",
+                       "--slurm-prologue", f"export PYTHONPATH={shadow.parent}")
+    out, err = finish(proc, 240)
+    assert proc.returncode == 1, out + err
+    assert "its log says: ModuleNotFoundError: No module named 'a_dependency_this_node_lacks'" in out, out
+    assert "1 replacement job(s) submitted; 0 resubmission(s) left" in out, out
+    assert "stopped (no worker left: SLURM job" in out, out
+    doc = json.loads((tmp_path / "data" / "s" / "results.json").read_text())
+    assert doc["pending"] == 2 and doc["stopped"].startswith("no worker left"), doc

@@ -190,7 +190,8 @@ class SlurmBackend(Backend):
         self.jobs = jobs
         self.resubmits_left = resubmits
         self.log_directory = log_directory
-        self.ended: list[str] = []  # why each ended job ended, in order
+        self.ended: dict[str, str] = {}  # job id -> why it ended, in order
+        self.submitted = 0  # replacement jobs
 
     def _worker_log_line(self, job_id: str) -> str:
         for path in sorted(self.log_directory.glob(f"*{job_id}.err")):
@@ -211,27 +212,33 @@ class SlurmBackend(Backend):
         notes = []
         for name, job in list(self.cluster.workers.items()):
             job_id = getattr(job, "job_id", None)
-            if not job_id:
+            if not job_id or job_id in self.ended:
                 continue
             state, reason = job_state(job_id)
             if state in _LIVE_JOB_STATES:
                 continue
             self.cluster.worker_spec.pop(name, None)
-            why = self._why_ended(job_id, state, reason)
-            self.ended.append(why)
-            notes.append(why)
+            self.ended[job_id] = self._why_ended(job_id, state, reason)
+            notes.append(self.ended[job_id])
         missing = self.jobs - len(self.cluster.worker_spec)
         if notes and missing > 0:
             n = min(missing, self.resubmits_left)
             self.resubmits_left -= n
-            if n:
-                self.cluster.scale(jobs=len(self.cluster.worker_spec) + n)
+            self._resubmit(n)
             notes.append(f"{n} replacement job(s) submitted; {self.resubmits_left} resubmission(s) left"
                          if n else "no resubmission left (--slurm-resubmits)")
         return notes
 
+    def _resubmit(self, n: int) -> None:
+        """Add ``n`` job specs under fresh names (SpecCluster would reuse the name of an ended
+        job that it still lists, and start nothing) and let the cluster start them."""
+        for _ in range(n):
+            self.submitted += 1
+            self.cluster.worker_spec[f"replacement-{self.submitted}"] = self.cluster.new_spec
+        self.cluster.scale(jobs=len(self.cluster.worker_spec))
+
     def lost_reason(self) -> str:
-        return self.ended[-1] if self.ended else super().lost_reason()
+        return list(self.ended.values())[-1] if self.ended else super().lost_reason()
 
     @property
     def exhausted(self) -> bool:
