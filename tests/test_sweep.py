@@ -157,6 +157,20 @@ def test_slurm_options(monkeypatch):
     for line in ("#SBATCH -p gpu", "#SBATCH -A proj", "#SBATCH -t 01:30:00", "#SBATCH --cpus-per-task=4",
                  "#SBATCH --gres=gpu:2", sys.executable):
         assert line in script
+    kwargs = slurm_cluster_kwargs(SlurmOptions(cores=1, memory="1GB", interface="lo", extra=["--qos=low"],
+                                               prologue=["module load cuda", "export OMP_NUM_THREADS=1"]))
+    cluster = SLURMCluster(**kwargs)
+    try:
+        script = cluster.job_script()
+    finally:
+        cluster.close()
+    assert "#SBATCH --qos=low" in script
+    lines = script.splitlines()
+    check = lines.index(f"{sys.executable} -c 'import nbody_engine' || exit 3")
+    assert lines.index("module load cuda") < lines.index("export OMP_NUM_THREADS=1") < check
+    assert "--interface lo" in script
+    with pytest.raises(InputError, match="--slurm-interface 'nope0' is not a network interface of this machine"):
+        slurm_cluster_kwargs(SlurmOptions(cores=1, memory="1GB", interface="nope0"))
 
 
 # --------------------------------------------------------------------------- bad input through the real CLI
@@ -423,3 +437,26 @@ def test_a_scheduler_without_workers_is_reported_and_the_sweep_stops(tmp_path):
     assert "sweep 'alone' stopped (no worker for 2" in result.stdout, result.stdout
     doc = json.loads((tmp_path / "data" / "alone" / "results.json").read_text())
     assert doc["pending"] == 4 and doc["stopped"].startswith("no worker for")
+
+
+def test_a_run_waits_for_an_earlier_runner_to_let_go_of_its_folder(tmp_path):
+    """A runner orphaned by a killed sweep may still hold the run's output for a moment: the
+    next attempt starts only once it has let go, and never deletes a folder in use."""
+    plan = plan_sweep(None, {"steps": [20]}, mode="simulate", name="w", cwd=tmp_path, data_dir=tmp_path / "data")
+    run = plan.runs[0]
+    run_dir = plan.run_dir(run)
+    run_dir.mkdir(parents=True)
+    (run_dir / "run.toml").write_text(run.toml)
+    output = run_dir / "data" / run.id
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time\nfrom nbody_engine.runs import DirectoryLock\n"
+        f"with DirectoryLock({str(output)!r}):\n    open({str(output / 'stale')!r}, 'w').close()\n"
+        "    print('held', flush=True)\n    time.sleep(4)\n")], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    from nbody_engine.sweep import execute_run
+
+    record = execute_run(str(run_dir), "simulate")
+    assert holder.wait(timeout=30) == 0  # its lock file was still there to release: nothing deleted it
+    assert record["status"] == "ok", record
+    assert not (output / "stale").exists()  # removed only once the holder had gone, then the run wrote anew
+    assert (output / "sim").is_dir()
