@@ -168,6 +168,10 @@ class Backend:
     def replace_lost(self) -> list[str]:
         return []
 
+    @property
+    def waiting(self) -> bool:
+        return False
+
 
 def job_state(job_id: str) -> tuple[str, str]:
     """(JobState, Reason) of a SLURM job from ``scontrol``; ("", "") once SLURM forgot it."""
@@ -192,9 +196,10 @@ class SlurmBackend(Backend):
         self.log_directory = log_directory
         self.ended: dict[str, str] = {}  # job id -> why it ended, in order
         self.submitted = 0  # replacement jobs
+        self.queued: dict[str, str] = {}  # job id -> reason, for the jobs SLURM has not started yet
 
     def _worker_log_line(self, job_id: str) -> str:
-        for path in sorted(self.log_directory.glob(f"*{job_id}.err")):
+        for path in sorted(self.log_directory.glob(f"*-{job_id}.err")):
             lines = [ln.strip() for ln in path.read_text(errors="replace").splitlines() if _LOG_ERROR.search(ln)]
             if lines:
                 return lines[-1]
@@ -215,6 +220,9 @@ class SlurmBackend(Backend):
             if not job_id or job_id in self.ended:
                 continue
             state, reason = job_state(job_id)
+            self.queued.pop(job_id, None)
+            if state == "PENDING":
+                self.queued[job_id] = reason
             if state in _LIVE_JOB_STATES:
                 continue
             self.cluster.worker_spec.pop(name, None)
@@ -237,7 +245,15 @@ class SlurmBackend(Backend):
             self.cluster.worker_spec[f"replacement-{self.submitted}"] = self.cluster.new_spec
         self.cluster.scale(jobs=len(self.cluster.worker_spec))
 
+    @property
+    def waiting(self) -> bool:
+        """Whether worker jobs are queued: no worker yet is no loss then."""
+        return bool(self.queued)
+
     def lost_reason(self) -> str:
+        if self.queued:
+            return "SLURM has not started the worker job(s) yet: " + ", ".join(
+                f"{job_id} pending ({reason})" for job_id, reason in self.queued.items())
         return list(self.ended.values())[-1] if self.ended else super().lost_reason()
 
     @property

@@ -24,7 +24,7 @@ from .task import execute_run
 
 POLL_S = 1.0  # how often the sweep looks at its futures, its cancellation and its workers
 NO_WORKER_NOTICE_S = 15.0  # no worker alive this long: the sweep says so, and why
-NO_WORKER_LIMIT_S = 300.0  # no worker alive this long (and no SLURM job left): the sweep stops
+NO_WORKER_LIMIT_S = 300.0  # no worker alive this long (and no SLURM job queued): the sweep stops
 SLURM_CHECK_S = 5.0  # how often the SLURM jobs' states are read
 DRAIN_S = 40.0  # how long a stopped sweep waits for its cancelled runs to record themselves
 CANCELLED = "the sweep was cancelled"
@@ -176,7 +176,7 @@ class _Execution:
             self.noticed = True
             self._notice(f"no worker alive for {waited:.0f} s: {backend.lost_reason()}; "
                          f"the sweep stops after {self.no_worker_limit:.0f} s without one")
-        if waited >= self.no_worker_limit:
+        if waited >= self.no_worker_limit and not backend.waiting:  # a queued SLURM job may start any time
             return f"no worker for {waited:.0f} s: {backend.lost_reason()}"
         return None
 
