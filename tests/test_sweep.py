@@ -320,6 +320,11 @@ def test_status_prints_the_table_and_plots_a_metric(local_sweep):
     bad = sweep_cli(cwd, "--status", "demo", "--plot", "loss")
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1, bad.stderr
     assert "--plot 'loss' is not a metric of this sweep; choose one of steps" in bad.stderr
+    for args, message in ((["--status", "demo", "--config", "base.toml"], "--status NAME looks at a sweep"),
+                          (["--plot", "steps"], "--plot needs --status NAME"),
+                          (["--grid", "grid.toml"], "a sweep needs --config FILE (or --status NAME")):
+        usage = sweep_cli(cwd, *args)
+        assert usage.returncode == 2 and message in usage.stderr and usage.stderr.count("\n") == 1, usage.stderr
     missing = sweep_cli(cwd, "--status", "nothing")
     assert missing.returncode == 2 and "no sweep in" in missing.stderr
 

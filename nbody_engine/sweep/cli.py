@@ -111,6 +111,8 @@ def show_status(args) -> int:
 
 
 def _check_args(args) -> None:
+    if args.status is not None and (args.config or args.grid):
+        raise InputError("--status NAME looks at a sweep and runs nothing; leave out --config and --grid")
     if args.status is None:
         for flag in ("plot", "against", "out"):
             if getattr(args, flag):
