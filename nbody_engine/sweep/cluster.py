@@ -24,7 +24,8 @@ from ..errors import InputError
 SLURM_HINT = "pip install 'nbody-explorer[slurm]'"
 SCHEDULER_TIMEOUT = "10s"
 _WALLTIME = re.compile(r"^(\d+-)?\d+(:\d{1,2}){0,2}$")
-_LIVE_JOB_STATES = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "REQUEUED", "RESIZING"}
+_UNKNOWN = "UNKNOWN"  # scontrol did not answer: the job counts as alive until it does
+_LIVE_JOB_STATES = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "REQUEUED", "RESIZING", _UNKNOWN}
 _JOB_STATE_MEANING = {"TIMEOUT": "its walltime ran out", "CANCELLED": "it was cancelled (scancel)",
                       "NODE_FAIL": "its node failed", "OUT_OF_MEMORY": "it ran out of memory",
                       "PREEMPTED": "it was preempted", "FAILED": "its worker exited with an error",
@@ -174,13 +175,16 @@ class Backend:
 
 
 def job_state(job_id: str) -> tuple[str, str]:
-    """(JobState, Reason) of a SLURM job from ``scontrol``; ("", "") once SLURM forgot it."""
+    """(JobState, Reason) of a SLURM job from ``scontrol``; ("", "") once SLURM forgot it, and
+    ("UNKNOWN", why) when scontrol could not answer (a busy controller: ask again later)."""
     try:
-        out = subprocess.run(["scontrol", "show", "job", "-o", str(job_id)], capture_output=True, text=True,
-                             timeout=30).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        return "", ""
-    fields = dict(item.split("=", 1) for item in out.split() if "=" in item)
+        done = subprocess.run(["scontrol", "show", "job", "-o", str(job_id)], capture_output=True, text=True,
+                              timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return _UNKNOWN, str(err)
+    if done.returncode != 0:
+        return ("", "") if "Invalid job id" in done.stderr else (_UNKNOWN, done.stderr.strip())
+    fields = dict(item.split("=", 1) for item in done.stdout.split() if "=" in item)
     return fields.get("JobState", ""), fields.get("Reason", "")
 
 
