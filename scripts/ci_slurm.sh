@@ -9,9 +9,10 @@ if [ "$(id -u)" != 0 ]; then
   echo "ci_slurm: needs root (it installs packages and starts daemons)" >&2
   exit 1
 fi
-if ! command -v slurmctld >/dev/null 2>&1 || ! command -v munged >/dev/null 2>&1; then
+if ! command -v slurmctld >/dev/null 2>&1 || ! command -v munged >/dev/null 2>&1 \
+    || ! command -v pgrep >/dev/null 2>&1; then
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge procps >/dev/null
 fi
 
 node="$(hostname -s)"
