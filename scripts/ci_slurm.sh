@@ -50,7 +50,8 @@ if [ ! -s /etc/munge/munge.key ]; then
   mkdir -p /etc/munge
   dd if=/dev/urandom bs=1 count=1024 of=/etc/munge/munge.key status=none
 fi
-chown -R munge:munge /etc/munge /run/munge /var/log/munge /var/lib/munge 2>/dev/null || true
+chown -R munge:munge /etc/munge /run/munge /var/lib/munge 2>/dev/null || true
+chown -R root:root /var/log/munge  # munged runs as root here and wants its log directory owned so
 chmod 400 /etc/munge/munge.key
 chmod 700 /etc/munge
 
