@@ -29,7 +29,7 @@ from nbody_engine.config import PHASES
 from nbody_engine.errors import InputError
 from nbody_engine.runs import DATA_DIR
 from nbody_engine.schema import KEYS, Config
-from nbody_engine.sweep import STATUS_OK, ClusterReady, SweepPlan
+from nbody_engine.sweep import STATUS_OK, ClusterReady, SweepPlan, WorkersNotice
 from nbody_engine.sweep.results import STATUSES
 
 from .jobs import Job, JobDone
@@ -216,6 +216,7 @@ class SweepsView:
         self._callback = None
         self._started = 0.0
         self._cluster = ""
+        self._notice = ""  # the sweep's last word about its workers ("no worker alive for 15 s: ...")
         self.keys = pn.widgets.MultiChoice(label=f"Keys to sweep (at most {MAX_KEYS})", options=list(sweep.SWEEPABLE),
                                            max_items=MAX_KEYS, placeholder="choose keys", width=360)
         self.values_box = pn.Column(sizing_mode="stretch_width")
@@ -306,7 +307,7 @@ class SweepsView:
             self._show_error("the server is busy: every job slot is taken; try again when a run ends")
             return False
         self.error.visible = False
-        self.plan_, self._root, self._doc, self._cluster = plan, plan.root, None, ""
+        self.plan_, self._root, self._doc, self._cluster, self._notice = plan, plan.root, None, "", ""
         self._started = time.monotonic()
         self._set_choices([a.column for a in plan.axes],
                           sweep.plot_metrics({"mode": plan.mode, "grid": {a.column: [] for a in plan.axes}}))
@@ -351,6 +352,7 @@ class SweepsView:
         job, alive = self.job, self.running  # alive first: a job that ends after has queued its JobDone
         events = job.poll() if job is not None else []
         self._cluster = next((e.label for e in events if isinstance(e, ClusterReady)), self._cluster)
+        self._notice = next((e.message for e in reversed(events) if isinstance(e, WorkersNotice)), self._notice)
         doc = sweep.read_results(self._root, live=True)
         done = next((e for e in events if isinstance(e, JobDone)), None)
         with pn.io.hold():
@@ -417,7 +419,8 @@ class SweepsView:
     def _running_status(self) -> None:
         name = self.plan_.name
         link = self._cluster.rsplit("dashboard ", 1)[-1] if "dashboard " in self._cluster else None
-        tail = f" · {time.monotonic() - self._started:.0f} s" + (f" · [Dask dashboard]({link})" if link else "")
+        tail = (f" · {time.monotonic() - self._started:.0f} s" + (f" · [Dask dashboard]({link})" if link else "")
+                + (f"  \n{self._notice}" if self._notice else ""))
         if self.job.cancel.cancelled:
             self.status.object = f"Sweep '{name}': stopping..."
         elif self._doc is None:
