@@ -402,6 +402,9 @@ def test_a_killed_sweep_leaves_no_runner_behind_and_a_rerun_finishes(tmp_path):
     proc.kill()  # SIGKILL to the sweep only, not to its workers
     proc.wait(timeout=30)
     assert all(gone(pid) for pid in pids.values()), "a runner outlived its sweep"
+    status = sweep_cli(tmp_path, "--status", "long")  # what anyone looking at the folder now sees
+    rows = {line.split()[0]: line.split()[1] for line in status.stdout.splitlines()[1:] if line[:1].isalnum()}
+    assert all(rows[rid] == "cancelled" for rid in pids), status.stdout
     (tmp_path / "base.toml").write_text(LONG_BASE + "steps = 20\n")  # a quick rerun of the same runs
     rerun = sweep_cli(tmp_path, "--config", "base.toml", "--grid", "grid.toml", "--mode", "simulate",
                       "--name", "long", "--workers", "2")

@@ -19,7 +19,7 @@ from .cluster import Backend, SlurmBackend, SlurmOptions, open_backend, slurm_cl
 from .events import ClusterReady, RunEnded, SweepEnded, SweepStarted, WorkersNotice
 from .plan import Run, SweepPlan
 from .results import (STATUS_CANCELLED, STATUS_FAILED, STATUS_PENDING, STATUS_RUNNING, is_done, read_status,
-                      result_row, write_results)
+                      result_row, settled_record, write_results)
 from .task import execute_run
 
 POLL_S = 1.0  # how often the sweep looks at its futures, its cancellation and its workers
@@ -42,13 +42,11 @@ def _check_backend_options(scheduler, slurm, client, workers) -> None:
 
 
 def _settle_interrupted(plan: SweepPlan, run: Run, record: dict) -> dict:
-    """A record left ``running`` by a sweep that died (nothing holds the run any more) becomes
-    ``cancelled``, so the table shows what happened to it."""
-    if record.get("status") != STATUS_RUNNING or lock_holder(plan.run_dir(run)) is not None:
-        return record
-    record = {**record, "status": STATUS_CANCELLED, "error": "cancelled: its sweep ended while it ran"}
-    write_json(plan.run_dir(run) / "status.json", record)
-    return record
+    """A record left ``running`` by a sweep that died becomes ``cancelled`` on disk too."""
+    settled = settled_record(plan.run_dir(run), record)
+    if settled != record:
+        write_json(plan.run_dir(run) / "status.json", settled)
+    return settled
 
 
 def run_sweep(plan: SweepPlan, *, scheduler: str | None = None, slurm: SlurmOptions | Mapping | None = None,

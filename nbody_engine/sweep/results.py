@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..runs import write_json, write_text
+from ..runs import lock_holder, write_json, write_text
 
 if TYPE_CHECKING:
     from .plan import Run, SweepPlan
@@ -50,6 +50,17 @@ def read_status(run_dir: str | Path) -> dict:
         return json.loads((Path(run_dir) / "status.json").read_text())
     except (OSError, ValueError):
         return {}
+
+
+INTERRUPTED = "cancelled: its sweep ended while it ran"
+
+
+def settled_record(run_dir: str | Path, record: Mapping) -> dict:
+    """``record`` as it really stands: one that says ``running`` while no task holds the run
+    (its sweep or worker died before it could say so) is ``cancelled``."""
+    if record.get("status") != STATUS_RUNNING or lock_holder(run_dir) is not None:
+        return dict(record)
+    return {**record, "status": STATUS_CANCELLED, "error": INTERRUPTED}
 
 
 def is_done(plan: SweepPlan, run: Run, record: Mapping) -> bool:
@@ -112,8 +123,9 @@ def write_results(plan: SweepPlan, rows: Mapping[str, dict], **extra) -> dict:
 def read_results(root: str | Path, live: bool = False) -> dict | None:
     """``results.json`` of the sweep folder ``root``, or None while there is none.
 
-    ``live``: each row's status and provenance re-read from its run's ``status.json``, so a
-    run that is running now shows as ``running`` (the table is rewritten only as runs end).
+    ``live``: the pending rows completed from their runs' ``status.json``, so a run that is
+    running now shows as ``running`` (the table is rewritten only as runs end), and one whose
+    sweep died under it as ``cancelled``.
     The JSON rather than results.csv: it keeps the values' types (lists, booleans, unset)."""
     root = Path(root)
     try:
@@ -122,8 +134,9 @@ def read_results(root: str | Path, live: bool = False) -> dict | None:
         return None
     if live:
         for row in doc.get("runs") or []:
-            record = read_status(root / str(row.get("run_dir") or f"runs/{row.get('id')}"))
-            if record.get("status") == STATUS_RUNNING:
-                row.update(status=STATUS_RUNNING, **{k: record.get(k) for k in PROVENANCE})
+            run_dir = root / str(row.get("run_dir") or f"runs/{row.get('id')}")
+            record = settled_record(run_dir, read_status(run_dir))
+            if record.get("status") in (STATUS_RUNNING, STATUS_CANCELLED) and row.get("status") == STATUS_PENDING:
+                row.update({k: record.get(k) for k in ("status", "error", *PROVENANCE)})
         doc.update(counts(doc.get("runs") or []))
     return doc
