@@ -395,6 +395,17 @@ def test_a_signal_stops_a_local_sweep_with_its_code_and_a_summary(tmp_path, sign
 
 
 @pytest.mark.slow
+def test_ctrl_c_stops_a_sweep_on_an_existing_scheduler_with_130(tmp_path, dask_cluster):
+    proc = start_long_sweep(tmp_path, 3_000_000, "--scheduler", dask_cluster)
+    pids = runner_pids(tmp_path / "data" / "long")
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out + err
+    assert "sweep 'long' stopped (the sweep was cancelled)" in out, out
+    assert all(gone(pid) for pid in pids.values())  # the workers stay up; their runs do not
+
+
+@pytest.mark.slow
 def test_a_killed_sweep_leaves_no_runner_behind_and_a_rerun_finishes(tmp_path):
     proc = start_long_sweep(tmp_path, 3_000_000, "--workers", "2")
     root = tmp_path / "data" / "long"
