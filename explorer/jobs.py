@@ -12,6 +12,7 @@ import os
 import queue
 import threading
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from nbody_engine.config import load_configs, parse_toml
@@ -73,10 +74,13 @@ class QueueSink:
 
 
 class Job:
-    """One run of ``kind`` ('train', 'simulate' or 'both') from TOML text, in a thread."""
+    """One run of ``kind`` ('train', 'simulate' or 'both') from TOML text, in a thread; or,
+    given ``work``, that function of the job's Reporter (its result is the job's results)."""
 
-    def __init__(self, kind: str, toml_text: str, compare: bool = True) -> None:
+    def __init__(self, kind: str, toml_text: str, compare: bool = True,
+                 work: Callable[[Reporter], dict] | None = None) -> None:
         self.kind = kind
+        self.work = work
         self.toml_text = toml_text
         self.compare = compare
         self.queue: queue.Queue = queue.Queue(maxsize=QUEUE_SIZE)
@@ -115,6 +119,9 @@ class Job:
         error, cancelled = None, False
         try:
             reporter = Reporter([QueueSink(self.queue)], self.cancel)
+            if self.work is not None:
+                results = self.work(reporter)
+                return
             if self.kind == "evaluate":
                 results = {"evaluate": _evaluate(self.toml_text, reporter)}
                 return

@@ -2,54 +2,42 @@
 machine's cores (``nbody_engine.sweep``, what ``nbody-runner sweep`` runs), watch the results
 table fill in, and plot a chosen metric against a chosen swept key.
 
-The sweep runs in a daemon thread of the session and takes one of the server's job slots
-(explorer/jobs.py). That thread starts a ``LocalCluster`` exactly as ``run_sweep`` would and
-hands it to ``run_sweep``, so that Stop can cancel the sweep's tasks (run_sweep has no stop
-of its own); it never touches Panel objects. While the sweep runs, a periodic callback of the
-session re-reads ``data/<name>/results.json``, which run_sweep rewrites atomically (with
-results.csv) as each run finishes.
+The sweep is an ordinary background job of the session (explorer/jobs.py) whose work is
+``run_sweep`` with the job's cancellation token and event queue; Stop cancels the token. A
+periodic callback of the session drains the job's events and re-reads the sweep's results
+(``read_results(..., live=True)``: the table with the runs running now).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-import re
 import threading
 import time
 import tomllib
-import traceback
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 import panel as pn
-import param
 from bokeh.models import ColumnDataSource, FixedTicker, HoverTool
 from bokeh.palettes import Category10_10
 from bokeh.plotting import figure
 
 from nbody_engine import sweep
-from nbody_engine.config import PHASES, parse_text, unknown_key_error
+from nbody_engine.config import PHASES
 from nbody_engine.errors import InputError
-from nbody_engine.runs import DATA_DIR, write_json
+from nbody_engine.runs import DATA_DIR
 from nbody_engine.schema import KEYS, Config
-from nbody_engine.sweep import (SIM_METRICS, STATUS_FAILED, STATUS_OK, STATUS_PENDING, TRAIN_METRICS, SweepPlan,
-                                distinct_values)
+from nbody_engine.sweep import STATUS_OK, ClusterReady, SweepPlan, WorkersNotice
+from nbody_engine.sweep.results import STATUSES
 
-from . import jobs
-from .jobs import Job
+from .jobs import Job, JobDone
 
 MAX_KEYS = 3
 MAX_RUNS = 1000  # a bigger grid belongs to ``nbody-runner sweep --samples``
 REFRESH_PERIOD_MS = 1000
-CLOSE_TIMEOUT = 5.0  # s that closing the session waits for a stopped sweep to close its cluster
-DRAIN_TIMEOUT = 15.0  # s that a stopped sweep waits for its cancelled runs to end before closing the cluster
-SWEEPABLE = [k for k in KEYS if k != "save_name"]  # the sweep names each run itself
-NOT_RUN = "not run: the sweep was stopped first"
-STOPPED = "cancelled: the sweep was stopped"
+CLOSE_TIMEOUT = 5.0  # s that closing the session waits for a stopped sweep to end
 WHERE = "sweep values"
 
 # Sweeps running in this server process, by folder: two sessions must not run the same sweep.
@@ -57,49 +45,9 @@ _ACTIVE: set[Path] = set()
 _ACTIVE_LOCK = threading.Lock()
 
 
-# --------------------------------------------------------------------------- input
-
-def example_values(key: str) -> str:
-    """What the values box of ``key`` shows before anything is typed."""
-    p = Config.param[key]
-    if isinstance(p, param.Boolean):
-        return "true, false"
-    if isinstance(p, param.Selector):
-        return ", ".join(str(o) for o in list(p.objects)[:3])
-    if isinstance(p, param.Integer):
-        return "100, 200"
-    if isinstance(p, param.Number):
-        return "1e-4, 2e-4, 5e-4"
-    if isinstance(p, param.List):
-        return "[64, 64], [128, 128]"
-    return "a, b"
-
-
 def parse_values(key: str, text: str) -> list:
-    """The values typed for ``key`` ("1e-4, 2e-4"; lists in brackets: "[64, 64], [128]"),
-    each checked as the CLI checks it; raises InputError."""
-    if key not in KEYS:
-        raise unknown_key_error(key, "the sweep")
-    text = (text or "").strip()
-    if not text:
-        raise InputError(f"{WHERE}: '{key}' has no values; give at least one, e.g. {example_values(key)}")
-    p = Config.param[key]
-    try:  # TOML's syntax covers numbers, booleans, quoted strings and lists
-        items = tomllib.loads(f"v = [{text}]")["v"]
-    except tomllib.TOMLDecodeError:
-        items = None if isinstance(p, param.List) else [_parse_item(key, p, piece.strip()) for piece in text.split(",")]
-    if isinstance(p, param.List) and (items is None or not all(isinstance(i, list) for i in items)):
-        raise InputError(f"{WHERE}: '{key}' takes lists; write each value in brackets, e.g. "
-                         f"{example_values(key)}, not {text!r}")
-    return distinct_values(key, items, WHERE)
-
-
-def _parse_item(key: str, p: param.Parameter, piece: str) -> Any:
-    if not piece:
-        raise InputError(f"{WHERE}: '{key}' has an empty value between commas")
-    if isinstance(p, param.Boolean) and piece.lower() in ("true", "false"):
-        return piece.lower() == "true"
-    return parse_text(key, piece)  # "none" for the keys that may be unset, numbers, else the text
+    """The values typed for ``key``, checked as the CLI checks them; raises InputError."""
+    return sweep.parse_values(key, text, WHERE)
 
 
 def base_document(toml_text: str, keys) -> dict:
@@ -133,216 +81,17 @@ def _unclaim(root: Path) -> None:
         _ACTIVE.discard(root)
 
 
-# --------------------------------------------------------------------------- the sweep's thread
-
-def runs_to_do(plan: SweepPlan) -> int:
-    """How many runs run_sweep will execute (the others are ok with an unchanged run.toml)."""
-    todo = 0
-    for run in plan.runs:
-        record = sweep.read_status(plan.run_dir(run))
-        done = (record.get("status") == STATUS_OK and record.get("mode") == plan.mode
-                and record.get("run_toml_sha1") == hashlib.sha1(run.toml.encode()).hexdigest())
-        todo += not done
-    return todo
-
-
-class LocalSweep:
-    """One sweep in a daemon thread: a LocalCluster, ``run_sweep`` on it, and Stop.
-
-    Stop cancels the sweep's Dask tasks (the workers interrupt the runs that are running,
-    which then save a checkpoint as the runner does), waits for those runs to end, corrects
-    the rows of the cancelled runs in the results and closes the cluster. Only plain
-    attributes are shared with the session: ``lines`` (run_sweep's progress lines),
-    ``error`` (one line, or None), ``doc`` (the final results) and ``running``.
-    """
-
-    def __init__(self, plan: SweepPlan, base: Mapping, grid: Mapping) -> None:
-        self.plan = plan
-        self.base = base
-        self.grid = grid
-        self.lines: list[str] = []
-        self.error: str | None = None
-        self.doc: dict | None = None
-        self.cancelled: set[str] = set()  # run ids
-        self.stop_requested = threading.Event()
-        self.started = time.monotonic()
-        self.ended: float | None = None
-        self._cancelled_keys: set[str] = set()
-        self._attempts_before: dict[str, int] = {}
-        self.thread = threading.Thread(target=self._work, name=f"nbody-sweep-{plan.name}", daemon=True)
-
-    def start(self) -> None:
-        self.thread.start()
-
-    def stop(self) -> None:
-        self.stop_requested.set()
-
-    @property
-    def running(self) -> bool:
-        return self.thread.is_alive()
-
-    @property
-    def stopped(self) -> bool:
-        return self.stop_requested.is_set()
-
-    def join(self, timeout: float | None = None) -> None:
-        if threading.current_thread() is not self.thread:
-            self.thread.join(timeout)
-
-    def _echo(self, line: str) -> None:
-        self.lines.append(line)
-
-    def _work(self) -> None:
+def sweep_work(plan: SweepPlan) -> Callable:
+    """The job's work: ``run_sweep`` on a local cluster, reporting to the job's queue."""
+    def work(reporter) -> dict:
         try:
-            self._sweep()
-        except InputError as err:
-            self.error = str(err)
-        except Exception as err:  # noqa: BLE001 - a failing sweep must leave the server healthy
-            self.error = f"{type(err).__name__}: {err}".splitlines()[0]
-            traceback.print_exc()
+            return {"sweep": sweep.run_sweep(plan, cancel=reporter.cancel, sink=reporter.emit)}
         finally:
-            self.ended = time.monotonic()
-            _unclaim(self.plan.root)
-            jobs._SLOTS.release()  # the slot Job.slot_free() took for this sweep
-
-    def _run_sweep(self, client=None) -> dict:
-        plan = self.plan
-        return sweep.run_sweep(self.base, self.grid, mode=plan.mode, name=plan.name, client=client,
-                               data_dir=plan.root.parent, echo=self._echo)
-
-    def _sweep(self) -> None:
-        if self.stop_requested.is_set():
-            return
-        todo = runs_to_do(self.plan)
-        self._attempts_before = {run.id: int(sweep.read_status(self.plan.run_dir(run)).get("attempts") or 0)
-                                 for run in self.plan.runs}
-        if not todo:  # every run is done already: run_sweep writes the table and starts no cluster
-            self.doc = self._run_sweep()
-            return
-        # run_sweep's default cluster (a LocalCluster of one single-threaded worker process per
-        # core, at most one per run), started here and handed to run_sweep, so that Stop can
-        # reach the sweep's tasks: run_sweep itself has no way to be stopped from another thread
-        with sweep._dask_client(self.plan, todo, None, None, None, None, self._echo) as client:
-            if self.stop_requested.is_set():
-                return
-            box: dict[str, Any] = {}
-
-            def target() -> None:
-                try:
-                    box["doc"] = self._run_sweep(client)
-                except BaseException as err:  # noqa: BLE001 - handed to the sweep's thread below
-                    box["error"] = err
-
-            inner = threading.Thread(target=target, name=f"nbody-sweep-{self.plan.name}-run", daemon=True)
-            inner.start()
-            while inner.is_alive():
-                if self.stop_requested.is_set():
-                    self._cancel(client)
-                inner.join(0.2)
-            err = box.get("error")
-            if err is not None and not (self.cancelled and _is_cancellation(err)):
-                raise err
-            if self.cancelled:
-                self._wait_for_cancelled_runs(client)
-                self.doc = settle_cancelled(self.plan, self.cancelled, self._attempts_before) or None
-            else:
-                self.doc = box["doc"]
-
-    def _prefix(self) -> str:
-        return f"nbody-sweep-{self.plan.name}-"  # run_sweep's task keys: <prefix><run id>-<token>
-
-    def _cancel(self, client) -> None:
-        """Cancel the sweep's tasks that are not finished (queued or running)."""
-        from distributed import Future
-
-        prefix = self._prefix()
-        try:
-            states = list(client.futures.items())
-        except RuntimeError:  # the client changed its futures while we read them: next time
-            return
-        keys = [k for k, state in states if isinstance(k, str) and k.startswith(prefix)
-                and k not in self._cancelled_keys and state.status not in ("finished", "error")]
-        if not keys:
-            return
-        self._cancelled_keys.update(keys)
-        self.cancelled.update(k[len(prefix):].rsplit("-", 1)[0] for k in keys)
-        client.cancel([Future(k, client) for k in keys], reason="stopped from the dashboard")
-
-    def _wait_for_cancelled_runs(self, client) -> None:
-        """Wait (bounded) until no worker executes a task of this sweep: a cancelled run ends
-        within seconds, after it has written its status.json; closing the cluster before
-        would leave its runner process behind."""
-        prefix = self._prefix()
-
-        def executing(dask_worker) -> int:  # a closure: pickled by value, nothing imported on the workers
-            return sum(isinstance(k, str) and k.startswith(prefix) for k in dask_worker.state.tasks)
-
-        deadline = time.monotonic() + DRAIN_TIMEOUT
-        while time.monotonic() < deadline:
-            try:
-                if not any(client.run(executing).values()):
-                    return
-            except Exception:  # noqa: BLE001 - a worker going away: nothing left to wait for there
-                return
-            time.sleep(0.2)
-
-
-def _is_cancellation(err: BaseException) -> bool:
-    from distributed.utils import CancelledError
-
-    return isinstance(err, CancelledError)
-
-
-def settle_cancelled(plan: SweepPlan, cancelled: set[str], attempts_before: Mapping[str, int]) -> dict:
-    """Rewrite the results of a stopped sweep from the runs' own status.json.
-
-    run_sweep records a task cancelled under it as a failed run with an error like
-    ``dask: NoneType: None``. A cancelled run that had started has since written its own
-    record (``cancelled: the sweep was interrupted``, or ok if it finished first); one that
-    never started is pending again, as after an interrupted ``nbody-runner sweep``. A rerun
-    of the sweep runs both again. ``attempts_before``: each run's attempts before this sweep.
-    """
-    try:
-        doc = json.loads((plan.root / "results.json").read_text())
-    except (OSError, ValueError):
-        return {}
-    rows = {row["id"]: dict(row) for row in doc.get("runs", [])}
-    if any(run.id not in rows for run in plan.runs):
-        return doc
-    for run in plan.runs:
-        row = rows[run.id]
-        if run.id not in cancelled and row.get("status") != STATUS_PENDING:
-            continue
-        run_dir = plan.run_dir(run)
-        record = sweep.read_status(run_dir)
-        error = str(record.get("error") or "")
-        if (record.get("attempts") or 0) > attempts_before.get(run.id, 0):  # it started in this sweep
-            ok = "finished" in record and record.get("exit_code") == 0
-            record["status"] = STATUS_OK if ok else STATUS_FAILED
-            record["error"] = "" if ok else (error if error and not error.startswith("dask:") else STOPPED)
-        else:
-            record = {**record, "status": STATUS_PENDING, "error": NOT_RUN}
-        write_json(run_dir / "status.json", record)
-        for column in plan.columns:
-            if column in record and column not in run.values and column not in ("id", "run_dir"):
-                row[column] = record[column]
-        row["status"] = record["status"]
-    return sweep.write_results(plan, rows)
+            _unclaim(plan.root)
+    return work
 
 
 # --------------------------------------------------------------------------- results
-
-def read_results(root: Path) -> dict | None:
-    """``results.json`` of a sweep folder, or None while there is none (or it cannot be read).
-
-    The JSON rather than results.csv: it keeps the values' types (lists, booleans, unset),
-    and a swept key that is also a metric column (``steps``) is a single column in its rows,
-    where results.csv repeats the header."""
-    try:
-        return json.loads((root / "results.json").read_text())
-    except (OSError, ValueError):
-        return None
-
 
 def results_frame(doc: Mapping) -> pd.DataFrame:
     columns = list(dict.fromkeys(doc.get("columns") or []))
@@ -351,14 +100,6 @@ def results_frame(doc: Mapping) -> pd.DataFrame:
         if column in frame:
             frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("Int64")
     return frame
-
-
-def metric_columns(doc: Mapping) -> list[str]:
-    """The numeric result columns a plot can show (not those that are swept keys)."""
-    mode = doc.get("mode", "both")
-    metrics = {"train": TRAIN_METRICS, "simulate": SIM_METRICS}.get(mode, TRAIN_METRICS + SIM_METRICS)
-    swept = set(doc.get("grid") or {})
-    return [c for c in (*metrics, "wall_time_s") if c not in swept]
 
 
 def _numeric(values) -> bool:
@@ -467,14 +208,16 @@ class SweepsView:
     def __init__(self, base_toml: Callable[[], str], data_dir: str | Path | None = None) -> None:
         self.base_toml = base_toml
         self.data_dir = data_dir  # None: data/ under the working directory when a sweep starts
-        self.sweep: LocalSweep | None = None
+        self.job: Job | None = None
+        self.plan_: SweepPlan | None = None
         self.frame = pd.DataFrame()
         self._doc: dict | None = None
-        self._stamp = None
         self._root: Path | None = None
         self._callback = None
-        self._finished_shown = True
-        self.keys = pn.widgets.MultiChoice(label=f"Keys to sweep (at most {MAX_KEYS})", options=SWEEPABLE,
+        self._started = 0.0
+        self._cluster = ""
+        self._notice = ""  # the sweep's last word about its workers ("no worker alive for 15 s: ...")
+        self.keys = pn.widgets.MultiChoice(label=f"Keys to sweep (at most {MAX_KEYS})", options=list(sweep.SWEEPABLE),
                                            max_items=MAX_KEYS, placeholder="choose keys", width=360)
         self.values_box = pn.Column(sizing_mode="stretch_width")
         self.value_inputs: dict[str, pn.widgets.TextInput] = {}
@@ -504,9 +247,9 @@ class SweepsView:
         for key in self.keys.value:
             if key not in self.value_inputs:
                 doc = Config.param[key].doc if key in KEYS else ""
+                example = sweep.example_values(key) if key in KEYS else "1, 2"
                 self.value_inputs[key] = pn.widgets.TextInput(
-                    label=f"{key} values", placeholder=f"e.g. {example_values(key) if key in KEYS else '1, 2'}",
-                    description=doc, sizing_mode="stretch_width")
+                    label=f"{key} values", placeholder=f"e.g. {example}", description=doc, sizing_mode="stretch_width")
         self.values_box.objects = [self.value_inputs[k] for k in self.keys.value]
 
     def set_values(self, values: Mapping[str, str]) -> None:
@@ -525,7 +268,7 @@ class SweepsView:
         return {key: parse_values(key, self.value_inputs[key].value if key in self.value_inputs else "")
                 for key in keys}
 
-    def plan(self) -> tuple[SweepPlan, dict, dict]:
+    def plan(self) -> SweepPlan:
         """Check everything and work out the runs, writing nothing; raises InputError."""
         grid = self.grid()
         size = math.prod(len(v) for v in grid.values())
@@ -537,15 +280,14 @@ class SweepsView:
             name = self.name.value = default_name()
         base = base_document(self.base_toml(), list(grid))
         try:
-            plan = sweep.plan_sweep(base, grid, mode=self.mode.value, name=name, data_dir=self.data_dir)
+            return sweep.plan_sweep(base, grid, mode=self.mode.value, name=name, data_dir=self.data_dir)
         except InputError as err:
             raise InputError(str(err).replace("(see --name)", "(the sweep name box)")) from None
-        return plan, base, grid
 
     # the sweep -------------------------------------------------------------------------------
     @property
     def running(self) -> bool:
-        return self.sweep is not None and self.sweep.running
+        return self.job is not None and self.job.running
 
     def start(self) -> bool:
         """Start the sweep in the background; False (with the reason shown) if not."""
@@ -553,7 +295,7 @@ class SweepsView:
             self._show_error("a sweep is already running in this session; stop it first")
             return False
         try:
-            plan, base, grid = self.plan()
+            plan = self.plan()
         except InputError as err:
             self._show_error(str(err))
             return False
@@ -565,14 +307,16 @@ class SweepsView:
             self._show_error("the server is busy: every job slot is taken; try again when a run ends")
             return False
         self.error.visible = False
-        self.sweep = LocalSweep(plan, base, grid)
-        self._root, self._doc, self._stamp, self._finished_shown = plan.root, None, None, False
-        self._set_choices(list(grid), metric_columns({"mode": plan.mode, "grid": grid}))
+        self.plan_, self._root, self._doc, self._cluster, self._notice = plan, plan.root, None, "", ""
+        self._started = time.monotonic()
+        self._set_choices([a.column for a in plan.axes],
+                          sweep.plot_metrics({"mode": plan.mode, "grid": {a.column: [] for a in plan.axes}}))
         self._show_frame(pd.DataFrame())
         self.progress.value = 0
         self.status.object = f"Sweep '{plan.name}': {len(plan.runs)} run(s), starting a local cluster..."
         self._set_running(True)
-        self.sweep.start()
+        self.job = Job("sweep", "", work=sweep_work(plan))
+        self.job.start()
         if pn.state.curdoc is not None:
             self._callback = pn.state.add_periodic_callback(self.refresh, period=REFRESH_PERIOD_MS)
         return True
@@ -580,9 +324,9 @@ class SweepsView:
     def stop(self) -> None:
         """Stop the sweep: its runs are cancelled (a rerun resumes them); never blocks."""
         if self.running:
-            self.sweep.stop()
+            self.job.cancel.cancel()
             self.stop_button.disabled = True
-            self.status.object = f"Sweep '{self.sweep.plan.name}': stopping..."
+            self.status.object = f"Sweep '{self.plan_.name}': stopping..."
 
     def open(self) -> bool:
         """Show the results of the sweep named in the name box (one that ran earlier)."""
@@ -590,49 +334,43 @@ class SweepsView:
             return False
         name = self.name.value.strip()
         root = Path(self.data_dir if self.data_dir is not None else DATA_DIR).resolve() / name
-        doc = read_results(root) if name else None
+        doc = sweep.read_results(root, live=True) if name else None
         if doc is None:
             self._show_error(f"no sweep results in '{root}'")
             return False
         self.error.visible = False
-        self.sweep = None
-        self._root, self._doc, self._stamp = root, None, None
-        self._set_choices(list(doc.get("grid") or {}), metric_columns(doc))
+        self.job, self._root, self._doc = None, root, None
+        self._set_choices(list(doc.get("grid") or {}), sweep.plot_metrics(doc))
         self.refresh()
         return True
 
     def refresh(self) -> bool:
-        """Re-read the results into the table and the plot (the periodic callback while a
-        sweep runs); returns whether the sweep is still running."""
+        """Drain the job's events and re-read the results into the table and the plot (the
+        periodic callback while a sweep runs); returns whether the sweep is still running."""
         if self._root is None:
             return False
-        sweep_ = self.sweep
-        running = sweep_ is not None and sweep_.running
-        path = self._root / "results.json"
-        try:
-            st = path.stat()
-            stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
-        except OSError:
-            stamp = None
-        changed = stamp is not None and stamp != self._stamp
-        doc = read_results(self._root) if changed else self._doc
+        job, alive = self.job, self.running  # alive first: a job that ends after has queued its JobDone
+        events = job.poll() if job is not None else []
+        self._cluster = next((e.label for e in events if isinstance(e, ClusterReady)), self._cluster)
+        self._notice = next((e.message for e in reversed(events) if isinstance(e, WorkersNotice)), self._notice)
+        doc = sweep.read_results(self._root, live=True)
+        done = next((e for e in events if isinstance(e, JobDone)), None)
         with pn.io.hold():
-            if changed and doc is not None:
-                self._stamp, self._doc = stamp, doc
+            if doc is not None and (self._doc is None or doc["runs"] != self._doc["runs"]):
                 self._show_frame(results_frame(doc))
-            if running:
+            self._doc = doc or self._doc
+            if done is not None:
+                self._finish(done)
+            elif alive:
                 self._running_status()
-            elif sweep_ is not None and not self._finished_shown:
-                self._finish()
-            elif doc is not None and sweep_ is None:
-                self._counts_status(f"Sweep '{doc.get('sweep', self._root.name)}'")
-        return running
+            elif self._doc is not None and job is None:
+                self._counts_status(f"Sweep '{self._doc.get('sweep', self._root.name)}'")
+        return alive and done is None
 
     def close(self, timeout: float = CLOSE_TIMEOUT) -> None:
         """Stop the sweep and the callback (called when the browser tab goes away)."""
-        if self.sweep is not None:
-            self.sweep.stop()
-            self.sweep.join(timeout)
+        if self.job is not None:
+            self.job.stop(timeout)
         self._stop_callback()
 
     def _stop_callback(self) -> None:
@@ -670,50 +408,43 @@ class SweepsView:
         self.plot.update(self.frame, self.x_select.value, self.metric_select.value,
                          [k for k in keys if k != self.x_select.value], self.log_y.value)
 
-    def _counts(self) -> tuple[int, int, int, int]:
-        doc = self._doc or {}
-        ok, failed, pending = (int(doc.get(k, 0)) for k in (STATUS_OK, STATUS_FAILED, STATUS_PENDING))
-        total = int(doc.get("runs_total", ok + failed + pending))
-        return ok, failed, pending, total
-
     def _counts_status(self, head: str, tail: str = "") -> None:
-        ok, failed, _, total = self._counts()
-        self.progress.value = int(100 * (ok + failed) / total) if total else 0
-        text = f"{head}: {ok + failed}/{total} runs done ({ok} ok, {failed} failed)"
-        self.status.object = text + tail
+        doc = self._doc or {}
+        total = int(doc.get("runs_total", 0))
+        ended = sum(int(doc.get(s, 0)) for s in ("ok", "failed", "cancelled"))
+        self.progress.value = int(100 * ended / total) if total else 0
+        shown = ", ".join(f"{doc.get(s, 0)} {s}" for s in STATUSES if doc.get(s, 0) or s in ("ok", "failed"))
+        self.status.object = f"{head}: {ended}/{total} runs done ({shown}){tail}"
 
     def _running_status(self) -> None:
-        s = self.sweep
-        elapsed = time.monotonic() - s.started
-        link = next((m.group(1) for line in s.lines for m in [re.search(r"dashboard (\S+)", line)] if m), None)
-        tail = f" · {elapsed:.0f} s" + (f" · [Dask dashboard]({link})" if link else "")
-        if s.stopped:
-            self.status.object = f"Sweep '{s.plan.name}': stopping..."
+        name = self.plan_.name
+        link = self._cluster.rsplit("dashboard ", 1)[-1] if "dashboard " in self._cluster else None
+        tail = (f" · {time.monotonic() - self._started:.0f} s" + (f" · [Dask dashboard]({link})" if link else "")
+                + (f"  \n{self._notice}" if self._notice else ""))
+        if self.job.cancel.cancelled:
+            self.status.object = f"Sweep '{name}': stopping..."
         elif self._doc is None:
-            self.status.object = f"Sweep '{s.plan.name}': {len(s.plan.runs)} run(s), starting{tail}"
+            self.status.object = f"Sweep '{name}': {len(self.plan_.runs)} run(s), starting{tail}"
         else:
-            self._counts_status(f"Sweep '{s.plan.name}'", tail)
+            self._counts_status(f"Sweep '{name}'", tail)
 
-    def _finish(self) -> None:
-        s = self.sweep
-        self._finished_shown = True
+    def _finish(self, done: JobDone) -> None:
         self._stop_callback()
         self._set_running(False)
-        elapsed = (s.ended or time.monotonic()) - s.started
-        if s.doc is not None:
-            self._doc, self._stamp = s.doc, None
-            self._show_frame(results_frame(s.doc))
-        head = f"Sweep '{s.plan.name}'"
-        if s.error:
-            self._show_error(s.error)
+        elapsed = time.monotonic() - self._started
+        head = f"Sweep '{self.plan_.name}'"
+        doc = done.results.get("sweep")
+        if doc is not None:
+            self._doc = doc
+            self._show_frame(results_frame(doc))
+        if done.error:
+            self._show_error(done.error)
             self.status.object = f"{head} failed after {elapsed:.1f} s."
-        elif s.stopped and (s.cancelled or s.doc is None):  # (a Stop after the last run ended changes nothing)
-            if self._doc is None:
-                self.status.object = f"{head} stopped before any run started."
-            else:
-                _, _, pending, _ = self._counts()
-                self._counts_status(f"{head} stopped after {elapsed:.1f} s",
-                                    f"; {pending} not run. Run it again (same name) to finish it.")
+        elif doc is None:
+            self.status.object = f"{head} stopped before any run started."
+        elif doc.get("stopped"):
+            self._counts_status(f"{head} stopped after {elapsed:.1f} s ({doc['stopped']})",
+                                ". Run it again (same name) to finish it.")
         else:
             self._counts_status(f"{head} finished in {elapsed:.1f} s")
 

@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
                 for phase, flag in PHASE_FLAGS.items():
                     group.add_argument(flag, dest=f"{phase}_ic_path", default=argparse.SUPPRESS, metavar="PATH",
                                        help=f"IC file for the {phase} phase")
-    from .sweep import add_sweep_parser  # nbody-runner sweep: a grid of runs on Dask (nbody_engine.sweep)
+    from .sweep import add_sweep_parser  # nbody-runner sweep: a grid of runs on Dask (nbody_engine/sweep/)
 
     add_sweep_parser(modes)
     return parser

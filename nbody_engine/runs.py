@@ -186,6 +186,25 @@ class DirectoryLock:
                 f"--resume continues a training), or choose another save_name")
 
 
+def lock_holder(directory: str | Path) -> int | None:
+    """The pid of the process holding ``directory``'s :class:`DirectoryLock` (as it wrote it),
+    -1 while its pid is not written yet, or None when nobody holds it. Any process that sees
+    the directory can ask."""
+    try:
+        fd = os.open(Path(directory) / DirectoryLock.FILE, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return _read_pid(fd) or -1
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
 def _read_pid(fd: int) -> int | None:
     text = os.pread(fd, 32, 0).decode(errors="replace").strip()
     return int(text) if text.isdigit() else None

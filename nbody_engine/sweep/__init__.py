@@ -1,0 +1,42 @@
+"""Parameter sweeps: one base config, a grid of values, every run the ordinary headless runner.
+
+``nbody-runner sweep --config base.toml --grid grid.toml`` (or ``run_sweep(plan_sweep(...))``)
+expands the grid's cartesian product (or ``samples`` seeded random draws from it) and runs each
+point as ``python -m nbody_engine.runner <mode> --config run.toml`` in a subprocess inside a
+Dask task, on an embedded ``LocalCluster`` (default), an existing cluster (``scheduler``) or
+SLURM jobs (``slurm``, the ``slurm`` extra). The modules: ``grid`` (the swept keys and their
+values), ``plan`` (every run, checked, nothing written), ``task`` (one run on a worker),
+``execute`` (``run_sweep``), ``cluster`` (where the tasks run and watching the workers),
+``results`` (status.json and the results table), ``events``, ``report`` and ``cli``.
+
+Layout, under ``data/<sweep_name>/``::
+
+    results.csv, results.json   one row per run, rewritten atomically as each run ends
+    runs/<id>/                   the run's working directory (the runner's cwd):
+        run.toml                 the base config merged with the run's grid values, save_name = <id>
+        stdout.log, stderr.log   what the runner printed
+        status.json              the run's record (status, error, wall time, metrics, host, worker,
+                                 SLURM job): the resume record
+        data/<id>/               the runner's ordinary run directory
+    slurm-logs/                  the SLURM worker jobs' output (with --slurm)
+
+Every worker must see the sweep's folder at the same path (a shared filesystem on a cluster).
+"""
+
+from .cli import add_sweep_parser, main_from_args
+from .cluster import SlurmOptions, slurm_cluster_kwargs
+from .events import ClusterReady, RunEnded, SweepEnded, SweepStarted, WorkersNotice
+from .execute import run_sweep
+from .grid import SWEEPABLE, Axis, example_values, parse_values, read_grid
+from .plan import SWEEP_MODES, Run, SweepPlan, plan_sweep, run_id
+from .report import plot_metric, progress_line, table_text
+from .results import (STATUS_CANCELLED, STATUS_FAILED, STATUS_OK, STATUS_PENDING, STATUS_RUNNING, metric_columns,
+                      plot_metrics, read_results, read_status, runs_to_do, write_results)
+from .task import collect_metrics, execute_run
+
+__all__ = ["SWEEPABLE", "SWEEP_MODES", "STATUS_CANCELLED", "STATUS_FAILED", "STATUS_OK", "STATUS_PENDING",
+           "STATUS_RUNNING", "Axis", "ClusterReady", "Run", "RunEnded", "SlurmOptions", "SweepEnded", "SweepPlan",
+           "SweepStarted", "WorkersNotice", "add_sweep_parser", "collect_metrics", "example_values", "execute_run",
+           "main_from_args", "metric_columns", "parse_values", "plan_sweep", "plot_metric", "plot_metrics",
+           "progress_line", "read_grid", "read_results", "read_status", "run_id", "run_sweep", "runs_to_do",
+           "slurm_cluster_kwargs", "table_text", "write_results"]

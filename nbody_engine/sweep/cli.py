@@ -1,0 +1,162 @@
+"""``nbody-runner sweep``: run a sweep (exit 0 when every run is ok, 1 when some failed or the
+sweep stopped early, 2 on bad input, 130 on Ctrl-C, 143 on SIGTERM), or ``--status NAME``:
+the table and progress of a sweep from its folder, and ``--plot METRIC --against KEY`` a PNG."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from pathlib import Path
+
+from ..errors import InputError
+from ..events import CancelToken
+from ..runs import DATA_DIR
+from .cluster import SLURM_HINT, SlurmOptions
+from .execute import run_sweep
+from .plan import SWEEP_MODES, plan_sweep, sweep_root
+from .report import plot_metric, progress_line, table_text
+from .results import read_results
+
+SLURM_FLAGS = ("queue", "account", "walltime", "cores", "memory", "gpus", "interface", "extra", "prologue",
+               "resubmits")
+SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+
+def _int_at_least(minimum: int):
+    """An argparse type: an integer no smaller than ``minimum``."""
+    what = {0: "a non-negative integer", 1: "a positive integer"}.get(minimum, f"an integer >= {minimum}")
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = minimum - 1
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be {what}, not {text!r}")
+        return value
+    return parse
+
+
+def add_sweep_parser(subparsers) -> None:
+    """Add ``sweep`` to the runner's subcommands."""
+    help_text = "run a grid of configs (local cores, a Dask cluster or SLURM); see docs/SWEEPS.md"
+    sub = subparsers.add_parser("sweep", help=help_text, description=help_text)
+    sub.add_argument("--config", metavar="FILE", help="base TOML (top-level keys, [train], [simulate])")
+    sub.add_argument("--grid", metavar="FILE",
+                     help="TOML listing values per key, e.g. steps = [100, 200], [train] history_len = [0, 5]")
+    sub.add_argument("--mode", dest="sweep_mode", choices=SWEEP_MODES, default="both",
+                     help="what each run does (default: both)")
+    sub.add_argument("--name", metavar="SWEEP_NAME", help="folder under data/ (default: the grid file's name)")
+    sub.add_argument("--samples", metavar="K", type=_int_at_least(1),
+                     help="run K random points of the grid instead of all of it")
+    sub.add_argument("--seed", metavar="S", type=_int_at_least(0), default=0,
+                     help="seed of the --samples draws (default 0; the runs' own seed is the key 'seed')")
+    sub.add_argument("--workers", metavar="N", type=_int_at_least(1),
+                     help="local worker processes (default: one per core) or, with --slurm, SLURM jobs (default 1)")
+    sub.add_argument("--no-worker-limit", metavar="SECONDS", type=_int_at_least(1), default=300,
+                     help="stop the sweep when no worker has been alive for this long (default 300)")
+    where = sub.add_mutually_exclusive_group()
+    where.add_argument("--scheduler", metavar="ADDRESS", help="run on an existing Dask cluster, e.g. tcp://host:8786")
+    where.add_argument("--slurm", action="store_true", help=f"run in SLURM jobs via dask-jobqueue ({SLURM_HINT})")
+    where.add_argument("--status", metavar="SWEEP_NAME",
+                       help="print the table and progress of the sweep in data/SWEEP_NAME, run nothing")
+    _add_slurm_flags(sub.add_argument_group("SLURM jobs (with --slurm)"))
+    shown = sub.add_argument_group("with --status")
+    shown.add_argument("--plot", metavar="METRIC", help="write a PNG of METRIC against a swept key (--against)")
+    shown.add_argument("--against", metavar="KEY", help="the swept key of --plot's x axis (default: the first)")
+    shown.add_argument("--out", metavar="FILE.png", help="where --plot writes (default: data/NAME/METRIC_vs_KEY.png)")
+
+
+def _add_slurm_flags(group) -> None:
+    group.add_argument("--slurm-queue", metavar="Q", help="partition (#SBATCH -p)")
+    group.add_argument("--slurm-account", metavar="A", help="account (#SBATCH -A)")
+    group.add_argument("--slurm-walltime", metavar="HH:MM:SS", help="time limit of each job")
+    group.add_argument("--slurm-cores", metavar="C", type=_int_at_least(1),
+                       help="cores per job = runs at a time per job")
+    group.add_argument("--slurm-memory", metavar="MEM", help="memory per job, e.g. 4GB")
+    group.add_argument("--slurm-gpus", metavar="G", type=_int_at_least(0), default=0,
+                       help="GPUs per job (--gres=gpu:G)")
+    group.add_argument("--slurm-interface", metavar="IFACE",
+                       help="network interface the workers and the scheduler talk over (ib0; lo on one machine)")
+    group.add_argument("--slurm-extra", metavar="OPTION", action="append", default=[],
+                       help="an extra #SBATCH option, e.g. --slurm-extra=--qos=low (repeatable)")
+    group.add_argument("--slurm-prologue", metavar="COMMAND", action="append", default=[],
+                       help="a shell line run before each worker starts, e.g. 'module load cuda' (repeatable)")
+    group.add_argument("--slurm-resubmits", metavar="R", type=_int_at_least(0), default=3,
+                       help="how many ended worker jobs the sweep replaces in all (default 3)")
+
+
+def _slurm_options(args) -> SlurmOptions | None:
+    defaults = SlurmOptions()
+    given = [f for f in SLURM_FLAGS if getattr(args, f"slurm_{f}") not in (None, [], getattr(defaults, f))]
+    if given and not args.slurm:
+        raise InputError(f"--slurm-{given[0]} needs --slurm")
+    return SlurmOptions(**{f: getattr(args, f"slurm_{f}") for f in SLURM_FLAGS}) if args.slurm else None
+
+
+def show_status(args) -> int:
+    """``--status NAME``: print the table and progress; write the plot when asked."""
+    root = sweep_root(args.status, Path.cwd() / DATA_DIR)
+    doc = read_results(root, live=True)
+    if doc is None:
+        raise InputError(f"no sweep in '{root}' (no results.json); check --status and the working directory")
+    print(table_text(doc))
+    print(progress_line(doc))
+    if args.plot:
+        key = args.against or next(iter(doc.get("grid") or {}), "")
+        out = Path(args.out) if args.out else root / f"{args.plot}_vs_{key.replace('.', '_')}.png"
+        print(f"written: {plot_metric(doc, args.plot, key, out)}")
+    return 0
+
+
+def _check_args(args) -> None:
+    if args.status is not None and (args.config or args.grid):
+        raise InputError("--status NAME looks at a sweep and runs nothing; leave out --config and --grid")
+    if args.status is None:
+        for flag in ("plot", "against", "out"):
+            if getattr(args, flag):
+                raise InputError(f"--{flag} needs --status NAME")
+        for flag in ("config", "grid"):
+            if getattr(args, flag) is None:
+                raise InputError(f"a sweep needs --{flag} FILE (or --status NAME to look at one)")
+
+
+def _run(args, cancel: CancelToken) -> dict:
+    plan = plan_sweep(args.config, args.grid, mode=args.sweep_mode, samples=args.samples, seed=args.seed,
+                      name=args.name)
+    return run_sweep(plan, scheduler=args.scheduler, slurm=_slurm_options(args), workers=args.workers,
+                     cancel=cancel, sink=lambda event: print(event.text, flush=True),
+                     no_worker_limit=args.no_worker_limit)
+
+
+def main_from_args(args, prog: str = "nbody-runner") -> int:
+    """``nbody-runner sweep``; Ctrl-C and SIGTERM stop the sweep the same way on every backend."""
+    cancel, caught = CancelToken(), []
+
+    def stop(signum, _frame) -> None:
+        if caught:  # a second signal: stop waiting for the runs to record themselves
+            raise KeyboardInterrupt
+        caught.append(signum)
+        print(f"{prog}: {signal.Signals(signum).name}: stopping the sweep (cancelling its runs)", file=sys.stderr,
+              flush=True)
+        cancel.cancel()
+
+    previous = {s: signal.signal(s, stop) for s in SIGNAL_EXIT}
+    try:
+        _check_args(args)
+        if args.status is not None:
+            return show_status(args)
+        doc = _run(args, cancel)
+    except InputError as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        doc = None
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    if caught:
+        print(f"{prog}: interrupted; finished runs are kept and a rerun resumes", file=sys.stderr)
+        return SIGNAL_EXIT[caught[0]]
+    return 0 if doc and not doc.get("stopped") and doc["failed"] == doc["cancelled"] == doc["pending"] == 0 else 1

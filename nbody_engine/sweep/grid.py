@@ -1,0 +1,140 @@
+"""The grid of a sweep: which keys it varies, where (top level, ``[train]``, ``[simulate]``),
+and their values, every one checked by the schema. Read from TOML (``read_grid``) or from the
+text a person types, ``"1e-4, 2e-4"`` (``parse_values``)."""
+
+from __future__ import annotations
+
+import difflib
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import param
+
+from ..config import PHASES, check_value, parse_text, read_toml, unknown_key_error
+from ..errors import InputError
+from ..schema import KEYS, Config
+
+SWEEPABLE = tuple(k for k in KEYS if k != "save_name")  # the sweep names each run itself
+
+
+@dataclass(frozen=True)
+class Axis:
+    """One swept key: where it sits (``top``, ``train`` or ``simulate``) and its values."""
+
+    layer: str
+    key: str
+    values: tuple
+
+    @property
+    def column(self) -> str:
+        return self.key if self.layer == "top" else f"{self.layer}.{self.key}"
+
+
+def read_grid(grid: str | Path | Mapping, mode: str) -> list[Axis]:
+    """The grid's axes, every key and value checked against the schema (raises InputError)."""
+    if isinstance(grid, Mapping):
+        source, doc = "grid", grid
+    else:
+        source = f"grid '{grid}'"
+        doc = read_toml(Path(grid), "grid file", "--grid")
+    axes: list[Axis] = []
+    for key, value in doc.items():
+        if key in PHASES:
+            if not isinstance(value, Mapping):
+                raise InputError(f"{source}: '{key}' must be a section [{key}], not a value")
+            if mode not in ("both", key):
+                raise InputError(f"{source} sweeps [{key}] keys, but --mode {mode} runs no {key} phase; "
+                                 f"move them to the top level or use --mode both")
+            axes += [_axis(key, k, v, f"[{key}] of {source}") for k, v in value.items()]
+        elif isinstance(value, Mapping):
+            match = difflib.get_close_matches(key, PHASES, n=1, cutoff=0.4)
+            raise InputError(f"{source}: unknown section [{key}]; the sections are [train] and [simulate]"
+                             + (f"; did you mean [{match[0]}]?" if match else ""))
+        else:
+            axes.append(_axis("top", key, value, f"{source} (top level)"))
+    if not axes:
+        raise InputError(f"{source} lists no keys to sweep; give each key a list of values, e.g. steps = [100, 200]")
+    top = {a.key for a in axes if a.layer == "top"}
+    for a in axes:
+        if a.layer != "top" and a.key in top:
+            raise InputError(f"{source} sweeps '{a.key}' both at the top level and in [{a.layer}]; "
+                             "sweep it in one place")
+    return axes
+
+
+def example_values(key: str) -> str:
+    """A few values of ``key``'s kind, as a person would type them."""
+    p = Config.param[key]
+    if isinstance(p, param.Boolean):
+        return "true, false"
+    if isinstance(p, param.Selector):
+        return ", ".join(str(o) for o in list(p.objects)[:3])
+    if isinstance(p, param.Integer):
+        return "100, 200"
+    if isinstance(p, param.Number):
+        return "1e-4, 2e-4, 5e-4"
+    if isinstance(p, param.List):
+        return "[64, 64], [128, 128]"
+    return "a, b"
+
+
+def _axis(layer: str, key: str, values: Any, where: str) -> Axis:
+    if key not in KEYS:
+        raise unknown_key_error(key, where)
+    if key == "save_name":
+        raise InputError(f"{where}: 'save_name' is set by the sweep (each run is named by its id); "
+                         "leave it out of the grid")
+    p = Config.param[key]
+    example = "[[64, 64], [128]]" if isinstance(p, param.List) else "[1, 2]" if isinstance(
+        p, (param.Number, param.Integer)) else "[...]"
+    if not isinstance(values, list):
+        raise InputError(f"{where}: '{key}' must be a list of the values to sweep, e.g. {key} = {example}, "
+                         f"not {values!r}")
+    if not values:
+        raise InputError(f"{where}: '{key}' lists no values; give at least one, e.g. {key} = {example}")
+    if isinstance(p, param.List) and not all(isinstance(v, list) for v in values):
+        raise InputError(f"{where}: '{key}' takes lists, so sweep it as a list of lists, e.g. {key} = {example}, "
+                         f"not {values!r}")
+    return Axis(layer, key, tuple(distinct_values(key, values, where)))
+
+
+def distinct_values(key: str, values: list, where: str) -> list:
+    """Each value checked by the schema; a value listed twice is an error."""
+    checked = []
+    for value in values:
+        value = check_value(key, value, where)
+        if value in checked:
+            raise InputError(f"{where}: '{key}' lists {value!r} twice")
+        checked.append(value)
+    return checked
+
+
+def parse_values(key: str, text: str, where: str = "sweep values") -> list:
+    """The values typed for ``key`` ("1e-4, 2e-4"; lists in brackets: "[64, 64], [128]"),
+    each checked as the CLI checks it; raises InputError."""
+    if key not in KEYS:
+        raise unknown_key_error(key, "the sweep")
+    text = (text or "").strip()
+    if not text:
+        raise InputError(f"{where}: '{key}' has no values; give at least one, e.g. {example_values(key)}")
+    p = Config.param[key]
+    try:  # TOML's syntax covers numbers, booleans, quoted strings and lists
+        items = tomllib.loads(f"v = [{text}]")["v"]
+    except tomllib.TOMLDecodeError:
+        items = None if isinstance(p, param.List) else [_parse_item(key, p, piece.strip(), where)
+                                                        for piece in text.split(",")]
+    if isinstance(p, param.List) and (items is None or not all(isinstance(i, list) for i in items)):
+        raise InputError(f"{where}: '{key}' takes lists; write each value in brackets, e.g. "
+                         f"{example_values(key)}, not {text!r}")
+    return distinct_values(key, items, where)
+
+
+def _parse_item(key: str, p: param.Parameter, piece: str, where: str) -> Any:
+    if not piece:
+        raise InputError(f"{where}: '{key}' has an empty value between commas")
+    if isinstance(p, param.Boolean) and piece.lower() in ("true", "false"):
+        return piece.lower() == "true"
+    return parse_text(key, piece)  # "none" for the keys that may be unset, numbers, else the text
