@@ -229,9 +229,7 @@ class SimulationExtras(Section):
                                      "(maxima in summaries are over recorded steps)")
     time_symmetric = param.Boolean(False, doc="Analytic mode: each adaptive step is the mean of the criterion at its "
                                               "start and at the end of a trial step, which keeps the energy error "
-                                              "bounded instead of drifting (one more force evaluation per step); "
-                                              "evaluate: adds this time-symmetrized analytic policy as a third "
-                                              "baseline")
+                                              "bounded instead of drifting (one more force evaluation per step)")
 
 
 class Evaluation(Section):
@@ -243,8 +241,16 @@ class Evaluation(Section):
                           doc="Semi-major axis of the evaluated Kepler orbits")
     eval_eps = NumberList([0.0125, 0.025, 0.05, 0.1, 0.2], item_type=(int, float), bounds=(1, None),
                           item_bounds=(1e-6, 10),
-                          doc="eps values of the baselines (the analytic policy and the classic criterion) the "
-                              "learned one is compared with")
+                          doc="Accuracy knob values of the baselines (eps of the analytic, classic, time-symmetric "
+                              "and midpoint steps; the fixed step is eps times the initial analytic time scale) "
+                              "the learned policy is compared with")
+    eval_suite = param.Selector(default="all", objects=["all", "kepler", "triples", "scattering", "burrau", "cluster"],
+                                doc="Problems evaluated: all, or one of Kepler orbits (eval_e), hierarchical triples, "
+                                    "binary-single scattering, Burrau's Pythagorean problem, a small cold cluster "
+                                    "(docs/SCIENCE.md)")
+    eval_reference = param.Selector(default="auto", objects=["auto", "ias15", "leapfrog"],
+                                    doc="Reference trajectory: REBOUND's IAS15 (ias15; auto when rebound is "
+                                        "installed), else our time-symmetric leapfrog at eps / 16 (leapfrog)")
 
 
 SECTIONS: tuple[type[Section], ...] = (
