@@ -7,6 +7,8 @@ any number of bodies and 2D or 3D alike.
   accelerations (rms, max) and the shortest free-fall and collision times, as logarithms.
 - ``rich``: ``basic`` plus the widest pair, the spread of pair distances, the virial ratio
   ``T/|W|``, ``log|E|`` and ``log|L|``.
+- ``radial``: the tightest pair's radial fraction ``v_r / |v|`` alone (one number: where on its
+  orbit a pair is, which is what the rollout objective's network needs).
 - ``delta_mag``: ``basic`` now, plus for each of the last ``history_len`` steps the statistics
   of how much the system changed: mean and max of ``|dx|`` (in units of the closest pair
   distance), ``|dv|`` (in units of the rms speed), ``|da|`` (in units of the rms acceleration),
@@ -97,13 +99,15 @@ def rich_features(state: State, acc: torch.Tensor, potential: torch.Tensor, soft
     return torch.cat([basic_features(state, acc, softening), torch.stack(extra, -1)], -1)
 
 
-STATE_WIDTH = {"basic": 11, "delta_mag": 11, "rich": 16}
+STATE_WIDTH = {"basic": 11, "delta_mag": 11, "rich": 16, "radial": 1}
 
 
 def state_features(feature_type: str, state: State, acc: torch.Tensor, potential: torch.Tensor,
                    softening: float = 0.0) -> torch.Tensor:
     if feature_type == "rich":
         return rich_features(state, acc, potential, softening)
+    if feature_type == "radial":
+        return radial_fraction(state, softening)
     return basic_features(state, acc, softening)
 
 

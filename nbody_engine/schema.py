@@ -101,13 +101,33 @@ class LossBounds(Section):
                            doc="Upper angular momentum bound of the |dL/L| band")
 
 
+class Rollout(Section):
+    title = "Whole-trajectory training (objective = rollout)"
+
+    objective = param.Selector(default="band", objects=["band", "rollout"],
+                               doc="Training objective: band (the two-phase band-loss training) or rollout "
+                                   "(backpropagation through whole batched leapfrog rollouts of the Kepler family; "
+                                   "docs/SCIENCE.md)")
+    rollout_periods = param.Integer(10, bounds=(1, 1000), softbounds=(1, 20),
+                                    doc="Rollout: periods of each training orbit in one differentiable rollout")
+    rollout_eta = NumberList([0.02, 0.2], item_type=(int, float), bounds=(2, 2), item_bounds=(1e-4, 1),
+                             doc="Rollout: the accuracy eta of each rollout is drawn log-uniformly from [min, max]; "
+                                 "the network sees log eta and its run takes the analytic policy's steps at eta")
+    rollout_lambda = param.Number(100.0, bounds=(0, UNBOUNDED), softbounds=(0, 1000),
+                                  doc="Rollout: weight of the cost term (log h - log eta)^2 beside log max |dE/E|; "
+                                      "as |dE/E| ~ h^2, more steps pay until log(eta / h) = 1 / rollout_lambda")
+    rollout_clip = param.Number(1.0, bounds=(0, UNBOUNDED), inclusive_bounds=(False, True), softbounds=(0.01, 10),
+                                doc="Rollout: gradient norm clipping")
+
+
 class Features(Section):
     title = "Feature / history"
 
     history_len = param.Integer(0, bounds=(0, 1000), softbounds=(0, 20),
                                 doc="History length: past states the history model sees (0 = none)")
-    feature_type = param.Selector(default="delta_mag", objects=["basic", "rich", "delta_mag"],
-                                  doc="Feature type (basic, rich, delta_mag)")
+    feature_type = param.Selector(default="delta_mag", objects=["basic", "rich", "delta_mag", "radial"],
+                                  doc="Feature type (basic, rich, delta_mag; radial: the tightest pair's v_r/|v| "
+                                      "alone, for the rollout objective)")
     normalize_inputs = param.Boolean(True, doc="Scale network inputs before the first layer")
     norm_mode = param.Selector(default="auto", objects=["auto", "manual"],
                                doc="Input scales: auto (from the training initial conditions) or manual (norm_scale)")
@@ -254,7 +274,7 @@ class Evaluation(Section):
 
 
 SECTIONS: tuple[type[Section], ...] = (
-    Training, LossBounds, Features, Model, Simulation, ExternalField, MultiOrbit, Device, Logging, Movie,
+    Training, LossBounds, Features, Model, Rollout, Simulation, ExternalField, MultiOrbit, Device, Logging, Movie,
     InitialConditions, SimulationExtras, Evaluation,
 )
 

@@ -151,3 +151,35 @@ def test_learned_versus_a_baseline_interpolates_log_log_at_equal_steps():
     assert v["position_ratio"] == pytest.approx(0.8, rel=1e-12)
     [outside] = learned_versus([row("learned", 400.0, 1e-5), *curve], "kepler", 0, "classic")
     assert outside["ratio"] is None
+
+
+def test_a_rollout_checkpoint_is_evaluated_over_the_eps_sweep_like_a_baseline(tmp_path):
+    """A network trained by the rollout objective takes the accuracy asked for: evaluate runs it
+    at every eps, a curve beside the baselines', each point with its verdicts."""
+    rollout = {**TINY_TRAIN, "objective": "rollout", "feature_type": "radial", "history_len": 0, "epochs": 1,
+               "steps_per_epoch": 1, "rollout_periods": 1, "rollout_eta": [0.1, 0.2], "save_name": "ro"}
+    cfg = load_configs("train", cli=rollout)["train"]
+    ckpt = run_training(cfg, data_dir=tmp_path / "data")["checkpoint"]
+    done = runner(tmp_path, "evaluate", "--model-path", ckpt, "--eval-suite", "kepler", "--eval-e", "0.7",
+                  "--eval-eps", "0.05", "0.2", "--Nperiod", "2", "-s", "ro")
+    assert done.returncode == 0, done.stderr
+    table = json.loads((tmp_path / "data/ro/eval/table.json").read_text())
+    learned = sorted((r["eps"], r["force_evals"]) for r in table["rows"] if r["policy"] == "learned")
+    assert [eps for eps, _ in learned] == [0.05, 0.2] and learned[0][1] > 3 * learned[1][1]
+    assert sorted({v["learned_eps"] for v in table["learned_versus_baselines"]}) == [0.05, 0.2]
+
+
+def test_the_drift_corrected_step_cancels_most_of_the_secular_drift_at_high_eccentricity():
+    """The analytic step taken at its midpoint: at nearly the same steps per period it ends 10
+    periods of an e = 0.9 orbit with a smaller max |dE/E| than the plain analytic step."""
+    from nbody_engine.initial_conditions import kepler_orbit
+    from nbody_engine.integrate import Gravity, StopRule, period_of, simulate
+    from nbody_engine.policies import AnalyticDt, DriftCorrectedDt
+
+    orbit = kepler_orbit(0.9, 1.0)
+    stop = StopRule(t_end=10 * period_of(orbit.mass, orbit.position, orbit.velocity))
+    runs = {name: simulate(orbit, policy, Gravity(), stop) for name, policy in
+            (("plain", AnalyticDt(0.05)), ("midpoint", DriftCorrectedDt(0.05)))}
+    errors = {name: abs(t.energy[:, 0] / t.energy[0, 0] - 1).max() for name, t in runs.items()}
+    assert abs(runs["midpoint"].steps[0] / runs["plain"].steps[0] - 1) < 0.02
+    assert errors["midpoint"] < 0.8 * errors["plain"]

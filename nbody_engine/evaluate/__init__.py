@@ -72,11 +72,17 @@ def _evaluate_into(run: RunDirectory, cfg: Config, reporter: Reporter) -> dict:
 
 def _problem_rows(problem: Problem, learned: LearnedDt, eps: list[float], reference, reporter: Reporter
                   ) -> list[dict]:
-    """The learned policy's rows, then every baseline's over ``eps``, on one problem."""
+    """The learned policy's rows (one point, or a curve over ``eps`` for a network that takes the
+    accuracy asked for), then every baseline's over ``eps``, on one problem."""
     gravity = Gravity(problem.softening)
-    mine = LearnedDt(learned.network, learned.feature_type, learned.history_len, gravity)
-    rows = _measured(problem, "learned", [None], lambda _knob, _unit: mine, 1, reference, reporter)
     knob = torch.tensor(eps, dtype=problem.state.position.dtype, device=problem.state.position.device)
+
+    def mine(eta, _unit):
+        return LearnedDt(learned.network, learned.feature_type, learned.history_len, gravity, eta)
+    if learned.network.conditioned:  # trained for any accuracy (rollout objective): a curve over eps as well
+        rows = _measured(problem, "learned", list(eps), mine, 1, reference, reporter, knob)
+    else:
+        rows = _measured(problem, "learned", [None], mine, 1, reference, reporter)
     for baseline in BASELINES:
         make = lambda values, unit, b=baseline: b.make(values, unit, gravity)  # noqa: E731
         rows += _measured(problem, baseline.name, list(eps), make, baseline.force_evals_per_step, reference,

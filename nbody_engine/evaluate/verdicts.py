@@ -73,5 +73,5 @@ def summary(verdicts: list[dict]) -> str:
     wins = [v for v in compared if v["ratio"] <= 1]
     best, worst = min(compared, key=lambda v: v["ratio"]), max(compared, key=lambda v: v["ratio"])
     return (f"learned on or below the baseline at equal force evaluations in {len(wins)} of {len(compared)} "
-            f"comparisons; best {best['ratio']:.2f}x ({best['label']} vs {best['baseline']}), "
-            f"worst {worst['ratio']:.2f}x ({worst['label']} vs {worst['baseline']})")
+            f"comparisons; best {best['ratio']:.2g}x ({best['label']} vs {best['baseline']}), "
+            f"worst {worst['ratio']:.2g}x ({worst['label']} vs {worst['baseline']})")
