@@ -52,7 +52,8 @@ def measure(name: str, args: list[str], workdir: Path) -> dict:
     if rc != 0:
         raise SystemExit(f"{name} failed (exit {rc}); see {workdir / (name + '.log')}:\n"
                          + (workdir / f"{name}.log").read_text()[-2000:])
-    result = {"case": name, "command": "nbody-runner " + " ".join(args), "wall_s": wall,
+    shown = [str(Path(a).relative_to(REPO)) if a.startswith(str(REPO)) else a for a in args]
+    result = {"case": name, "command": "nbody-runner " + " ".join(shown), "wall_s": wall,
               "cpu_s": _cpu_seconds() - before, "peak_rss_mb": rss / 2**20}
     table = workdir / "data" / "kepler" / "eval" / "table.json"
     if args[0] == "evaluate" and table.exists():
