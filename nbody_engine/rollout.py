@@ -86,14 +86,19 @@ def rollout(policy: LearnedDt, initial: State, steps: torch.Tensor, gravity: Gra
     return worst, elapsed
 
 
-def rollout_loss(policy: LearnedDt, initial: State, eta: torch.Tensor, periods: int, weight: float,
-                 gravity: Gravity) -> RolloutResult:
-    """The objective of the module docstring for the orbits ``initial`` at accuracies ``eta``."""
+def periods_of(initial: State) -> torch.Tensor:
+    """The Kepler period of each training orbit (B,); an InputError unless all are bound pairs."""
     period = period_of(initial.mass, initial.position, initial.velocity)
     if not bool(torch.isfinite(period).all()):
         raise InputError("objective = 'rollout' trains on bound two-body orbits (num_particles = 2, a Kepler "
                          "family or an IC file of bound pairs); use objective = 'band' for other systems")
-    t_end = periods * period
+    return period
+
+
+def rollout_loss(policy: LearnedDt, initial: State, eta: torch.Tensor, periods: int, weight: float,
+                 gravity: Gravity) -> RolloutResult:
+    """The objective of the module docstring for the orbits ``initial`` at accuracies ``eta``."""
+    t_end = periods * periods_of(initial)
     steps = analytic_steps(initial, eta, t_end, gravity)
     policy.eta = eta
     worst, elapsed = rollout(policy, initial, steps, gravity)

@@ -262,7 +262,7 @@ class Evaluation(Section):
     eval_eps = NumberList([0.0125, 0.025, 0.05, 0.1, 0.2], item_type=(int, float), bounds=(1, None),
                           item_bounds=(1e-6, 10),
                           doc="Accuracy knob values of the baselines (eps of the analytic, classic, time-symmetric "
-                              "and midpoint steps; the fixed step is eps times the initial analytic time scale) "
+                              "and midpoint steps; the fixed step is eps * P / (2 pi), P the problem's period) "
                               "the learned policy is compared with")
     eval_suite = param.Selector(default="all", objects=["all", "kepler", "triples", "scattering", "burrau", "cluster"],
                                 doc="Problems evaluated: all, or one of Kepler orbits (eval_e), hierarchical triples, "

@@ -44,7 +44,7 @@ from .movie import check_encoder, write_run_movie
 from .plots import training_report
 from .physics import State, angular_momentum, kinetic_energy, kinetic_energy_of
 from .replay import REPLAY_CAPACITY, ReplayBuffer
-from .rollout import RolloutResult, rollout_step, sample_eta
+from .rollout import RolloutResult, periods_of, rollout_step, sample_eta
 from .runs import RunDirectory, write_npz, write_text
 from .runtime import gravity_of, resolve_seed, torch_setup
 
@@ -217,6 +217,8 @@ class Trainer:
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.initial = training_initial_state(cfg, self.generator, device, dtype)
         check_start(self.initial, gravity, training_source(cfg))
+        if cfg.objective == "rollout":
+            periods_of(self.initial)
         self.network = build_network(config_values(cfg)).to(device=device)
         if cfg.objective == "rollout":
             self.network.double()  # gradients through whole rollouts: the network computes in float64 too

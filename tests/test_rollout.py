@@ -82,3 +82,16 @@ def test_rollout_needs_bound_two_body_orbits():
 
     with pytest.raises(InputError, match="objective = 'band'"):
         rollout_loss(tiny_policy(), random_system(3, 2), torch.tensor([0.1], dtype=torch.float64), 1, 1.0, Gravity())
+
+
+def test_rollout_training_of_three_bodies_is_one_line_exit_2_and_writes_nothing(tmp_path):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "nbody_engine.runner", "train", "--objective", "rollout",
+                           "--num-particles", "3", "-n", "1", "-s", "r3"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "objective = 'band'" in lines[0]
+    assert not (tmp_path / "data" / "r3").exists()
