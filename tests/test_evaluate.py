@@ -45,6 +45,8 @@ def test_evaluate_writes_table_and_pareto_plot(checkpoint):
     # two systems: IAS15 and the learned policy once each, five baselines at two eps each
     assert len(rows) == 2 * (2 + 5 * 2)
     assert {r["policy"] for r in rows} == {"IAS15", "learned", *BASELINE_NAMES}
+    learned = [r for r in rows if r["policy"] == "learned"]
+    assert all(0 <= float(r[key]) < 1 for r in learned for key in ("final_rel_dE", "max_rel_dL", "final_rel_dL"))
     for baseline in BASELINE_NAMES:
         curve = {(r["label"], float(r["eps"])): r for r in rows if r["policy"] == baseline}
         for label in ("e=0.50", "e=0.80"):

@@ -1,7 +1,7 @@
 """The metrics of one policy on one problem, a row per system and knob value.
 
-- ``max_rel_dE``, ``final_rel_dE``: max over the run and final |E(t)/E0 - 1|; ``max_rel_dL``
-  the same for the angular momentum (NaN where L0 = 0, as in Burrau's problem);
+- ``max_rel_dE``, ``final_rel_dE``: max over the run and final |E(t)/E0 - 1|; ``max_rel_dL``,
+  ``final_rel_dL`` the same for the angular momentum (NaN where L0 = 0, as in Burrau's problem);
 - ``position_error``: the largest distance of a body from where the reference puts it at the
   end, in units of the system's initial size (rms distance of the bodies from their centre of
   mass); ``phase_error`` (two bodies only): the angle in radians between the final separation
@@ -25,7 +25,7 @@ from .problems import Problem
 from .reference import Reference
 
 COLUMNS = ("problem", "system", "label", "policy", "eps", "steps", "force_evals", "evals_per_period", "max_rel_dE",
-           "final_rel_dE", "max_rel_dL", "position_error", "phase_error", "wall_time_s")
+           "final_rel_dE", "max_rel_dL", "final_rel_dL", "position_error", "phase_error", "wall_time_s")
 
 
 def initial_size(problem: Problem) -> np.ndarray:
@@ -74,7 +74,8 @@ def rows_of(problem: Problem, policy: str, eps: list[float | None], traj: Trajec
                      "policy": policy, "eps": eps[column // systems], "steps": steps,
                      "force_evals": evals, "evals_per_period": evals / periods[column],
                      "max_rel_dE": float(max_dE[column]), "final_rel_dE": float(rel_dE[-1, column]),
-                     "max_rel_dL": float(max_dL[column]), "position_error": float(position_error[column]),
+                     "max_rel_dL": float(max_dL[column]), "final_rel_dL": float(rel_dL[-1, column]),
+                     "position_error": float(position_error[column]),
                      "phase_error": float(phase_error[column]), "wall_time_s": steps * seconds_per_step})
     return rows
 
@@ -86,6 +87,7 @@ def reference_rows(problem: Problem, reference: Reference) -> list[dict]:
     return [{"problem": problem.name, "system": b, "label": problem.labels[b], "policy": "IAS15", "eps": None,
              "steps": cost["steps"], "force_evals": cost["force_evals"],
              "evals_per_period": cost["force_evals"] / periods[b], "max_rel_dE": math.nan,
-             "final_rel_dE": float(reference.rel_dE[b]), "max_rel_dL": math.nan, "position_error": 0.0,
+             "final_rel_dE": float(reference.rel_dE[b]), "max_rel_dL": math.nan, "final_rel_dL": math.nan,
+             "position_error": 0.0,
              "phase_error": 0.0 if problem.state.num_bodies == 2 else math.nan, "wall_time_s": cost["wall_time_s"]}
             for b, cost in enumerate(reference.cost)]
