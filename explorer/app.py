@@ -372,7 +372,7 @@ class Explorer(pn.viewable.Viewer):
 
             self.sim_view.objects = [comparison_view(done.results)]
         if "evaluate" in done.results:
-            from .compare import evaluation_view
+            from .evaluate_view import evaluation_view
 
             self.eval_view.objects = [evaluation_view(done.results["evaluate"])]
 

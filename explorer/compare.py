@@ -62,14 +62,3 @@ def comparison_view(results: dict) -> pn.Column:
                                                                         sizing_mode="stretch_width")),
                      sizing_mode="stretch_width")
 
-
-def evaluation_view(result: dict) -> pn.Column:
-    """``evaluate``'s result: the Pareto plot, the verdict per system and the table."""
-    from nbody_engine.evaluate import verdict_text
-
-    table = pd.DataFrame(result["rows"])
-    return pn.Column(pn.Row(pn.pane.PNG(result["outputs"]["pareto"], width=680),
-                            pn.pane.Markdown("\n\n".join(verdict_text(result["verdicts"]).splitlines()))),
-                     pn.pane.DataFrame(table, sizing_mode="stretch_width", float_format="{:.4g}".format,
-                                       index=False),
-                     sizing_mode="stretch_width")

@@ -7,6 +7,8 @@ any number of bodies and 2D or 3D alike.
   accelerations (rms, max) and the shortest free-fall and collision times, as logarithms.
 - ``rich``: ``basic`` plus the widest pair, the spread of pair distances, the virial ratio
   ``T/|W|``, ``log|E|`` and ``log|L|``.
+- ``radial``: the tightest pair's radial fraction ``v_r / |v|`` alone (one number: where on its
+  orbit a pair is, which is what the rollout objective's network needs).
 - ``delta_mag``: ``basic`` now, plus for each of the last ``history_len`` steps the statistics
   of how much the system changed: mean and max of ``|dx|`` (in units of the closest pair
   distance), ``|dv|`` (in units of the rms speed), ``|da|`` (in units of the rms acceleration),
@@ -44,6 +46,28 @@ def _pair_stats(state: State, softening: float):
     return r, free_fall, collision
 
 
+def tightest_pair(state: State, softening: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Separation and relative velocity (B, D) of each system's pair with the shortest
+    free-fall time ``sqrt(r^3 / (m_i + m_j))``: the pair whose motion sets the step."""
+    i, j = upper_pairs(state.num_bodies, state.position.device)
+    both = torch.cat([state.position, state.velocity], -1)
+    pairs = upper_pair_differences(both)  # (B, P, 2D)
+    if pairs.shape[1] > 1:
+        r2 = sum_last(pairs[..., : state.dim] ** 2) + softening**2
+        m_pair = state.mass.index_select(1, i) + state.mass.index_select(1, j)
+        tightest = (r2.pow(1.5) / m_pair).argmin(-1)  # (B,)
+        pairs = pairs.gather(1, tightest.view(-1, 1, 1).expand(-1, 1, pairs.shape[-1]))
+    return pairs[:, 0, : state.dim], pairs[:, 0, state.dim:]
+
+
+def radial_fraction(state: State, softening: float = 0.0) -> torch.Tensor:
+    """``v_r / |v| = (r . v) / (|r| |v|)`` of the tightest pair, (B, 1): -1 falling straight in,
+    0 at a turning point (pericentre, apocentre), +1 moving straight out."""
+    separation, velocity = tightest_pair(state, softening)
+    norms = (sum_last(separation * separation) * sum_last(velocity * velocity)).sqrt().clamp_min(_TINY)
+    return (sum_last(separation * velocity) / norms).unsqueeze(-1)
+
+
 def _body_stats(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """rms and max over bodies of |values| (B, N, D)."""
     squares = sum_last(values * values)
@@ -75,13 +99,15 @@ def rich_features(state: State, acc: torch.Tensor, potential: torch.Tensor, soft
     return torch.cat([basic_features(state, acc, softening), torch.stack(extra, -1)], -1)
 
 
-STATE_WIDTH = {"basic": 11, "delta_mag": 11, "rich": 16}
+STATE_WIDTH = {"basic": 11, "delta_mag": 11, "rich": 16, "radial": 1}
 
 
 def state_features(feature_type: str, state: State, acc: torch.Tensor, potential: torch.Tensor,
                    softening: float = 0.0) -> torch.Tensor:
     if feature_type == "rich":
         return rich_features(state, acc, potential, softening)
+    if feature_type == "radial":
+        return radial_fraction(state, softening)
     return basic_features(state, acc, softening)
 
 

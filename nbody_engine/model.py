@@ -46,9 +46,11 @@ class DtNetwork(nn.Module):
     """MLP from features (B, F) and analytic time scale tau (B,) to dt (B,)."""
 
     def __init__(self, in_features: int, hidden_dims: list[int], activation: str = "tanh", dropout: float = 0.0,
-                 fourier_dim: int = 0, fourier_scale: float = 1.0, eps: float = 0.1, dt_bound: float = 1e-8) -> None:
+                 fourier_dim: int = 0, fourier_scale: float = 1.0, eps: float = 0.1, dt_bound: float = 1e-8,
+                 conditioned: bool = False) -> None:
         super().__init__()
         self.eps, self.dt_bound = eps, dt_bound
+        self.conditioned = conditioned  # the last input is log eta, the accuracy asked for (rollout objective)
         self.activation = ACTIVATIONS[activation][1]
         self.register_buffer("input_shift", torch.zeros(in_features))
         self.register_buffer("input_scale", torch.ones(in_features))
@@ -69,14 +71,17 @@ class DtNetwork(nn.Module):
         self.input_shift.copy_(shift)
         self.input_scale.copy_(scale)
 
-    def forward(self, features: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
+    def forward(self, features: torch.Tensor, tau: torch.Tensor, eps: float | torch.Tensor | None = None
+                ) -> torch.Tensor:
+        """dt (B,) from features (B, F) and tau (B,); ``eps`` (a number or (B,)) replaces the
+        network's own."""
         z = (features.to(self.input_shift.dtype) - self.input_shift) / self.input_scale  # (B, F)
         if self.fourier_matrix.shape[0]:
             proj = 2 * math.pi * z @ self.fourier_matrix.T  # (B, fourier_dim)
             z = torch.cat([z, proj.sin(), proj.cos()], -1)
         bounded = F.softsign(self._mlp(z).squeeze(-1))  # (B,) in (-1, 1)
         correction = torch.exp(bounded * torch.where(bounded > 0, math.log(LONGEST), -math.log(SHORTEST)))
-        return (self.eps * tau * correction.to(tau.dtype)).clamp_min(self.dt_bound)
+        return ((self.eps if eps is None else eps) * tau * correction.to(tau.dtype)).clamp_min(self.dt_bound)
 
 
     def _mlp(self, z: torch.Tensor) -> torch.Tensor:
@@ -93,10 +98,12 @@ class DtNetwork(nn.Module):
 
 
 def build_network(values: dict) -> DtNetwork:
-    """A DtNetwork from config values (a Config's or a checkpoint's ``config`` dict)."""
-    return DtNetwork(input_width(values["feature_type"], values["history_len"]), list(values["hidden_dims"]),
-                     values["activation"], values["dropout"], values["fourier_dim"], values["fourier_scale"],
-                     values["eps"], values["dt_bound"])
+    """A DtNetwork from config values (a Config's or a checkpoint's ``config`` dict); the rollout
+    objective's network also takes log eta."""
+    conditioned = values.get("objective") == "rollout"
+    return DtNetwork(input_width(values["feature_type"], values["history_len"]) + conditioned,
+                     list(values["hidden_dims"]), values["activation"], values["dropout"], values["fourier_dim"],
+                     values["fourier_scale"], values["eps"], values["dt_bound"], conditioned)
 
 
 def load_weights(network: DtNetwork, state: dict, path) -> None:
@@ -133,13 +140,17 @@ class LearnedCarry:
 
 
 class LearnedDt:
-    """The dt policy of a trained network; with ``history_len > 0`` it keeps a history per orbit."""
+    """The dt policy of a trained network; with ``history_len > 0`` it keeps a history per orbit.
+    A network trained by the rollout objective also takes the accuracy ``eta`` (a number or one
+    per system, (B,)): its steps are ``eta * tau * c(features, log eta)``."""
 
-    def __init__(self, network: DtNetwork, feature_type: str, history_len: int, gravity: Gravity) -> None:
+    def __init__(self, network: DtNetwork, feature_type: str, history_len: int, gravity: Gravity,
+                 eta: float | torch.Tensor | None = None) -> None:
         self.network = network
         self.feature_type = feature_type
         self.history_len = history_len
         self.gravity = gravity
+        self.eta = eta
 
     def inputs(self, state: State, rows: torch.Tensor | None, acc=None, potential=None) -> torch.Tensor:
         """Network inputs (B, F): the state's features, then the history rows flattened."""
@@ -150,12 +161,16 @@ class LearnedDt:
         feats = state_features(self.feature_type, state, acc, potential, self.gravity.softening)
         if self.history_len:
             feats = torch.cat([feats, rows.flatten(1)], -1)
+        if self.network.conditioned:
+            log_eta = torch.log(torch.as_tensor(self.eta, dtype=feats.dtype, device=feats.device))
+            feats = torch.cat([feats, log_eta.expand(feats.shape[0]).unsqueeze(-1)], -1)
         return feats
 
     def dt_from(self, state: State, rows: torch.Tensor | None, acc=None, potential=None) -> torch.Tensor:
         """dt (B,) for ``state`` with history ``rows``; pass its accelerations if already known."""
         tau = pairwise_timescale(state, self.gravity.softening)
-        return self.network(self.inputs(state, rows, acc, potential), tau)
+        eta = self.eta if self.network.conditioned else None
+        return self.network(self.inputs(state, rows, acc, potential), tau, eta)
 
     def _potential_if_needed(self, state: State) -> torch.Tensor | None:
         """The potential energy, which only the ``rich`` features use."""
@@ -199,11 +214,11 @@ def learned_policy_from_checkpoint(cfg, device, as_trained: bool = False):
     trained = ckpt.config
     _check_compatible(cfg, trained, check_mode=not as_trained)
     network = checked_network(ckpt).to(device=device).eval()
-    policy = LearnedDt(network, trained["feature_type"], trained["history_len"], gravity_of(cfg))
+    policy = LearnedDt(network, trained["feature_type"], trained["history_len"], gravity_of(cfg), cfg.eps)
     return policy, ckpt.train_ic
 
 
-ARCHITECTURE_KEYS = ("feature_type", "history_len", "hidden_dims", "activation", "dropout", "fourier_dim",
+ARCHITECTURE_KEYS = ("objective", "feature_type", "history_len", "hidden_dims", "activation", "dropout", "fourier_dim",
                      "fourier_scale", "normalize_inputs", "norm_mode")
 
 

@@ -19,15 +19,15 @@ from .runs import atomic_path
 PROJECTION = (0, 1)  # 3D runs are drawn in the x-y plane
 
 
-def new_figure(ncols: int, figsize: tuple[float, float], dpi: float | None = None):
-    """A figure with ``ncols`` axes in a row, drawn by the Agg canvas and unknown to pyplot.
+def new_figure(ncols: int, figsize: tuple[float, float], dpi: float | None = None, nrows: int = 1):
+    """A figure with ``ncols`` axes in a row (``nrows`` such rows), drawn by the Agg canvas and unknown to pyplot.
 
     Reports and movie frames never go through pyplot: they neither switch the backend of the
     process that imports the engine (a notebook keeps its inline plots) nor touch pyplot's
     global figure list, which is not thread-safe (the explorer runs jobs in a thread)."""
     fig = Figure(figsize=figsize, dpi=dpi)
     FigureCanvasAgg(fig)
-    return fig, fig.subplots(1, ncols)
+    return fig, fig.subplots(nrows, ncols)
 
 
 def relative_errors(energy: np.ndarray, angular_momentum: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

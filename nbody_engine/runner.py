@@ -26,7 +26,7 @@ MODES = {
     "train": "train a learned time-step policy",
     "simulate": "simulate with the analytic, ml or history policy",
     "both": "train, then simulate with the checkpoint training wrote",
-    "evaluate": "compare a checkpoint's learned policy with the analytic one at several eps",
+    "evaluate": "compare a checkpoint's learned policy with strong baselines on a problem suite",
 }
 PHASE_FLAGS = {"train": "--train-ic-path", "simulate": "--sim-ic-path"}
 
@@ -94,6 +94,8 @@ def run_evaluation(cfg: Config) -> dict:
     from .evaluate import evaluate, table_text, verdict_text
 
     result = evaluate(cfg, Reporter([ConsoleSink()]))
+    for problem, reference in result["references"].items():
+        print(f"reference for {problem}: {reference}")
     print(table_text(result["rows"]))
     print(verdict_text(result["verdicts"]))
     print("written: " + ", ".join(result["outputs"].values()))

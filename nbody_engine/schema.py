@@ -101,13 +101,33 @@ class LossBounds(Section):
                            doc="Upper angular momentum bound of the |dL/L| band")
 
 
+class Rollout(Section):
+    title = "Whole-trajectory training (objective = rollout)"
+
+    objective = param.Selector(default="band", objects=["band", "rollout"],
+                               doc="Training objective: band (the two-phase band-loss training) or rollout "
+                                   "(backpropagation through whole batched leapfrog rollouts of the Kepler family; "
+                                   "docs/SCIENCE.md)")
+    rollout_periods = param.Integer(10, bounds=(1, 1000), softbounds=(1, 20),
+                                    doc="Rollout: periods of each training orbit in one differentiable rollout")
+    rollout_eta = NumberList([0.02, 0.2], item_type=(int, float), bounds=(2, 2), item_bounds=(1e-4, 1),
+                             doc="Rollout: the accuracy eta of each rollout is drawn log-uniformly from [min, max]; "
+                                 "the network sees log eta and its run takes the analytic policy's steps at eta")
+    rollout_lambda = param.Number(100.0, bounds=(0, UNBOUNDED), softbounds=(0, 1000),
+                                  doc="Rollout: weight of the cost term (log h - log eta)^2 beside log max |dE/E|; "
+                                      "as |dE/E| ~ h^2, more steps pay until log(eta / h) = 1 / rollout_lambda")
+    rollout_clip = param.Number(1.0, bounds=(0, UNBOUNDED), inclusive_bounds=(False, True), softbounds=(0.01, 10),
+                                doc="Rollout: gradient norm clipping")
+
+
 class Features(Section):
     title = "Feature / history"
 
     history_len = param.Integer(0, bounds=(0, 1000), softbounds=(0, 20),
                                 doc="History length: past states the history model sees (0 = none)")
-    feature_type = param.Selector(default="delta_mag", objects=["basic", "rich", "delta_mag"],
-                                  doc="Feature type (basic, rich, delta_mag)")
+    feature_type = param.Selector(default="delta_mag", objects=["basic", "rich", "delta_mag", "radial"],
+                                  doc="Feature type (basic, rich, delta_mag; radial: the tightest pair's v_r/|v| "
+                                      "alone, for the rollout objective)")
     normalize_inputs = param.Boolean(True, doc="Scale network inputs before the first layer")
     norm_mode = param.Selector(default="auto", objects=["auto", "manual"],
                                doc="Input scales: auto (from the training initial conditions) or manual (norm_scale)")
@@ -229,9 +249,7 @@ class SimulationExtras(Section):
                                      "(maxima in summaries are over recorded steps)")
     time_symmetric = param.Boolean(False, doc="Analytic mode: each adaptive step is the mean of the criterion at its "
                                               "start and at the end of a trial step, which keeps the energy error "
-                                              "bounded instead of drifting (one more force evaluation per step); "
-                                              "evaluate: adds this time-symmetrized analytic policy as a third "
-                                              "baseline")
+                                              "bounded instead of drifting (one more force evaluation per step)")
 
 
 class Evaluation(Section):
@@ -243,12 +261,20 @@ class Evaluation(Section):
                           doc="Semi-major axis of the evaluated Kepler orbits")
     eval_eps = NumberList([0.0125, 0.025, 0.05, 0.1, 0.2], item_type=(int, float), bounds=(1, None),
                           item_bounds=(1e-6, 10),
-                          doc="eps values of the baselines (the analytic policy and the classic criterion) the "
-                              "learned one is compared with")
+                          doc="Accuracy knob values of the baselines (eps of the analytic, classic, time-symmetric "
+                              "and midpoint steps; the fixed step is eps * P / (2 pi), P the problem's period) "
+                              "the learned policy is compared with")
+    eval_suite = param.Selector(default="all", objects=["all", "kepler", "triples", "scattering", "burrau", "cluster"],
+                                doc="Problems evaluated: all, or one of Kepler orbits (eval_e), hierarchical triples, "
+                                    "binary-single scattering, Burrau's Pythagorean problem, a small cold cluster "
+                                    "(docs/SCIENCE.md)")
+    eval_reference = param.Selector(default="auto", objects=["auto", "ias15", "leapfrog"],
+                                    doc="Reference trajectory: REBOUND's IAS15 (ias15; auto when rebound is "
+                                        "installed), else our time-symmetric leapfrog at eps / 16 (leapfrog)")
 
 
 SECTIONS: tuple[type[Section], ...] = (
-    Training, LossBounds, Features, Model, Simulation, ExternalField, MultiOrbit, Device, Logging, Movie,
+    Training, LossBounds, Features, Model, Rollout, Simulation, ExternalField, MultiOrbit, Device, Logging, Movie,
     InitialConditions, SimulationExtras, Evaluation,
 )
 

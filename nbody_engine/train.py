@@ -15,6 +15,9 @@ Each epoch:
    improved by 1% for ``REPLAY_PATIENCE`` iterations (states that no step within the policy's
    bounds can bring into the band would otherwise keep replay busy for nothing).
 
+With ``objective = "rollout"`` an epoch is instead ``steps_per_epoch`` optimizer steps through
+whole rollouts of the training family (:mod:`nbody_engine.rollout`).
+
 Checkpoints are written every 10 epochs and at the last; ``resume`` continues from the latest.
 """
 
@@ -41,6 +44,7 @@ from .movie import check_encoder, write_run_movie
 from .plots import training_report
 from .physics import State, angular_momentum, kinetic_energy, kinetic_energy_of
 from .replay import REPLAY_CAPACITY, ReplayBuffer
+from .rollout import RolloutResult, periods_of, rollout_step, sample_eta
 from .runs import RunDirectory, write_npz, write_text
 from .runtime import gravity_of, resolve_seed, torch_setup
 
@@ -213,8 +217,12 @@ class Trainer:
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.initial = training_initial_state(cfg, self.generator, device, dtype)
         check_start(self.initial, gravity, training_source(cfg))
+        if cfg.objective == "rollout":
+            periods_of(self.initial)
         self.network = build_network(config_values(cfg)).to(device=device)
-        self.policy = LearnedDt(self.network, cfg.feature_type, cfg.history_len, gravity)
+        if cfg.objective == "rollout":
+            self.network.double()  # gradients through whole rollouts: the network computes in float64 too
+        self.policy = LearnedDt(self.network, cfg.feature_type, cfg.history_len, gravity, cfg.eps)
         self._set_normalization()
         if cfg.compile:
             self.policy.network = torch.compile(self.network)
@@ -350,13 +358,28 @@ class Trainer:
                 log.debug("epoch %d replay %d: loss %.4g, pass rate %.2f", self.epoch, it + 1, stats.replay_loss,
                           stats.replay_pass_rate)
 
+    # the rollout objective -----------------------------------------------------------------
+    def rollouts(self, stats: EpochStats) -> None:
+        """``steps_per_epoch`` optimizer steps of the rollout objective (:mod:`nbody_engine.rollout`),
+        each on the whole training family at freshly drawn accuracies."""
+        cfg = self.cfg
+        for _ in range(cfg.steps_per_epoch):
+            self.reporter.cancel.raise_if_cancelled()
+            eta = sample_eta(self.initial.batch_size, cfg.rollout_eta, self.generator, self.initial.time)
+            result = rollout_step(self.policy, self.optimizer, self.initial, eta, cfg.rollout_periods,
+                                  cfg.rollout_lambda, cfg.rollout_clip, self.policy.gravity)
+            stats.add_rollout(result)
+
     def run_epoch(self) -> dict:
         self.epoch += 1
         start = wallclock.perf_counter()
         stats = EpochStats()
         self.network.train()
-        self.collect(stats)
-        self.replay(stats)
+        if self.cfg.objective == "rollout":
+            self.rollouts(stats)
+        else:
+            self.collect(stats)
+            self.replay(stats)
         metrics = stats.metrics(wallclock.perf_counter() - start, len(self.buffer))
         self.metrics.append(metrics)
         return metrics
@@ -430,6 +453,11 @@ class EpochStats:
         self.accepted += int(ok.sum())
         for key, t in (("loss", att.loss), ("rel_dE", att.rel_dE), ("rel_dL", att.rel_dL), ("dt", att.dt)):
             self.values[key].append(t[ok].detach())
+
+    def add_rollout(self, result: RolloutResult) -> None:
+        self.attempts += result.loss.shape[0]
+        self.values["loss"].append(result.loss.detach())
+        self.values["rel_dE"].append(result.max_rel_dE)
 
     def metrics(self, epoch_time: float, buffer_size: int) -> dict:
         v = {k: torch.cat(t).double() if t else torch.full((1,), float("nan"), dtype=torch.float64)

@@ -1,4 +1,4 @@
-"""`nbody-runner evaluate`: the learned policy against the analytic and classic criteria, for real."""
+"""`nbody-runner evaluate`: the learned policy against the baselines on the problem suite, for real."""
 
 from __future__ import annotations
 
@@ -31,30 +31,61 @@ def runner(cwd, *args):
                           text=True, timeout=300)
 
 
+BASELINE_NAMES = ("fixed", "classic", "analytic", "analytic-symmetric", "analytic-midpoint")
+
+
 def test_evaluate_writes_table_and_pareto_plot(checkpoint):
     root, ckpt = checkpoint
-    done = runner(root, "evaluate", "--model-path", ckpt, "--eval-e", "0.5", "0.8", "--eval-eps", "0.05", "0.2",
-                  "--Nperiod", "1", "-s", "ev")
+    done = runner(root, "evaluate", "--model-path", ckpt, "--eval-suite", "kepler", "--eval-e", "0.5", "0.8",
+                  "--eval-eps", "0.05", "0.2", "--Nperiod", "1", "-s", "ev")
     assert done.returncode == 0, done.stderr
-    assert "steps/period" in done.stdout
+    assert "reference for kepler: IAS15 (REBOUND" in done.stdout and "force evals" in done.stdout
     with open(root / "data/ev/eval/table.csv") as fh:
         rows = list(csv.DictReader(fh))
-    assert len(rows) == 2 * 5  # two systems: the learned policy, two baselines at two eps each
-    assert {r["policy"] for r in rows} == {"learned", "analytic", "classic"}
-    for baseline in ("analytic", "classic"):
-        curve = {(float(r["e"]), float(r["eps"])): r for r in rows if r["policy"] == baseline}
-        for e in (0.5, 0.8):
-            coarse, fine = curve[(e, 0.2)], curve[(e, 0.05)]
-            # a smaller eps takes more steps per period and makes a smaller energy error (leapfrog order 2)
-            assert float(fine["steps_per_period"]) > 3 * float(coarse["steps_per_period"])
+    # two systems: IAS15 and the learned policy once each, five baselines at two eps each
+    assert len(rows) == 2 * (2 + 5 * 2)
+    assert {r["policy"] for r in rows} == {"IAS15", "learned", *BASELINE_NAMES}
+    learned = [r for r in rows if r["policy"] == "learned"]
+    assert all(0 <= float(r[key]) < 1 for r in learned for key in ("final_rel_dE", "max_rel_dL", "final_rel_dL"))
+    for baseline in BASELINE_NAMES:
+        curve = {(r["label"], float(r["eps"])): r for r in rows if r["policy"] == baseline}
+        for label in ("e=0.50", "e=0.80"):
+            coarse, fine = curve[(label, 0.2)], curve[(label, 0.05)]
+            # a smaller eps costs more force evaluations and makes smaller errors (leapfrog order 2)
+            assert int(fine["force_evals"]) > 3 * int(coarse["force_evals"])
             assert float(fine["max_rel_dE"]) < float(coarse["max_rel_dE"])
+            assert float(fine["position_error"]) < float(coarse["position_error"])
+    symmetric = [r for r in rows if r["policy"] == "analytic-symmetric"]
+    assert all(int(r["force_evals"]) == 2 * int(r["steps"]) for r in symmetric)  # two force evaluations a step
+    ias = [r for r in rows if r["policy"] == "IAS15"]
+    assert all(float(r["final_rel_dE"]) < 1e-12 and int(r["force_evals"]) > 0 for r in ias)
     table = json.loads((root / "data/ev/eval/table.json").read_text())
-    assert table["model_path"] == ckpt and len(table["rows"]) == 10
+    assert table["model_path"] == ckpt and len(table["rows"]) == 24
+    assert table["references"]["kepler"].startswith("IAS15")
     verdicts = table["learned_versus_baselines"]
-    assert sorted((v["e"], v["baseline"]) for v in verdicts) == [
-        (0.5, "analytic"), (0.5, "classic"), (0.8, "analytic"), (0.8, "classic")]
-    assert done.stdout.count("learned max|dE/E|") + done.stdout.count("outside the") == 4
+    assert sorted((v["label"], v["baseline"]) for v in verdicts) == sorted(
+        (label, b) for label in ("e=0.50", "e=0.80") for b in BASELINE_NAMES)
+    assert done.stdout.count("force evals, learned vs") == 10
+    assert "kepler: learned on or below the baseline" in done.stdout or "outside every baseline" in done.stdout
     assert mpimg.imread(root / "data/ev/eval/pareto.png").ndim == 3
+
+
+def test_forced_fallback_reference_is_named_and_agrees_with_ias15(checkpoint):
+    """eval_reference = "leapfrog": our converged run (time-symmetric, eps / 16) is the reference,
+    the output says so, and the errors measured against it are those against IAS15."""
+    root, ckpt = checkpoint
+    tables = {}
+    for choice in ("ias15", "leapfrog"):
+        done = runner(root, "evaluate", "--model-path", ckpt, "--eval-suite", "kepler", "--eval-e", "0.6",
+                      "--eval-eps", "0.1", "--Nperiod", "2", "--eval-reference", choice, "-s", f"ref-{choice}")
+        assert done.returncode == 0, done.stderr
+        tables[choice] = json.loads((root / f"data/ref-{choice}/eval/table.json").read_text())
+    assert "converged leapfrog" in tables["leapfrog"]["references"]["kepler"]
+    assert "IAS15" not in {r["policy"] for r in tables["leapfrog"]["rows"]}
+    against = {choice: {r["policy"]: r["position_error"] for r in t["rows"] if r["policy"] != "IAS15"}
+               for choice, t in tables.items()}
+    for policy, error in against["ias15"].items():
+        assert against["leapfrog"][policy] == pytest.approx(error, rel=0.05)
 
 
 def test_evaluate_with_the_training_config_takes_the_checkpoint_that_training_wrote(checkpoint):
@@ -66,6 +97,13 @@ def test_evaluate_with_the_training_config_takes_the_checkpoint_that_training_wr
     assert done.returncode == 0, done.stderr
     table = json.loads((root / "data/tiny/eval/table.json").read_text())
     assert (root / table["model_path"]).samefile(ckpt)
+    # the whole suite by default: every problem has rows of every policy, a reference and a summary line
+    problems = ("kepler", "triples", "scattering", "burrau", "cluster")
+    assert list(table["references"]) == list(problems)
+    for problem in problems:
+        policies = {r["policy"] for r in table["rows"] if r["problem"] == problem}
+        assert policies == {"IAS15", "learned", *BASELINE_NAMES}
+        assert f"\n{problem}: learned " in done.stdout
 
 
 @pytest.mark.parametrize("args, needle", [
@@ -74,6 +112,7 @@ def test_evaluate_with_the_training_config_takes_the_checkpoint_that_training_wr
     (("--model-path", "MISSING.pt"), "MISSING.pt"),
     (("--model-path", "CKPT", "--eval-e", "1.5"), "eval_e"),
     (("--model-path", "CKPT", "--eval-eps", "0.1", "0"), "eval_eps"),
+    (("--model-path", "CKPT", "--eval-suite", "galaxy"), "eval-suite"),
 ])
 def test_evaluate_bad_input_is_one_line_and_exit_2(checkpoint, args, needle):
     root, ckpt = checkpoint
@@ -85,35 +124,64 @@ def test_evaluate_bad_input_is_one_line_and_exit_2(checkpoint, args, needle):
     assert set((root / "data").iterdir()) == runs_before
 
 
-def test_time_symmetric_adds_the_symmetrized_analytic_baseline_whose_energy_error_does_not_drift(checkpoint):
+def test_symmetrized_analytic_baseline_energy_error_does_not_drift(checkpoint):
     """Over 30 periods of an e = 0.7 orbit the plain adaptive step's energy error drifts; the
-    time-symmetrized one stays bounded, so at each eps it ends with a smaller error. The
-    simulate phase's learned mode does not matter to evaluate, nor forbid the baseline."""
+    time-symmetrized one stays bounded, so at each eps it ends with a smaller error."""
     root, ckpt = checkpoint
-    done = runner(root, "evaluate", "--model-path", ckpt, "--eval-e", "0.7", "--eval-eps", "0.1", "0.2",
-                  "--Nperiod", "30", "--time-symmetric", "--integrator-mode", "ml", "-s", "sym")
+    done = runner(root, "evaluate", "--model-path", ckpt, "--eval-suite", "kepler", "--eval-e", "0.7",
+                  "--eval-eps", "0.1", "0.2", "--Nperiod", "30", "-s", "sym")
     assert done.returncode == 0, done.stderr
     table = json.loads((root / "data/sym/eval/table.json").read_text())
     rows = {(r["policy"], r["eps"]): r for r in table["rows"]}
-    assert {policy for policy, _ in rows} == {"learned", "analytic", "classic", "analytic-symmetric"}
     for eps in (0.1, 0.2):
         plain, symmetric = rows[("analytic", eps)], rows[("analytic-symmetric", eps)]
         assert symmetric["final_rel_dE"] < 0.5 * plain["final_rel_dE"]
-    assert sorted(v["baseline"] for v in table["learned_versus_baselines"]) == [
-        "analytic", "analytic-symmetric", "classic"]
-    assert "analytic-symmetric" in done.stdout
 
 
 def test_learned_versus_a_baseline_interpolates_log_log_at_equal_steps():
     from nbody_engine.evaluate import learned_versus
 
-    def row(policy, steps, err, eps=None):
-        return {"policy": policy, "system": 0, "e": 0.5, "eps": eps, "steps_per_period": steps, "max_rel_dE": err}
+    def row(policy, evals, err, eps=None):
+        return {"problem": "kepler", "policy": policy, "system": 0, "label": "e=0.50", "eps": eps,
+                "force_evals": evals, "max_rel_dE": err, "position_error": 10 * err, "wall_time_s": evals * 1e-5}
 
-    curve = [row("classic", 100.0, 1e-3, 0.1), row("classic", 200.0, 2.5e-4, 0.05)]  # error ~ steps^-2
-    v = learned_versus([row("learned", 100 * math.sqrt(2), 4e-4), *curve], 0, "classic")
+    curve = [row("classic", 100.0, 1e-3, 0.1), row("classic", 200.0, 2.5e-4, 0.05)]  # error ~ evals^-2
+    [v] = learned_versus([row("learned", 100 * math.sqrt(2), 4e-4), *curve], "kepler", 0, "classic")
     assert v["baseline"] == "classic"
-    assert v["baseline_max_rel_dE_at_same_steps"] == pytest.approx(5e-4, rel=1e-12)
+    assert v["baseline_max_rel_dE_at_same_evals"] == pytest.approx(5e-4, rel=1e-12)
     assert v["ratio"] == pytest.approx(0.8, rel=1e-12)
-    outside = learned_versus([row("learned", 400.0, 1e-5), *curve], 0, "classic")
+    assert v["position_ratio"] == pytest.approx(0.8, rel=1e-12)
+    [outside] = learned_versus([row("learned", 400.0, 1e-5), *curve], "kepler", 0, "classic")
     assert outside["ratio"] is None
+
+
+def test_a_rollout_checkpoint_is_evaluated_over_the_eps_sweep_like_a_baseline(tmp_path):
+    """A network trained by the rollout objective takes the accuracy asked for: evaluate runs it
+    at every eps, a curve beside the baselines', each point with its verdicts."""
+    rollout = {**TINY_TRAIN, "objective": "rollout", "feature_type": "radial", "history_len": 0, "epochs": 1,
+               "steps_per_epoch": 1, "rollout_periods": 1, "rollout_eta": [0.1, 0.2], "save_name": "ro"}
+    cfg = load_configs("train", cli=rollout)["train"]
+    ckpt = run_training(cfg, data_dir=tmp_path / "data")["checkpoint"]
+    done = runner(tmp_path, "evaluate", "--model-path", ckpt, "--eval-suite", "kepler", "--eval-e", "0.7",
+                  "--eval-eps", "0.05", "0.2", "--Nperiod", "2", "-s", "ro")
+    assert done.returncode == 0, done.stderr
+    table = json.loads((tmp_path / "data/ro/eval/table.json").read_text())
+    learned = sorted((r["eps"], r["force_evals"]) for r in table["rows"] if r["policy"] == "learned")
+    assert [eps for eps, _ in learned] == [0.05, 0.2] and learned[0][1] > 3 * learned[1][1]
+    assert sorted({v["learned_eps"] for v in table["learned_versus_baselines"]}) == [0.05, 0.2]
+
+
+def test_the_drift_corrected_step_cancels_most_of_the_secular_drift_at_high_eccentricity():
+    """The analytic step taken at its midpoint: at nearly the same steps per period it ends 10
+    periods of an e = 0.9 orbit with a smaller max |dE/E| than the plain analytic step."""
+    from nbody_engine.initial_conditions import kepler_orbit
+    from nbody_engine.integrate import Gravity, StopRule, period_of, simulate
+    from nbody_engine.policies import AnalyticDt, DriftCorrectedDt
+
+    orbit = kepler_orbit(0.9, 1.0)
+    stop = StopRule(t_end=10 * period_of(orbit.mass, orbit.position, orbit.velocity))
+    runs = {name: simulate(orbit, policy, Gravity(), stop) for name, policy in
+            (("plain", AnalyticDt(0.05)), ("midpoint", DriftCorrectedDt(0.05)))}
+    errors = {name: abs(t.energy[:, 0] / t.energy[0, 0] - 1).max() for name, t in runs.items()}
+    assert abs(runs["midpoint"].steps[0] / runs["plain"].steps[0] - 1) < 0.02
+    assert errors["midpoint"] < 0.8 * errors["plain"]

@@ -1,0 +1,69 @@
+"""The Evaluate view: ``nbody-runner evaluate``'s result in the page.
+
+Per problem, an interactive Pareto plot (HoloViews on Bokeh: hover names the policy, system,
+eps and figures; zoom and pan) of force evaluations per period against max |dE/E|, a colour per
+policy from a colour-blind-safe palette (no yellow on white), the learned policy as large stars;
+then the verdicts at equal cost as a table, and the full table."""
+
+from __future__ import annotations
+
+import holoviews as hv
+import pandas as pd
+import panel as pn
+
+from nbody_engine.evaluate.report import PALETTE
+from nbody_engine.evaluate.verdicts import summary
+
+hv.extension("bokeh", logo=False)
+
+HOVER = ["policy", "label", "eps", "force_evals", "max_rel_dE", "position_error", "wall_time_s"]
+VERDICT_COLUMNS = {"label": "system", "baseline": "baseline", "force_evals": "learned force evals",
+                   "learned_max_rel_dE": "learned max|dE/E|", "baseline_max_rel_dE_at_same_evals": "baseline max|dE/E|",
+                   "ratio": "ratio at equal evals", "position_ratio": "position-error ratio",
+                   "wall_ratio": "ratio at equal wall time"}
+
+
+def pareto_plot(rows: pd.DataFrame, problem: str) -> hv.Overlay:
+    """One problem's curves: a line with markers per (policy, system), learned as stars."""
+    mine = rows[(rows.problem == problem) & (rows.policy != "IAS15") & (rows.max_rel_dE > 0)]
+    policies = list(dict.fromkeys(mine.policy))
+    colors = {p: PALETTE[k % len(PALETTE)] for k, p in enumerate(policies)}
+    layers = []
+    for (policy, _system), curve in mine.groupby(["policy", "label"], sort=False):
+        curve = curve.sort_values("force_evals").assign(eps=curve["eps"].astype(str))
+        learned = policy == "learned"
+        layers += [hv.Curve(curve, "evals_per_period", "max_rel_dE", label=policy).opts(color=colors[policy],
+                                                                                         line_width=1),
+                   hv.Scatter(curve, "evals_per_period", HOVER, label=policy).opts(
+                       color=colors[policy], size=14 if learned else 6, marker="star" if learned else "circle",
+                       line_color="black" if learned else colors[policy], tools=["hover"])]
+    return hv.Overlay(layers).opts(logx=True, logy=True, width=620, height=360, title=problem, legend_position="right",
+                                   xlabel="force evaluations per period", ylabel="max |dE/E|", show_grid=True)
+
+
+def verdict_table(verdicts: list[dict], problem: str) -> pd.DataFrame:
+    """The verdicts on ``problem``, numbers to three significant digits ("-": no comparison)."""
+    mine = pd.DataFrame([v for v in verdicts if v["problem"] == problem], columns=list(VERDICT_COLUMNS))
+    shown = mine.rename(columns=VERDICT_COLUMNS)
+    for column in list(VERDICT_COLUMNS.values())[3:]:
+        shown[column] = [f"{v:.3g}" if pd.notna(v) else "-" for v in shown[column]]
+    return shown
+
+
+def evaluation_view(result: dict) -> pn.Column:
+    """Per problem: the reference used, the Pareto plot, a plain summary and the verdicts table;
+    then the whole table."""
+    rows = pd.DataFrame(result["rows"])
+    sections = []
+    for problem, reference in result["references"].items():
+        mine = [v for v in result["verdicts"] if v["problem"] == problem]
+        sections.append(pn.Column(
+            pn.pane.Markdown(f"### {problem}\nreference: {reference}. {summary(mine)}."),
+            pn.pane.HoloViews(pareto_plot(rows, problem)),
+            pn.widgets.Tabulator(verdict_table(result["verdicts"], problem), disabled=True, show_index=False,
+                                 sizing_mode="stretch_width"),
+            sizing_mode="stretch_width"))
+    table = pn.widgets.Tabulator(rows, disabled=True, show_index=False, pagination="local", page_size=20,
+                                 sizing_mode="stretch_width")
+    return pn.Column(*sections, pn.Card(table, title="All rows", collapsed=True), sizing_mode="stretch_width")
+

@@ -1,0 +1,40 @@
+"""The baselines the learned policy is measured against, each a family over its accuracy knob.
+
+A family turns a tensor of knob values (one per system of a batch) into one policy, so a whole
+sweep of the knob over every system of a problem is one batched simulation. Each family also
+says how many force evaluations one of its steps costs:
+
+- ``fixed``: ``dt = eps * P / (2 pi)`` with ``P`` the problem's time unit (a Kepler period:
+  ``2 pi / eps`` steps per period);
+- ``classic``: ``eps * min_i sqrt(r_i,nearest / |a_i|)``, upstream's and the literature's rule;
+- ``analytic``: ``eps * tau(s)``, the pairwise time scale (``integrator_mode = "analytic"``);
+- ``analytic-symmetric``: the time-symmetrized analytic step (two force evaluations a step);
+- ``analytic-midpoint``: the drift-corrected analytic step, the criterion at the step's midpoint.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from ..integrate import Gravity
+from ..policies import AnalyticDt, ClassicDt, DriftCorrectedDt, FixedDt, TimeSymmetricDt
+
+
+@dataclass(frozen=True)
+class Baseline:
+    name: str
+    make: Callable[[torch.Tensor, torch.Tensor, Gravity], object]  # (eps (B,), time unit (B,), gravity) -> policy
+    force_evals_per_step: int = 1
+
+
+BASELINES = (
+    Baseline("fixed", lambda eps, unit, g: FixedDt(eps * unit / (2 * math.pi))),
+    Baseline("classic", lambda eps, unit, g: ClassicDt(eps, g)),
+    Baseline("analytic", lambda eps, unit, g: AnalyticDt(eps, g.softening)),
+    Baseline("analytic-symmetric", lambda eps, unit, g: TimeSymmetricDt(AnalyticDt(eps, g.softening), g), 2),
+    Baseline("analytic-midpoint", lambda eps, unit, g: DriftCorrectedDt(eps, g.softening)),
+)

@@ -1,0 +1,173 @@
+"""The problem suite of ``nbody-runner evaluate``: each problem a batch of systems that share a
+body count, a softening, an end time per system and a time unit per system (the period whose
+multiples the run lasts, so cost reads as force evaluations per period).
+
+Every problem is small enough for two cores, and each tests a different way of going wrong:
+
+- ``kepler``: held-out two-body orbits (``eval_e``, ``eval_a``) for ``Nperiod`` periods: the
+  learned policy's home ground, and the one problem with an exact answer.
+- ``triples``: hierarchical triples in 3D, an inner binary (e 0.3-0.9) and a third body on a
+  circular, inclined outer orbit at 5-30 inner semi-major axes, for 10 inner periods: two time
+  scales far apart.
+- ``scattering``: a single star thrown at an eccentric binary (impact parameters 0-2 binary
+  semi-major axes, 3D), until it has gone past: one violent close encounter.
+- ``burrau``: the Pythagorean three-body problem (masses 3, 4, 5 at rest on the corners of a
+  3-4-5 triangle, opposite the sides of their own length), to t = 10: its first close
+  approaches, chaotic, so the phase error grows fast for every integrator.
+- ``cluster``: a small cold cluster (12 bodies of total mass 1, uniform in a unit sphere, virial
+  ratio 0.1, Plummer softening 0.05, 3D) for two free-fall times: collapse and bounce.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from ..errors import InputError
+from ..initial_conditions import kepler_orbit, load_ic_file, make_state
+from ..integrate import period_of
+from ..physics import State, centre_of_mass_frame, kinetic_energy, potential_energy
+from ..schema import Config
+
+
+@dataclass(frozen=True)
+class Problem:
+    """``state``: B systems; ``t_end``, ``time_unit``: (B,); ``labels``: one name per system."""
+
+    name: str
+    state: State
+    t_end: torch.Tensor
+    time_unit: torch.Tensor
+    labels: tuple[str, ...]
+    softening: float = 0.0
+
+
+def kepler_problem(cfg: Config, dtype, device) -> Problem:
+    state = kepler_orbit(cfg.eval_e, cfg.eval_a, mass=cfg.mass, dim=cfg.dim, dtype=dtype, device=device)
+    period = period_of(state.mass, state.position, state.velocity)
+    return Problem("kepler", state, cfg.Nperiod * period, period, tuple(f"e={e:.2f}" for e in cfg.eval_e))
+
+
+TRIPLES = ((0.3, 5.0, 30.0), (0.6, 10.0, 45.0), (0.9, 20.0, 60.0), (0.5, 30.0, 20.0))  # e_in, a_out/a_in, degrees
+
+
+def hierarchical_triple(e_inner: float, ratio: float, inclination_deg: float) -> tuple[list, list, list]:
+    """Masses, positions and velocities (3D) of an equal-mass inner binary (a = 1, at pericentre)
+    and a third body of mass 1 on a circular orbit of radius ``ratio`` about the binary's centre
+    of mass, its plane inclined by ``inclination_deg`` to the binary's."""
+    r_p = 1 - e_inner
+    v_p = math.sqrt(2 * (1 + e_inner) / r_p)
+    v_out = math.sqrt(3 / ratio)  # circular speed about a mass 2, reduced to the outer pair: sqrt(G (2+1) / R)
+    inc = math.radians(inclination_deg)
+    # positions relative to the binary's centre of mass; the outer relative velocity is shared 1 : 2
+    position = [[-r_p / 2, 0, 0], [r_p / 2, 0, 0], [0, 0, 0]]
+    velocity = [[0, -v_p / 2, 0], [0, v_p / 2, 0], [0, 0, 0]]
+    outer_x = [0, ratio * math.cos(inc), ratio * math.sin(inc)]
+    outer_v = [-v_out, 0, 0]
+    for k in range(3):
+        for body, share in ((0, -1 / 3), (1, -1 / 3), (2, 2 / 3)):
+            position[body][k] += share * outer_x[k]
+            velocity[body][k] += share * outer_v[k]
+    return [1.0, 1.0, 1.0], position, velocity
+
+
+def triples_problem(dtype, device) -> Problem:
+    systems = [hierarchical_triple(*t) for t in TRIPLES]
+    state = make_state(*(list(column) for column in zip(*systems)), dtype=dtype, device=device)
+    inner_period = torch.full_like(state.time, 2 * math.pi / math.sqrt(2))
+    labels = tuple(f"e_in={e:.1f} ratio={r:g} i={i:g}" for e, r, i in TRIPLES)
+    return Problem("triples", state, 10 * inner_period, inner_period, labels)
+
+
+IMPACT_PARAMETERS = (0.0, 0.5, 1.0, 2.0)
+SCATTER_DISTANCE, SCATTER_SPEED = 10.0, 1.0
+
+
+def binary_single(impact: float) -> tuple[list, list, list]:
+    """A binary (masses 1, a = 1, e = 0.5, at apocentre) and a single star of mass 1 coming in at
+    speed 1 from 10 away (unbound: ``v^2 / 2 - 3 / 10 > 0``), offset by ``impact`` along y and
+    slightly out of the binary's plane."""
+    e = 0.5
+    r_a, v_a = 1 + e, math.sqrt(2 * (1 - e) / (1 + e))
+    position = [[-r_a / 2, 0, 0], [r_a / 2, 0, 0], [-SCATTER_DISTANCE, impact, 0.1]]
+    velocity = [[0, -v_a / 2, 0], [0, v_a / 2, 0], [SCATTER_SPEED, 0, 0]]
+    return [1.0, 1.0, 1.0], position, velocity
+
+
+def scattering_problem(dtype, device) -> Problem:
+    systems = [binary_single(b) for b in IMPACT_PARAMETERS]
+    state = centre_of_mass_frame(make_state(*(list(c) for c in zip(*systems)), dtype=dtype, device=device))
+    binary_period = torch.full_like(state.time, 2 * math.pi / math.sqrt(2))
+    crossing = 3 * SCATTER_DISTANCE / SCATTER_SPEED  # in, through and out to beyond where it started
+    return Problem("scattering", state, torch.full_like(state.time, crossing), binary_period,
+                   tuple(f"b={b:g}" for b in IMPACT_PARAMETERS))
+
+
+def burrau_state(dtype=torch.float64, device="cpu") -> State:
+    """The Pythagorean problem: masses 3, 4, 5 at rest at (1, 3), (-2, -1), (1, -1), each opposite
+    the side of the 3-4-5 triangle of its own length; centre of mass at the origin."""
+    return make_state([[3.0, 4.0, 5.0]], [[[1.0, 3.0], [-2.0, -1.0], [1.0, -1.0]]], [[[0.0, 0.0]] * 3],
+                      dtype=dtype, device=device)
+
+
+def burrau_problem(dtype, device) -> Problem:
+    state = burrau_state(dtype, device)
+    unit = torch.ones_like(state.time)
+    return Problem("burrau", state, 10 * unit, unit, ("3-4-5",))
+
+
+CLUSTER_SIZE, CLUSTER_SYSTEMS, CLUSTER_SOFTENING, CLUSTER_VIRIAL = 12, 2, 0.05, 0.1
+
+
+def cold_cluster(generator: torch.Generator, dtype, device) -> State:
+    """CLUSTER_SYSTEMS clusters of CLUSTER_SIZE equal masses (total 1), uniform in the unit
+    sphere, with random velocities scaled to the virial ratio T / |W| = CLUSTER_VIRIAL."""
+    shape = (CLUSTER_SYSTEMS, CLUSTER_SIZE, 3)
+    direction = torch.randn(shape, generator=generator, dtype=torch.float64)
+    radius = torch.rand(shape[:2] + (1,), generator=generator, dtype=torch.float64) ** (1 / 3)
+    position = direction / direction.norm(dim=-1, keepdim=True) * radius
+    velocity = torch.randn(shape, generator=generator, dtype=torch.float64)
+    mass = torch.full(shape[:2], 1 / CLUSTER_SIZE, dtype=torch.float64)
+    state = centre_of_mass_frame(State(mass, position, velocity, torch.zeros(CLUSTER_SYSTEMS, dtype=torch.float64)))
+    scale = (CLUSTER_VIRIAL * potential_energy(state, CLUSTER_SOFTENING).abs() / kinetic_energy(state)).sqrt()
+    return state.replace(velocity=state.velocity * scale.view(-1, 1, 1)).to(device=device, dtype=dtype)
+
+
+def cluster_problem(seed: int, dtype, device) -> Problem:
+    state = cold_cluster(torch.Generator().manual_seed(seed), dtype, device)
+    free_fall = torch.full_like(state.time, math.pi / 2 / math.sqrt(2.0))  # uniform sphere, M = R = 1
+    return Problem("cluster", state, 2 * free_fall, free_fall, tuple(f"seed {seed}, #{k}" for k in
+                                                                    range(CLUSTER_SYSTEMS)),
+                   CLUSTER_SOFTENING)
+
+
+def ic_file_problem(cfg: Config, dtype, device) -> Problem:
+    """The systems of ``ic_path``, for ``Nperiod`` periods (bound two-body systems) or ``duration``."""
+    state = load_ic_file(cfg.ic_path, cfg.dim, dtype, device)
+    period = period_of(state.mass, state.position, state.velocity)
+    if bool(torch.isfinite(period).all()) and cfg.Nperiod > 0:
+        t_end, unit = cfg.Nperiod * period, period
+    elif cfg.duration is not None:
+        t_end, unit = torch.full_like(state.time, cfg.duration), torch.ones_like(state.time)
+    else:
+        raise InputError("evaluate runs each system of 'ic_path' for 'Nperiod' periods, which needs bound "
+                         "two-body systems; for other ICs set 'duration'")
+    return Problem("ic_file", state, t_end, unit, tuple(f"system {k}" for k in range(state.batch_size)),
+                   cfg.softening)
+
+
+SUITE = ("kepler", "triples", "scattering", "burrau", "cluster")
+
+
+def problems_of(cfg: Config, dtype, device) -> list[Problem]:
+    """The problems ``eval_suite`` names (all of SUITE by default); the systems of ``ic_path``
+    instead, when it is given."""
+    if cfg.ic_path:
+        return [ic_file_problem(cfg, dtype, device)]
+    names = SUITE if cfg.eval_suite == "all" else (cfg.eval_suite,)
+    makers = {"kepler": lambda: kepler_problem(cfg, dtype, device), "triples": lambda: triples_problem(dtype, device),
+              "scattering": lambda: scattering_problem(dtype, device), "burrau": lambda: burrau_problem(dtype, device),
+              "cluster": lambda: cluster_problem(cfg.seed or 0, dtype, device)}
+    return [makers[name]() for name in names]

@@ -1,0 +1,100 @@
+"""What ``evaluate`` writes: the table (CSV, JSON, console text) and the Pareto plot (PNG)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+
+import numpy as np
+from matplotlib.lines import Line2D
+
+from ..plots import new_figure, positive, save_figure
+from ..runs import write_json, write_text
+from .metrics import COLUMNS
+
+# Okabe & Ito's colour-blind-safe palette, without its yellow (unreadable on white)
+PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#56B4E9", "#E69F00", "#000000")
+STYLES = {"fixed": "x:", "classic": "s--", "analytic": "o-", "analytic-symmetric": "^-.",
+          "analytic-midpoint": "v-"}  # marker, then line style
+ERRORS = (("max_rel_dE", "max |dE/E|"), ("position_error", "final position error / size"))
+
+
+def _number(value, spec: str) -> str:
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)
+
+
+def table_text(rows: list[dict]) -> str:
+    """The table as aligned text for the console."""
+    head = (f"{'problem':>10} {'system':>26} {'policy':>18} {'eps':>7} {'force evals':>11} {'evals/period':>12} "
+            f"{'max|dE/E|':>10} {'final|dE/E|':>11} {'max|dL/L|':>10} {'pos. error':>10} {'wall s':>8}")
+    lines = [head]
+    for r in rows:
+        lines.append(f"{r['problem']:>10} {r['label']:>26} {r['policy']:>18} {_number(r['eps'], '.3g'):>7} "
+                     f"{r['force_evals']:11d} {r['evals_per_period']:12.1f} {_number(r['max_rel_dE'], '10.2e')} "
+                     f"{_number(r['final_rel_dE'], '11.2e')} {_number(r['max_rel_dL'], '10.2e')} "
+                     f"{_number(r['position_error'], '10.2e')} {r['wall_time_s']:8.3f}")
+    return "\n".join(lines)
+
+
+def json_ready(row: dict) -> dict:
+    return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in row.items()}
+
+
+def write_evaluation(rows: list[dict], verdicts: list[dict], references: dict[str, str], directory,
+                     model_path: str) -> dict[str, str]:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=COLUMNS)
+    writer.writeheader()
+    writer.writerows(rows)
+    paths = {"csv": directory / "table.csv", "json": directory / "table.json", "pareto": directory / "pareto.png"}
+    write_text(paths["csv"], buffer.getvalue())
+    write_json(paths["json"], {"model_path": model_path, "references": references,
+                               "rows": [json_ready(r) for r in rows],
+                               "learned_versus_baselines": [json_ready(v) for v in verdicts]})
+    pareto_plot(rows, paths["pareto"])
+    return {k: str(v) for k, v in paths.items()}
+
+
+def _curves(rows: list[dict]):
+    """(system index, label, policy, rows sorted by cost) for every curve of one problem."""
+    for system in sorted({r["system"] for r in rows}):
+        mine = [r for r in rows if r["system"] == system]
+        for policy in dict.fromkeys(r["policy"] for r in mine):
+            if policy != "IAS15":
+                yield system, mine[0]["label"], policy, sorted((r for r in mine if r["policy"] == policy),
+                                                               key=lambda r: r["force_evals"])
+
+
+def pareto_plot(rows: list[dict], path) -> None:
+    """Per problem (a row of panels), force evaluations per period against max |dE/E| and against
+    the final position error: a colour per system, a line style per baseline over its knob, the
+    learned policy as stars. Lower left is better."""
+    problems = list(dict.fromkeys(r["problem"] for r in rows))
+    fig, axes = new_figure(2, (11, 3.2 * len(problems)), nrows=len(problems))
+    axes = np.asarray(axes).reshape(len(problems), 2)
+    policies = []
+    for row_axes, problem in zip(axes, problems):
+        mine = [r for r in rows if r["problem"] == problem]
+        for system, label, policy, curve in _curves(mine):
+            color = PALETTE[system % len(PALETTE)]
+            policies.append(policy)
+            for ax, (key, _) in zip(row_axes, ERRORS):
+                x = [r["evals_per_period"] for r in curve]
+                y = positive([r[key] for r in curve])
+                if policy in STYLES:
+                    ax.loglog(x, y, STYLES[policy], color=color, ms=3, lw=1)
+                else:
+                    ax.loglog(x, y, "*-", color=color, ms=12, markeredgecolor="k", lw=0.8,
+                              label=label if key == "max_rel_dE" else None)
+        for ax, (_, name) in zip(row_axes, ERRORS):
+            ax.set_title(problem, fontsize=9)
+            ax.set_xlabel("force evaluations per period")
+            ax.set_ylabel(name)
+            ax.grid(alpha=0.3, which="both")
+        row_axes[0].legend(fontsize=7, title="learned (stars), by system", title_fontsize=7)
+    handles = [Line2D([], [], color="k", linestyle=STYLES[p][1:], marker=STYLES[p][0], ms=4, lw=1, label=p)
+               for p in STYLES if p in policies]
+    fig.legend(handles=handles, loc="upper center", ncol=len(handles), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.25 / len(problems)))
+    save_figure(fig, path)

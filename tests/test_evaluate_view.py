@@ -1,0 +1,67 @@
+"""The Evaluate view in a real browser: a real evaluation's result served by Panel, driven by
+headless Chromium (the launch options come from tests/test_browser.py)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from playwright.sync_api import expect
+from test_browser import DOC_READY, browser_context_args, browser_type_launch_args, free_port  # noqa: F401
+
+from nbody_engine.config import load_configs
+from nbody_engine.evaluate.report import PALETTE
+from nbody_engine.train import run_training
+
+pytestmark = pytest.mark.browser
+
+TINY_TRAIN = {"num_particles": 2, "num_orbits": 2, "epochs": 2, "n_steps": 3, "steps_per_epoch": 2,
+              "replay_steps": 3, "hidden_dims": [8, 8], "seed": 3, "lr": 1e-3, "save_name": "view"}
+COUNT = ("(type) => { let n = 0; for (const m of Bokeh.documents[0].all_models) "
+         "{ if (m.type === type || m.constructor.__name__ === type) n++; } return n; }")
+COLORS = ("() => { const out = []; for (const m of Bokeh.documents[0].all_models) { "
+          "for (const c of [m.line_color, m.fill_color]) { const v = c && typeof c === 'object' ? c.value : c; "
+          "if (typeof v === 'string') out.push(v.toUpperCase()); } } return out; }")
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """A finished evaluation (a tiny checkpoint, the Kepler problem) shown by ``evaluation_view``."""
+    root = tmp_path_factory.mktemp("view")
+    ckpt = run_training(load_configs("train", cli=TINY_TRAIN)["train"], data_dir=root / "data")["checkpoint"]
+    done = subprocess.run([sys.executable, "-m", "nbody_engine.runner", "evaluate", "--model-path", ckpt,
+                           "--eval-suite", "kepler", "--eval-e", "0.7", "--eval-eps", "0.05", "0.2", "--Nperiod", "1",
+                           "-s", "view"], cwd=root, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    table = json.loads((root / "data/view/eval/table.json").read_text())
+    app = root / "app.py"
+    app.write_text(
+        "import json\nfrom explorer.evaluate_view import evaluation_view\n"
+        f"t = json.loads(open({str(root / 'data/view/eval/table.json')!r}).read())\n"
+        "evaluation_view({'rows': t['rows'], 'verdicts': t['learned_versus_baselines'], "
+        "'references': t['references']}).servable()\n")
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "panel", "serve", str(app), "--port", str(port)], cwd=root,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    yield {"url": f"http://localhost:{port}/app", "table": table}
+    server.terminate()
+    server.wait(timeout=30)
+
+
+def test_the_pareto_plot_is_interactive_colour_blind_safe_and_the_verdicts_a_table(page, served):
+    for _ in range(60):  # the server takes a while to start on a busy machine
+        try:
+            page.goto(served["url"])
+            break
+        except Exception:  # noqa: BLE001 - connection refused until it listens
+            page.wait_for_timeout(1000)
+    page.wait_for_function(DOC_READY, timeout=60_000)
+    page.wait_for_function(f"({COUNT})('Scatter') > 0", timeout=60_000)
+    assert page.evaluate(f"({COUNT})('HoverTool')") >= 1
+    assert page.evaluate(f"({COUNT})('WheelZoomTool')") >= 1
+    colors = set(page.evaluate(COLORS))
+    assert colors & set(PALETTE) and "#F0E442" not in colors  # Okabe-Ito without its yellow
+    expect(page.get_by_text("analytic-midpoint").first).to_be_visible(timeout=30_000)
+    expect(page.get_by_text("reference: IAS15").first).to_be_visible()
