@@ -143,13 +143,21 @@ class _Recorder:
         self.pending_rows = 0
         self.rows = 0  # rows written into the arrays
         self.reported = 0  # rows :meth:`flush` has returned
-        first = (state.time, torch.zeros_like(state.time), state.position, state.velocity,
-                 *diagnostics(state, gravity.potential(state)))
+        first = self._row(state)
         row_bytes = sum(t.numel() * t.element_size() for t in first)
         self.expected = capacity
         self.arrays = {k: v.new_empty((max(1, min(capacity, PREALLOCATED_BYTES // row_bytes)), *v.shape))
                        for k, v in zip(ROW_KEYS, first)}
-        self.add(tuple(t.unsqueeze(0) for t in first[: len(ROW_KEYS) if diagnosed else 4]))
+        self.add_state(state)
+
+    def _row(self, state: State) -> tuple[torch.Tensor, ...]:
+        return (state.time, torch.zeros_like(state.time), state.position, state.velocity,
+                *diagnostics(state, self.gravity.potential(state)))
+
+    def add_state(self, state: State) -> None:
+        """One row of ``state`` itself, with dt = 0: the first row, or the end a run reached
+        between two recorded rows."""
+        self.add(tuple(t.unsqueeze(0) for t in self._row(state)[: len(ROW_KEYS) if self.diagnosed else 4]))
 
     def add(self, block: tuple[torch.Tensor, ...]) -> None:
         """Rows (S, B, ...) of time, dt, position, velocity, and the diagnostics if diagnosed."""
@@ -329,14 +337,22 @@ def simulate(state: State, policy, gravity: Gravity, stop: StopRule, reporter: R
                 recorder.commit(n)
             elif rows:
                 recorder.add(rows)
-            if at_limit or (recorder.unreported and step - flushed >= chunk):
-                done = _flush(recorder, step, stop, reporter, phase, record_every) or at_limit
+            if at_limit or step - flushed >= chunk:
+                if _reached_end(state, stop) and not (keep and keep[-1] == n - 1):
+                    recorder.add_state(state)  # the end lies between recorded rows: record it now
+                if recorder.unreported:
+                    done = _flush(recorder, step, stop, reporter, phase, record_every) or at_limit
                 flushed = step
         data = recorder.numpy()
     if stop.t_end is None:
         steps_taken = torch.full_like(steps_taken, step)
     return Trajectory(mass=state.mass.cpu().numpy(), steps=steps_taken.cpu().numpy(),
                       wall_time_s=wallclock.perf_counter() - start, **data)
+
+
+def _reached_end(state: State, stop: StopRule) -> bool:
+    """Whether every system has reached the run's end time (never, without one)."""
+    return stop.t_end is not None and bool((state.time >= stop.t_end).all())
 
 
 def _flush(recorder: _Recorder, step: int, stop: StopRule, reporter: Reporter, phase: str, record_every: int) -> bool:

@@ -175,6 +175,20 @@ def test_record_every_keeps_every_kth_row_and_the_last(stop):
         np.testing.assert_array_equal(getattr(strided, key)[-1], getattr(every, key)[-1], err_msg=key)
 
 
+def test_a_run_to_t_end_ends_there_whatever_record_every():
+    """With record_every beyond the run's steps no row falls between the start and the end: the
+    run still stops at t_end (it used to step zero-length steps until the next recorded row) and
+    records its final state."""
+    batch = kepler_orbit([0.3, 0.8], [1.0, 1.0])
+    stop = StopRule(t_end=t64(2.0, 3.3))
+    every = simulate(batch, AnalyticDt(0.05), Gravity(), stop)
+    sparse = simulate(batch, AnalyticDt(0.05), Gravity(), stop, chunk=8, record_every=10**9)
+    np.testing.assert_array_equal(sparse.steps, every.steps)
+    assert len(sparse.time) == 2
+    for key in ("time", "position", "velocity", "energy", "angular_momentum"):
+        np.testing.assert_array_equal(getattr(sparse, key)[-1], getattr(every, key)[-1], err_msg=key)
+
+
 def test_a_run_longer_than_its_first_guess_of_rows_records_the_same_rows():
     """A run to t_end does not know its number of rows: its arrays start at 4 chunks and double.
     Each row's diagnostics must sit in the same row as its state after every growth."""
