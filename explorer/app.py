@@ -409,9 +409,9 @@ class Explorer(pn.viewable.Viewer):
                          self.sim_view,
                          pn.pane.Markdown("### Is the learned step worth it? The Simulate tab's `model_path` "
                                           "(empty: the checkpoint training with these settings writes) "
-                                          "against the analytic and classic criteria at each `eval_eps` (and the "
-                                          "time-symmetrized analytic policy with `time_symmetric`), on the "
-                                          "held-out orbits `eval_e` (`nbody-runner evaluate`)"),
+                                          "against five baselines (fixed, classic, analytic, time-symmetric, "
+                                          "drift-corrected) at each `eval_eps`, on the problems of `eval_suite` "
+                                          "(`nbody-runner evaluate`; docs/SCIENCE.md)"),
                          self.evaluate_button, self.eval_view, sizing_mode="stretch_width")
 
     def _export_tab(self) -> pn.Column:
