@@ -162,10 +162,9 @@ class ConsoleSink:
 
     def _epoch(self, event: EpochFinished) -> None:
         m = event.metrics
-        band = (f"  accepted {m['accepted_steps']}  retrains {m.get('retrain_iterations', 0)}"
-                if "accepted_steps" in m else "")  # band-loss training's counts; a rollout has none
         line = (f"epoch {event.epoch}: loss {m.get('loss', float('nan')):.3g}  max|dE/E| {m.get('rel_dE_max', 0):.2e}"
-                f"{band}  {m.get('epoch_time_s', 0):.2f}s")
+                f"  accepted {m.get('accepted_steps', 0)}  retrains {m.get('retrain_iterations', 0)}"
+                f"  {m.get('epoch_time_s', 0):.2f}s")
         if self._bar is not None:
             self._bar.set_postfix_str(line.split(": ", 1)[1], refresh=False)
             self._advance_to(event.epoch + 1)
