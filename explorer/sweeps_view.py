@@ -150,7 +150,10 @@ class MetricPlot:
         self.lines = ColumnDataSource({"xs": [], "ys": [], "color": []})
         self.log_y = False
         self.figures = {log_y: self._figure(log_y) for log_y in (False, True)}
-        self.panes = {log_y: pn.pane.Bokeh(fig, sizing_mode="stretch_width", visible=not log_y)
+        # each figure in a layout of its own, which the page hides reliably (a hidden Bokeh pane
+        # inside a tab built on demand was still drawn)
+        self.panes = {log_y: pn.Column(pn.pane.Bokeh(fig, sizing_mode="stretch_width"), visible=not log_y,
+                                       sizing_mode="stretch_width")
                       for log_y, fig in self.figures.items()}
 
     def _figure(self, log_y: bool):
