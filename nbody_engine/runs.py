@@ -1,12 +1,14 @@
 """The run directory ``data/<save_name>/`` and atomic file writing.
 
 Layout: ``config.toml`` (the resolved config, re-runnable as is), ``metrics.jsonl`` (one line
-per training epoch), ``model/model_epoch_XXXX.pt``, ``sim/<label>/summary.json`` and
-``trajectory.npz``. Every file is written to a temporary name and renamed into place, so a
+per training epoch), ``progress.jsonl`` (the last run's events, :mod:`nbody_engine.progress_log`),
+``model/model_epoch_XXXX.pt``, ``sim/<label>/summary.json`` and ``trajectory.npz``. Every file
+is written to a temporary name and renamed into place (the two logs grow by whole lines), so a
 reader never sees half a file; files get the modes the umask gives, as ``open`` would.
 
 A run holds its directory's lock (:class:`DirectoryLock`) while it writes there, so two runs
-with the same ``save_name`` cannot interleave their checkpoints and metrics.
+with the same ``save_name`` cannot interleave their checkpoints and metrics;
+:func:`lock_holder` tells a reader whether a run is still going there.
 """
 
 from __future__ import annotations
@@ -76,6 +78,10 @@ class RunDirectory:
     @property
     def metrics_path(self) -> Path:
         return self.root / "metrics.jsonl"
+
+    @property
+    def progress_path(self) -> Path:
+        return self.root / "progress.jsonl"
 
     @property
     def model_dir(self) -> Path:
@@ -184,6 +190,37 @@ class DirectoryLock:
         who = f"pid {pid}" if pid else holder
         return (f"'{self.shown}' is in use by another {self.what} ({who}); wait for it to end (then "
                 f"--resume continues a training), or choose another save_name")
+
+
+def lock_holder(directory: str | Path) -> int | None:
+    """The pid of the process whose run holds ``directory``'s lock, or None when no run is going
+    there (no lock file, or one left by a process that died without removing it). Only reads:
+    probing with ``flock`` could refuse a run starting at that moment."""
+    path = Path(directory).absolute() / DirectoryLock.FILE
+    try:
+        text = path.read_text().strip()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    if not text.isdigit():
+        return None
+    pid = int(text)
+    if pid == os.getpid():
+        return pid if path in DirectoryLock._held else None
+    return pid if _process_alive(pid) else None
+
+
+def _process_alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, exited but not yet reaped by its parent, does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def _read_pid(fd: int) -> int | None:
