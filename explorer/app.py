@@ -24,6 +24,7 @@ from nbody_engine.schema import KEYS, SECTIONS, Config, section_keys
 from .jobs import Job, JobDone
 from .live import PROJECTIONS, LivePlots
 from .runs_view import RunsView
+from .schedule import every
 from .sweeps_view import SweepsView
 from .widgets import ConfigForm
 
@@ -147,7 +148,7 @@ class Explorer(pn.viewable.Viewer):
         self.evaluate_button = pn.widgets.Button(label="Evaluate: learned vs the baselines (eps sweep)",
                                                  color="primary")
         self.evaluate_button.on_click(lambda _e: self.start("evaluate"))
-        self.runs = RunsView(self.live)
+        self.runs = RunsView(self.live, feed=self.consume)
         self.sweeps = SweepsView(self.toml_text)
         self._refresh_export()
 
@@ -212,8 +213,7 @@ class Explorer(pn.viewable.Viewer):
         self._set_status(f"{LABELS[mode]}: starting '{self.train.save_name}'...")
         self._set_running(True)
         self.job.start()
-        if pn.state.curdoc is not None:
-            self._callback = pn.state.add_periodic_callback(self.drain, period=DRAIN_PERIOD_MS)
+        self._callback = every(self.drain, DRAIN_PERIOD_MS)  # a server session or a notebook kernel
         return True
 
     def _fill_run_identity(self) -> None:
@@ -253,9 +253,14 @@ class Explorer(pn.viewable.Viewer):
 
     def drain(self) -> None:
         """Move what the job reported into the plots and the status line (session thread)."""
-        if self.job is None:
-            return
-        events = self.job.poll()
+        if self.job is not None:
+            self.consume(self.job.poll())
+
+    def consume(self, events: list, started_at: float | None = None) -> None:
+        """Show engine events (this session's job's, or a followed run's, which started at wall
+        time ``started_at``) in the plots and the header."""
+        if started_at is not None:
+            self._started = time.monotonic() - (time.time() - started_at)
         if not events:
             return
         with pn.io.hold():
@@ -265,6 +270,7 @@ class Explorer(pn.viewable.Viewer):
 
     def _track(self, event) -> None:
         if isinstance(event, RunStarted):
+            self._epochs_total = event.total if event.phase == "train" else self._epochs_total
             self._set_status(f"{event.phase}: '{event.save_name}' running...")
         elif isinstance(event, EpochFinished):
             self._epoch_status(event)
@@ -272,8 +278,9 @@ class Explorer(pn.viewable.Viewer):
             self.progress.value = int(100 * event.progress)
         elif isinstance(event, CheckpointWritten):
             self.last_checkpoint = event.path
-        elif isinstance(event, RunFinished) and event.phase == "simulate":
+        elif isinstance(event, RunFinished):  # a job's own end (JobDone) follows; a followed run has no other
             self.progress.value = 100
+            self._set_status(f"{event.phase} finished.")
         elif isinstance(event, JobDone):
             self._finish(event)
 

@@ -1,14 +1,17 @@
-"""The simulation view: a finished simulation's errors, dt and orbit, overlaid with the
-analytic policy's run on the same initial conditions when the learned policy was simulated."""
+"""Finished runs drawn with HoloViews: a job's simulation against the analytic policy's run on the
+same initial conditions (:func:`comparison_view`), and several run directories overlaid
+(:func:`runs_overlay`). Errors are drawn on log axes without floors, for every system of a batch."""
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import holoviews as hv
 import numpy as np
 import pandas as pd
 import panel as pn
+from bokeh.palettes import Category10_10
 
 hv.extension("bokeh", logo=False)
 
@@ -22,6 +25,7 @@ TIME_DIM = hv.Dimension("time", label="time (code units, G = 1)")
 AXIS_LABELS = {"rel_dE": "|dE/E| (relative energy error)", "rel_dL": "|dL/L| (relative angular-momentum error)",
                "dt": "dt (code units)"}
 MAX_SYSTEMS = 10  # systems drawn per run; titles say when there are more
+MAX_POINTS = 2_000  # rows drawn per system (evenly spaced, the last one kept)
 PLOT_OPTS = dict(logy=True, responsive=True, min_height=240, show_grid=True, legend_position="bottom_right")
 
 
@@ -51,7 +55,9 @@ def systems_note(systems: int) -> str:
 def error_path(series: dict, y: str, label: str, color: str) -> hv.Path:
     """``y`` against time for every drawn system of ``series``: one legend entry, one colour."""
     systems = range(min(series["time"].shape[1], MAX_SYSTEMS))
-    return hv.Path([loggable(series["time"][:, k], series[y][:, k]) for k in systems], [TIME_DIM, "value"],
+    rows = np.unique(np.r_[np.arange(0, len(series["time"]), max(1, len(series["time"]) // MAX_POINTS)),
+                           len(series["time"]) - 1])
+    return hv.Path([loggable(series["time"][rows, k], series[y][rows, k]) for k in systems], [TIME_DIM, "value"],
                    label=label).opts(color=color, ylabel=AXIS_LABELS[y])
 
 
@@ -105,6 +111,57 @@ def comparison_view(results: dict) -> pn.Column:
                             pn.Column(pn.pane.DataFrame(table, float_format="{:.4g}".format),
                                       pn.pane.Markdown(TABLE_NOTE), sizing_mode="stretch_width")),
                      sizing_mode="stretch_width")
+
+
+EPOCH_PLOTS = (("loss", "loss (band distance², log space)", True), ("rel_dE_max", "max |dE/E| of accepted steps", True),
+               ("dt_mean", "mean dt (code units)", True), ("acceptance_rate", "accepted / attempted", False))
+
+
+def runs_overlay(runs: dict[str, Path]) -> pn.Column:
+    """Several run directories overlaid: their per-epoch curves and their simulations' errors
+    against time (every drawn system), one colour per run, a legend naming each; runs without
+    training epochs or without a simulation are named, not drawn."""
+    colors = dict(zip(runs, itertools.cycle(Category10_10)))
+    metrics = {name: _epoch_frame(root / "metrics.jsonl") for name, root in runs.items()}
+    trained = {name: m for name, m in metrics.items() if m is not None}
+    sims = {(name, p.parent.name): p for name, root in runs.items() for p in sorted(root.glob("sim/*/trajectory.npz"))}
+    notes = [f"**{', '.join(sorted(set(runs) - set(trained)))}**: no training epochs."] if len(trained) < len(runs) \
+        else []
+    untouched = sorted(set(runs) - {name for name, _ in sims})
+    if untouched:
+        notes.append(f"**{', '.join(untouched)}**: no simulation yet (simulate with `nbody-runner simulate --config "
+                     f"data/<run>/config.toml`, or from the Simulate tab).")
+    panes = [pn.pane.Markdown("\n\n".join(notes), sizing_mode="stretch_width")] if notes else []
+    if trained:
+        panes.append(pn.GridBox(*(pn.pane.HoloViews(_epoch_overlay(trained, colors, *plot), height=260,
+                                                    sizing_mode="stretch_width") for plot in EPOCH_PLOTS),
+                                ncols=2, sizing_mode="stretch_width"))
+    if sims:
+        series = {key: sim_series(path) for key, path in sims.items()}
+        for y, title in (("rel_dE", "simulation |dE/E| against time"), ("rel_dL", "simulation |dL/L| against time")):
+            overlay = hv.Overlay([error_path(s, y, f"{name} / {label}", colors[name])
+                                  for (name, label), s in series.items()]).opts(title=f"{title} (every system drawn)",
+                                                                                **PLOT_OPTS)
+            panes.append(pn.pane.HoloViews(overlay, height=300, sizing_mode="stretch_width"))
+    return pn.Column(*panes, sizing_mode="stretch_width")
+
+
+def _epoch_frame(path: Path) -> pd.DataFrame | None:
+    if not path.is_file() or path.stat().st_size == 0:
+        return None
+    return pd.read_json(path, lines=True)
+
+
+def _epoch_overlay(frames: dict[str, pd.DataFrame], colors: dict, y: str, label: str, log_y: bool) -> hv.Overlay:
+    curves = []
+    for name, frame in frames.items():
+        epochs, values = frame["epoch"].to_numpy(), frame[y].to_numpy(dtype=float)
+        if log_y:
+            epochs, values = loggable(epochs, values)
+        curves.append(hv.Curve((epochs, values), "epoch", hv.Dimension(y, label=label), label=name)
+                      .opts(color=colors[name]))
+    return hv.Overlay(curves).opts(title=f"{label} per epoch", show_grid=True, responsive=True, logy=log_y,
+                                   legend_position="top_right")
 
 
 def evaluation_view(result: dict) -> pn.Column:

@@ -119,11 +119,13 @@ class ProgressReader:
     """Follows one run's progress log: each :meth:`read` returns the events of the lines
     completed since the last one. When a new run has started the file afresh (a new file, not
     the one read so far), reading starts again at its beginning and :attr:`restarted` is True
-    until the next read."""
+    until the next read. :attr:`started_at` is the wall-clock time (``time.time()``) the last
+    phase read so far started, for an ETA."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.restarted = False
+        self.started_at: float | None = None  # wall-clock time of the last RunStarted read
         self._inode: int | None = None
         self._offset = 0
 
@@ -141,7 +143,25 @@ class ProgressReader:
             return []
         complete = chunk[: chunk.rfind(b"\n") + 1]
         self._offset += len(complete)
-        return [event_from(json.loads(line)) for line in complete.splitlines() if line.strip()]
+        records = [json.loads(line) for line in complete.splitlines() if line.strip()]
+        for record in records:
+            if record["event"] == "RunStarted":
+                self.started_at = record["wall_time"]
+        return [event_from(record) for record in records]
+
+
+def last_record(path: str | Path, tail_bytes: int = 65_536) -> dict | None:
+    """The last complete JSON line of a log (``progress.jsonl``, ``metrics.jsonl``) as a dict,
+    read from the file's end; None when there is none."""
+    try:
+        with Path(path).open("rb") as fh:
+            size = fh.seek(0, 2)
+            fh.seek(max(0, size - tail_bytes))
+            tail = fh.read()
+    except FileNotFoundError:
+        return None
+    lines = tail[: tail.rfind(b"\n") + 1].splitlines()
+    return json.loads(lines[-1]) if lines and lines[-1].strip() else None
 
 
 def read_progress(path: str | Path) -> list[Event]:
