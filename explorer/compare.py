@@ -58,7 +58,7 @@ def error_path(series: dict, y: str, label: str, color: str) -> hv.Path:
     rows = np.unique(np.r_[np.arange(0, len(series["time"]), max(1, len(series["time"]) // MAX_POINTS)),
                            len(series["time"]) - 1])
     return hv.Path([loggable(series["time"][rows, k], series[y][rows, k]) for k in systems], [TIME_DIM, "value"],
-                   label=label).opts(color=color, ylabel=AXIS_LABELS[y])
+                   label=label).opts(color=color, ylabel=AXIS_LABELS[y], show_legend=True)
 
 
 def orbit_overlay(position: np.ndarray, title: str) -> hv.Overlay:
@@ -67,6 +67,7 @@ def orbit_overlay(position: np.ndarray, title: str) -> hv.Overlay:
     paths = [hv.Path([position[:, k, b, :2] for b in range(bodies)], ["x", "y"], label=f"system {k}")
              for k in range(min(systems, MAX_SYSTEMS))] if systems > 1 else \
         [hv.Path(position[:, 0, b, :2], ["x", "y"], label=f"body {b}") for b in range(bodies)]
+    paths = [path.opts(show_legend=True) for path in paths]
     # A fixed square frame keeps data_aspect=1 honest (a responsive one stretches without bound).
     return hv.Overlay(paths).opts(data_aspect=1, frame_width=ORBIT_FRAME, frame_height=ORBIT_FRAME,
                                   xlabel="x (code units)", ylabel="y (code units)",

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from bokeh.models import ColumnDataSource, HoverTool
+from bokeh.models import ColumnDataSource, HoverTool, Legend, LegendItem
 from bokeh.palettes import Category10_10
 from bokeh.plotting import figure
 
@@ -41,8 +41,8 @@ COLUMNS = {
 ROLLOVER = {"energy_error": 5_000, "angular_momentum_error": 5_000, "epoch_metrics": 5_000, "orbit": 6_000,
             "simulation": 20_000, "sim_orbit": 6_000}
 CODE_TIME = "time (code units, G = 1)"
-SIM_PLOTS = (("rel_dE", "|dE/E| (relative energy error)", "simulation |dE/E| against time"),
-             ("rel_dL", "|dL/L| (relative angular-momentum error)", "simulation |dL/L| against time"),
+SIM_PLOTS = (("rel_dE", "|dE/E| (relative)", "simulation |dE/E| against time"),
+             ("rel_dL", "|dL/L| (relative)", "simulation |dL/L| against time"),
              ("dt", "dt (code units)", "simulation time step dt"))
 
 
@@ -69,6 +69,10 @@ def _legend(fig, location: str = "bottom_right") -> None:
     fig.legend.label_text_font_size = "8pt"
 
 
+def sim_labels(systems: int) -> list[str]:
+    return [f"orbit {k}" for k in range(min(systems, MAX_SYSTEMS))] if systems > 1 else ["one system"]
+
+
 def system_labels(systems: int, bodies: int) -> tuple[list[str], str]:
     """Legend labels of the drawn systems (bodies when there is one system) and what the title
     says about them."""
@@ -84,11 +88,13 @@ class LivePlots:
 
     def __init__(self) -> None:
         self.sources = {name: ColumnDataSource({c: [] for c in cols}, name=name) for name, cols in COLUMNS.items()}
+        self._legends: dict[str, list] = {"orbit": [], "sim_orbit": [], "simulation": []}
+        self._legend_labels: dict[str, list[str]] = {}
         self.limits = {"E": (1e-6, 1e-4), "L": (1e-4, 1e-2), "threshold": 2e-4}
         self.projection = "x-y"
         self._step_count = 0
         self._max_rel_dL = 0.0
-        self._figures: dict[str, list] = {"orbit": [], "sim_orbit": [], "E": [], "L": []}
+        self._figures: dict[str, list] = {"orbit": [], "sim_orbit": []}
         self._bands: dict[str, list] = {"E": [], "L": [], "threshold": []}
 
     def frame(self, name: str) -> pd.DataFrame:
@@ -98,37 +104,36 @@ class LivePlots:
     # figures -------------------------------------------------------------------------------
     def _band(self, fig, which: str) -> None:
         low, high = self.limits[which]
-        self._bands[which].append(fig.hstrip(y0=[low], y1=[high], fill_color="orange", fill_alpha=0.15,
-                                             line_alpha=0, legend_label="target band"))
+        band = fig.hstrip(y0=[low], y1=[high], fill_color="orange", fill_alpha=0.15, line_alpha=0,
+                          legend_label="target band")
+        self._bands[which].append((band, fig.legend.items[-1]))
 
     def energy_error(self):
-        fig = _figure("", "accepted step", "|dE/E| (relative energy error)")
+        fig = _figure("|dE/E| per accepted training step", "accepted step", "|dE/E| (relative)")
         fig.line("step", "rel_dE", source=self.sources["energy_error"], color="#1f77b4",
                  legend_label="max over orbits")
         self._band(fig, "E")
-        self._bands["threshold"].append(fig.hspan(y=[self.limits["threshold"]], line_color="red", line_dash="dashed",
-                                                  line_width=1, legend_label="acceptance threshold"))
+        line = fig.hspan(y=[self.limits["threshold"]], line_color="red", line_dash="dashed", line_width=1,
+                         legend_label="acceptance threshold")
+        self._bands["threshold"].append((line, fig.legend.items[-1]))
         _legend(fig)
-        self._figures["E"].append(fig)
-        self._title_e_band()
+        self._label_bands()
         return fig
 
     def angular_momentum_error(self):
-        fig = _figure("|dL/L| per accepted training step", "accepted step",
-                      "|dL/L| (relative angular-momentum error)")
+        fig = _figure("|dL/L| per accepted training step", "accepted step", "|dL/L| (relative)")
         fig.line("step", "rel_dL", source=self.sources["angular_momentum_error"], color="#2ca02c",
                  legend_label="max over orbits")
         self._band(fig, "L")
         _legend(fig)
-        self._figures["L"].append(fig)
-        self._title_l_band()
+        self._label_bands()
         return fig
 
     def per_epoch(self) -> list:
         source = self.sources["epoch_metrics"]
         figs = []
         for y, label, title, log_y, color in (
-                ("loss", "loss (band distance², log space)", "loss per epoch (0 not drawn)", True, "#444"),
+                ("loss", "loss", "loss per epoch (0 not drawn)", True, "#444"),
                 ("dt_mean", "mean dt (code units)", "mean accepted dt per epoch", True, "#444"),
                 ("acceptance_rate", "accepted / attempted", "acceptance rate per epoch", False, "#9467bd"),
                 ("retrain_iterations", "optimizer steps", "retrain iterations per epoch", False, "#d62728")):
@@ -141,8 +146,8 @@ class LivePlots:
     def orbit_plot(self, name: str = "orbit"):
         fig = _figure(self._orbit_title(name, "no run yet"), "x (code units)", "y (code units)", log_y=False,
                       height=420, match_aspect=True)
-        fig.scatter("x", "y", source=self.sources[name], color="color", size=3, legend_field="label")
-        _legend(fig, "top_right")
+        fig.scatter("x", "y", source=self.sources[name], color="color", size=3)
+        self._add_legend(fig, name)
         self._figures[name].append(fig)
         return fig
 
@@ -151,8 +156,8 @@ class LivePlots:
         figs = []
         for y, label, title in SIM_PLOTS:
             fig = _figure(title, CODE_TIME, label)
-            fig.scatter("time", y, source=source, color="color", size=2, legend_field="label")
-            _legend(fig)
+            fig.scatter("time", y, source=source, color="color", size=2)
+            self._add_legend(fig, "simulation")
             figs.append(fig)
         return figs
 
@@ -162,36 +167,53 @@ class LivePlots:
         kind = "training trajectory" if name == "orbit" else "simulation"
         return f"{kind}: {which} ({a}-{b} projection, code units)"
 
+    def _add_legend(self, fig, name: str) -> None:
+        """A legend of the labels in source ``name``, one entry per orbit colour, drawn from
+        renderers of its own (a ``legend_field`` over a streamed source reads past the end of its
+        colours in BokehJS: a RangeError in the browser tests)."""
+        swatches = [fig.scatter(x=[np.nan], y=[np.nan], color=Category10_10[k], size=6) for k in range(MAX_SYSTEMS)]
+        legend = Legend(items=[], location="top_right" if name != "simulation" else "bottom_right",
+                        click_policy="none", background_fill_alpha=0.6, label_text_font_size="8pt")
+        fig.add_layout(legend)
+        self._legends[name].append((legend, swatches))
+
+    def _set_legend(self, name: str, labels: list[str]) -> None:
+        if self._legend_labels.get(name) == labels:
+            return
+        self._legend_labels[name] = labels
+        for legend, swatches in self._legends[name]:
+            legend.items = [LegendItem(label=label, renderers=[swatch]) for label, swatch in zip(labels, swatches)]
+
     def _set_orbit_title(self, name: str, position: np.ndarray) -> None:
-        _, which = system_labels(position.shape[1], position.shape[2])
+        labels, which = system_labels(position.shape[1], position.shape[2])
+        self._set_legend(name, labels)
         for fig in self._figures[name]:
             fig.title.text = self._orbit_title(name, which)
 
-    def _title_e_band(self) -> None:
-        (low, high), threshold = self.limits["E"], self.limits["threshold"]
-        for fig in self._figures["E"]:
-            fig.title.text = (f"|dE/E| per accepted training step (target band [{low:.0e}, {high:.0e}], "
-                              f"threshold {threshold:.0e})")
+    def _label_bands(self) -> None:
+        """The legend says where the band and the threshold are (and that a band far from the
+        data is not drawn)."""
+        for which in ("E", "L"):
+            low, high = self.limits[which]
+            hidden = which == "L" and not self._l_band_visible()
+            text = f"target band [{low:.0e}, {high:.0e}]" + (", far above: not drawn" if hidden else "")
+            for band, item in self._bands[which]:
+                band.visible = not hidden
+                item.label = text
+        for _line, item in self._bands["threshold"]:
+            item.label = f"acceptance threshold {self.limits['threshold']:.0e}"
 
     def _l_band_visible(self) -> bool:
         return self._max_rel_dL * BAND_REACH >= self.limits["L"][0]
 
-    def _title_l_band(self) -> None:
-        low, high = self.limits["L"]
-        note = "" if self._l_band_visible() else "; far below it: not drawn"
-        for fig in self._figures["L"]:
-            fig.title.text = f"|dL/L| per accepted training step (target band [{low:.0e}, {high:.0e}]{note})"
-        for band in self._bands["L"]:
-            band.visible = self._l_band_visible()
-
     def _move_bands(self) -> None:
         for which in ("E", "L"):
             low, high = self.limits[which]
-            for band in self._bands[which]:
+            for band, _item in self._bands[which]:
                 band.data_source.data = {"y0": [low], "y1": [high]}
-        for line in self._bands["threshold"]:
+        for line, _item in self._bands["threshold"]:
             line.data_source.data = {"y": [self.limits["threshold"]]}
-        self._title_e_band()
+        self._label_bands()
 
     # feeding -------------------------------------------------------------------------------
     def reset(self, bands: dict) -> None:
@@ -201,9 +223,11 @@ class LivePlots:
         self._max_rel_dL = 0.0
         for source in self.sources.values():
             source.data = {c: [] for c in source.data}
+        for name in self._legends:
+            self._set_legend(name, [])
         self.limits = dict(bands)
         self._move_bands()
-        self._title_l_band()
+        self._label_bands()
 
     def reset_epochs(self) -> None:
         source = self.sources["epoch_metrics"]
@@ -227,12 +251,15 @@ class LivePlots:
                 self._set_orbit_title(name, ev.position)
                 if ev.phase == "simulate":
                     rows["simulation"].append(self._sim_rows(ev))
+                    self._set_legend("simulation", sim_labels(ev.time.shape[1]))
         for name, batches in rows.items():
             if batches:
                 batch = {c: np.concatenate([np.asarray(b[c]) for b in batches]) for c in COLUMNS[name]}
                 limit = ROLLOVER[name]
-                self.sources[name].stream({c: v[-limit:] for c, v in batch.items()}, rollover=limit)
-        self._title_l_band()
+                # plain lists: BokehJS rejected some streamed binary arrays ("Offset is outside the
+                # bounds of the DataView") in the browser tests
+                self.sources[name].stream({c: v[-limit:].tolist() for c, v in batch.items()}, rollover=limit)
+        self._label_bands()
         return {name: sum(len(b[COLUMNS[name][0]]) for b in batches) for name, batches in rows.items()}
 
     def _step(self, ev: StepAccepted, rows: dict) -> None:
@@ -260,7 +287,7 @@ class LivePlots:
         """Each drawn system's time, |dE/E|, |dL/L| and dt, at most ``max_rows`` rows per chunk."""
         keep = slice(None, None, max(1, len(ev.time) // max_rows))
         systems = min(ev.time.shape[1], MAX_SYSTEMS)
-        labels = [f"orbit {k}" for k in range(systems)] if systems > 1 else ["one system"]
+        labels = sim_labels(ev.time.shape[1])
         columns = {c: getattr(ev, c)[keep, :systems].T.ravel() for c in ("time", "rel_dE", "rel_dL", "dt")}
         index = np.repeat(np.arange(systems), len(columns["time"]) // systems)
         return {"time": columns["time"], **{c: positive(columns[c]) for c in ("rel_dE", "rel_dL", "dt")},

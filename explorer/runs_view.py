@@ -129,6 +129,7 @@ class RunsView:
         self.feed = feed or (lambda events, _started_at: live.ingest(events))
         self.table = pn.widgets.Tabulator(runs_table(self.data_dir), selectable="checkbox", disabled=True,
                                           show_index=False, header_filters=True, layout="fit_data_table",
+                                          sorters=[{"field": "started", "dir": "desc"}],
                                           height=280, sizing_mode="stretch_width")
         self.follow = pn.widgets.Toggle(label="Follow the last ticked run live (Training and Simulation tabs)",
                                         color="default", width=420)
@@ -151,15 +152,18 @@ class RunsView:
         return [frame["run"].iloc[i] for i in sorted(self.table.selection) if i < len(frame)]
 
     def refresh(self) -> None:
-        """Re-read data/: new runs appear, statuses and final metrics move on; the ticks stay
-        on their runs. The overlay is redrawn when a ticked run changed."""
-        frame = runs_table(self.data_dir)
-        if frame.equals(self.table.value):
+        """Re-read data/: new runs appear (the table sorts them), statuses and final metrics move
+        on, the ticks stay on their runs; the overlay is redrawn when a ticked run changed."""
+        shown = self.table.value
+        frame = stable_order(runs_table(self.data_dir), list(shown["run"]))
+        if frame.equals(shown):
             return
         ticked = self.selected
-        changed = set(ticked) & set(_changed_runs(self.table.value, frame))
-        self.table.value = frame
-        self.table.selection = [i for i, name in enumerate(frame["run"]) if name in ticked]
+        fresh, old = frame.set_index("run"), shown.set_index("run")
+        changed = {run for run in ticked if run not in fresh.index or not fresh.loc[run].equals(old.loc[run])}
+        with pn.io.hold():
+            self.table.value = frame
+            self.table.selection = [i for i, name in enumerate(frame["run"]) if name in ticked]
         if changed:
             self.show_selection()
 
@@ -257,6 +261,9 @@ class RunsView:
                          self.overlay, self.details, sizing_mode="stretch_width")
 
 
-def _changed_runs(before: pd.DataFrame, after: pd.DataFrame) -> list[str]:
-    old = {row["run"]: row for row in before.to_dict("records")}
-    return [row["run"] for row in after.to_dict("records") if old.get(row["run"]) != row]
+
+def stable_order(frame: pd.DataFrame, shown: list[str]) -> pd.DataFrame:
+    """``frame``'s rows with the runs already ``shown`` first, in their order, then new ones."""
+    position = {name: i for i, name in enumerate(shown)}
+    order = sorted(range(len(frame)), key=lambda i: (position.get(frame["run"].iloc[i], len(shown)), i))
+    return frame.iloc[order].reset_index(drop=True)

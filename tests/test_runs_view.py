@@ -96,7 +96,11 @@ def test_a_new_run_appears_by_itself_and_ticks_stay_on_their_runs(data, tmp_path
     assert view.selected == ["train_run"]
     make_run(data, "newer_run", "train")
     view.refresh()  # what the session's periodic callback calls
-    assert view.table.value["run"].iloc[0] == "newer_run"
+    assert "newer_run" in list(view.table.value["run"])  # streamed in; the browser sorts by start
+    assert view.selected == ["train_run"]
+    (data / "newer_run" / "metrics.jsonl").unlink()  # its epochs gone: the row is patched
+    view.refresh()
+    assert view.table.value.set_index("run").loc["newer_run", "mode"] == "starting"
     assert view.selected == ["train_run"]
     view.close()
 
