@@ -8,12 +8,13 @@ import itertools
 from pathlib import Path
 
 import holoviews as hv
+import holoviews.plotting.bokeh  # noqa: F401 (registers HoloViews' Bokeh backend)
 import numpy as np
 import pandas as pd
 import panel as pn
 from bokeh.palettes import Category10_10
 
-hv.extension("bokeh", logo=False)
+hv.Store.set_current_backend("bokeh")  # what hv.extension("bokeh") sets, without the CDN script it puts in a notebook
 
 ORBIT_FRAME = 340  # px, the orbit plot's square frame
 POLICY_COLORS = {"simulate": "#1f77b4", "analytic": "#ff7f0e"}

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from bokeh.core.properties import value
 from bokeh.models import ColumnDataSource, HoverTool, Legend, LegendItem
 from bokeh.palettes import Category10_10
 from bokeh.plotting import figure
@@ -182,7 +183,8 @@ class LivePlots:
             return
         self._legend_labels[name] = labels
         for legend, swatches in self._legends[name]:
-            legend.items = [LegendItem(label=label, renderers=[swatch]) for label, swatch in zip(labels, swatches)]
+            legend.items = [LegendItem(label=value(label), renderers=[swatch])
+                            for label, swatch in zip(labels, swatches)]
 
     def _set_orbit_title(self, name: str, position: np.ndarray) -> None:
         labels, which = system_labels(position.shape[1], position.shape[2])
@@ -199,9 +201,9 @@ class LivePlots:
             text = f"target band [{low:.0e}, {high:.0e}]" + (", far above: not drawn" if hidden else "")
             for band, item in self._bands[which]:
                 band.visible = not hidden
-                item.label = text
+                item.label = value(text)
         for _line, item in self._bands["threshold"]:
-            item.label = f"acceptance threshold {self.limits['threshold']:.0e}"
+            item.label = value(f"acceptance threshold {self.limits['threshold']:.0e}")
 
     def _l_band_visible(self) -> bool:
         return self._max_rel_dL * BAND_REACH >= self.limits["L"][0]
@@ -264,9 +266,9 @@ class LivePlots:
 
     def _step(self, ev: StepAccepted, rows: dict) -> None:
         self._step_count += 1
-        for name, value in (("energy_error", ev.rel_dE), ("angular_momentum_error", ev.rel_dL)):
-            if np.isfinite(value) and value > 0:  # an exact zero has no place on a log axis
-                rows[name].append({"step": [self._step_count], COLUMNS[name][1]: [value]})
+        for name, error in (("energy_error", ev.rel_dE), ("angular_momentum_error", ev.rel_dL)):
+            if np.isfinite(error) and error > 0:  # an exact zero has no place on a log axis
+                rows[name].append({"step": [self._step_count], COLUMNS[name][1]: [error]})
         if np.isfinite(ev.rel_dL):
             self._max_rel_dL = max(self._max_rel_dL, ev.rel_dL)
 
