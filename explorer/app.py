@@ -355,9 +355,13 @@ class Explorer(pn.viewable.Viewer):
                            pn.Row(self.mode_select, self.download, self.upload), self.command_box, self.toml_preview,
                            sizing_mode="stretch_width")
         header = pn.Column(self.status_pane, self.progress, sizing_mode="stretch_width")
+        runs = self.runs.panel()
         tabs = pn.Tabs(("Training", training), ("Simulation", simulation), ("Export / import", export),
-                       ("Runs", self.runs.panel()), ("Sweeps", self.sweeps.panel()),
+                       ("Runs", runs), ("Sweeps", self.sweeps.panel()),
                        dynamic=False, sizing_mode="stretch_width")
+        # the runs table lives (and refreshes) only while its tab is shown
+        tabs.param.watch(lambda e: self.runs.set_shown(tabs.objects[e.new] is runs), "active")
+        self.runs.set_shown(False)
         return pn.Column(header, tabs, sizing_mode="stretch_width")
 
     def __panel__(self):

@@ -151,9 +151,18 @@ class RunsView:
         frame = self.table.value
         return [frame["run"].iloc[i] for i in sorted(self.table.selection) if i < len(frame)]
 
+    def set_shown(self, shown: bool) -> None:
+        """Show the table (brought up to date) or hide it; a hidden table is not refreshed, and its
+        cells, which Tabulator lays out even in an inactive tab, leave the page's text."""
+        self.table.visible = shown
+        if shown:
+            self.refresh()
+
     def refresh(self) -> None:
         """Re-read data/: new runs appear (the table sorts them), statuses and final metrics move
         on, the ticks stay on their runs; the overlay is redrawn when a ticked run changed."""
+        if not self.table.visible:
+            return
         shown = self.table.value
         frame = stable_order(runs_table(self.data_dir), list(shown["run"]))
         if frame.equals(shown):

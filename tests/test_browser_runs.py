@@ -30,10 +30,10 @@ LEGEND_LABELS = ("Array.from(Bokeh.documents[0].all_models).filter(m => m.constr
                  ".map(m => m.label && m.label.value !== undefined ? m.label.value : String(m.label && m.label.field))")
 
 
-def runner(cwd: Path, mode: str, name: str, epochs: int) -> subprocess.Popen:
+def runner(cwd: Path, mode: str, name: str, epochs: int, *flags: str) -> subprocess.Popen:
     (cwd / f"{name}.toml").write_text(RUN_TOML.format(epochs=epochs))
     return subprocess.Popen([sys.executable, "-m", "nbody_engine.runner", mode, "--config", f"{name}.toml",
-                             "-s", name], cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                             "-s", name, *flags], cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
 def open_runs_tab(page, server) -> None:
@@ -50,7 +50,8 @@ def tick(page, name: str) -> None:
 
 
 def test_ticked_runs_are_overlaid_with_legends(page, server):
-    procs = [runner(server["cwd"], "both", "overlay_a", 4), runner(server["cwd"], "train", "overlay_b", 4)]
+    procs = [runner(server["cwd"], "both", "overlay_a", 4),
+             runner(server["cwd"], "train", "overlay_b", 6, "--seed", "9")]
     for proc in procs:
         assert proc.wait(300) == 0, proc.stderr.read()
     errors: list[str] = []
@@ -67,8 +68,9 @@ def test_ticked_runs_are_overlaid_with_legends(page, server):
                            f"{LEGEND_LABELS}.includes('overlay_a / ml_multi')", timeout=60_000)
     page.get_by_text("'overlay_b' has no simulation yet").filter(visible=True).first.wait_for(timeout=30_000)
     assert page.get_by_text("No properties").count() == 0
-    page.get_by_text("Overlaid: overlay_a, overlay_b").first.scroll_into_view_if_needed()
-    page.wait_for_timeout(1000)
+    page.mouse.move(900, 700)
+    page.mouse.wheel(0, 450)  # down to the overlaid plots
+    page.wait_for_timeout(1500)
     page.screenshot(path=str(SCREENSHOTS / "explorer_runs_overlay.png"))
     assert not errors, errors
 
