@@ -27,6 +27,7 @@ from .files import check_confined
 from .jobs import Job, JobDone, warm_up
 from .live import PROJECTIONS, LivePlots
 from .runs_view import RunsView
+from .schedule import every
 from .sweeps_view import SweepsView
 
 MODES = {"train": "Train", "simulate": "Simulate", "both": "Train + simulate"}
@@ -172,7 +173,7 @@ class Explorer(pn.viewable.Viewer):
     def runs(self) -> RunsView:
         """The Runs tab's view (built the first time it is needed)."""
         if self._runs is None:
-            self._runs = RunsView(self.live)
+            self._runs = RunsView(self.live, feed=self.consume)
         return self._runs
 
     @property
@@ -255,8 +256,7 @@ class Explorer(pn.viewable.Viewer):
         self._set_status(f"{LABELS[mode]}: starting '{self.train.save_name}'...")
         self._set_running(True)
         self.job.start()
-        if pn.state.curdoc is not None:
-            self._callback = pn.state.add_periodic_callback(self.drain, period=DRAIN_PERIOD_MS)
+        self._callback = every(self.drain, DRAIN_PERIOD_MS)  # a server session or a notebook kernel
         return True
 
     def _fill_run_identity(self) -> None:
@@ -305,13 +305,18 @@ class Explorer(pn.viewable.Viewer):
             self.job.stop(timeout=0)  # never block the server's loop: the thread ends on its own
             self._stop_callback()
             return
-        events = self.job.poll()
-        if not events:
-            return
-        with pn.io.hold():
-            self.live.ingest(events)
-            for event in events:
-                self.track(event)
+        self.consume(self.job.poll())
+
+    def consume(self, events: list, started_at: float | None = None) -> None:
+        """Show engine events in the plots (``self.live.ingest``) and the header (:meth:`track`):
+        this session's job's, or a followed run's, which started at wall time ``started_at``."""
+        if events:
+            with pn.io.hold():
+                self.live.ingest(events)
+                for event in events:
+                    self.track(event)
+        if started_at is not None:  # after its RunStarted, which starts the clock at the first sight
+            self._started = time.monotonic() - (time.time() - started_at)
 
     def track(self, event) -> None:
         """Show an engine event (or a job's JobDone) in the header: status, progress, ETA and
@@ -324,8 +329,9 @@ class Explorer(pn.viewable.Viewer):
             self._set_progress(100 * event.progress)
         elif isinstance(event, CheckpointWritten):
             self.last_checkpoint = event.path
-        elif isinstance(event, RunFinished) and event.phase == "simulate":
+        elif isinstance(event, RunFinished):  # a job's own end (JobDone) follows; a followed run has no other
             self._set_progress(100)
+            self._set_status(f"{event.phase} finished.")
         elif isinstance(event, JobDone):
             self._finish(event)
 
@@ -422,9 +428,13 @@ class Explorer(pn.viewable.Viewer):
 
     def main(self) -> pn.Tabs:
         """The tabs; each is built the first time it is shown."""
-        return pn.Tabs(("Training", self._training_tab()), ("Simulation", _lazy(self._simulation_tab)),
-                       ("Export / import", self._export_tab()), ("Runs", _lazy(lambda: self.runs.panel())),
+        runs = _lazy(lambda: self.runs.panel())
+        tabs = pn.Tabs(("Training", self._training_tab()), ("Simulation", _lazy(self._simulation_tab)),
+                       ("Export / import", self._export_tab()), ("Runs", runs),
                        ("Sweeps", _lazy(lambda: self.sweeps.panel())), dynamic=True, sizing_mode="stretch_width")
+        # the runs table lives (and refreshes) only while its tab is shown
+        tabs.param.watch(lambda e: self._runs and self._runs.set_shown(tabs.objects[e.new] is runs), "active")
+        return tabs
 
     def __panel__(self):
         return pn.Column(self.header(), pn.Row(pn.Column(self.sidebar(), width=360), self.main(),

@@ -1,64 +1,167 @@
-"""The simulation view: a finished simulation's errors, dt and orbit, overlaid with the
-analytic policy's run on the same initial conditions when the learned policy was simulated."""
+"""Finished runs drawn with HoloViews: a job's simulation against the analytic policy's run on the
+same initial conditions (:func:`comparison_view`), and several run directories overlaid
+(:func:`runs_overlay`). Errors are drawn on log axes without floors, for every system of a batch."""
 
 from __future__ import annotations
 
+import itertools
+from pathlib import Path
+
 import holoviews as hv
+import holoviews.plotting.bokeh  # noqa: F401 (registers HoloViews' Bokeh backend)
 import numpy as np
 import pandas as pd
 import panel as pn
+from bokeh.palettes import Category10_10
 
-hv.extension("bokeh", logo=False)
+hv.Store.set_current_backend("bokeh")  # what hv.extension("bokeh") sets, without the CDN script it puts in a notebook
 
 ORBIT_FRAME = 340  # px, the orbit plot's square frame
-TINY = 1e-18
 POLICY_COLORS = {"simulate": "#1f77b4", "analytic": "#ff7f0e"}
 SUMMARY_ROWS = ("steps", "steps_per_period", "max_rel_energy_error", "rel_energy_error_final",
                 "max_rel_angular_momentum_error", "dt_min", "dt_max", "wall_time_s")
 
 
-def _series(path: str, system: int = 0) -> dict[str, np.ndarray]:
+TIME_DIM = hv.Dimension("time", label="time (code units, G = 1)")
+AXIS_LABELS = {"rel_dE": "|dE/E| (relative energy error)", "rel_dL": "|dL/L| (relative angular-momentum error)",
+               "dt": "dt (code units)"}
+MAX_SYSTEMS = 10  # systems drawn per run; titles say when there are more
+MAX_POINTS = 2_000  # rows drawn per system (evenly spaced, the last one kept)
+PLOT_OPTS = dict(logy=True, responsive=True, min_height=240, show_grid=True, legend_position="bottom_right")
+
+
+def sim_series(path: str | Path) -> dict[str, np.ndarray]:
+    """A trajectory.npz as per-system series: time, dt, rel_dE, rel_dL (S, B); position (S, B, N, D)."""
     with np.load(path) as data:
-        energy, L = data["energy"][:, system], data["angular_momentum"][:, system]
-        dL = np.abs(L - L[0]) if L.ndim == 1 else np.linalg.norm(L - L[0], axis=-1)
-        L0 = abs(L[0]) if L.ndim == 1 else np.linalg.norm(L[0])
-        return {"time": data["time"][:, system], "dt": data["dt"][:, system],
-                "rel_dE": np.abs(energy - energy[0]) / abs(energy[0]) + TINY, "rel_dL": dL / (L0 or 1) + TINY,
-                "position": data["position"][:, system]}
+        energy, L = data["energy"], data["angular_momentum"]  # (S, B) and (S, B) or (S, B, 3)
+        dL = np.abs(L - L[0]) if L.ndim == 2 else np.linalg.norm(L - L[0], axis=-1)
+        L0 = np.abs(L[0]) if L.ndim == 2 else np.linalg.norm(L[0], axis=-1)
+        return {"time": data["time"], "dt": data["dt"], "rel_dE": np.abs(energy - energy[0]) / np.abs(energy[0]),
+                "rel_dL": dL / np.where(L0 > 0, L0, np.nan), "position": data["position"]}
 
 
-def _label(name: str, result: dict) -> str:
-    return "analytic" if name == "analytic" else result.get("integrator_mode", "learned")
+def loggable(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The points a log axis can show: positive, finite y (the first row's error is exactly 0,
+    a run's last dt may be 0); nothing is moved to a floor."""
+    keep = np.isfinite(y) & (y > 0)
+    return x[keep], y[keep]
 
 
-def _first(value):
-    return value[0] if isinstance(value, list) else value
+def systems_note(systems: int) -> str:
+    if systems == 1:
+        return "one system"
+    return f"all {systems} systems" if systems <= MAX_SYSTEMS else f"systems 0-{MAX_SYSTEMS - 1} of {systems}"
+
+
+def error_path(series: dict, y: str, label: str, color: str) -> hv.Path:
+    """``y`` against time for every drawn system of ``series``: one legend entry, one colour."""
+    systems = range(min(series["time"].shape[1], MAX_SYSTEMS))
+    rows = np.unique(np.r_[np.arange(0, len(series["time"]), max(1, len(series["time"]) // MAX_POINTS)),
+                           len(series["time"]) - 1])
+    return hv.Path([loggable(series["time"][rows, k], series[y][rows, k]) for k in systems], [TIME_DIM, "value"],
+                   label=label).opts(color=color, ylabel=AXIS_LABELS[y], show_legend=True)
+
+
+def orbit_overlay(position: np.ndarray, title: str) -> hv.Overlay:
+    """x-y paths of every drawn system, one colour per system (per body when there is one)."""
+    systems, bodies = position.shape[1], position.shape[2]
+    paths = [hv.Path([position[:, k, b, :2] for b in range(bodies)], ["x", "y"], label=f"system {k}")
+             for k in range(min(systems, MAX_SYSTEMS))] if systems > 1 else \
+        [hv.Path(position[:, 0, b, :2], ["x", "y"], label=f"body {b}") for b in range(bodies)]
+    paths = [path.opts(show_legend=True) for path in paths]
+    # A fixed square frame keeps data_aspect=1 honest (a responsive one stretches without bound).
+    return hv.Overlay(paths).opts(data_aspect=1, frame_width=ORBIT_FRAME, frame_height=ORBIT_FRAME,
+                                  xlabel="x (code units)", ylabel="y (code units)",
+                                  title=f"{title}: {systems_note(systems)} (x-y)", legend_position="right")
+
+
+def summary_value(summary: dict, key: str):
+    """A summary's ``key``; over the systems of a batch, the smallest ``dt_min`` and the largest
+    of the rest (the worst error)."""
+    value = summary.get(key)
+    if not isinstance(value, list):
+        return value
+    present = [v for v in value if v is not None]
+    return (min if key == "dt_min" else max)(present) if present else None
+
+
+def summary_table(summaries: dict[str, dict]) -> pd.DataFrame:
+    """Rows SUMMARY_ROWS, one column per named summary; batches reduced by :func:`summary_value`."""
+    return pd.DataFrame({name: [summary_value(s, k) for k in SUMMARY_ROWS] for name, s in summaries.items()},
+                        index=list(SUMMARY_ROWS))
+
+
+TABLE_NOTE = "Batches of systems: the largest value over the systems (the smallest for `dt_min`)."
 
 
 def comparison_view(results: dict) -> pn.Column:
     """Plots and a summary table for ``results`` of a job (keys 'simulate' and maybe 'analytic')."""
     runs = {name: results[name] for name in ("simulate", "analytic") if name in results}
-    series = {name: _series(r["outputs"]["trajectory"]) for name, r in runs.items()}
-    curves = {y: [] for y in ("rel_dE", "rel_dL", "dt")}
-    for name, s in series.items():
-        label = "learned / simulated" if name == "simulate" else "analytic"
-        frame = pd.DataFrame({k: s[k][1:] for k in ("time", "rel_dE", "rel_dL", "dt")})
-        for y in curves:
-            curves[y].append(hv.Curve(frame, "time", y, label=label).opts(color=POLICY_COLORS[name]))
+    labels = {"simulate": "learned / simulated", "analytic": "analytic"}
+    series = {name: sim_series(r["outputs"]["trajectory"]) for name, r in runs.items()}
+    note = systems_note(series["simulate"]["time"].shape[1])
     # One pane per plot: responsive plots inside one hv.Layout collapse to zero height in Panel.
-    opts = dict(logy=True, responsive=True, min_height=220, show_grid=True, legend_position="bottom_right")
-    plots = [hv.Overlay(curves[y]).opts(title=title, **opts)
-             for y, title in (("rel_dE", "|dE/E| against time"), ("rel_dL", "|dL/L| against time"),
-                              ("dt", "dt against time"))]
-    pos = series["simulate"]["position"]
-    # A fixed square frame keeps data_aspect=1 honest (a responsive one stretches without bound).
-    orbit = hv.Overlay([hv.Path((pos[:, b, 0], pos[:, b, 1]), label=f"body {b}") for b in range(pos.shape[1])]).opts(
-        data_aspect=1, frame_width=ORBIT_FRAME, frame_height=ORBIT_FRAME, title="orbit (first system, x-y)")
-    table = pd.DataFrame({("learned / simulated" if n == "simulate" else "analytic"):
-                          [_first(r.get(k)) for k in SUMMARY_ROWS] for n, r in runs.items()}, index=list(SUMMARY_ROWS))
+    plots = [hv.Overlay([error_path(s, y, labels[name], POLICY_COLORS[name]) for name, s in series.items()]).opts(
+        title=f"{title} ({note})", **PLOT_OPTS)
+        for y, title in (("rel_dE", "|dE/E| against time"), ("rel_dL", "|dL/L| against time"),
+                         ("dt", "dt against time"))]
+    orbit = orbit_overlay(series["simulate"]["position"], "orbits")
+    table = summary_table({labels[n]: r for n, r in runs.items()})
     return pn.Column(pn.Row(*(pn.pane.HoloViews(p, sizing_mode="stretch_width", height=280) for p in plots),
                             sizing_mode="stretch_width"),
-                     pn.Row(pn.pane.HoloViews(orbit), pn.pane.DataFrame(table, float_format="{:.4g}".format,
-                                                                        sizing_mode="stretch_width")),
+                     pn.Row(pn.pane.HoloViews(orbit),
+                            pn.Column(pn.pane.DataFrame(table, float_format="{:.4g}".format),
+                                      pn.pane.Markdown(TABLE_NOTE), sizing_mode="stretch_width")),
                      sizing_mode="stretch_width")
+
+
+EPOCH_PLOTS = (("loss", "loss (band distance², log space)", True), ("rel_dE_max", "max |dE/E| of accepted steps", True),
+               ("dt_mean", "mean dt (code units)", True), ("acceptance_rate", "accepted / attempted", False))
+
+
+def runs_overlay(runs: dict[str, Path]) -> pn.Column:
+    """Several run directories overlaid: their per-epoch curves and their simulations' errors
+    against time (every drawn system), one colour per run, a legend naming each; runs without
+    training epochs or without a simulation are named, not drawn."""
+    colors = dict(zip(runs, itertools.cycle(Category10_10)))
+    metrics = {name: _epoch_frame(root / "metrics.jsonl") for name, root in runs.items()}
+    trained = {name: m for name, m in metrics.items() if m is not None}
+    sims = {(name, p.parent.name): p for name, root in runs.items() for p in sorted(root.glob("sim/*/trajectory.npz"))}
+    notes = [f"**{', '.join(sorted(set(runs) - set(trained)))}**: no training epochs."] if len(trained) < len(runs) \
+        else []
+    untouched = sorted(set(runs) - {name for name, _ in sims})
+    if untouched:
+        notes.append(f"**{', '.join(untouched)}**: no simulation yet (simulate with `nbody-runner simulate --config "
+                     f"data/<run>/config.toml`, or from the Simulate tab).")
+    panes = [pn.pane.Markdown("\n\n".join(notes), sizing_mode="stretch_width")] if notes else []
+    if trained:
+        panes.append(pn.GridBox(*(pn.pane.HoloViews(_epoch_overlay(trained, colors, *plot), height=260,
+                                                    sizing_mode="stretch_width") for plot in EPOCH_PLOTS),
+                                ncols=2, sizing_mode="stretch_width"))
+    if sims:
+        series = {key: sim_series(path) for key, path in sims.items()}
+        for y, title in (("rel_dE", "simulation |dE/E| against time"), ("rel_dL", "simulation |dL/L| against time")):
+            overlay = hv.Overlay([error_path(s, y, f"{name} / {label}", colors[name])
+                                  for (name, label), s in series.items()]).opts(title=f"{title} (every system drawn)",
+                                                                                **PLOT_OPTS)
+            panes.append(pn.pane.HoloViews(overlay, height=300, sizing_mode="stretch_width"))
+    return pn.Column(*panes, sizing_mode="stretch_width")
+
+
+def _epoch_frame(path: Path) -> pd.DataFrame | None:
+    if not path.is_file() or path.stat().st_size == 0:
+        return None
+    return pd.read_json(path, lines=True)
+
+
+def _epoch_overlay(frames: dict[str, pd.DataFrame], colors: dict, y: str, label: str, log_y: bool) -> hv.Overlay:
+    curves = []
+    for name, frame in frames.items():
+        epochs, values = frame["epoch"].to_numpy(), frame[y].to_numpy(dtype=float)
+        if log_y:
+            epochs, values = loggable(epochs, values)
+        curves.append(hv.Curve((epochs, values), "epoch", hv.Dimension(y, label=label), label=name)
+                      .opts(color=colors[name]))
+    return hv.Overlay(curves).opts(title=f"{label} per epoch", show_grid=True, responsive=True, logy=log_y,
+                                   legend_position="top_right")
 

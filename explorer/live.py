@@ -7,6 +7,12 @@ and update cost stay bounded however long a run is. (An earlier HoloViews Dynami
 re-rendered each plot on every update, about 0.1 s per plot on this class of machine, which
 delayed the page by seconds and halved training throughput.)
 
+What a physicist reads here: quantities in code units (G = 1); log axes show only what a log
+axis can show (a zero error, the first row of a simulation, or a loss of exactly 0 is left out,
+never drawn at an invented floor); the target band and the acceptance threshold are drawn where
+the data can meet them; every orbit of a multi-orbit run is drawn (up to ``MAX_SYSTEMS``, the
+title says how many) with a legend.
+
 The sources have names for automated checks: ``energy_error``, ``angular_momentum_error``,
 ``epoch_metrics``, ``orbit``, ``simulation`` and ``sim_orbit``.
 """
@@ -15,25 +21,37 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from bokeh.models import BoxAnnotation, ColumnDataSource, HoverTool, Span
+from bokeh.core.properties import value
+from bokeh.models import ColumnDataSource, HoverTool, Legend, LegendItem
 from bokeh.palettes import Category10_10
 from bokeh.plotting import figure
 
 from nbody_engine.events import EpochFinished, StepAccepted, TrajectoryChunk
 
-TINY = 1e-18  # log axes cannot show 0
-LOSS_FLOOR = 1e-10  # a loss of exactly 0 (every state in band) shows at the floor of the log axis
 PROJECTIONS = {"x-y": (0, 1), "x-z": (0, 2), "y-z": (1, 2)}
+MAX_SYSTEMS = 10  # orbits drawn (one colour each); the title says when a run has more
+BAND_REACH = 10.0  # a band is drawn once the data comes within this factor of it
 COLUMNS = {
     "energy_error": ("step", "rel_dE"),
     "angular_momentum_error": ("step", "rel_dL"),
     "epoch_metrics": ("epoch", "loss", "acceptance_rate", "retrain_iterations", "dt_mean"),
-    "orbit": ("x", "y", "body", "color"),
-    "simulation": ("time", "rel_dE", "rel_dL", "dt"),
-    "sim_orbit": ("x", "y", "body", "color"),
+    "orbit": ("x", "y", "label", "color"),
+    "simulation": ("time", "rel_dE", "rel_dL", "dt", "label", "color"),
+    "sim_orbit": ("x", "y", "label", "color"),
 }
 ROLLOVER = {"energy_error": 5_000, "angular_momentum_error": 5_000, "epoch_metrics": 5_000, "orbit": 6_000,
             "simulation": 20_000, "sim_orbit": 6_000}
+CODE_TIME = "time (code units, G = 1)"
+SIM_PLOTS = (("rel_dE", "|dE/E| (relative)", "simulation |dE/E| against time"),
+             ("rel_dL", "|dL/L| (relative)", "simulation |dL/L| against time"),
+             ("dt", "dt (code units)", "simulation time step dt"))
+
+
+def positive(values) -> np.ndarray:
+    """``values`` as floats, with what a log axis cannot show (zero, negative, non-finite) as NaN,
+    which Bokeh leaves out."""
+    values = np.asarray(values, dtype=float)
+    return np.where(np.isfinite(values) & (values > 0), values, np.nan)
 
 
 def _figure(title: str, x: str, y: str, log_y: bool = True, height: int = 250, **kwargs):
@@ -41,7 +59,29 @@ def _figure(title: str, x: str, y: str, log_y: bool = True, height: int = 250, *
                  height=height, sizing_mode="stretch_width", tools="pan,box_zoom,wheel_zoom,reset,save", **kwargs)
     fig.add_tools(HoverTool(tooltips=[(x, "$x"), (y, "$y")]))
     fig.toolbar.logo = None
+    fig.y_range.only_visible = True  # a hidden band does not stretch the axis
     return fig
+
+
+def _legend(fig, location: str = "bottom_right") -> None:
+    fig.legend.location = location
+    fig.legend.click_policy = "hide"
+    fig.legend.background_fill_alpha = 0.6
+    fig.legend.label_text_font_size = "8pt"
+
+
+def sim_labels(systems: int) -> list[str]:
+    return [f"orbit {k}" for k in range(min(systems, MAX_SYSTEMS))] if systems > 1 else ["one system"]
+
+
+def system_labels(systems: int, bodies: int) -> tuple[list[str], str]:
+    """Legend labels of the drawn systems (bodies when there is one system) and what the title
+    says about them."""
+    if systems == 1:
+        return [f"body {b}" for b in range(bodies)], "one system"
+    shown = min(systems, MAX_SYSTEMS)
+    which = f"all {systems} orbits" if shown == systems else f"orbits 0-{shown - 1} of {systems}"
+    return [f"orbit {k}" for k in range(shown)], which
 
 
 class LivePlots:
@@ -49,66 +89,147 @@ class LivePlots:
 
     def __init__(self) -> None:
         self.sources = {name: ColumnDataSource({c: [] for c in cols}, name=name) for name, cols in COLUMNS.items()}
-        self.bands = {"E": BoxAnnotation(bottom=1e-6, top=1e-4, fill_color="orange", fill_alpha=0.15),
-                      "L": BoxAnnotation(bottom=1e-4, top=1e-2, fill_color="orange", fill_alpha=0.15)}
-        self.threshold = Span(location=2e-4, dimension="width", line_color="red", line_dash="dashed", line_width=1)
+        self._legends: dict[str, list] = {"orbit": [], "sim_orbit": [], "simulation": []}
+        self._legend_labels: dict[str, list[str]] = {}
+        self.limits = {"E": (1e-6, 1e-4), "L": (1e-4, 1e-2), "threshold": 2e-4}
         self.projection = "x-y"
         self._step_count = 0
+        self._max_rel_dL = 0.0
+        self._figures: dict[str, list] = {"orbit": [], "sim_orbit": []}
+        self._bands: dict[str, list] = {"E": [], "L": [], "threshold": []}
 
     def frame(self, name: str) -> pd.DataFrame:
         """What a source holds, as a DataFrame (for tests and notebooks)."""
         return pd.DataFrame(self.sources[name].data)
 
     # figures -------------------------------------------------------------------------------
+    def _band(self, fig, which: str) -> None:
+        low, high = self.limits[which]
+        band = fig.hstrip(y0=[low], y1=[high], fill_color="orange", fill_alpha=0.15, line_alpha=0,
+                          legend_label="target band")
+        self._bands[which].append((band, fig.legend.items[-1]))
+
     def energy_error(self):
-        fig = _figure("|dE/E| per accepted step (band and threshold)", "step", "|dE/E|")
-        fig.line("step", "rel_dE", source=self.sources["energy_error"], color="#1f77b4")
-        fig.add_layout(self.bands["E"])
-        fig.add_layout(self.threshold)
+        fig = _figure("|dE/E| per accepted training step", "accepted step", "|dE/E| (relative)")
+        fig.line("step", "rel_dE", source=self.sources["energy_error"], color="#1f77b4",
+                 legend_label="max over orbits")
+        self._band(fig, "E")
+        line = fig.hspan(y=[self.limits["threshold"]], line_color="red", line_dash="dashed", line_width=1,
+                         legend_label="acceptance threshold")
+        self._bands["threshold"].append((line, fig.legend.items[-1]))
+        _legend(fig)
+        self._label_bands()
         return fig
 
     def angular_momentum_error(self):
-        fig = _figure("|dL/L| per accepted step (band)", "step", "|dL/L|")
-        fig.line("step", "rel_dL", source=self.sources["angular_momentum_error"], color="#2ca02c")
-        fig.add_layout(self.bands["L"])
+        fig = _figure("|dL/L| per accepted training step", "accepted step", "|dL/L| (relative)")
+        fig.line("step", "rel_dL", source=self.sources["angular_momentum_error"], color="#2ca02c",
+                 legend_label="max over orbits")
+        self._band(fig, "L")
+        _legend(fig)
+        self._label_bands()
         return fig
 
     def per_epoch(self) -> list:
         source = self.sources["epoch_metrics"]
         figs = []
-        for y, title, log_y, color in (("loss", "loss per epoch", True, "#444"),
-                                       ("dt_mean", "mean dt per epoch", True, "#444"),
-                                       ("acceptance_rate", "acceptance rate per epoch", False, "#9467bd"),
-                                       ("retrain_iterations", "retrain iterations per epoch", False, "#d62728")):
-            fig = _figure(title, "epoch", y, log_y=log_y, height=230)
+        for y, label, title, log_y, color in (
+                ("loss", "loss", "loss per epoch (0 not drawn)", True, "#444"),
+                ("dt_mean", "mean dt (code units)", "mean accepted dt per epoch", True, "#444"),
+                ("acceptance_rate", "accepted / attempted", "acceptance rate per epoch", False, "#9467bd"),
+                ("retrain_iterations", "optimizer steps", "retrain iterations per epoch", False, "#d62728")):
+            fig = _figure(title, "epoch", label, log_y=log_y, height=230)
             fig.line("epoch", y, source=source, color=color)
             fig.scatter("epoch", y, source=source, color=color, size=3)
             figs.append(fig)
         return figs
 
     def orbit_plot(self, name: str = "orbit"):
-        fig = _figure("orbits (trail)", "x", "y", log_y=False, height=420, match_aspect=True)
+        fig = _figure(self._orbit_title(name, "no run yet"), "x (code units)", "y (code units)", log_y=False,
+                      height=420, match_aspect=True)
         fig.scatter("x", "y", source=self.sources[name], color="color", size=3)
+        self._add_legend(fig, name)
+        self._figures[name].append(fig)
         return fig
 
     def simulation_plots(self) -> list:
         source = self.sources["simulation"]
         figs = []
-        for y, title in (("rel_dE", "simulation |dE/E| (first system)"), ("rel_dL", "simulation |dL/L|"),
-                         ("dt", "simulation dt")):
-            fig = _figure(title, "time", y)
-            fig.line("time", y, source=source)
+        for y, label, title in SIM_PLOTS:
+            fig = _figure(title, CODE_TIME, label)
+            fig.scatter("time", y, source=source, color="color", size=2)
+            self._add_legend(fig, "simulation")
             figs.append(fig)
         return figs
 
+    # titles and bands ----------------------------------------------------------------------
+    def _orbit_title(self, name: str, which: str) -> str:
+        a, b = "xyz"[PROJECTIONS[self.projection][0]], "xyz"[PROJECTIONS[self.projection][1]]
+        kind = "training trajectory" if name == "orbit" else "simulation"
+        return f"{kind}: {which} ({a}-{b} projection, code units)"
+
+    def _add_legend(self, fig, name: str) -> None:
+        """A legend of the labels in source ``name``, one entry per orbit colour, drawn from
+        renderers of its own (a ``legend_field`` over a streamed source reads past the end of its
+        colours in BokehJS: a RangeError in the browser tests)."""
+        swatches = [fig.scatter(x=[np.nan], y=[np.nan], color=Category10_10[k], size=6) for k in range(MAX_SYSTEMS)]
+        legend = Legend(items=[], location="top_right" if name != "simulation" else "bottom_right",
+                        click_policy="none", background_fill_alpha=0.6, label_text_font_size="8pt")
+        fig.add_layout(legend)
+        self._legends[name].append((legend, swatches))
+
+    def _set_legend(self, name: str, labels: list[str]) -> None:
+        if self._legend_labels.get(name) == labels:
+            return
+        self._legend_labels[name] = labels
+        for legend, swatches in self._legends[name]:
+            legend.items = [LegendItem(label=value(label), renderers=[swatch])
+                            for label, swatch in zip(labels, swatches)]
+
+    def _set_orbit_title(self, name: str, position: np.ndarray) -> None:
+        labels, which = system_labels(position.shape[1], position.shape[2])
+        self._set_legend(name, labels)
+        for fig in self._figures[name]:
+            fig.title.text = self._orbit_title(name, which)
+
+    def _label_bands(self) -> None:
+        """The legend says where the band and the threshold are (and that a band far from the
+        data is not drawn)."""
+        for which in ("E", "L"):
+            low, high = self.limits[which]
+            hidden = which == "L" and not self._l_band_visible()
+            text = f"target band [{low:.0e}, {high:.0e}]" + (", far above: not drawn" if hidden else "")
+            for band, item in self._bands[which]:
+                band.visible = not hidden
+                item.label = value(text)
+        for _line, item in self._bands["threshold"]:
+            item.label = value(f"acceptance threshold {self.limits['threshold']:.0e}")
+
+    def _l_band_visible(self) -> bool:
+        return self._max_rel_dL * BAND_REACH >= self.limits["L"][0]
+
+    def _move_bands(self) -> None:
+        for which in ("E", "L"):
+            low, high = self.limits[which]
+            for band, _item in self._bands[which]:
+                band.data_source.data = {"y0": [low], "y1": [high]}
+        for line, _item in self._bands["threshold"]:
+            line.data_source.data = {"y": [self.limits["threshold"]]}
+        self._label_bands()
+
     # feeding -------------------------------------------------------------------------------
     def reset(self, bands: dict) -> None:
+        """Empty every source for a new run whose band and threshold are ``bands`` ('E', 'L':
+        (lower, upper); 'threshold')."""
         self._step_count = 0
+        self._max_rel_dL = 0.0
         for source in self.sources.values():
             source.data = {c: [] for c in source.data}
-        for which in ("E", "L"):
-            self.bands[which].bottom, self.bands[which].top = bands[which]
-        self.threshold.location = bands["threshold"]
+        for name in self._legends:
+            self._set_legend(name, [])
+        self.limits = dict(bands)
+        self._move_bands()
+        self._label_bands()
 
     def reset_epochs(self) -> None:
         source = self.sources["epoch_metrics"]
@@ -116,34 +237,60 @@ class LivePlots:
 
     def ingest(self, events: list) -> dict[str, int]:
         """Stream what ``events`` hold into the sources, one batch per source; returns counts."""
-        rows: dict[str, list[tuple]] = {name: [] for name in COLUMNS}
+        rows: dict[str, list[dict]] = {name: [] for name in COLUMNS}
         for ev in events:
             if isinstance(ev, StepAccepted):
-                self._step_count += 1
-                rows["energy_error"].append((self._step_count, ev.rel_dE + TINY))
-                rows["angular_momentum_error"].append((self._step_count, ev.rel_dL + TINY))
+                self._step(ev, rows)
             elif isinstance(ev, EpochFinished):
                 m = ev.metrics
-                rows["epoch_metrics"].append((ev.epoch, max(m["loss"], LOSS_FLOOR), m["acceptance_rate"],
-                                              m["retrain_iterations"], m["dt_mean"]))
+                rows["epoch_metrics"].append({"epoch": [ev.epoch], "loss": positive([m["loss"]]),
+                                              "acceptance_rate": [m["acceptance_rate"]],
+                                              "retrain_iterations": [m["retrain_iterations"]],
+                                              "dt_mean": positive([m["dt_mean"]])})
             elif isinstance(ev, TrajectoryChunk):
-                rows["orbit" if ev.phase == "train" else "sim_orbit"].extend(self._orbit_rows(ev.position))
+                name = "orbit" if ev.phase == "train" else "sim_orbit"
+                rows[name].append(self._orbit_rows(ev.position))
+                self._set_orbit_title(name, ev.position)
                 if ev.phase == "simulate":
-                    rows["simulation"].extend(self._sim_rows(ev))
-        for name, batch in rows.items():
-            if batch:
+                    rows["simulation"].append(self._sim_rows(ev))
+                    self._set_legend("simulation", sim_labels(ev.time.shape[1]))
+        for name, batches in rows.items():
+            if batches:
+                batch = {c: np.concatenate([np.asarray(b[c]) for b in batches]) for c in COLUMNS[name]}
                 limit = ROLLOVER[name]
-                self.sources[name].stream(dict(zip(COLUMNS[name], map(list, zip(*batch[-limit:])))), rollover=limit)
-        return {name: len(batch) for name, batch in rows.items()}
+                # plain lists: BokehJS rejected some streamed binary arrays ("Offset is outside the
+                # bounds of the DataView") in the browser tests
+                self.sources[name].stream({c: v[-limit:].tolist() for c, v in batch.items()}, rollover=limit)
+        self._label_bands()
+        return {name: sum(len(b[COLUMNS[name][0]]) for b in batches) for name, batches in rows.items()}
 
-    def _orbit_rows(self, position: np.ndarray, max_rows: int = 20) -> list[tuple]:
-        """Body positions of the first system, projected, at most ``max_rows`` rows per chunk."""
+    def _step(self, ev: StepAccepted, rows: dict) -> None:
+        self._step_count += 1
+        for name, error in (("energy_error", ev.rel_dE), ("angular_momentum_error", ev.rel_dL)):
+            if np.isfinite(error) and error > 0:  # an exact zero has no place on a log axis
+                rows[name].append({"step": [self._step_count], COLUMNS[name][1]: [error]})
+        if np.isfinite(ev.rel_dL):
+            self._max_rel_dL = max(self._max_rel_dL, ev.rel_dL)
+
+    def _orbit_rows(self, position: np.ndarray, max_rows: int = 20) -> dict:
+        """Body positions of the drawn systems, projected, at most ``max_rows`` rows per chunk:
+        coloured by orbit (by body when there is one system)."""
         i, j = PROJECTIONS[self.projection] if position.shape[-1] == 3 else (0, 1)
-        rows = position[:: max(1, len(position) // max_rows), 0]
-        return [(float(p[b, i]), float(p[b, j]), b, Category10_10[b % 10]) for p in rows for b in range(p.shape[0])]
+        labels, _ = system_labels(position.shape[1], position.shape[2])
+        rows = position[:: max(1, len(position) // max_rows), :MAX_SYSTEMS]  # (S, B, N, D)
+        S, B, N = rows.shape[:3]
+        per_body = B == 1
+        index = np.broadcast_to(np.arange(N) if per_body else np.arange(B)[:, None], (S, B, N)).ravel()
+        return {"x": rows[..., i].ravel(), "y": rows[..., j].ravel(), "label": np.array(labels)[index],
+                "color": np.array(Category10_10)[index % 10]}
 
     @staticmethod
-    def _sim_rows(ev: TrajectoryChunk, max_rows: int = 64) -> list[tuple]:
+    def _sim_rows(ev: TrajectoryChunk, max_rows: int = 64) -> dict:
+        """Each drawn system's time, |dE/E|, |dL/L| and dt, at most ``max_rows`` rows per chunk."""
         keep = slice(None, None, max(1, len(ev.time) // max_rows))
-        columns = (ev.time[keep, 0], ev.rel_dE[keep, 0] + TINY, ev.rel_dL[keep, 0] + TINY, ev.dt[keep, 0] + TINY)
-        return [tuple(float(v) for v in row) for row in zip(*columns)]
+        systems = min(ev.time.shape[1], MAX_SYSTEMS)
+        labels = sim_labels(ev.time.shape[1])
+        columns = {c: getattr(ev, c)[keep, :systems].T.ravel() for c in ("time", "rel_dE", "rel_dL", "dt")}
+        index = np.repeat(np.arange(systems), len(columns["time"]) // systems)
+        return {"time": columns["time"], **{c: positive(columns[c]) for c in ("rel_dE", "rel_dL", "dt")},
+                "label": np.array(labels)[index], "color": np.array(Category10_10)[index % 10]}

@@ -1,21 +1,39 @@
-"""The Runs tab: open a run directory under data/, read its config, metrics and simulation
-summaries, and follow a run that is still going (headless or not) by tailing metrics.jsonl
-into the same live plots as a dashboard job."""
+"""The Runs tab: every run directory under data/ in a table that keeps itself up to date
+(name, mode, start, status, key settings, final metrics; sortable, filterable), the runs ticked
+there overlaid (:func:`explorer.compare.runs_overlay`), and a run followed live.
+
+Following reads the run's ``progress.jsonl`` (:mod:`nbody_engine.progress_log`), written by
+``nbody-runner`` and by the dashboard's own jobs alike, and hands its events to ``feed``: the
+Explorer passes the path its own jobs' events take, so a followed run fills the same plots and
+the header. Whether a run is still going is its directory's lock (:func:`lock_holder`).
+"""
 
 from __future__ import annotations
 
 import json
+import time
+import tomllib
 from pathlib import Path
 
 import pandas as pd
 import panel as pn
 
 from nbody_engine.events import EpochFinished
-from nbody_engine.runs import DATA_DIR
+from nbody_engine.progress_log import ProgressReader, last_record
+from nbody_engine.runs import DATA_DIR, RunDirectory, lock_holder
+from nbody_engine.schema import Config
 
+from .compare import runs_overlay, summary_table
 from .live import LivePlots
+from .schedule import every
 
 FOLLOW_PERIOD_MS = 1000
+REFRESH_PERIOD_MS = 2000
+ENDINGS = {"RunFinished": "finished", "RunCancelledEvent": "stopped", "RunFailed": "failed"}
+SETTINGS = {"N": "num_particles", "orbits": "num_orbits", "epochs": "epochs", "lr": "lr",
+            "threshold": "energy_threshold", "features": "feature_type"}
+COLUMNS = ("run", "mode", "started", "status", *SETTINGS, "policy", "epochs done", "final loss",
+           "train max |dE/E|", "sim max |dE/E|")
 
 
 def list_runs(data_dir: Path) -> list[str]:
@@ -38,69 +56,223 @@ def read_metrics(path: Path, offset: int = 0) -> tuple[list[dict], int]:
     return lines, offset + len(complete)
 
 
+def sim_summaries(root: Path) -> dict[str, dict]:
+    """``sim/<label>/summary.json`` of a run directory, by label."""
+    return {p.parent.name: json.loads(p.read_text()) for p in sorted(root.glob("sim/*/summary.json"))}
+
+
+def run_status(root: Path) -> str:
+    """running (with the pid), finished, stopped, failed, or interrupted (a process that died
+    mid-run); runs from before the progress log: finished or incomplete."""
+    pid = lock_holder(root)
+    if pid is not None:
+        return f"running (pid {pid})" if pid > 0 else "running"  # -1: starting, its pid not written yet
+    last = last_record(root / "progress.jsonl")
+    if last is not None:
+        return ENDINGS.get(last["event"], "interrupted")
+    return "finished" if (root / "sim").is_dir() or (root / "model").is_dir() else "incomplete"
+
+
+def _worst(summaries: dict[str, dict]) -> float | None:
+    values = [v for s in summaries.values() for v in (s["max_rel_energy_error"] if isinstance(
+        s["max_rel_energy_error"], list) else [s["max_rel_energy_error"]]) if v is not None]
+    return max(values) if values else None
+
+
+def read_config(root: Path) -> dict:
+    with (root / "config.toml").open("rb") as fh:
+        return tomllib.load(fh)
+
+
+def phase_setting(doc: dict, phase: str, key: str):
+    """``key`` as a run's config.toml sets it for ``phase`` (its section, else the top level,
+    else the schema's default)."""
+    section = doc.get(phase, {})
+    return section[key] if key in section else doc.get(key, Config.param[key].default)
+
+
+def run_row(root: Path) -> dict:
+    """One row of the runs table for the run directory ``root``."""
+    doc = read_config(root)
+    phases = [p for p, there in (("train", (root / "metrics.jsonl").is_file()), ("simulate", (root / "sim").is_dir()))
+              if there]
+    last_epoch = last_record(root / "metrics.jsonl") or {}
+    return {"run": root.name, "mode": "both" if len(phases) == 2 else "".join(phases) or "starting",
+            "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime((root / "config.toml").stat().st_mtime)),
+            "status": run_status(root),
+            **{column: phase_setting(doc, "train", key) for column, key in SETTINGS.items()},
+            "policy": phase_setting(doc, "simulate", "integrator_mode") if "simulate" in phases else None,
+            "epochs done": last_epoch["epoch"] + 1 if "epoch" in last_epoch else None,
+            "final loss": last_epoch.get("loss"), "train max |dE/E|": last_epoch.get("rel_dE_max"),
+            "sim max |dE/E|": _worst(sim_summaries(root))}
+
+
+def runs_table(data_dir: Path) -> pd.DataFrame:
+    """Every run under ``data_dir``, newest first; a run that cannot be read says so in its status."""
+    rows = []
+    for name in list_runs(data_dir):
+        try:
+            rows.append(run_row(data_dir / name))
+        except (OSError, ValueError) as err:  # a run directory being deleted, or a damaged file
+            rows.append({"run": name, "status": f"unreadable: {err}"})
+    return pd.DataFrame(rows, columns=list(COLUMNS))
+
+
 class RunsView:
-    def __init__(self, live: LivePlots, data_dir: Path | str = DATA_DIR) -> None:
+    """The runs table, the overlay of the ticked runs, one run's details, and following a run.
+
+    ``feed(events, started_at)`` receives a followed run's events (default: the live plots)."""
+
+    def __init__(self, live: LivePlots, data_dir: Path | str = DATA_DIR, feed=None) -> None:
         self.live = live
         self.data_dir = Path(data_dir)
-        self.select = pn.widgets.Select(label="run directory", options=list_runs(self.data_dir), width=300)
-        self.refresh = pn.widgets.Button(label="Refresh list")
-        self.follow = pn.widgets.Toggle(label="Follow its metrics.jsonl live", color="default")
-        self.config_pane = pn.pane.Markdown("", sizing_mode="stretch_width")
-        self.metrics_pane = pn.pane.DataFrame(pd.DataFrame(), sizing_mode="stretch_width", max_rows=20)
-        self.summary_pane = pn.pane.JSON({}, depth=2, sizing_mode="stretch_width")
-        self._offset = 0
-        self._callback = None
-        self.refresh.on_click(lambda _e: self.update_list())
-        self.select.param.watch(lambda _e: self.show(), "value")
+        self.feed = feed or (lambda events, _started_at: live.ingest(events))
+        self.table = pn.widgets.Tabulator(runs_table(self.data_dir), selectable="checkbox", disabled=True,
+                                          show_index=False, header_filters=True, layout="fit_data_table",
+                                          sorters=[{"field": "started", "dir": "desc"}],
+                                          height=280, sizing_mode="stretch_width")
+        self.follow = pn.widgets.Toggle(label="Follow the last ticked run live (Training and Simulation tabs)",
+                                        color="default", width=420)
+        self.message = pn.pane.Markdown("Tick runs in the table to overlay them.", sizing_mode="stretch_width")
+        self.overlay = pn.Column(sizing_mode="stretch_width")
+        self.details = pn.Column(sizing_mode="stretch_width")
+        self.followed: str | None = None
+        self._reader: ProgressReader | None = None
+        self._metrics_offset = 0
+        self._follow_callback = None
+        self._refresh_callback = every(self.refresh, REFRESH_PERIOD_MS)
+        self.table.param.watch(lambda _e: self.show_selection(), "selection")
         self.follow.param.watch(self._toggle_follow, "value")
-        self.show()  # the Select starts on the newest run without telling its watcher
 
-    def update_list(self) -> None:
-        self.select.options = list_runs(self.data_dir)
-
+    # the table -----------------------------------------------------------------------------
     @property
-    def run_dir(self) -> Path | None:
-        return self.data_dir / self.select.value if self.select.value else None
+    def selected(self) -> list[str]:
+        """The ticked runs, in the order of the table."""
+        frame = self.table.value
+        return [frame["run"].iloc[i] for i in sorted(self.table.selection) if i < len(frame)]
 
-    def show(self) -> None:
-        run = self.run_dir
-        if run is None:
+    def set_shown(self, shown: bool) -> None:
+        """Show the table (brought up to date) or hide it; a hidden table is not refreshed, and its
+        cells, which Tabulator lays out even in an inactive tab, leave the page's text."""
+        self.table.visible = shown
+        if shown:
+            self.refresh()
+
+    def refresh(self) -> None:
+        """Re-read data/: new runs appear (the table sorts them), statuses and final metrics move
+        on, the ticks stay on their runs; the overlay is redrawn when a ticked run changed."""
+        if not self.table.visible:
             return
+        shown = self.table.value
+        frame = stable_order(runs_table(self.data_dir), list(shown["run"]))
+        if frame.equals(shown):
+            return
+        ticked = self.selected
+        fresh, old = frame.set_index("run"), shown.set_index("run")
+        changed = {run for run in ticked if run not in fresh.index or not fresh.loc[run].equals(old.loc[run])}
+        with pn.io.hold():
+            self.table.value = frame
+            self.table.selection = [i for i, name in enumerate(frame["run"]) if name in ticked]
+        if changed:
+            self.show_selection()
+
+    def show_selection(self) -> None:
+        runs = self.selected
+        if not runs:
+            self.message.object = "Tick runs in the table to overlay them."
+            self.overlay.objects, self.details.objects = [], []
+            return
+        self.message.object = f"Overlaid: {', '.join(runs)}. Details of '{runs[-1]}' below."
+        self.overlay.objects = [runs_overlay({name: self.data_dir / name for name in runs})]
+        self.details.objects = [self.run_details(runs[-1])]
+
+    def run_details(self, name: str) -> pn.Column:
+        """One run: its simulation summaries (or why there are none), last epochs and config."""
+        root = self.data_dir / name
         try:
-            config = (run / "config.toml").read_text()
-            metrics, _ = read_metrics(run / "metrics.jsonl")
-            summaries = {p.parent.name: json.loads(p.read_text()) for p in sorted((run / "sim").glob("*/summary.json"))}
-        except (OSError, ValueError) as err:  # a run directory being deleted, or a damaged file
-            self.config_pane.object = f"cannot read run '{run.name}': {err}"
-            return
-        self.config_pane.object = f"```toml\n{config}```"
-        self.metrics_pane.object = pd.DataFrame(metrics).tail(20)
-        self.summary_pane.object = summaries
+            config = (root / "config.toml").read_text()
+            metrics, _ = read_metrics(root / "metrics.jsonl")
+            summaries = sim_summaries(root)
+        except (OSError, ValueError) as err:
+            return pn.Column(pn.pane.Alert(f"cannot read run '{name}': {err}", alert_type="warning"))
+        sims = pn.pane.DataFrame(summary_table(summaries), float_format="{:.4g}".format) if summaries else \
+            pn.pane.Markdown(f"**'{name}' has no simulation yet.** Simulate it with `nbody-runner simulate --config "
+                             f"{root / 'config.toml'}` (or from the Simulate tab).")
+        epochs = pn.pane.DataFrame(pd.DataFrame(metrics).tail(10), float_format="{:.4g}".format, index=False) \
+            if metrics else pn.pane.Markdown(f"'{name}' has no training epochs (a simulation-only run).")
+        return pn.Column(f"### Run '{name}'", "**Simulations**", sims, "**Last epochs**", epochs,
+                         pn.Card(pn.pane.Markdown(f"```toml\n{config}```"), title="config.toml", collapsed=True,
+                                 sizing_mode="stretch_width"),
+                         sizing_mode="stretch_width")
 
+    # following -----------------------------------------------------------------------------
     def _toggle_follow(self, event) -> None:
-        if event.new and self.run_dir is not None:
-            self.live.reset_epochs()
-            self._offset = 0
-            self.poll()
-            if pn.state.curdoc is not None:
-                self._callback = pn.state.add_periodic_callback(self.poll, period=FOLLOW_PERIOD_MS)
+        if event.new and self.selected:
+            self.start_following(self.selected[-1])
         else:
-            self.close()
+            self.close_follow()
+
+    def start_following(self, name: str) -> None:
+        """Empty the live plots and replay run ``name``'s progress so far; go on with :meth:`poll`."""
+        self.close_follow()
+        self.followed = name
+        self._reader = ProgressReader(RunDirectory(name, self.data_dir).progress_path)
+        self._metrics_offset = 0
+        self._reset_plots()
+        self.poll()
+        self._follow_callback = every(self.poll, FOLLOW_PERIOD_MS)
+
+    def _reset_plots(self) -> None:
+        try:
+            doc = read_config(self.data_dir / self.followed)
+        except (OSError, ValueError):
+            doc = {}
+        cfg = {k: phase_setting(doc, "train", k) for k in ("E_lower", "E_upper", "L_lower", "L_upper",
+                                                            "energy_threshold")}
+        self.live.reset({"E": (cfg["E_lower"], cfg["E_upper"]), "L": (cfg["L_lower"], cfg["L_upper"]),
+                         "threshold": cfg["energy_threshold"]})
 
     def poll(self) -> int:
-        """Feed new metrics lines of the followed run to the live plots; returns how many."""
-        lines, self._offset = read_metrics(self.run_dir / "metrics.jsonl", self._offset)
-        events = [EpochFinished(m["epoch"], m) for m in lines]
+        """Feed what the followed run reported since the last poll; returns how many events.
+        A run from before the progress log is followed through its metrics.jsonl."""
+        if self._reader is None:
+            return 0
+        if self._reader.path.is_file():
+            events = self._reader.read()
+            if self._reader.restarted:  # a new run in that directory
+                self._reset_plots()
+        else:
+            lines, self._metrics_offset = read_metrics(self._reader.path.with_name("metrics.jsonl"),
+                                                       self._metrics_offset)
+            events = [EpochFinished(m["epoch"], m) for m in lines]
         if events:
-            self.live.ingest(events)
+            self.feed(events, self._reader.started_at)
         return len(events)
 
+    def close_follow(self) -> None:
+        if self._follow_callback is not None:
+            self._follow_callback.stop()
+            self._follow_callback = None
+        self._reader = None
+        self.followed = None
+
     def close(self) -> None:
-        if self._callback is not None:
-            self._callback.stop()
-            self._callback = None
+        self.close_follow()
+        if self._refresh_callback is not None:
+            self._refresh_callback.stop()
+            self._refresh_callback = None
 
     def panel(self) -> pn.Column:
-        return pn.Column(pn.Row(self.select, self.refresh, self.follow),
-                         pn.pane.Markdown("Following feeds the per-epoch plots of the Training tab."),
-                         pn.Row(self.config_pane, self.summary_pane), self.metrics_pane, sizing_mode="stretch_width")
+        return pn.Column(pn.pane.Markdown("Every run under `data/`, headless or from this dashboard; the table "
+                                          "updates itself. Click a header to sort, type in the row under it to "
+                                          "filter, tick runs to overlay them."),
+                         self.table, pn.Row(self.follow, self.message, sizing_mode="stretch_width"),
+                         self.overlay, self.details, sizing_mode="stretch_width")
+
+
+
+def stable_order(frame: pd.DataFrame, shown: list[str]) -> pd.DataFrame:
+    """``frame``'s rows with the runs already ``shown`` first, in their order, then new ones."""
+    position = {name: i for i, name in enumerate(shown)}
+    order = sorted(range(len(frame)), key=lambda i: (position.get(frame["run"].iloc[i], len(shown)), i))
+    return frame.iloc[order].reset_index(drop=True)

@@ -8,6 +8,7 @@ from pathlib import Path
 from .config import PHASES, Config, check_multi_orbit, load_configs, to_toml
 from .errors import InputError
 from .events import Reporter, RunStarted
+from .progress_log import ProgressLog
 from .runs import RunDirectory, write_text
 from .runtime import resolve_seed
 from .simulation import run_simulation
@@ -16,7 +17,8 @@ from .train import run_training
 
 def run_phases(configs: dict[str, Config], reporter: Reporter | None = None, data_dir=None) -> dict[str, dict]:
     """Train and/or simulate, in that order, as ``configs`` (from :func:`load_configs`) says,
-    recording every phase's resolved config in the run directory's ``config.toml``.
+    recording every phase's resolved config in the run directory's ``config.toml`` and its events
+    in ``progress.jsonl`` (for a follower, :mod:`nbody_engine.progress_log`).
 
     Phases without a seed share one fresh seed. After training, a simulation whose
     ``model_path`` was not set explicitly uses the checkpoint training actually wrote last (the
@@ -44,7 +46,8 @@ def _run_locked(configs: dict[str, Config], run: RunDirectory, reporter: Reporte
             merged = {**earlier, **configs}
             write_text(config_path, to_toml({ph: merged[ph] for ph in PHASES if ph in merged}))
 
-    reporter = Reporter([record_config, *(reporter.sinks if reporter else [])], reporter.cancel if reporter else None)
+    sinks = [record_config, ProgressLog(run.progress_path), *(reporter.sinks if reporter else [])]
+    reporter = Reporter(sinks, reporter.cancel if reporter else None)
     results: dict[str, dict] = {}
     if "train" in configs:
         results["train"] = run_training(configs["train"], reporter, data_dir)

@@ -1,21 +1,25 @@
 """The run directory ``data/<save_name>/`` and atomic file writing.
 
 Layout: ``config.toml`` (the resolved config, re-runnable as is), ``metrics.jsonl`` (one line
-per training epoch), ``model/model_epoch_XXXX.pt``, ``sim/<label>/summary.json`` and
-``trajectory.npz``. Every file is written to a temporary name and renamed into place, so a
+per training epoch), ``progress.jsonl`` (the last run's events, :mod:`nbody_engine.progress_log`),
+``model/model_epoch_XXXX.pt``, ``sim/<label>/summary.json`` and ``trajectory.npz``. Every file
+is written to a temporary name and renamed into place (the two logs grow by whole lines), so a
 reader never sees half a file; files get the modes the umask gives, as ``open`` would.
 
 A run holds its directory's lock (:class:`DirectoryLock`) while it writes there, so two runs
-with the same ``save_name`` cannot interleave their checkpoints and metrics.
+with the same ``save_name`` cannot interleave their checkpoints and metrics;
+:func:`lock_holder` tells a reader whether a run is still going there.
 """
 
 from __future__ import annotations
 
 import fcntl
+import itertools
 import json
 import os
 import secrets
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -78,6 +82,10 @@ class RunDirectory:
         return self.root / "metrics.jsonl"
 
     @property
+    def progress_path(self) -> Path:
+        return self.root / "progress.jsonl"
+
+    @property
     def model_dir(self) -> Path:
         return self.root / "model"
 
@@ -113,6 +121,7 @@ class DirectoryLock:
 
     FILE = ".lock"
     _held: dict[Path, tuple[int, int, DirectoryLock]] = {}  # path -> (thread id, depth, owner)
+    PROBE_RETRIES = 4  # 0.2 s: what a held lock is given before a run is refused
     _guard = threading.Lock()
 
     def __init__(self, directory: str | Path, what: str = "run") -> None:
@@ -148,13 +157,16 @@ class DirectoryLock:
     def _acquire(self) -> None:
         self._created = [d for d in (self.directory, *self.directory.parents) if not d.exists()][::-1]
         self.directory.mkdir(parents=True, exist_ok=True)
-        while True:
+        for attempt in itertools.count():
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 pid = _read_pid(fd)
                 os.close(fd)
+                if attempt < self.PROBE_RETRIES:  # a reader's lock_holder probe holds it for an instant
+                    time.sleep(0.05)
+                    continue
                 self._remove_created()
                 raise InputError(self._in_use(pid, "another process")) from None
             if _same_file(fd, self.path):  # not unlinked by a holder leaving meanwhile

@@ -1,0 +1,125 @@
+"""The Runs tab in the real dashboard (``panel serve explorer`` driven by headless Chromium): the
+runs table fills itself, ticked runs are overlaid, and a headless ``nbody-runner`` in a subprocess
+is followed live into every plot and the header.
+
+The server, the Chromium settings and the page helpers are tests/test_browser.py's.
+"""
+# ruff: noqa: F811 -- the fixtures imported from test_browser are taken as test parameters by name
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import expect
+
+from test_browser import (browser_context_args, browser_type_launch_args, open_dashboard,  # noqa: F401 (fixtures)
+                          server, source_length, wait_for_status)
+from test_progress_log import TINY_TOML
+
+pytestmark = pytest.mark.browser
+
+SCREENSHOTS = Path("/tmp")
+RUN_TOML = TINY_TOML.replace("epochs = 3", "epochs = {epochs}")
+FOLLOWED_PLOTS = ("energy_error", "angular_momentum_error", "epoch_metrics", "orbit")
+# the labels of every legend entry on the page (HoloViews and Bokeh legends alike)
+LEGEND_LABELS = ("Array.from(Bokeh.documents[0].all_models).filter(m => m.constructor.__name__ === 'LegendItem')"
+                 ".map(m => m.label && m.label.value !== undefined ? m.label.value : String(m.label && m.label.field))")
+
+
+def runner(cwd: Path, mode: str, name: str, epochs: int, *flags: str) -> subprocess.Popen:
+    (cwd / f"{name}.toml").write_text(RUN_TOML.format(epochs=epochs))
+    return subprocess.Popen([sys.executable, "-m", "nbody_engine.runner", mode, "--config", f"{name}.toml",
+                             "-s", name, *flags], cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def open_runs_tab(page, server) -> None:
+    open_dashboard(page, server)
+    page.get_by_text("Runs", exact=True).filter(visible=True).first.click()
+
+
+def table_row(page, name: str):
+    return page.locator(".tabulator-row", has=page.locator(".tabulator-cell", has_text=re.compile(f"^{name}$")))
+
+
+def tick(page, name: str) -> None:
+    table_row(page, name).locator("input[type=checkbox]").first.click()
+
+
+def test_ticked_runs_are_overlaid_with_legends(page, server):
+    procs = [runner(server["cwd"], "both", "overlay_a", 4),
+             runner(server["cwd"], "train", "overlay_b", 6, "--seed", "9")]
+    for proc in procs:
+        assert proc.wait(300) == 0, proc.stderr.read()
+    errors: list[str] = []
+    page.on("pageerror", lambda err: errors.append(f"{err}: {err.stack}"))
+    open_runs_tab(page, server)
+    for name in ("overlay_a", "overlay_b"):
+        table_row(page, name).wait_for(timeout=30_000)
+    assert "finished" in table_row(page, "overlay_a").inner_text()
+    tick(page, "overlay_a")
+    tick(page, "overlay_b")
+    page.get_by_text("no simulation yet").filter(visible=True).first.wait_for(timeout=60_000)
+    # per-epoch curves of both runs; the simulation's errors named by run and simulation
+    page.wait_for_function(f"{LEGEND_LABELS}.includes('overlay_b') && {LEGEND_LABELS}.includes('overlay_a') && "
+                           f"{LEGEND_LABELS}.includes('overlay_a / ml_multi')", timeout=60_000)
+    page.get_by_text("'overlay_b' has no simulation yet").filter(visible=True).first.wait_for(timeout=30_000)
+    assert page.get_by_text("No properties").count() == 0
+    page.mouse.move(900, 700)
+    page.mouse.wheel(0, 450)  # down to the overlaid plots
+    page.wait_for_timeout(1500)
+    page.screenshot(path=str(SCREENSHOTS / "explorer_runs_overlay.png"))
+    assert not errors, errors
+
+
+def test_a_headless_run_appears_by_itself_and_following_it_fills_every_plot_and_the_header(page, server):
+    """A long headless training, followed while it runs, then stopped; a headless simulation
+    started into the same run directory is picked up by the follower and fills the simulation
+    plots while it runs."""
+    errors: list[str] = []
+    page.on("pageerror", lambda err: errors.append(f"{err}: {err.stack}"))
+    open_runs_tab(page, server)
+    epochs = 5000
+    proc = runner(server["cwd"], "train", "followed", epochs)
+    try:
+        table_row(page, "followed").wait_for(timeout=60_000)  # no refresh button: the table updates itself
+        expect(table_row(page, "followed")).to_contain_text(f"running (pid {proc.pid})", timeout=60_000)
+        tick(page, "followed")
+        page.get_by_role("button", name=re.compile("^Follow the last ticked run")).click()
+        for name in FOLLOWED_PLOTS:
+            page.wait_for_function(f"{source_length(name)} > 0", timeout=60_000)
+        status = wait_for_status(page, rf"^epoch \d+/{epochs} .*ETA \d+s", timeout=60_000)
+        expect(page.locator("progress").first).to_have_attribute("value", re.compile(r"^\d+$"), timeout=30_000)
+        n = page.evaluate(source_length("epoch_metrics"))
+        page.wait_for_function(f"{source_length('epoch_metrics')} > {n}", timeout=60_000)  # still coming in
+        page.get_by_text("Training", exact=True).filter(visible=True).first.click()
+        page.wait_for_timeout(1500)
+        page.screenshot(path=str(SCREENSHOTS / "explorer_runs_follow_training.png"))
+    finally:
+        proc.terminate()
+        proc.wait(60)
+    assert status
+    page.get_by_text("Runs", exact=True).filter(visible=True).first.click()
+    expect(table_row(page, "followed")).not_to_contain_text("running", timeout=30_000)
+
+    sim = subprocess.Popen([sys.executable, "-m", "nbody_engine.runner", "simulate", "--config", "followed.toml",
+                            "-s", "followed", "--integrator-mode", "analytic", "--steps", "200000",
+                            "--record-every", "20"], cwd=server["cwd"], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE, text=True)
+    try:
+        for name in ("simulation", "sim_orbit"):
+            page.wait_for_function(f"{source_length(name)} > 0", timeout=60_000)
+        assert sim.poll() is None, "the simulation was caught while it ran"
+        assert page.evaluate(source_length("energy_error")) == 0  # a new run in that directory: plots restarted
+        page.get_by_text("Simulation", exact=True).filter(visible=True).first.click()
+        page.wait_for_timeout(1500)
+        page.screenshot(path=str(SCREENSHOTS / "explorer_runs_follow_simulation.png"))
+        assert sim.wait(600) == 0, sim.stderr.read()
+        wait_for_status(page, r"^simulate finished\.", timeout=60_000)
+    finally:
+        sim.kill()
+        sim.wait(60)
+    assert not errors, errors

@@ -1,0 +1,125 @@
+"""The explorer in a real JupyterLab: a server started on loopback with a token (no browser, a
+temporary root directory), a notebook that builds ``Explorer()`` run from Chromium, and the live
+plots filling while a training runs, with no ``drain()`` call anywhere: the kernel's event loop
+drives the Explorer's periodic callback.
+
+Uses tests/test_browser.py's Chromium settings.
+"""
+# ruff: noqa: F811 -- the fixtures imported from test_browser are taken as test parameters by name
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import nbformat
+import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+from test_browser import REPO, browser_context_args, browser_type_launch_args, free_port  # noqa: F401 (fixtures)
+
+pytestmark = pytest.mark.browser
+pytest.importorskip("jupyterlab", reason="the test extra installs jupyterlab (pip install -e '.[test]')")
+
+EPOCHS = 400
+CELLS = [
+    "import os, tempfile\n"
+    "import panel as pn\n"
+    "from explorer import Explorer\n"
+    "pn.extension('tabulator', inline=True)  # BokehJS and Tabulator from this Python, not a CDN\n"
+    "os.chdir(tempfile.mkdtemp(prefix='lab_run_'))\n"
+    "e = Explorer()\n"
+    f"e.train.param.update(save_name='lab', seed=2, num_orbits=2, epochs={EPOCHS}, steps_per_epoch=2, n_steps=3,\n"
+    "                     replay_steps=3, hidden_dims=[8])\n"
+    "e",
+    "assert e.start('train')",
+]
+SCREENSHOT = Path("/tmp/explorer_jupyterlab.png")
+
+
+@pytest.fixture(scope="module")
+def jupyterlab(tmp_path_factory):
+    """JupyterLab on 127.0.0.1 with a random token, its root a scratch directory holding the notebook."""
+    root = tmp_path_factory.mktemp("lab")
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in CELLS])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
+    nbformat.write(nb, root / "live.ipynb")
+    token, port = secrets.token_hex(16), free_port()
+    home = tmp_path_factory.mktemp("lab_home")
+    env = {**os.environ, "JUPYTER_CONFIG_DIR": str(home / "config"), "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
+           "IPYTHONDIR": str(home / "ipython"), "JUPYTERLAB_SETTINGS_DIR": str(home / "settings"),
+           "JUPYTERLAB_WORKSPACES_DIR": str(home / "workspaces"),
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    log = (home / "lab.log").open("w")
+    proc = subprocess.Popen([sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1",
+                             f"--ServerApp.port={port}", f"--IdentityProvider.token={token}",
+                             f"--ServerApp.root_dir={root}", "--LabApp.news_url=",
+                             "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+                             *(["--allow-root"] if os.geteuid() == 0 else [])],  # CI containers run as root
+                            cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"jupyter lab exited with {proc.returncode}:\n{(home / 'lab.log').read_text()}")
+            try:
+                with urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=5) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"jupyter lab did not answer within 120 s:\n{(home / 'lab.log').read_text()}")
+            time.sleep(0.5)
+        yield {"url": f"{base}/lab/tree/live.ipynb?token={token}", "root": root, "log": home / "lab.log"}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(20)
+        log.close()
+
+
+def run_all_cells(page) -> None:
+    page.get_by_role("menuitem", name="Run", exact=True).click()
+    page.get_by_text("Run All Cells", exact=True).click()
+
+
+def source_length(name: str) -> str:
+    """Rows of the named source, in whichever Bokeh document of the page holds it (JupyterLab
+    pages hold several)."""
+    return (f"(() => {{ const s = window.Bokeh && Bokeh.documents.map(d => d.get_model_by_name('{name}'))"
+            f".find(Boolean); return s ? s.get_length() : -1; }})()")
+
+
+def test_the_explorer_in_jupyterlab_plots_a_training_live(page, jupyterlab):
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.goto(jupyterlab["url"])
+    page.locator(".jp-Notebook").first.wait_for(timeout=120_000)
+    choose = page.get_by_role("button", name="Select", exact=True)  # JupyterLab may ask for the kernel first
+    try:
+        choose.wait_for(timeout=20_000)
+        choose.click()
+    except PlaywrightTimeout:
+        pass
+    page.get_by_text("Kernel status: Idle").first.wait_for(state="attached", timeout=120_000)  # the kernel is up
+    run_all_cells(page)
+    # the dashboard renders into the output, then the training streams into its plots
+    for name in ("energy_error", "angular_momentum_error", "epoch_metrics", "orbit"):
+        page.wait_for_function(f"{source_length(name)} > 0", timeout=180_000)
+    n = page.evaluate(source_length("epoch_metrics"))
+    page.wait_for_function(f"{source_length('epoch_metrics')} > {n}", timeout=120_000)  # still coming in
+    assert n < EPOCHS
+    page.get_by_text(f"/{EPOCHS} · ", exact=False).filter(visible=True).first.wait_for(timeout=60_000)  # the header
+    page.screenshot(path=str(SCREENSHOT))
+    bokeh_errors = [e for e in errors if "bokeh" in e.lower() or "panel" in e.lower()]
+    assert not bokeh_errors, bokeh_errors  # nothing fetched from a CDN, no model BokehJS rejects
