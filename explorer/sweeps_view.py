@@ -28,13 +28,16 @@ from nbody_engine import sweep
 from nbody_engine.config import PHASES
 from nbody_engine.errors import InputError
 from nbody_engine.runs import DATA_DIR
-from nbody_engine.schema import KEYS, Config
+from nbody_engine.schema import KEYS, PATH_KEYS, Config
 from nbody_engine.sweep import STATUS_OK, ClusterReady, SweepPlan, WorkersNotice
 from nbody_engine.sweep.results import STATUSES
 
 from .jobs import Job, JobDone
 
 MAX_KEYS = 3
+# file paths are not swept from the page: the page reads files only where the server allows
+# (explorer/files.py), and a swept path would go round that check
+SWEEPABLE_HERE = [k for k in sweep.SWEEPABLE if k not in PATH_KEYS]
 MAX_RUNS = 1000  # a bigger grid belongs to ``nbody-runner sweep --samples``
 REFRESH_PERIOD_MS = 1000
 CLOSE_TIMEOUT = 5.0  # s that closing the session waits for a stopped sweep to end
@@ -220,7 +223,7 @@ class SweepsView:
         self._started = 0.0
         self._cluster = ""
         self._notice = ""  # the sweep's last word about its workers ("no worker alive for 15 s: ...")
-        self.keys = pn.widgets.MultiChoice(label=f"Keys to sweep (at most {MAX_KEYS})", options=list(sweep.SWEEPABLE),
+        self.keys = pn.widgets.MultiChoice(label=f"Keys to sweep (at most {MAX_KEYS})", options=SWEEPABLE_HERE,
                                            max_items=MAX_KEYS, placeholder="choose keys", width=360)
         self.values_box = pn.Column(sizing_mode="stretch_width")
         self.value_inputs: dict[str, pn.widgets.TextInput] = {}

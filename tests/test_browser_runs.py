@@ -89,13 +89,13 @@ def test_a_headless_run_appears_by_itself_and_following_it_fills_every_plot_and_
         expect(table_row(page, "followed")).to_contain_text(f"running (pid {proc.pid})", timeout=60_000)
         tick(page, "followed")
         page.get_by_role("button", name=re.compile("^Follow the last ticked run")).click()
+        page.get_by_text("Training", exact=True).filter(visible=True).first.click()  # its plots draw while shown
         for name in FOLLOWED_PLOTS:
             page.wait_for_function(f"{source_length(name)} > 0", timeout=60_000)
         status = wait_for_status(page, rf"^epoch \d+/{epochs} .*ETA \d+s", timeout=60_000)
         expect(page.locator("progress").first).to_have_attribute("value", re.compile(r"^\d+$"), timeout=30_000)
         n = page.evaluate(source_length("epoch_metrics"))
         page.wait_for_function(f"{source_length('epoch_metrics')} > {n}", timeout=60_000)  # still coming in
-        page.get_by_text("Training", exact=True).filter(visible=True).first.click()
         page.wait_for_timeout(1500)
         page.screenshot(path=str(SCREENSHOTS / "explorer_runs_follow_training.png"))
     finally:
@@ -110,13 +110,15 @@ def test_a_headless_run_appears_by_itself_and_following_it_fills_every_plot_and_
                             "--record-every", "20"], cwd=server["cwd"], stdout=subprocess.DEVNULL,
                            stderr=subprocess.PIPE, text=True)
     try:
+        page.get_by_text("Simulation", exact=True).filter(visible=True).first.click()
         for name in ("simulation", "sim_orbit"):
             page.wait_for_function(f"{source_length(name)} > 0", timeout=60_000)
         assert sim.poll() is None, "the simulation was caught while it ran"
-        assert page.evaluate(source_length("energy_error")) == 0  # a new run in that directory: plots restarted
-        page.get_by_text("Simulation", exact=True).filter(visible=True).first.click()
         page.wait_for_timeout(1500)
         page.screenshot(path=str(SCREENSHOTS / "explorer_runs_follow_simulation.png"))
+        page.get_by_text("Training", exact=True).filter(visible=True).first.click()
+        # a new run in that directory: the training plots restarted empty
+        page.wait_for_function(f"{source_length('energy_error')} == 0", timeout=30_000)
         assert sim.wait(600) == 0, sim.stderr.read()
         wait_for_status(page, r"^simulate finished\.", timeout=60_000)
     finally:

@@ -13,7 +13,7 @@ import pytest
 
 from explorer import Explorer
 from explorer import jobs as explorer_jobs
-from explorer.sweeps_view import MetricPlot, base_document, parse_values
+from explorer.sweeps_view import MetricPlot, SweepsView, base_document, parse_values
 from nbody_engine.errors import InputError
 
 
@@ -214,3 +214,12 @@ def test_the_plot_draws_one_colour_per_value_of_the_other_keys():
     assert plot.lines.data["xs"] == []
     plot.update(pd.DataFrame(), "eps", "loss")
     assert points(plot)["y"] == []
+
+
+def test_the_page_offers_no_file_path_to_sweep():
+    """A swept path would reach files the page may not read (explorer/files.py)."""
+    from nbody_engine.schema import PATH_KEYS
+
+    view = SweepsView(lambda: "")
+    assert not set(view.keys.options) & set(PATH_KEYS)
+    assert "epochs" in view.keys.options

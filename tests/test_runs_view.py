@@ -130,7 +130,7 @@ def test_following_a_finished_run_replays_it_into_every_plot_and_the_header(data
     for name in ("energy_error", "angular_momentum_error", "epoch_metrics", "orbit", "simulation", "sim_orbit"):
         assert len(e.live.frame(name)) > 0, name
     assert list(e.live.frame("epoch_metrics")["epoch"]) == [0, 1, 2]
-    assert e.progress.value == 100
+    assert e.progress == 100
     assert e.status == "simulate finished."
     assert e.runs.poll() == 0  # nothing new
     e.runs.follow.value = False

@@ -20,11 +20,11 @@ import tomli_w
 from ..config import PHASES, check_save_name, load_configs, read_toml, split_layers
 from ..errors import InputError
 from ..runs import DATA_DIR
+from ..schema import PATH_KEYS
 from .grid import Axis, read_grid
 from .results import PROVENANCE, metric_columns
 
 SWEEP_MODES = ("both", "train", "simulate")
-PATH_KEYS = ("ic_path", "model_path", "movie_dir")
 
 
 @dataclass
