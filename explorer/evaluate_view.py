@@ -16,7 +16,8 @@ from nbody_engine.evaluate.verdicts import summary
 
 hv.extension("bokeh", logo=False)
 
-HOVER = ["policy", "label", "eps", "force_evals", "max_rel_dE", "position_error", "wall_time_s"]
+# the Scatter's values: its y first (a Scatter draws its first value dimension), then what hover shows
+HOVER = ["max_rel_dE", "policy", "label", "eps", "force_evals", "position_error", "wall_time_s"]
 VERDICT_COLUMNS = {"label": "system", "baseline": "baseline", "force_evals": "learned force evals",
                    "learned_max_rel_dE": "learned max|dE/E|", "baseline_max_rel_dE_at_same_evals": "baseline max|dE/E|",
                    "ratio": "ratio at equal evals", "position_ratio": "position-error ratio",

@@ -61,6 +61,9 @@ def test_the_pareto_plot_is_interactive_colour_blind_safe_and_the_verdicts_a_tab
     page.wait_for_function(f"({COUNT})('Scatter') > 0", timeout=60_000)
     assert page.evaluate(f"({COUNT})('HoverTool')") >= 1
     assert page.evaluate(f"({COUNT})('WheelZoomTool')") >= 1
+    # both axes numeric and logarithmic (a string as the markers' y made a categorical axis)
+    assert page.evaluate(f"({COUNT})('FactorRange')") == 0
+    assert page.evaluate(f"({COUNT})('LogAxis')") >= 2
     colors = set(page.evaluate(COLORS))
     assert colors & set(PALETTE) and "#F0E442" not in colors  # Okabe-Ito without its yellow
     expect(page.get_by_text("analytic-midpoint").first).to_be_visible(timeout=30_000)
