@@ -460,7 +460,8 @@ class SweepsView:
             "(the same as `nbody-runner sweep`, see docs/SWEEPS.md). Type each key's values separated by "
             "commas (`1e-4, 2e-4`; lists in brackets: `[64, 64], [128]`). A swept key applies to every phase "
             "(it replaces a `[simulate]` override). The runs land in `data/<name>/`; running a sweep again "
-            "under the same name skips the runs that are done.", sizing_mode="stretch_width")
+            "under the same name skips the runs that are done. Every run uses the settings' `seed` (0 when "
+            "it is empty), so the points are compared on the same initial conditions.", sizing_mode="stretch_width")
         return pn.Column(
             intro,
             pn.Row(self.keys, pn.Column(pn.pane.Markdown("Each run does (`--mode`)"), self.mode)),

@@ -100,6 +100,21 @@ def test_plan_expands_the_product_with_stable_ids(tmp_path):
     assert other_mode.runs[0].id != run_id("both", {"eps": 0.05})
 
 
+def test_runs_share_one_seed_unless_the_base_or_the_grid_sets_it(tmp_path):
+    """A sweep compares its points on the same initial conditions: without a 'seed' in the base,
+    every run gets the sweep's --seed; a base seed, a phase's seed and a swept seed are kept."""
+    def seeds(config, grid, **kw):
+        plan = plan_sweep(config, grid, mode="simulate", name="s", cwd=tmp_path, **kw)
+        return [tomllib.loads(r.toml).get("seed") for r in plan.runs]
+    assert seeds(None, {"eps": [0.01, 0.1]}) == [0, 0]
+    assert seeds(None, {"eps": [0.01, 0.1]}, seed=7) == [7, 7]
+    assert seeds({"seed": 3}, {"eps": [0.01, 0.1]}, seed=7) == [3, 3]
+    assert seeds(None, {"seed": [1, 2]}, seed=7) == [1, 2]
+    plan = plan_sweep({"simulate": {"seed": 5}}, {"eps": [0.1]}, mode="simulate", name="s", cwd=tmp_path)
+    doc = tomllib.loads(plan.runs[0].toml)
+    assert doc["simulate"]["seed"] == 5 and doc["seed"] == 0
+
+
 def test_samples_are_seeded_draws(tmp_path):
     grid = {"eps": [0.01 * i for i in range(1, 11)], "steps": [10, 20, 30]}
     def ids(seed):

@@ -51,7 +51,7 @@ def add_sweep_parser(subparsers) -> None:
     sub.add_argument("--samples", metavar="K", type=_int_at_least(1),
                      help="run K random points of the grid instead of all of it")
     sub.add_argument("--seed", metavar="S", type=_int_at_least(0), default=0,
-                     help="seed of the --samples draws (default 0; the runs' own seed is the key 'seed')")
+                     help="seed of the --samples draws and every run's 'seed' where the base sets none (default 0)")
     sub.add_argument("--workers", metavar="N", type=_int_at_least(1),
                      help="local worker processes (default: one per core) or, with --slurm, SLURM jobs (default 1)")
     sub.add_argument("--no-worker-limit", metavar="SECONDS", type=_int_at_least(1), default=300,

@@ -77,7 +77,10 @@ def _absolute(value: Any, base: Path) -> Any:
     return value
 
 
-def _run_document(base: dict[str, dict], axes: Sequence[Axis], point: tuple, rid: str, cwd: Path) -> dict:
+def _run_document(base: dict[str, dict], axes: Sequence[Axis], point: tuple, rid: str, cwd: Path,
+                  seed: int) -> dict:
+    """The run's config: the base with the point's values, absolute paths, and the sweep's
+    ``seed`` where neither the base nor the grid gives one (so its points share initial conditions)."""
     layers = {name: dict(values) for name, values in base.items()}
     for axis, value in zip(axes, point):
         layers[axis.layer][axis.key] = value
@@ -86,7 +89,7 @@ def _run_document(base: dict[str, dict], axes: Sequence[Axis], point: tuple, rid
         for key in PATH_KEYS:
             if key in layers[name]:
                 layers[name][key] = _absolute(layers[name][key], cwd)
-    doc: dict[str, Any] = {**layers["top"], "save_name": rid}
+    doc: dict[str, Any] = {"seed": seed, **layers["top"], "save_name": rid}
     for phase in PHASES:
         if layers[phase]:
             doc[phase] = layers[phase]
@@ -139,14 +142,15 @@ def plan_sweep(config: str | Path | Mapping | None, grid: str | Path | Mapping, 
         indices: Sequence[int] = range(total)
     else:
         indices = sorted(random.Random(seed).sample(range(total), samples))
-    runs = _runs(base, axes, indices, mode, cwd)
+    runs = _runs(base, axes, indices, mode, cwd, seed)
     columns = ["id", "status", *(a.column for a in axes), *metric_columns(mode),
                "wall_time_s", "attempts", "exit_code", "error", *PROVENANCE, "run_dir"]
     config_path = None if isinstance(config, Mapping) or config is None else str(Path(config).resolve())
     return SweepPlan(name, mode, root, config_path, axes, runs, total, samples, seed, columns)
 
 
-def _runs(base: dict[str, dict], axes: Sequence[Axis], indices: Sequence[int], mode: str, cwd: Path) -> list[Run]:
+def _runs(base: dict[str, dict], axes: Sequence[Axis], indices: Sequence[int], mode: str, cwd: Path,
+          seed: int) -> list[Run]:
     """Every run of the plan, each one's config checked by the runner's own loader."""
     runs = []
     with tempfile.TemporaryDirectory(prefix="nbody-sweep-") as tmp:
@@ -155,7 +159,7 @@ def _runs(base: dict[str, dict], axes: Sequence[Axis], indices: Sequence[int], m
             point = _point(axes, index)
             values = {a.column: v for a, v in zip(axes, point)}
             rid = run_id(mode, values)
-            text = tomli_w.dumps(_run_document(base, axes, point, rid, cwd))
+            text = tomli_w.dumps(_run_document(base, axes, point, rid, cwd, seed))
             check_path.write_text(text)
             try:
                 load_configs(mode, check_path)
