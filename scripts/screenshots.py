@@ -3,7 +3,7 @@
 Serves the dashboard (``nbody-explorer``) from a scratch directory, presses Train + simulate
 with the opening settings, then shows each tab as a user would and saves what the browser
 draws: the Simulation tab (with an evaluation of the new checkpoint on the Kepler problem),
-the Sweeps tab after a two-run sweep, and the Export / import tab.
+the Sweeps tab after a three-run sweep of ``eps``, and the Export / import tab.
 
     .venv/bin/python scripts/screenshots.py            # writes docs/images/tab_*.png
     .venv/bin/python scripts/screenshots.py --out /tmp/shots
@@ -62,16 +62,22 @@ def show_tab(page: Page, name: str) -> None:
 
 
 def run_sweep(page: Page) -> None:
-    """A two-run local sweep over ``steps`` of the dashboard's settings."""
+    """A three-run local sweep of the analytic step's accuracy ``eps``, drawn on a log axis."""
     page.get_by_placeholder("choose keys").filter(visible=True).first.click()
-    page.locator(".choices__item--choice", has_text=re.compile(r"^\s*steps\s*$")).first.click()
+    page.locator(".choices__item--choice", has_text=re.compile(r"^\s*eps\s*$")).first.click()
     page.keyboard.press("Escape")
-    values = page.get_by_label("steps values", exact=True).filter(visible=True).first
-    values.fill("200, 400")
+    values = page.get_by_label("eps values", exact=True).filter(visible=True).first
+    values.fill("0.01, 0.03, 0.1")
     values.press("Enter")
     page.get_by_role("button", name="simulate", exact=True).click()
+    name = page.get_by_label("Sweep name (its folder under data/)", exact=True)
+    name.fill("eps_scan")
+    name.press("Enter")
     page.get_by_role("button", name="Run sweep", exact=True).click()
-    wait_for_text(page, r"^Sweep '.*' finished in", timeout=SLOW)
+    wait_for_text(page, r"^Sweep 'eps_scan' finished in", timeout=SLOW)
+    page.locator("select").filter(has_text="max_rel_energy_error").first.select_option("max_rel_energy_error")
+    page.locator(".bk-label", has_text="log y").locator("xpath=preceding-sibling::input").check()
+    page.wait_for_timeout(1500)
 
 
 def main() -> int:
