@@ -391,7 +391,7 @@ class Explorer(pn.viewable.Viewer):
         progress = pn.indicators.Progress(value=self.param.progress, max=100, bar_color="primary", height=12,
                                           margin=(6, 10), sizing_mode="stretch_width")
         for button in (*b.values(), self.stop_button):
-            button.param.update(width=150 if button is b["both"] else 100, sizing_mode="fixed")
+            button.param.update(width=150 if button is b["both"] else 100, height=36, sizing_mode="fixed")
         return pn.Row(b["train"], b["simulate"], b["both"], self.stop_button,
                       pn.Column(progress, status, min_width=300, sizing_mode="stretch_width"),
                       sizing_mode="stretch_width")
@@ -413,11 +413,11 @@ class Explorer(pn.viewable.Viewer):
                          _pane(self.live.orbit_plot("sim_orbit")),
                          pn.pane.Markdown("### Learned against analytic on the same initial conditions"),
                          self.sim_view,
-                         pn.pane.Markdown("### Is the learned step worth it? The Simulate tab's `model_path` "
-                                          "(empty: the checkpoint training with these settings writes) "
-                                          "against five baselines (fixed, classic, analytic, time-symmetric, "
+                         pn.pane.Markdown("### Is the learned step worth it?\n\nEvaluate compares the Simulate tab's "
+                                          "`model_path` (empty: the checkpoint training with these settings "
+                                          "writes) with five baselines (fixed, classic, analytic, time-symmetric, "
                                           "drift-corrected) at each `eval_eps`, on the problems of `eval_suite` "
-                                          "(`nbody-runner evaluate`; docs/SCIENCE.md)"),
+                                          "(`nbody-runner evaluate`; docs/SCIENCE.md)."),
                          self.evaluate_button, self.eval_view, sizing_mode="stretch_width")
 
     def _export_tab(self) -> pn.Column:
