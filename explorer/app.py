@@ -19,7 +19,7 @@ import param
 
 from nbody_engine.config import check_consistency, config_values, load_configs, parse_toml, to_toml
 from nbody_engine.errors import InputError
-from nbody_engine.events import CheckpointWritten, EpochFinished, RunFinished, RunStarted, TrajectoryChunk
+from nbody_engine.events import CheckpointWritten, EpochFinished, RunFinished, RunStarted, TrajectoryChunk, epoch_counts
 from nbody_engine.schema import KEYS, Config
 
 from .fields import SettingsPanel
@@ -347,10 +347,9 @@ class Explorer(pn.viewable.Viewer):
         total = max(self._epochs_total, done)
         elapsed = time.monotonic() - self._started
         eta = elapsed / done * (total - done)
-        m = event.metrics
         self._set_progress(100 * done / total)
-        self._set_status(f"epoch {done}/{total} · accepted steps {m['accepted_steps']} · "
-                         f"retrains {m['retrain_iterations']} · elapsed {elapsed:.0f}s · ETA {eta:.0f}s")
+        counts = epoch_counts(event.metrics).replace("  ", " · ")
+        self._set_status(f"epoch {done}/{total} · {counts} · elapsed {elapsed:.0f}s · ETA {eta:.0f}s")
 
     def _kept(self, kind: str) -> str:
         """What a stopped job leaves for the status line: the checkpoint of a training."""

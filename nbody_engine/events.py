@@ -163,8 +163,7 @@ class ConsoleSink:
     def _epoch(self, event: EpochFinished) -> None:
         m = event.metrics
         line = (f"epoch {event.epoch}: loss {m.get('loss', float('nan')):.3g}  max|dE/E| {m.get('rel_dE_max', 0):.2e}"
-                f"  accepted {m.get('accepted_steps', 0)}  retrains {m.get('retrain_iterations', 0)}"
-                f"  {m.get('epoch_time_s', 0):.2f}s")
+                f"  {epoch_counts(m)}  {m.get('epoch_time_s', 0):.2f}s")
         if self._bar is not None:
             self._bar.set_postfix_str(line.split(": ", 1)[1], refresh=False)
             self._advance_to(event.epoch + 1)
@@ -178,6 +177,14 @@ class ConsoleSink:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+
+
+def epoch_counts(metrics: dict) -> str:
+    """What an epoch did, for a one-line summary: the band objective's accepted steps and
+    retrain iterations, or the rollout objective's optimizer steps."""
+    if "rollout_steps" in metrics:
+        return f"rollout steps {metrics['rollout_steps']}"
+    return f"accepted {metrics.get('accepted_steps', 0)}  retrains {metrics.get('retrain_iterations', 0)}"
 
 
 def json_line(record: dict) -> str:

@@ -443,6 +443,7 @@ class EpochStats:
     retrains: int = 0
     replay_iterations: int = 0
     orbit_restarts: int = 0
+    rollouts: int = 0  # optimizer steps of the rollout objective
     replay_pass_rate: float = float("nan")
     replay_loss: float = float("nan")
 
@@ -456,6 +457,7 @@ class EpochStats:
 
     def add_rollout(self, result: RolloutResult) -> None:
         self.attempts += result.loss.shape[0]
+        self.rollouts += 1
         self.values["loss"].append(result.loss.detach())
         self.values["rel_dE"].append(result.max_rel_dE)
 
@@ -469,9 +471,11 @@ class EpochStats:
             "dt_mean": float(v["dt"].mean()), "dt_min": float(v["dt"].min()), "dt_max": float(v["dt"].max()),
             "accepted_steps": self.accepted, "attempts": self.attempts,
             "retrain_iterations": self.retrains, "orbit_restarts": self.orbit_restarts,
-            "acceptance_rate": self.accepted / self.attempts if self.attempts else float("nan"),
+            # a rollout epoch accepts nothing: its rate is undefined, not 0
+            "acceptance_rate": self.accepted / self.attempts if self.attempts and not self.rollouts else float("nan"),
             "replay_iterations": self.replay_iterations, "replay_pass_rate": self.replay_pass_rate,
             "replay_loss": self.replay_loss, "replay_buffer_size": buffer_size, "epoch_time_s": epoch_time,
+            **({"rollout_steps": self.rollouts} if self.rollouts else {}),
         }
 
 

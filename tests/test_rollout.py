@@ -76,6 +76,19 @@ def test_rollout_training_reproduces_with_a_seed_and_writes_a_conditioned_checkp
     assert network.conditioned and network.input_shift.shape == (2,)  # v_r/|v| and log eta
 
 
+def test_a_rollout_epoch_reports_its_optimizer_steps_not_acceptances(tmp_path):
+    """No step is accepted or retrained in a rollout epoch: its metrics say how many rollout
+    steps it took, its acceptance rate is undefined (not 0), and the console line says so."""
+    from nbody_engine.events import epoch_counts
+
+    cfg = load_configs("train", cli={**TINY, "save_name": "r", "epochs": 1})["train"]
+    metrics = load_checkpoint(run_training(cfg, data_dir=tmp_path)["checkpoint"]).data["metrics"][0]
+    assert metrics["rollout_steps"] == TINY["steps_per_epoch"]
+    assert metrics["acceptance_rate"] is None or math.isnan(metrics["acceptance_rate"])
+    assert epoch_counts(metrics) == f"rollout steps {TINY['steps_per_epoch']}"
+    assert epoch_counts({"accepted_steps": 7, "retrain_iterations": 3}) == "accepted 7  retrains 3"
+
+
 def test_rollout_needs_bound_two_body_orbits():
     from nbody_engine.errors import InputError
     from nbody_engine.initial_conditions import random_system
