@@ -8,156 +8,26 @@ they fail: CI must always run them.
 from __future__ import annotations
 
 import json
-import os
 import re
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect
 
+from dashboard_page import (open_card, open_dashboard, set_setting, source_column, source_length,
+                            wait_for_status, wait_until_changed)
 from explorer.app import QUICK_START
 from nbody_engine.config import load_configs
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("offline")]
 
-REPO = Path(__file__).resolve().parents[1]
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--no-first-run", "--disable-sync"]
 SCREENSHOT = Path("/tmp/explorer_training.png")
 OPENING_EPOCHS = str(QUICK_START["epochs"])  # what the epochs box shows on a new page
 # A click reaches the server between plot redraws, which take long on a busy two-core machine.
 STOP_TIMEOUT = 20_000  # ms
-
-# What a page holds, read through BokehJS (the sources are named in explorer/live.py).
-DOC_READY = "window.Bokeh !== undefined && Bokeh.documents.length > 0"
-
-
-def source_length(name: str) -> str:
-    return (f"(() => {{ const s = window.Bokeh && Bokeh.documents.length && "
-            f"Bokeh.documents[0].get_model_by_name('{name}'); return s ? s.get_length() : -1; }})()")
-
-
-def source_column(name: str, column: str) -> str:
-    return f"Array.from(Bokeh.documents[0].get_model_by_name('{name}').data['{column}'])"
-
-
-# --- fixtures ----------------------------------------------------------------------------
-
-LOOPBACK = re.compile(r"^(https?|wss?)://(127\.0\.0\.1|localhost)(:\d+)?/|^(data|blob|about):")
-
-
-@pytest.fixture(autouse=True)
-def offline(context):
-    """Every page of a test runs as on an offline node: a request that would leave the machine
-    is refused, and fails the test."""
-    outside: list[str] = []
-
-    def refuse(route):
-        outside.append(route.request.url)
-        route.abort()
-
-    context.route(lambda url: not LOOPBACK.match(url), refuse)
-    yield outside
-    assert not outside, f"the page asked for resources outside this machine: {outside}"
-
-
-@pytest.fixture(scope="session")
-def browser_type_launch_args(browser_type_launch_args):
-    """pytest-playwright's launch options, on the system Chromium."""
-    if not CHROMIUM.exists():
-        reason = f"{CHROMIUM} is missing: install Debian's chromium (scripts/setup.sh --test, as root)"
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must run the browser tests, but {reason}")
-        pytest.skip(reason)
-    return {**browser_type_launch_args, "executable_path": str(CHROMIUM), "args": CHROMIUM_ARGS}
-
-
-@pytest.fixture(scope="session")
-def browser_context_args(browser_context_args):
-    return {**browser_context_args, "viewport": {"width": 1600, "height": 1000}, "accept_downloads": True}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """The dashboard served from a scratch directory (its runs land in <cwd>/data)."""
-    cwd = tmp_path_factory.mktemp("served")
-    port = free_port()
-    log = (cwd / "server.log").open("w")
-    cmd = [sys.executable, "-m", "explorer.serve", "--port", str(port)]  # nbody-explorer, its defaults
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-    proc = subprocess.Popen(cmd, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}/explorer"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"panel serve exited with {proc.returncode}:\n{(cwd / 'server.log').read_text()}")
-            try:
-                with urllib.request.urlopen(url, timeout=5) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"panel serve did not answer within 90 s:\n{(cwd / 'server.log').read_text()}")
-            time.sleep(0.3)
-        yield {"url": url, "cwd": cwd, "port": port}
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-        log.close()
-
-
-# --- page helpers --------------------------------------------------------------------------
-
-def open_dashboard(page, server) -> None:
-    page.goto(server["url"])
-    page.wait_for_function(DOC_READY, timeout=60_000)
-    # the named sources exist once the plots are rendered
-    page.wait_for_function(f"{source_length('energy_error')} >= 0 && {source_length('orbit')} >= 0",
-                           timeout=30_000)
-
-
-def open_card(page, title: str) -> None:
-    """Expand a sidebar card of the Settings tab (the cards start collapsed; a title may end
-    with '· N changed')."""
-    page.get_by_text(re.compile("^" + re.escape(title))).filter(visible=True).first.click()
-
-
-def set_setting(page, key: str, value) -> None:
-    """Type ``value`` into the Settings tab's widget labelled ``key`` and commit it."""
-    box = page.get_by_label(key, exact=True).filter(visible=True).first
-    box.fill(str(value))
-    box.press("Enter")
-
-
-def wait_until_changed(page, title: str, timeout: float = 15_000) -> None:
-    """Wait until the server has the sidebar's changes: its card's title counts them (the
-    page's messages keep their order, so earlier changes have arrived too)."""
-    title_changed = page.get_by_text(re.compile("^" + re.escape(title) + r" · \d+ changed$")).filter(visible=True)
-    title_changed.first.wait_for(state="visible", timeout=timeout)
-
-
-def wait_for_status(page, pattern: str, timeout: float = 30_000) -> str:
-    loc = page.get_by_text(re.compile(pattern)).filter(visible=True).first
-    loc.wait_for(state="visible", timeout=timeout)
-    return loc.inner_text()
 
 
 def metrics_rows(path: Path) -> list[dict]:

@@ -2,9 +2,9 @@
 runs table fills itself, ticked runs are overlaid, and a headless ``nbody-runner`` in a subprocess
 is followed live into every plot and the header.
 
-The server, the Chromium settings and the page helpers are tests/test_browser.py's.
+The server and the Chromium settings are tests/conftest.py's fixtures, the page helpers
+tests/dashboard_page.py's.
 """
-# ruff: noqa: F811 -- the fixtures imported from test_browser are taken as test parameters by name
 
 from __future__ import annotations
 
@@ -16,11 +16,10 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
-from test_browser import (browser_context_args, browser_type_launch_args, open_dashboard,  # noqa: F401 (fixtures)
-                          server, source_length, wait_for_status)
+from dashboard_page import open_dashboard, source_length, wait_for_status
 from test_progress_log import TINY_TOML
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("offline")]
 
 SCREENSHOTS = Path("/tmp")
 RUN_TOML = TINY_TOML.replace("epochs = 3", "epochs = {epochs}")

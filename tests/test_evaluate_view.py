@@ -1,5 +1,5 @@
 """The Evaluate view in a real browser: a real evaluation's result served by Panel, driven by
-headless Chromium (the launch options come from tests/test_browser.py)."""
+headless Chromium (the launch options come from tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 
 import pytest
 from playwright.sync_api import expect
-from test_browser import DOC_READY, browser_context_args, browser_type_launch_args, free_port  # noqa: F401
+from dashboard_page import DOC_READY, free_port
 
 from nbody_engine.config import load_configs
 from nbody_engine.evaluate.report import PALETTE

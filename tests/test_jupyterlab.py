@@ -3,9 +3,8 @@ temporary root directory), a notebook that builds ``Explorer()`` run from Chromi
 plots filling while a training runs, with no ``drain()`` call anywhere: the kernel's event loop
 drives the Explorer's periodic callback.
 
-Uses tests/test_browser.py's Chromium settings.
+Uses tests/conftest.py's Chromium settings.
 """
-# ruff: noqa: F811 -- the fixtures imported from test_browser are taken as test parameters by name
 
 from __future__ import annotations
 
@@ -21,7 +20,7 @@ import nbformat
 import pytest
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
-from test_browser import REPO, browser_context_args, browser_type_launch_args, free_port  # noqa: F401 (fixtures)
+from dashboard_page import REPO, free_port
 
 pytestmark = pytest.mark.browser
 pytest.importorskip("jupyterlab", reason="the test extra installs jupyterlab (pip install -e '.[test]')")

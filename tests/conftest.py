@@ -1,0 +1,81 @@
+"""Fixtures of the browser tests: pytest-playwright on Debian's Chromium, the dashboard served
+from a scratch directory, and a guard that no page request leaves the machine. Fixtures that
+no test asks for cost nothing: the other tests never start a browser or a server."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+from dashboard_page import CHROMIUM, CHROMIUM_ARGS, LOOPBACK, REPO, free_port
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args):
+    """pytest-playwright's launch options, on the system Chromium."""
+    if not CHROMIUM.exists():
+        reason = f"{CHROMIUM} is missing: install Debian's chromium (scripts/setup.sh --test, as root)"
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run the browser tests, but {reason}")
+        pytest.skip(reason)
+    return {**browser_type_launch_args, "executable_path": str(CHROMIUM), "args": CHROMIUM_ARGS}
+
+
+@pytest.fixture(scope="session")
+def browser_context_args(browser_context_args):
+    return {**browser_context_args, "viewport": {"width": 1600, "height": 1000}, "accept_downloads": True}
+
+
+@pytest.fixture
+def offline(context):
+    """Every page of a test runs as on an offline node: a request that would leave the machine
+    is refused, and fails the test (the dashboard's test modules use it on every test)."""
+    outside: list[str] = []
+
+    def refuse(route):
+        outside.append(route.request.url)
+        route.abort()
+
+    context.route(lambda url: not LOOPBACK.match(url), refuse)
+    yield outside
+    assert not outside, f"the page asked for resources outside this machine: {outside}"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """The dashboard (``nbody-explorer`` with its defaults) served from a scratch directory;
+    its runs land in <cwd>/data."""
+    cwd = tmp_path_factory.mktemp("served")
+    port = free_port()
+    log = (cwd / "server.log").open("w")
+    cmd = [sys.executable, "-m", "explorer.serve", "--port", str(port)]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}/explorer"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"panel serve exited with {proc.returncode}:\n{(cwd / 'server.log').read_text()}")
+            try:
+                with urllib.request.urlopen(url, timeout=5) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"panel serve did not answer within 90 s:\n{(cwd / 'server.log').read_text()}")
+            time.sleep(0.3)
+        yield {"url": url, "cwd": cwd, "port": port}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+        log.close()

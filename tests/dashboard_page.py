@@ -1,0 +1,67 @@
+"""What the browser tests share: where Chromium is, a free loopback port, and how to read and
+drive the dashboard's page (its data sources are named in explorer/live.py). The fixtures that
+use these (the Chromium launch options, the served dashboard, the offline guard) are in
+tests/conftest.py."""
+
+from __future__ import annotations
+
+import re
+import socket
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--no-first-run", "--disable-sync"]
+# A request the page may make without leaving the machine.
+LOOPBACK = re.compile(r"^(https?|wss?)://(127\.0\.0\.1|localhost)(:\d+)?/|^(data|blob|about):")
+DOC_READY = "window.Bokeh !== undefined && Bokeh.documents.length > 0"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def source_length(name: str) -> str:
+    return (f"(() => {{ const s = window.Bokeh && Bokeh.documents.length && "
+            f"Bokeh.documents[0].get_model_by_name('{name}'); return s ? s.get_length() : -1; }})()")
+
+
+def source_column(name: str, column: str) -> str:
+    return f"Array.from(Bokeh.documents[0].get_model_by_name('{name}').data['{column}'])"
+
+
+def open_dashboard(page, server) -> None:
+    page.goto(server["url"])
+    page.wait_for_function(DOC_READY, timeout=60_000)
+    # the named sources exist once the plots are rendered
+    page.wait_for_function(f"{source_length('energy_error')} >= 0 && {source_length('orbit')} >= 0",
+                           timeout=30_000)
+
+
+def open_card(page, title: str) -> None:
+    """Expand a sidebar card of the Settings tab (the cards start collapsed; a title may end
+    with '· N changed')."""
+    page.get_by_text(re.compile("^" + re.escape(title))).filter(visible=True).first.click()
+
+
+def set_setting(page, key: str, value) -> None:
+    """Type ``value`` into the Settings tab's widget labelled ``key`` and commit it."""
+    box = page.get_by_label(key, exact=True).filter(visible=True).first
+    box.fill(str(value))
+    box.press("Enter")
+
+
+def wait_until_changed(page, title: str, timeout: float = 15_000) -> None:
+    """Wait until the server has the sidebar's changes: its card's title counts them (the
+    page's messages keep their order, so earlier changes have arrived too)."""
+    title_changed = page.get_by_text(re.compile("^" + re.escape(title) + r" · \d+ changed$")).filter(visible=True)
+    title_changed.first.wait_for(state="visible", timeout=timeout)
+
+
+def wait_for_status(page, pattern: str, timeout: float = 30_000) -> str:
+    loc = page.get_by_text(re.compile(pattern)).filter(visible=True).first
+    loc.wait_for(state="visible", timeout=timeout)
+    return loc.inner_text()
