@@ -106,19 +106,20 @@ def _pair_matrix_timescale(state: State, softening: float) -> torch.Tensor:
 
 
 def _two_body_timescale(state: State, softening: float) -> torch.Tensor:
-    """:func:`pairwise_timescale` of the one pair of a two-body system, (B,)."""
+    """:func:`pairwise_timescale` of the one pair of a two-body system, (B,).
+
+    The reduced mass cancels from the guard: with ``k = T / (m_0 m_1 / r) = |v|^2 r / 2M`` the
+    guard's ratio ``E r / (m_0 m_1)`` is ``max(|k - 1|, 0.01 (k + 1))``."""
     both = torch.cat([state.position, state.velocity], -1)
     squares = squared_halves(both[:, 1] - both[:, 0], state.dim)  # (B, 2): r^2, |v_1 - v_0|^2
     r2 = squares[:, 0] + softening**2
     v2 = squares[:, 1]
-    total, reduced = sum_last(state.mass), state.mass.prod(-1)  # M, m_0 m_1
-    r = r2.sqrt()
-    binding = reduced / r
-    kinetic = reduced * v2 / (2 * total)
-    scale = torch.maximum((kinetic - binding).abs(), 0.01 * (kinetic + binding))
-    free_fall2 = r2 * r / total
+    r_over_total = r2.sqrt() / sum_last(state.mass)  # r / M
+    k = 0.5 * v2 * r_over_total
+    ratio = torch.maximum((k - 1.0).abs(), 0.01 * (k + 1.0))
+    free_fall2 = r2 * r_over_total
     collision2 = r2 / v2.clamp_min(torch.finfo(r2.dtype).tiny)
-    guard2 = (scale / binding).clamp(max=1.0).pow(2.0 / 3.0)
+    guard2 = ratio.clamp(max=1.0).pow(2.0 / 3.0)
     return (torch.minimum(free_fall2, collision2) * guard2).sqrt()
 
 
