@@ -7,11 +7,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
-import urllib.request
 
 import pytest
-from dashboard_page import CHROMIUM, CHROMIUM_ARGS, LOOPBACK, REPO, free_port
+from dashboard_page import CHROMIUM, CHROMIUM_ARGS, LOOPBACK, REPO, free_port, stop, wait_until_it_answers
 
 
 @pytest.fixture(scope="session")
@@ -57,25 +55,8 @@ def server(tmp_path_factory):
     proc = subprocess.Popen(cmd, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}/explorer"
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"panel serve exited with {proc.returncode}:\n{(cwd / 'server.log').read_text()}")
-            try:
-                with urllib.request.urlopen(url, timeout=5) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"panel serve did not answer within 90 s:\n{(cwd / 'server.log').read_text()}")
-            time.sleep(0.3)
+        wait_until_it_answers(proc, url, cwd / "server.log", "panel serve", 90)
         yield {"url": url, "cwd": cwd, "port": port}
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        stop(proc, 10)
         log.close()

@@ -1,13 +1,18 @@
-"""What the browser tests share: where Chromium is, a free loopback port, and how to read and
-drive the dashboard's page (its data sources are named in explorer/live.py). The fixtures that
-use these (the Chromium launch options, the served dashboard, the offline guard) are in
-tests/conftest.py."""
+"""What the browser tests share: where Chromium is, a free loopback port, starting and stopping
+a server they drive, and how to read and drive the dashboard's page (its data sources are named
+in explorer/live.py). The fixtures that use these (the Chromium launch options, the served
+dashboard, the offline guard) are in tests/conftest.py."""
 
 from __future__ import annotations
 
 import re
 import socket
+import subprocess
+import time
+import urllib.request
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -22,6 +27,34 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def wait_until_it_answers(proc: subprocess.Popen, url: str, log: Path, name: str, seconds: float) -> None:
+    """Poll ``url`` until it answers 200; fail the test with ``log`` if ``proc`` exits first or
+    ``seconds`` pass (page builds are slow on a busy machine: be generous)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        if proc.poll() is not None:
+            pytest.fail(f"{name} exited with {proc.returncode}:\n{log.read_text()}")
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            pytest.fail(f"{name} did not answer within {seconds:g} s:\n{log.read_text()}")
+        time.sleep(0.3)
+
+
+def stop(proc: subprocess.Popen, grace: float) -> None:
+    """Terminate ``proc``; kill it if it is still there after ``grace`` seconds."""
+    proc.terminate()
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(grace)
 
 
 def source_length(name: str) -> str:

@@ -12,15 +12,13 @@ import os
 import secrets
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import nbformat
 import pytest
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
-from dashboard_page import REPO, free_port
+from dashboard_page import REPO, free_port, stop, wait_until_it_answers
 
 pytestmark = pytest.mark.browser
 pytest.importorskip("jupyterlab", reason="the test extra installs jupyterlab (pip install -e '.[test]')")
@@ -63,27 +61,10 @@ def jupyterlab(tmp_path_factory):
                             cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"jupyter lab exited with {proc.returncode}:\n{(home / 'lab.log').read_text()}")
-            try:
-                with urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=5) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"jupyter lab did not answer within 120 s:\n{(home / 'lab.log').read_text()}")
-            time.sleep(0.5)
+        wait_until_it_answers(proc, f"{base}/api/status?token={token}", home / "lab.log", "jupyter lab", 120)
         yield {"url": f"{base}/lab/tree/live.ipynb?token={token}", "root": root, "log": home / "lab.log"}
     finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(20)
+        stop(proc, 20)
         log.close()
 
 
