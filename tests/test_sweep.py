@@ -113,6 +113,8 @@ def test_runs_share_one_seed_unless_the_base_or_the_grid_sets_it(tmp_path):
     plan = plan_sweep({"simulate": {"seed": 5}}, {"eps": [0.1]}, mode="simulate", name="s", cwd=tmp_path)
     doc = tomllib.loads(plan.runs[0].toml)
     assert doc["simulate"]["seed"] == 5 and doc["seed"] == 0
+    with pytest.raises(InputError, match=r"--seed\) must be between 0 and 4294967295"):
+        plan_sweep(None, {"eps": [0.1]}, mode="simulate", name="s", cwd=tmp_path, seed=2**32)
 
 
 def test_samples_are_seeded_draws(tmp_path):

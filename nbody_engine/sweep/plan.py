@@ -20,7 +20,7 @@ import tomli_w
 from ..config import PHASES, check_save_name, load_configs, read_toml, split_layers
 from ..errors import InputError
 from ..runs import DATA_DIR
-from ..schema import PATH_KEYS
+from ..schema import PATH_KEYS, Logging
 from .grid import Axis, read_grid
 from .results import PROVENANCE, metric_columns
 
@@ -102,7 +102,11 @@ def _check_options(mode: str, samples: int | None, seed: int) -> None:
     if samples is not None and (not isinstance(samples, int) or isinstance(samples, bool) or samples < 1):
         raise InputError(f"'samples' must be a positive integer, not {samples!r}")
     if not isinstance(seed, int) or isinstance(seed, bool):
-        raise InputError(f"the sampling seed must be an integer, not {seed!r}")
+        raise InputError(f"the sweep's seed must be an integer, not {seed!r}")
+    low, high = Logging.param.seed.bounds
+    if not low <= seed <= high:
+        raise InputError(f"the sweep's seed (--seed) must be between {low} and {high}: it seeds the draw of --samples "
+                         f"and is every run's 'seed' where the base sets none; not {seed}")
 
 
 def _base_layers(config: str | Path | Mapping | None) -> dict[str, dict]:
