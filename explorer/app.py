@@ -348,7 +348,7 @@ class Explorer(pn.viewable.Viewer):
         elapsed = time.monotonic() - self._started
         eta = elapsed / done * (total - done)
         self._set_progress(100 * done / total)
-        counts = epoch_counts(event.metrics).replace("  ", " · ")
+        counts = epoch_counts(event.metrics, sep=" · ")
         self._set_status(f"epoch {done}/{total} · {counts} · elapsed {elapsed:.0f}s · ETA {eta:.0f}s")
 
     def _kept(self, kind: str) -> str:

@@ -179,12 +179,12 @@ class ConsoleSink:
             self._bar = None
 
 
-def epoch_counts(metrics: dict) -> str:
+def epoch_counts(metrics: dict, sep: str = "  ") -> str:
     """What an epoch did, for a one-line summary: the band objective's accepted steps and
-    retrain iterations, or the rollout objective's optimizer steps."""
+    retrain iterations (joined by ``sep``), or the rollout objective's optimizer steps."""
     if "rollout_steps" in metrics:
         return f"rollout steps {metrics['rollout_steps']}"
-    return f"accepted {metrics.get('accepted_steps', 0)}  retrains {metrics.get('retrain_iterations', 0)}"
+    return f"accepted {metrics.get('accepted_steps', 0)}{sep}retrains {metrics.get('retrain_iterations', 0)}"
 
 
 def json_line(record: dict) -> str:
