@@ -18,6 +18,7 @@ from .errors import NonFiniteStateError
 from .events import Reporter, TrajectoryChunk
 from .physics import (ExternalField, State, acceleration_and_potential, angular_momentum, kinetic_energy, momentum,
                       potential_energy)
+from .two_body import BLOCK, relative_stepper
 
 
 @dataclass(frozen=True)
@@ -226,8 +227,12 @@ class _Recorder:
 STEPS_PER_CALL = 8  # steps fused into one call of the (compiled) stepper
 
 
-def _stepper(policy, gravity: Gravity, t_end: torch.Tensor | None, compile: bool, device: torch.device):
-    """``advance(state, acc, carry, steps, n, keep, out=None)``: ``n <= STEPS_PER_CALL`` simulation steps;
+def _stepper(policy, gravity: Gravity, t_end: torch.Tensor | None, compile: bool, mass: torch.Tensor):
+    """``(advance, per_call)``: eager runs of a binary take :mod:`.two_body`'s relative
+    coordinates where the policy allows (``per_call`` = two_body.BLOCK steps), everything else
+    the general stepper below (``per_call`` = STEPS_PER_CALL).
+
+    ``advance(state, acc, carry, steps, n, keep, out=None)``: ``n <= per_call`` simulation steps;
     per step, the policy's dt (cut to land on ``t_end``), leapfrog, policy update, and each
     system's count of steps taken. Returns the new state and the rows (time, dt, position,
     velocity), each (len(keep), B, ...), of the steps ``keep`` (indices into the n; None if empty);
@@ -264,13 +269,15 @@ def _stepper(policy, gravity: Gravity, t_end: torch.Tensor | None, compile: bool
             slot.copy_(block)
         return state, acc, carry, steps, None
     if not compile:
-        return steps_of
+        binary = relative_stepper(policy, gravity, mass, t_end)
+        return (steps_of, STEPS_PER_CALL) if binary is None else (binary, BLOCK)
     # Dynamo traces through the lru_cache'd helpers that build constant index and mask tensors
     # from shapes, and says so once per helper; what they return depends on their arguments
     # alone, so tracing them is exact and the note is noise to a user.
     warnings.filterwarnings("ignore", message=r"Dynamo detected a call to a `functools.lru_cache`")
     # On a CPU, Inductor's C++ wrapper calls the kernels from C++ instead of Python: 1.7x the
     # steps/s of one orbit (docs/BENCHMARKS.md). CUDA keeps the default Python wrapper.
+    device = mass.device
     compiled = torch.compile(steps_of, dynamic=False, options={"cpp_wrapper": device.type == "cpu"})
     counts = [torch.tensor(n, device=device) for n in range(STEPS_PER_CALL + 1)]
 
@@ -283,7 +290,7 @@ def _stepper(policy, gravity: Gravity, t_end: torch.Tensor | None, compile: bool
         # strided single-orbit call; the views hold their block until the next flush, `chunk` steps on
         rows_kept = slice(keep[0], keep[-1] + 1) if keep[-1] - keep[0] == len(keep) - 1 else list(keep)
         return *moved, tuple(t[rows_kept] for t in rows)
-    return advance
+    return advance, STEPS_PER_CALL
 
 
 def _recorded(first: int, n: int, record_every: int, last: bool) -> tuple[int, ...]:
@@ -314,7 +321,8 @@ def simulate(state: State, policy, gravity: Gravity, stop: StopRule, reporter: R
     """
     reporter = reporter or Reporter()
     start = wallclock.perf_counter()
-    advance = _stepper(policy, gravity, stop.t_end, compile, state.time.device)
+    advance, per_call = _stepper(policy, gravity, stop.t_end, compile, state.mass)
+    per_call = min(per_call, chunk)
     with torch.inference_mode():
         # inference tensors from the start: a compiled stepper guards on the kind of tensor it
         # gets, and would compile a second time once the state it returns comes back
@@ -327,7 +335,7 @@ def simulate(state: State, policy, gravity: Gravity, stop: StopRule, reporter: R
         step, flushed, done = 0, 0, False
         while not done:
             reporter.cancel.raise_if_cancelled()
-            n = STEPS_PER_CALL if stop.max_steps is None else min(STEPS_PER_CALL, stop.max_steps - step)
+            n = per_call if stop.max_steps is None else min(per_call, stop.max_steps - step)
             at_limit = stop.max_steps is not None and step + n >= stop.max_steps
             keep = _recorded(step + 1, n, record_every, at_limit)
             out = recorder.slots(STEPS_PER_CALL) if in_place else None

@@ -1,0 +1,122 @@
+"""The two-body path (relative coordinates) against the general step it stands in for."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from nbody_engine.initial_conditions import kepler_orbit, kepler_period, random_system
+from nbody_engine.integrate import Gravity, StopRule, simulate
+from nbody_engine.physics import ExternalField
+from nbody_engine.policies import AnalyticDt, ClassicDt, FixedDt, TimeSymmetricDt
+from nbody_engine.two_body import relative_stepper
+
+F64 = torch.float64
+
+
+class GeneralStep:
+    """``policy`` without its relative rule: the general step."""
+
+    def __init__(self, policy) -> None:
+        self.policy = policy
+
+    def init(self, state):
+        return None
+
+    def dt(self, state, carry=None, acc=None):
+        return self.policy.dt(state, carry, acc)
+
+    def update(self, carry, state, dt, acc=None):
+        return carry
+
+
+def assert_same_run(state, policy, gravity, stop, record_every=1, rtol=1e-9):
+    fused = simulate(state, policy, gravity, stop, record_every=record_every)
+    general = simulate(state, GeneralStep(policy), gravity, stop, record_every=record_every)
+    np.testing.assert_array_equal(fused.steps, general.steps)
+    for key, value in general.arrays().items():
+        assert fused.arrays()[key].shape == value.shape, key
+        scale = np.abs(value).max()
+        np.testing.assert_allclose(fused.arrays()[key], value, rtol=rtol, atol=rtol * scale, err_msg=key)
+    return fused
+
+
+def test_a_single_orbit_under_the_analytic_step_is_the_general_run_to_rounding():
+    state = kepler_orbit(0.9, 1.0)
+    traj = assert_same_run(state, AnalyticDt(0.02), Gravity(), StopRule(max_steps=1500))
+    assert traj.position.shape == (1501, 1, 2, 2)
+
+
+@pytest.mark.parametrize("softening", [0.0, 0.05])
+def test_a_batch_in_3d_with_one_eps_per_orbit_is_the_general_run(softening):
+    state = kepler_orbit([0.1, 0.5, 0.8], [1.0, 0.7, 1.3], dim=3)  # bound under the softening too
+    eps = torch.tensor([0.01, 0.03, 0.05], dtype=F64)
+    assert_same_run(state, AnalyticDt(eps, softening), Gravity(softening), StopRule(max_steps=700))
+
+
+def test_unequal_masses_keep_their_centre_of_mass_and_its_motion():
+    generator = torch.Generator().manual_seed(3)
+    state = random_system(2, 2, num_systems=4, generator=generator)
+    state = state.replace(mass=state.mass * torch.tensor([[1.0, 0.01]], dtype=F64))
+    traj = assert_same_run(state, AnalyticDt(0.05), Gravity(), StopRule(max_steps=400))
+    momentum = np.einsum("bn,sbnd->sbd", traj.mass, traj.velocity)
+    np.testing.assert_allclose(momentum, np.broadcast_to(momentum[0], momentum.shape), rtol=0,
+                               atol=1e-13 * np.abs(momentum).max())
+
+
+def test_fixed_steps_to_an_end_time_freeze_the_systems_that_reached_it():
+    state = kepler_orbit([0.3, 0.6], [1.0, 2.0])
+    t_end = kepler_period(torch.tensor([1.0, 2.0], dtype=F64))
+    traj = assert_same_run(state, FixedDt(0.01), Gravity(), StopRule(t_end=t_end))
+    np.testing.assert_allclose(traj.time[-1], t_end.numpy(), rtol=1e-15)
+    assert traj.steps[0] < traj.steps[1]
+
+
+def test_a_strided_record_ending_off_the_stride_is_the_general_run():
+    state = kepler_orbit(0.5, 1.0)
+    traj = assert_same_run(state, AnalyticDt(0.05), Gravity(), StopRule(max_steps=1000), record_every=7)
+    assert traj.time.shape[0] == 1 + 1000 // 7 + 1
+
+
+def test_a_policy_softened_unlike_gravity_keeps_its_own_softening():
+    state = kepler_orbit(0.8, 1.0)
+    assert_same_run(state, AnalyticDt(0.03, softening=0.2), Gravity(softening=0.01), StopRule(max_steps=500))
+
+
+def test_energy_error_of_the_relative_step_converges_at_second_order():
+    """Physics, not only agreement: halving eps divides the worst energy error by about 4."""
+    state = kepler_orbit(0.7, 1.0)
+    t_end = kepler_period(torch.tensor([1.0], dtype=F64))
+    errors = []
+    for eps in (0.04, 0.02, 0.01):
+        traj = simulate(state, AnalyticDt(eps), Gravity(), StopRule(t_end=t_end))
+        errors.append(np.abs(traj.energy / traj.energy[0] - 1).max())
+    orders = np.log2(np.array(errors[:-1]) / np.array(errors[1:]))
+    assert ((orders > 1.8) & (orders < 2.3)).all(), (errors, orders)
+
+
+def test_the_path_applies_to_fixed_and_analytic_binaries_only():
+    binary = kepler_orbit(0.5, 1.0)
+    three = random_system(3, 2, generator=torch.Generator().manual_seed(0))
+    gravity = Gravity()
+    assert relative_stepper(FixedDt(0.01), gravity, binary.mass, None) is not None
+    assert relative_stepper(AnalyticDt(0.01), gravity, binary.mass, None) is not None
+    assert relative_stepper(AnalyticDt(0.01), gravity, three.mass, None) is None
+    assert relative_stepper(AnalyticDt(0.01), Gravity(field=ExternalField(1.0, (3.0, 0.0, 0.0))), binary.mass,
+                            None) is None
+    assert relative_stepper(ClassicDt(0.01), gravity, binary.mass, None) is None
+    assert relative_stepper(TimeSymmetricDt(AnalyticDt(0.01), gravity), gravity, binary.mass, None) is None
+    assert relative_stepper(AnalyticDt(0.01), gravity, torch.zeros_like(binary.mass), None) is None
+
+
+def test_a_subclass_that_redefines_dt_takes_the_general_step():
+    """Its inherited relative rule would no longer say what its dt says."""
+    class Halved(FixedDt):
+        def dt(self, state, carry=None, acc=None):
+            return super().dt(state) / 2
+
+    state = kepler_orbit(0.5, 1.0)
+    assert relative_stepper(Halved(0.02), Gravity(), state.mass, None) is None
+    traj = simulate(state, Halved(0.02), Gravity(), StopRule(max_steps=10))
+    np.testing.assert_allclose(traj.time[-1], 0.1, rtol=1e-14)
