@@ -78,6 +78,7 @@ def stages_worker(steps: int, out_dir: str) -> dict:
     from nbody_engine.integrate import period_of
     from nbody_engine.runtime import gravity_of, torch_setup
     from nbody_engine.simulation import simulation_initial_state, simulation_policy, stop_rule, summarize
+    from nbody_engine.curves import simulation_curves
     from nbody_engine.plots import simulation_report
     from nbody_engine.runs import write_npz
 
@@ -102,7 +103,7 @@ def stages_worker(steps: int, out_dir: str) -> dict:
     arrays = traj.arrays()
     write_npz(Path(out_dir) / "trajectory.npz", {**arrays, "period": period})
     mark("write trajectory.npz")
-    simulation_report(arrays, Path(out_dir) / "report.png", "stages")
+    simulation_report(simulation_curves(arrays), Path(out_dir) / "report.png", "stages")
     mark("draw report.png")
     return peaks
 

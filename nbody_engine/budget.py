@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import InputError
-from .replay import REPLAY_CAPACITY
+
+REPLAY_CAPACITY = 10_000  # accepted states a training run keeps for replay (here: configs are checked without torch)
 
 FRACTION = 0.8  # of the machine's memory a single run may plan to use
 PAIR_TEMPORARIES = 6  # (B, N, N, .) tensors alive at once in a force evaluation

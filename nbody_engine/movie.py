@@ -14,7 +14,7 @@ import imageio_ffmpeg
 import numpy as np
 
 from .errors import InputError
-from .plots import dt_panel, errors_panel, new_figure, orbit_panel, positive, relative_errors
+from .curves import positive, relative_errors
 from .runs import atomic_path
 
 BASE_PIXELS, BASE_DPI = (1280, 432), 120
@@ -76,6 +76,8 @@ class _MovieFigure:
     """The three panels, drawn once from the whole trajectory; each frame only moves the data."""
 
     def __init__(self, time, dt, position, rel_dE, rel_dL, size, dpi, title) -> None:
+        from .plots import dt_panel, errors_panel, new_figure, orbit_panel  # matplotlib: only for a movie
+
         self.time, self.dt, self.position, self.rel_dE, self.rel_dL = time, dt, position, rel_dE, rel_dL
         self.title = title
         self.fig, (orbit_ax, err_ax, dt_ax) = new_figure(3, (size[0] / dpi, size[1] / dpi), dpi)

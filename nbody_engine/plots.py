@@ -14,6 +14,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import LogFormatter
 
+from .curves import positive
 from .runs import atomic_path
 
 PROJECTION = (0, 1)  # 3D runs are drawn in the x-y plane
@@ -28,30 +29,6 @@ def new_figure(ncols: int, figsize: tuple[float, float], dpi: float | None = Non
     fig = Figure(figsize=figsize, dpi=dpi)
     FigureCanvasAgg(fig)
     return fig, fig.subplots(nrows, ncols)
-
-
-def relative_errors(energy: np.ndarray, angular_momentum: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """|dE/E| (S, B) and |dL/L| (S, B) against row 0, from energy (S, B) and L (S, B) or (S, B, 3)."""
-    rel_dE = np.abs(energy - energy[0]) / np.abs(energy[0])
-    L = angular_momentum
-    if L.ndim == energy.ndim:
-        dL, L0 = np.abs(L - L[0]), np.abs(L[0])
-    else:
-        dL, L0 = np.linalg.norm(L - L[0], axis=-1), np.linalg.norm(L[0], axis=-1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        rel_dL = np.where(L0 > 0, dL / np.where(L0 > 0, L0, 1), np.nan)
-    return rel_dE, rel_dL
-
-
-PLOTTABLE = 1e100  # larger values (a run that blew up) are off a log chart: matplotlib's ticks overflow
-
-
-def positive(values: np.ndarray) -> np.ndarray:
-    """``values`` for a log axis: zeros and negatives masked (NaN), so it shows no floor in their
-    place (an exact zero, such as every error at t = 0, is no point on it), and so are values
-    beyond PLOTTABLE."""
-    values = np.asarray(values, dtype=float)
-    return np.where((values > 0) & (values < PLOTTABLE), values, np.nan)
 
 
 def log_y(ax) -> None:
@@ -124,28 +101,14 @@ def save_figure(fig, path: Path) -> Path:
     return path
 
 
-REPORT_POINTS = 4000  # a report draws at most this many points per curve
-
-
-def _windows(n: int, limit: int) -> np.ndarray:
-    """Start rows of at most ``limit`` equal windows over ``n`` rows."""
-    return np.arange(0, n, max(1, -(-n // limit)))
-
-
-def simulation_report(trajectory: dict[str, np.ndarray], path: Path, title: str) -> Path:
-    """Errors, dt and orbit of the first system of a simulation's trajectory arrays.
-
-    Long runs are thinned to REPORT_POINTS windows that keep what matters: each window's
-    largest errors and smallest dt (so spikes and close encounters stay visible)."""
-    rel_dE, rel_dL = relative_errors(trajectory["energy"][:, :1], trajectory["angular_momentum"][:, :1])
-    starts = _windows(len(rel_dE), REPORT_POINTS)
-    largest = lambda a: np.maximum.reduceat(np.nan_to_num(a[:, 0], nan=0.0), starts)  # noqa: E731
-    time, dt = trajectory["time"][starts, 0], np.minimum.reduceat(trajectory["dt"][:, 0], starts)
+def simulation_report(curves: dict, path: Path, title: str) -> Path:
+    """Errors, dt and orbit of a simulation's first system, from its
+    :func:`~nbody_engine.curves.simulation_curves`."""
     fig, axes = new_figure(3, (15, 4.2))
-    errors_panel(axes[0], time, largest(rel_dE), largest(rel_dL))
-    dt_panel(axes[1], time, dt)
-    orbit_panel(axes[2], trajectory["position"][starts, 0])
-    batch = trajectory["energy"].shape[1]
+    errors_panel(axes[0], curves["time"], curves["rel_dE"], curves["rel_dL"])
+    dt_panel(axes[1], curves["time"], curves["dt"])
+    orbit_panel(axes[2], curves["position"])
+    batch = curves["systems"]
     fig.suptitle(title + (f" (first of {batch} systems)" if batch > 1 else ""))
     return save_figure(fig, path)
 

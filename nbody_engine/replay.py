@@ -6,8 +6,6 @@ import torch
 
 from .physics import State
 
-REPLAY_CAPACITY = 10_000  # accepted states a training run keeps for replay
-
 
 class ReplayBuffer:
     """Holds up to ``capacity`` single-system states with their history rows (B, H, K)."""

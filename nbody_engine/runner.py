@@ -15,6 +15,7 @@ import sys
 from collections.abc import Sequence
 
 
+from . import drawing
 from .config import check_value, load_configs, parse_text
 from .errors import InputError, NonFiniteStateError, RunCancelled, Terminated, TrainingStalled
 from .events import ConsoleSink, Reporter, WandbSink
@@ -121,7 +122,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.mode == "evaluate":
             run_evaluation(configs["simulate"])
         else:
-            run(configs)
+            with drawing.helper():  # report figures drawn in a second process, off the run's critical path
+                run(configs)
     except (InputError, NonFiniteStateError) as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         return 2

@@ -12,6 +12,8 @@ import torch
 
 from .checkpoints import load_checkpoint
 from .config import Config, build_config, check_multi_orbit, config_values
+from .curves import simulation_curves
+from .drawing import draw
 from .errors import InputError, RunCancelled
 from .events import Reporter, RunCancelledEvent, RunFailed, RunFinished, RunStarted
 from .initial_conditions import check_start, kepler_family, load_ic_file, random_system
@@ -19,7 +21,6 @@ from .integrate import StopRule, Trajectory, leapfrog_step, period_of, simulate
 from .model import learned_policy_from_checkpoint
 from .movie import check_encoder, write_run_movie
 from .physics import State
-from .plots import simulation_report
 from .policies import analytic_or_fixed, pairwise_timescale
 from .runs import RunDirectory, write_json, write_npz
 from .runtime import gravity_of, resolve_seed, torch_setup
@@ -146,9 +147,11 @@ def _write_simulation_outputs(cfg: Config, run: RunDirectory, traj: Trajectory, 
     outputs = {"summary": out_dir / "summary.json", "trajectory": out_dir / "trajectory.npz",
                "report": out_dir / "report.png"}
     arrays = traj.arrays()
+    report = draw("simulation_report", simulation_curves(arrays), outputs["report"],
+                  f"{label} simulation '{cfg.save_name}'")
     write_npz(outputs["trajectory"], {**arrays, "period": period})
     write_json(outputs["summary"], summary)
-    simulation_report(arrays, outputs["report"], f"{label} simulation '{cfg.save_name}'")
+    report()
     if cfg.movie:
         outputs["movie"] = write_run_movie(run.movie_path(cfg.movie_dir, label), arrays,
                                            f"{label} '{cfg.save_name}'", cfg)

@@ -31,8 +31,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .budget import REPLAY_CAPACITY
 from .checkpoints import Checkpoint, load_checkpoint, save_checkpoint
 from .config import Config, config_values
+from .drawing import draw
 from .errors import InputError, RunCancelled, Terminated, TrainingStalled
 from .events import (CheckpointWritten, EpochFinished, MetricsFileSink, Reporter, RunCancelledEvent, RunFailed,
                      RunFinished, RunStarted, StepAccepted, StepRejected, TrajectoryChunk, json_line)
@@ -41,9 +43,8 @@ from .initial_conditions import check_start, kepler_family, load_ic_file, random
 from .integrate import Gravity, leapfrog_step, period_of, relative_change, total_energy
 from .model import LearnedDt, build_network, load_weights
 from .movie import check_encoder, write_run_movie
-from .plots import training_report
 from .physics import State, angular_momentum, kinetic_energy, kinetic_energy_of
-from .replay import REPLAY_CAPACITY, ReplayBuffer
+from .replay import ReplayBuffer
 from .rollout import RolloutResult, periods_of, rollout_step, sample_eta
 from .runs import RunDirectory, write_npz, write_text
 from .runtime import gravity_of, resolve_seed, torch_setup
@@ -592,8 +593,10 @@ def _write_outputs(run: RunDirectory, trainer: Trainer) -> None:
                                                                              "angular_momentum")}
     arrays["epoch"] = np.array([r["epoch"] for r in rows])
     arrays["dt"] = np.repeat(np.array([r["dt"] for r in rows])[:, None], arrays["time"].shape[1], 1)
-    write_npz(run.root / "train_trajectory.npz", {**arrays, "mass": trainer.initial.mass.cpu().numpy()})
     cfg = trainer.cfg
-    training_report(trainer.metrics, arrays["position"], run.root / "train_report.png", f"training '{cfg.save_name}'")
+    report = draw("training_report", trainer.metrics, arrays["position"][:, :1], run.root / "train_report.png",
+                  f"training '{cfg.save_name}'")
+    write_npz(run.root / "train_trajectory.npz", {**arrays, "mass": trainer.initial.mass.cpu().numpy()})
+    report()
     if cfg.movie:
         write_run_movie(run.movie_path(cfg.movie_dir, "train"), arrays, f"training '{cfg.save_name}'", cfg)

@@ -20,7 +20,7 @@ import math
 import numpy as np
 
 from ..integrate import Trajectory
-from ..plots import relative_errors
+from ..curves import relative_errors
 from .problems import Problem
 from .reference import Reference
 

@@ -9,7 +9,8 @@ import math
 import numpy as np
 from matplotlib.lines import Line2D
 
-from ..plots import new_figure, positive, save_figure
+from ..curves import positive
+from ..plots import new_figure, save_figure
 from ..runs import write_json, write_text
 from .metrics import COLUMNS
 

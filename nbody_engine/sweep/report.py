@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
-from ..plots import new_figure, save_figure
 from .results import plot_metrics
 
 HIDDEN_COLUMNS = ("run_dir", "exit_code")
@@ -69,6 +68,8 @@ def plot_metric(doc: Mapping, metric: str, key: str, path: str | Path) -> Path:
     if metric not in metrics:
         raise InputError(f"--plot {metric!r} is not a metric of this sweep; choose one of {', '.join(metrics)}")
     xs, ys, labels = _points(doc, metric, key)
+    from ..plots import new_figure, save_figure  # matplotlib: only for a plot, not for every command line
+
     fig, ax = new_figure(1, (6.0, 4.0))
     ax.plot(xs, ys, "o")
     if labels:
