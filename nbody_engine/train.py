@@ -48,6 +48,7 @@ from .replay import ReplayBuffer
 from .rollout import RolloutResult, periods_of, rollout_step, sample_eta
 from .runs import RunDirectory, write_npz, write_text
 from .runtime import gravity_of, resolve_seed, torch_setup
+from .two_body import Binaries, Leapfrogged, relative_leapfrog
 
 log = logging.getLogger("nbody_engine.train")
 
@@ -108,29 +109,41 @@ class Attempt:
 
 def attempt(policy: LearnedDt, state: State, rows: torch.Tensor | None, cfg: Config, advance: bool = True) -> Attempt:
     """Integrate each system ``n_steps`` steps with its predicted dt; ``advance = False`` (replay)
-    skips the history row the orbit would carry on with."""
+    skips the history row the orbit would carry on with. Binaries take the relative
+    coordinates of :mod:`.two_body`: a third of the operations to step and to differentiate."""
     gravity = policy.gravity
     acc, pot = gravity(state)
     dt = policy.dt_from(state, rows, acc, pot)
-    E0, L0 = kinetic_energy(state) + pot, angular_momentum(state)
+    with_row = bool(policy.history_len and advance)
+    if Binaries.cover(state.mass, gravity):
+        run = relative_leapfrog(state, dt, cfg.n_steps, gravity.softening, keep_before=with_row)
+    else:
+        run = _leapfrog_run(state, dt, cfg.n_steps, gravity, acc, pot)
+    rel_dE = relative_change(run.energies, run.energy0, vector=False).amax(0)
+    rel_dL = relative_change(run.angular_momentum, run.angular_momentum0)
+    new_rows = None
+    if with_row:
+        with torch.no_grad():
+            row = history_row(policy.feature_type, run.before, run.acc_before, run.potential_before, run.after,
+                              run.acc, dt, gravity.softening)
+            new_rows = push_row(rows, row)
+    return Attempt(dt, rel_dE, rel_dL, step_loss(rel_dE, rel_dL, dt, cfg), run.after, new_rows)
+
+
+def _leapfrog_run(state: State, dt: torch.Tensor, n_steps: int, gravity: Gravity, acc: torch.Tensor,
+                  pot: torch.Tensor) -> Leapfrogged:
+    """:class:`~nbody_engine.two_body.Leapfrogged` by the general step (any N, an external field)."""
+    energy0, angular0 = kinetic_energy(state) + pot, angular_momentum(state)
     s = state
     velocities, potentials = [], []
-    for _ in range(cfg.n_steps):
+    for _ in range(n_steps):
         before, acc_before, pot_before = s, acc, pot
         s, acc, pot = leapfrog_step(s, dt, acc, gravity)
         velocities.append(s.velocity)
         potentials.append(pot)
     # the energy after every sub-step, in one pass over them all: (n_steps, B)
     energies = kinetic_energy_of(state.mass, torch.stack(velocities)) + torch.stack(potentials)
-    rel_dE = relative_change(energies, E0, vector=False).amax(0)
-    rel_dL = relative_change(angular_momentum(s), L0)
-    new_rows = None
-    if policy.history_len and advance:
-        with torch.no_grad():
-            row = history_row(policy.feature_type, before, acc_before, pot_before, s, acc, dt,
-                              gravity.softening)
-            new_rows = push_row(rows, row)
-    return Attempt(dt, rel_dE, rel_dL, step_loss(rel_dE, rel_dL, dt, cfg), s, new_rows)
+    return Leapfrogged(energy0, energies, angular0, angular_momentum(s), s, acc, pot, before, acc_before, pot_before)
 
 
 # --- the systems being trained on --------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Two bodies in relative coordinates: the eager simulation step of a binary.
+"""Two bodies in relative coordinates: the eager simulation step of a binary, and a training
+attempt's differentiable leapfrog.
 
 A binary's centre of mass moves uniformly, and the leapfrog, whose kicks on the two bodies are
 equal and opposite, keeps it so. What is left to integrate is the relative orbit: separation
@@ -6,25 +7,78 @@ equal and opposite, keeps it so. What is left to integrate is the relative orbit
 ``-M r / (|r|^2 + s^2)^(3/2)`` (``M = m_0 + m_1``). The same kick-drift-kick on those two vectors,
 with a step rule that reads only ``|r|`` and ``u`` (a policy's ``relative_rule``), takes about a
 third of the torch operations of the general step. On a single orbit each operation costs about
-a microsecond whatever its size, so that is the step's cost: 2.5-3x the steps per second.
+a microsecond whatever its size, so that is the step's cost: about 3x the steps per second.
+In training (:func:`relative_leapfrog`) every operation is also a node to differentiate.
 
 The bodies' positions and velocities are rebuilt once per block of steps, for all of its rows in
 one vectorized pass: with ``X``, ``V`` the centre of mass, ``x_0 = X - (m_1 / M) r`` and
 ``x_1 = X + (m_0 / M) r``. The trajectory is the general path's to rounding
 (tests/test_two_body.py compares the two).
 
-It applies to eager runs of two bodies with positive total mass, without an external field,
-under a policy whose step rule has a relative form (fixed and analytic steps); everything else
+Simulation takes this path in eager runs of two bodies with positive total mass, without an
+external field (:meth:`Binaries.cover`), under a policy whose step rule has a relative form
+(fixed and analytic steps); training attempts take it for every such binary. Everything else
 takes the general step.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 
 from .physics import State
 
 BLOCK = 64  # steps per call: entering and leaving relative coordinates costs a dozen operations a call
+
+
+class Binaries:
+    """A batch of binaries of masses ``mass`` (B, 2) under softening ``softening``: their fixed
+    quantities and the way into and out of relative coordinates."""
+
+    def __init__(self, mass: torch.Tensor, softening: float) -> None:
+        self.mass = mass
+        self.total = mass.sum(1, keepdim=True)  # (B, 1)
+        self.towards = torch.stack([-mass[:, 1], mass[:, 0]], 1).div(self.total).unsqueeze(-1)  # x_i = X + towards_i r
+        self.minus_half_total = -0.5 * self.total
+        self.minus_three = self.total.new_tensor(-3.0)  # a tensor exponent costs less than a number
+        self.softening = self.total.new_tensor(softening) if softening else None
+
+    @staticmethod
+    def cover(mass: torch.Tensor, gravity) -> bool:
+        """Whether systems of ``mass`` under ``gravity`` are binaries this module can step."""
+        return mass.shape[1] == 2 and gravity.field is None and bool((mass.sum(1) > 0).all())
+
+    def separation(self, r: torch.Tensor) -> torch.Tensor:
+        """|r| (B, 1), softened."""
+        distance = torch.linalg.vector_norm(r, dim=-1, keepdim=True)
+        return distance if self.softening is None else torch.hypot(distance, self.softening)
+
+    def half_acceleration(self, r: torch.Tensor, distance: torch.Tensor) -> torch.Tensor:
+        """Half the relative acceleration ``-M r / distance^3``: a half kick of dt is ``u + dt * it``."""
+        return r * (distance.pow(self.minus_three) * self.minus_half_total)
+
+    def relative(self, state: State) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Separation, relative velocity, centre of mass and its velocity, each (B, D)."""
+        x0, x1 = state.position.unbind(1)
+        v0, v1 = state.velocity.unbind(1)
+        r, u = x1 - x0, v1 - v0
+        back = self.towards[:, 0]
+        return r, u, torch.addcmul(x0, back, r, value=-1), torch.addcmul(v0, back, u, value=-1)
+
+    def bodies(self, centre: torch.Tensor, drift: torch.Tensor, r: torch.Tensor, u: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Positions and velocities (..., B, 2, D) of the bodies from the centre of mass, its
+        velocity and the relative coordinates (..., B, D)."""
+        return (torch.addcmul(centre.unsqueeze(-2), self.towards, r.unsqueeze(-2)),
+                torch.addcmul(drift.unsqueeze(-2), self.towards, u.unsqueeze(-2)))
+
+    def state(self, centre, drift, r, u, time) -> State:
+        return State(self.mass, *self.bodies(centre, drift, r, u), time)
+
+    def accelerations(self, half_a: torch.Tensor) -> torch.Tensor:
+        """The bodies' accelerations (B, 2, D) from half the relative one."""
+        return self.towards * (2 * half_a).unsqueeze(-2)
 
 
 def relative_stepper(policy, gravity, mass: torch.Tensor, t_end: torch.Tensor | None):
@@ -37,28 +91,18 @@ def relative_stepper(policy, gravity, mass: torch.Tensor, t_end: torch.Tensor | 
     of the steps ``keep`` (indices into the n; None if empty).
     """
     rule = _rule_of(policy)
-    if rule is None or mass.shape[1] != 2 or gravity.field is not None or not bool((mass.sum(1) > 0).all()):
+    if rule is None or not Binaries.cover(mass, gravity):
         return None
-    total = mass.sum(1, keepdim=True)  # (B, 1)
-    step_rule = rule(total, gravity.softening)
-    towards = torch.stack([-mass[:, 1], mass[:, 0]], 1).div(total).unsqueeze(-1)  # (B, 2, 1): x_i = X + towards_i r
-    minus_half_total = -0.5 * total
-    minus_three = total.new_tensor(-3.0)  # a tensor exponent costs less than a number
-    softening = total.new_tensor(gravity.softening) if gravity.softening else None
+    binaries = Binaries(mass, gravity.softening)
+    step_rule = rule(binaries.total, gravity.softening)
+    separation, half_acceleration = binaries.separation, binaries.half_acceleration
     end = None if t_end is None else t_end.view(-1, 1)
-
-    def separation(r: torch.Tensor) -> torch.Tensor:
-        distance = torch.linalg.vector_norm(r, dim=-1, keepdim=True)
-        return distance if softening is None else torch.hypot(distance, softening)
 
     def steps_of(state: State, acc: torch.Tensor, carry, steps: torch.Tensor, n: int, keep: tuple[int, ...],
                  out: None = None):
-        x0, x1 = state.position.unbind(1)
-        v0, v1 = state.velocity.unbind(1)
-        r, u = x1 - x0, v1 - v0
-        centre, drift = torch.addcmul(x0, towards[:, 0], r, value=-1), torch.addcmul(v0, towards[:, 0], u, value=-1)
+        r, u, centre, drift = binaries.relative(state)
         a0, a1 = acc.unbind(1)
-        half_a = (a1 - a0) * 0.5  # half the relative acceleration: a half kick of dt is u + dt * half_a
+        half_a = (a1 - a0) * 0.5
         start = t = state.time.view(-1, 1)
         distance = separation(r)
         rows = []
@@ -70,7 +114,7 @@ def relative_stepper(policy, gravity, mass: torch.Tensor, t_end: torch.Tensor | 
             u = torch.addcmul(u, dt, half_a)
             r = torch.addcmul(r, dt, u)
             distance = separation(r)
-            half_a = r * (distance.pow(minus_three) * minus_half_total)
+            half_a = half_acceleration(r, distance)
             u = torch.addcmul(u, dt, half_a)
             rows.append((t, dt, r, u))
         time, dts, rs, us = (torch.stack(column) for column in zip(*rows))  # (n, B, 1) and (n, B, D)
@@ -78,17 +122,93 @@ def relative_stepper(policy, gravity, mass: torch.Tensor, t_end: torch.Tensor | 
             time = torch.cat([start.unsqueeze(0), dts]).cumsum(0)[1:]
         else:
             steps = steps + (dts > 0).sum(0).view(-1)
-        centres = torch.addcmul(centre, time - start, drift)
-        position = torch.addcmul(centres.unsqueeze(-2), towards, rs.unsqueeze(-2))
-        velocity = torch.addcmul(drift.unsqueeze(-2), towards, us.unsqueeze(-2))
+        position, velocity = binaries.bodies(torch.addcmul(centre, time - start, drift), drift, rs, us)
         time, dts = time.squeeze(-1), dts.squeeze(-1)
         moved = State(state.mass, position[-1], velocity[-1], time[-1])
-        acc = towards * (2 * half_a).unsqueeze(-2)
         if not keep:
-            return moved, acc, carry, steps, None
+            return moved, binaries.accelerations(half_a), carry, steps, None
         kept = slice(None) if len(keep) == n else torch.tensor(keep, device=time.device)
-        return moved, acc, carry, steps, (time[kept], dts[kept], position[kept], velocity[kept])
+        return (moved, binaries.accelerations(half_a), carry, steps,
+                (time[kept], dts[kept], position[kept], velocity[kept]))
     return steps_of
+
+
+@dataclass
+class Leapfrogged:
+    """``n`` leapfrog steps of one dt (B,) per system, differentiable in dt, as a training
+    attempt sees them: the energy at the start (B,) and after each step (n, B), the angular
+    momentum at the start and the end, the state reached with its accelerations and potential,
+    and the state one step earlier with its (for a history row; None unless asked for)."""
+
+    energy0: torch.Tensor
+    energies: torch.Tensor
+    angular_momentum0: torch.Tensor
+    angular_momentum: torch.Tensor
+    after: State
+    acc: torch.Tensor
+    potential: torch.Tensor
+    before: State | None = None
+    acc_before: torch.Tensor | None = None
+    potential_before: torch.Tensor | None = None
+
+
+def relative_leapfrog(state: State, dt: torch.Tensor, n_steps: int, softening: float,
+                      keep_before: bool = False) -> Leapfrogged:
+    """:class:`Leapfrogged` for binaries (:meth:`Binaries.cover`), stepped in relative coordinates.
+
+    The energy is the centre of mass's kinetic energy, constant, plus the relative orbit's
+    ``mu |u|^2 / 2 - m_0 m_1 / |r|`` (mu the reduced mass), the angular momentum the centre of
+    mass's ``M X x V``, constant, plus ``mu r x u``: the quantities of the bodies, in the terms
+    the relative orbit has."""
+    b = Binaries(state.mass, softening)
+    total, pair = b.total.squeeze(-1), state.mass.prod(1)  # M and m_0 m_1, (B,)
+    reduced = pair / total
+    r, u, centre, drift = b.relative(state)
+    com_energy = 0.5 * total * (drift * drift).sum(-1)
+    com_angular = _times(total, _cross(centre, drift))
+    distance = b.separation(r)
+    half_a = b.half_acceleration(r, distance)
+    h = dt.view(-1, 1)
+    velocities, distances, previous = [u], [distance], None
+    angular0 = com_angular + _times(reduced, _cross(r, u))
+    for _ in range(n_steps):
+        if keep_before:
+            previous = (r, u, half_a, distance)
+        u = torch.addcmul(u, h, half_a)
+        r = torch.addcmul(r, h, u)
+        distance = b.separation(r)
+        half_a = b.half_acceleration(r, distance)
+        u = torch.addcmul(u, h, half_a)
+        velocities.append(u)
+        distances.append(distance)
+    # the energies at the start and after every step in one pass over them all: (n + 1, B)
+    u_all = torch.stack(velocities)
+    energies = com_energy + 0.5 * reduced * (u_all * u_all).sum(-1) - pair / torch.stack(distances).squeeze(-1)
+
+    def at(steps, r, u, half_a, distance):
+        elapsed = dt * steps  # the clock needs no autograd node per step
+        moved = torch.addcmul(centre, elapsed.view(-1, 1), drift)
+        return (b.state(moved, drift, r, u, state.time + elapsed), b.accelerations(half_a),
+                -pair / distance.squeeze(-1))
+
+    after, acc, potential = at(n_steps, r, u, half_a, distance)
+    run = Leapfrogged(energies[0], energies[1:], angular0, com_angular + _times(reduced, _cross(r, u)), after,
+                      acc, potential)
+    if previous is not None:
+        run.before, run.acc_before, run.potential_before = at(n_steps - 1, *previous)
+    return run
+
+
+def _times(k: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """k (B,) times x, (B,) or (B, 3)."""
+    return k.view(-1, *([1] * (x.dim() - 1))) * x
+
+
+def _cross(x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """x cross v of (B, D) vectors: (B,) (the z component) in 2D, (B, 3) in 3D."""
+    if x.shape[-1] == 2:
+        return x[:, 0] * v[:, 1] - x[:, 1] * v[:, 0]
+    return torch.linalg.cross(x, v, dim=-1)
 
 
 def _rule_of(policy):

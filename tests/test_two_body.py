@@ -120,3 +120,32 @@ def test_a_subclass_that_redefines_dt_takes_the_general_step():
     assert relative_stepper(Halved(0.02), Gravity(), state.mass, None) is None
     traj = simulate(state, Halved(0.02), Gravity(), StopRule(max_steps=10))
     np.testing.assert_allclose(traj.time[-1], 0.1, rtol=1e-14)
+
+
+@pytest.mark.parametrize(("dim", "softening"), [(2, 0.0), (3, 0.05)])
+def test_a_training_attempt_s_relative_leapfrog_is_the_general_one(dim, softening):
+    """Energies after each step, angular momenta, the states at both ends with their
+    accelerations and potentials, and the gradient of the energy error in dt."""
+    from nbody_engine.train import _leapfrog_run
+    from nbody_engine.two_body import relative_leapfrog
+
+    generator = torch.Generator().manual_seed(dim)
+    state = random_system(2, dim, num_systems=16, generator=generator)
+    state = state.replace(mass=state.mass * torch.rand(16, 2, generator=generator, dtype=F64).add(0.5),
+                          velocity=state.velocity + torch.randn(16, 1, dim, generator=generator, dtype=F64))
+    gravity = Gravity(softening)
+    dts = [torch.full((16,), 1e-3, dtype=F64, requires_grad=True) for _ in range(2)]
+    acc, pot = gravity(state)
+    general = _leapfrog_run(state, dts[0], 10, gravity, acc, pot)
+    relative = relative_leapfrog(state, dts[1], 10, softening, keep_before=True)
+    close = dict(rtol=1e-10, atol=1e-12)
+    for name in ("energy0", "energies", "angular_momentum0", "angular_momentum", "acc", "potential",
+                 "acc_before", "potential_before"):
+        torch.testing.assert_close(getattr(relative, name), getattr(general, name), **close, msg=name)
+    for end in ("after", "before"):
+        for field in ("position", "velocity", "time"):
+            torch.testing.assert_close(getattr(getattr(relative, end), field), getattr(getattr(general, end), field),
+                                       **close, msg=f"{end}.{field}")
+    for run in (general, relative):
+        (run.energies - run.energy0).abs().sum().backward()
+    torch.testing.assert_close(dts[1].grad, dts[0].grad, rtol=1e-6, atol=1e-12)
