@@ -13,8 +13,9 @@ where the helper cannot start or has died, :func:`draw` draws in the calling thr
 
 The helper reads ``(name, args)`` pickles on its standard input, calls ``plots.<name>(*args)``
 and answers each with a pickle ``(True, result)`` or ``(False, message)`` on its standard
-output. It ignores Ctrl-C (the run answers it) and leaves on end of input or SIGTERM; a
-figure it was writing is then not left half-written (:func:`~nbody_engine.runs.atomic_path`).
+output. It ignores Ctrl-C (the run answers it) and leaves at the end of its input (a run that
+ended normally) or on SIGTERM (one that failed or was interrupted: a figure it was writing is
+then not left half-written, :func:`~nbody_engine.runs.atomic_path`).
 """
 
 from __future__ import annotations
@@ -42,13 +43,17 @@ def helper() -> Iterator[None]:
     _helper = process
     try:
         yield
+    except BaseException:
+        _stop(process, process.terminate)  # a figure it may be drawing is abandoned, not half-written
+        raise
+    else:
+        _stop(process, process.stdin.close)  # every figure answered: it leaves at the end of its input
     finally:
         _helper = None
-        _stop(process)
 
 
-def _stop(process: subprocess.Popen) -> None:
-    process.terminate()
+def _stop(process: subprocess.Popen, ask: Callable[[], None]) -> None:
+    ask()
     try:
         process.wait(timeout=10)
     except subprocess.TimeoutExpired:
@@ -103,7 +108,7 @@ def _serve() -> None:
         try:
             name, args = pickle.load(requests)
         except EOFError:
-            return
+            os._exit(0)  # nothing left to write: skip the interpreter's teardown (0.1 s with matplotlib)
         try:
             answer = (True, getattr(plots, name)(*args))
         except Exception as err:  # noqa: BLE001 - every failure goes back to the run, which raises it

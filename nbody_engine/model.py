@@ -166,9 +166,11 @@ class LearnedDt:
             feats = torch.cat([feats, log_eta.expand(feats.shape[0]).unsqueeze(-1)], -1)
         return feats
 
-    def dt_from(self, state: State, rows: torch.Tensor | None, acc=None, potential=None) -> torch.Tensor:
-        """dt (B,) for ``state`` with history ``rows``; pass its accelerations if already known."""
-        tau = pairwise_timescale(state, self.gravity.softening)
+    def dt_from(self, state: State, rows: torch.Tensor | None, acc=None, potential=None, tau=None) -> torch.Tensor:
+        """dt (B,) for ``state`` with history ``rows``; pass its accelerations, potential and
+        :func:`~nbody_engine.policies.pairwise_timescale` (B,) if already known."""
+        if tau is None:
+            tau = pairwise_timescale(state, self.gravity.softening)
         eta = self.eta if self.network.conditioned else None
         return self.network(self.inputs(state, rows, acc, potential), tau, eta)
 

@@ -23,6 +23,7 @@ takes the general step.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -41,8 +42,8 @@ class Binaries:
         self.total = mass.sum(1, keepdim=True)  # (B, 1)
         self.towards = torch.stack([-mass[:, 1], mass[:, 0]], 1).div(self.total).unsqueeze(-1)  # x_i = X + towards_i r
         self.minus_half_total = -0.5 * self.total
-        self.minus_three = self.total.new_tensor(-3.0)  # a tensor exponent costs less than a number
-        self.softening = self.total.new_tensor(softening) if softening else None
+        # tensors: cheaper operands than numbers, made once per dtype, device and softening
+        self.minus_three, self.softening = _constants(softening, mass.dtype, mass.device)
 
     @staticmethod
     def cover(mass: torch.Tensor, gravity) -> bool:
@@ -79,6 +80,14 @@ class Binaries:
     def accelerations(self, half_a: torch.Tensor) -> torch.Tensor:
         """The bodies' accelerations (B, 2, D) from half the relative one."""
         return self.towards * (2 * half_a).unsqueeze(-2)
+
+
+@functools.lru_cache(maxsize=16)
+def _constants(softening: float, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """-3 and the softening (None without), as tensors (normal ones even under inference mode)."""
+    with torch.inference_mode(False):
+        return (torch.tensor(-3.0, dtype=dtype, device=device),
+                torch.tensor(softening, dtype=dtype, device=device) if softening else None)
 
 
 def relative_stepper(policy, gravity, mass: torch.Tensor, t_end: torch.Tensor | None):
@@ -137,42 +146,68 @@ def relative_stepper(policy, gravity, mass: torch.Tensor, t_end: torch.Tensor | 
 class Leapfrogged:
     """``n`` leapfrog steps of one dt (B,) per system, differentiable in dt, as a training
     attempt sees them: the energy at the start (B,) and after each step (n, B), the angular
-    momentum at the start and the end, the state reached with its accelerations and potential,
-    and the state one step earlier with its (for a history row; None unless asked for)."""
+    momentum at the start and the end, the state reached with its accelerations and potential
+    (None where not asked for: replay needs only the errors), and the state one step earlier
+    with its (for a history row; None unless asked for)."""
 
     energy0: torch.Tensor
     energies: torch.Tensor
     angular_momentum0: torch.Tensor
     angular_momentum: torch.Tensor
-    after: State
-    acc: torch.Tensor
-    potential: torch.Tensor
+    after: State | None = None
+    acc: torch.Tensor | None = None
+    potential: torch.Tensor | None = None
     before: State | None = None
     acc_before: torch.Tensor | None = None
     potential_before: torch.Tensor | None = None
 
 
-def relative_leapfrog(state: State, dt: torch.Tensor, n_steps: int, softening: float,
-                      keep_before: bool = False) -> Leapfrogged:
-    """:class:`Leapfrogged` for binaries (:meth:`Binaries.cover`), stepped in relative coordinates.
+@dataclass(frozen=True)
+class RelativeStart:
+    """Binaries at the start of an attempt in relative coordinates: separation, relative
+    velocity, centre of mass and its velocity (B, D), distance (B, 1) and half the relative
+    acceleration (B, D)."""
+
+    r: torch.Tensor
+    u: torch.Tensor
+    centre: torch.Tensor
+    drift: torch.Tensor
+    distance: torch.Tensor
+    half_a: torch.Tensor
+
+
+def relative_start(binaries: Binaries, state: State) -> tuple[RelativeStart, torch.Tensor, torch.Tensor]:
+    """``state`` in relative coordinates, and the bodies' accelerations (B, 2, D) and potential
+    energy (B,): a training attempt's policy needs them, so they are not computed twice."""
+    r, u, centre, drift = binaries.relative(state)
+    distance = binaries.separation(r)
+    half_a = binaries.half_acceleration(r, distance)
+    potential = -binaries.mass.prod(1) / distance.squeeze(-1)
+    return RelativeStart(r, u, centre, drift, distance, half_a), binaries.accelerations(half_a), potential
+
+
+def relative_leapfrog(binaries: Binaries, state: State, start: RelativeStart, dt: torch.Tensor, n_steps: int,
+                      ends: int = 1) -> Leapfrogged:
+    """:class:`Leapfrogged` for binaries (:meth:`Binaries.cover`) from ``state`` (``start`` in
+    relative coordinates), stepped in relative coordinates, with ``ends`` of its last states
+    rebuilt as the bodies' (0, 1, or 2 for a history row).
 
     The energy is the centre of mass's kinetic energy, constant, plus the relative orbit's
     ``mu |u|^2 / 2 - m_0 m_1 / |r|`` (mu the reduced mass), the angular momentum the centre of
     mass's ``M X x V``, constant, plus ``mu r x u``: the quantities of the bodies, in the terms
     the relative orbit has."""
-    b = Binaries(state.mass, softening)
+    b = binaries
     total, pair = b.total.squeeze(-1), state.mass.prod(1)  # M and m_0 m_1, (B,)
     reduced = pair / total
-    r, u, centre, drift = b.relative(state)
+    r, u, centre, drift, distance, half_a = start.r, start.u, start.centre, start.drift, start.distance, start.half_a
     com_energy = 0.5 * total * (drift * drift).sum(-1)
     com_angular = _times(total, _cross(centre, drift))
-    distance = b.separation(r)
-    half_a = b.half_acceleration(r, distance)
-    h = dt.view(-1, 1)
+    # dt widened to (B, D) once: a (B, 1) factor in each kick and drift would cost its backward a reduction each
+    h = dt.view(-1, 1).expand_as(r).contiguous()
     velocities, distances, previous = [u], [distance], None
     angular0 = com_angular + _times(reduced, _cross(r, u))
     for _ in range(n_steps):
-        if keep_before:
+        if ends == 2:
             previous = (r, u, half_a, distance)
         u = torch.addcmul(u, h, half_a)
         r = torch.addcmul(r, h, u)
@@ -191,9 +226,9 @@ def relative_leapfrog(state: State, dt: torch.Tensor, n_steps: int, softening: f
         return (b.state(moved, drift, r, u, state.time + elapsed), b.accelerations(half_a),
                 -pair / distance.squeeze(-1))
 
-    after, acc, potential = at(n_steps, r, u, half_a, distance)
-    run = Leapfrogged(energies[0], energies[1:], angular0, com_angular + _times(reduced, _cross(r, u)), after,
-                      acc, potential)
+    run = Leapfrogged(energies[0], energies[1:], angular0, com_angular + _times(reduced, _cross(r, u)))
+    if ends:
+        run.after, run.acc, run.potential = at(n_steps, r, u, half_a, distance)
     if previous is not None:
         run.before, run.acc_before, run.potential_before = at(n_steps - 1, *previous)
     return run

@@ -127,7 +127,7 @@ def test_a_training_attempt_s_relative_leapfrog_is_the_general_one(dim, softenin
     """Energies after each step, angular momenta, the states at both ends with their
     accelerations and potentials, and the gradient of the energy error in dt."""
     from nbody_engine.train import _leapfrog_run
-    from nbody_engine.two_body import relative_leapfrog
+    from nbody_engine.two_body import Binaries, relative_leapfrog, relative_start
 
     generator = torch.Generator().manual_seed(dim)
     state = random_system(2, dim, num_systems=16, generator=generator)
@@ -137,7 +137,11 @@ def test_a_training_attempt_s_relative_leapfrog_is_the_general_one(dim, softenin
     dts = [torch.full((16,), 1e-3, dtype=F64, requires_grad=True) for _ in range(2)]
     acc, pot = gravity(state)
     general = _leapfrog_run(state, dts[0], 10, gravity, acc, pot)
-    relative = relative_leapfrog(state, dts[1], 10, softening, keep_before=True)
+    binaries = Binaries(state.mass, softening)
+    start, start_acc, start_pot = relative_start(binaries, state)
+    torch.testing.assert_close(start_acc, acc, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(start_pot, pot, rtol=1e-10, atol=1e-12)
+    relative = relative_leapfrog(binaries, state, start, dts[1], 10, ends=2)
     close = dict(rtol=1e-10, atol=1e-12)
     for name in ("energy0", "energies", "angular_momentum0", "angular_momentum", "acc", "potential",
                  "acc_before", "potential_before"):
