@@ -114,22 +114,24 @@ def relative_stepper(policy, gravity, mass: torch.Tensor, t_end: torch.Tensor | 
         half_a = (a1 - a0) * 0.5
         start = t = state.time.view(-1, 1)
         distance = separation(r)
-        rows = []
+        rows, times = [], []
         for _ in range(n):
             dt = step_rule(r, distance, u)
-            if end is not None:
+            if end is not None:  # the clock decides the step; without an end it is summed once below
                 dt = torch.minimum(dt, (end - t).clamp_min(0))
                 t = t + dt
+                times.append(t)
             u = torch.addcmul(u, dt, half_a)
             r = torch.addcmul(r, dt, u)
             distance = separation(r)
             half_a = half_acceleration(r, distance)
             u = torch.addcmul(u, dt, half_a)
-            rows.append((t, dt, r, u))
-        time, dts, rs, us = (torch.stack(column) for column in zip(*rows))  # (n, B, 1) and (n, B, D)
+            rows.append((dt, r, u))
+        dts, rs, us = (torch.stack(column) for column in zip(*rows))  # (n, B, 1) and (n, B, D)
         if end is None:  # the times as a running sum: the same additions in the same order, in one operation
             time = torch.cat([start.unsqueeze(0), dts]).cumsum(0)[1:]
         else:
+            time = torch.stack(times)
             steps = steps + (dts > 0).sum(0).view(-1)
         position, velocity = binaries.bodies(torch.addcmul(centre, time - start, drift), drift, rs, us)
         time, dts = time.squeeze(-1), dts.squeeze(-1)
