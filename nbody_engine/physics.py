@@ -251,10 +251,17 @@ def momentum(state: State) -> torch.Tensor:
 
 def angular_momentum(state: State) -> torch.Tensor:
     """Total angular momentum about the origin: (B,) in 2D (the z component), (B, 3) in 3D."""
-    x, v, m = state.position, state.velocity, state.mass.unsqueeze(-1)
+    moments = cross(state.position, state.velocity)
     if state.dim == 2:
-        return sum_last(m[..., 0] * (x[..., 0] * v[..., 1] - x[..., 1] * v[..., 0]))
-    return (m * torch.linalg.cross(x, v, dim=-1)).sum(1)
+        return sum_last(state.mass * moments)
+    return (state.mass.unsqueeze(-1) * moments).sum(1)
+
+
+def cross(x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """``x x v`` of vectors (..., D): (...) in 2D (the z component), (..., 3) in 3D."""
+    if x.shape[-1] == 2:
+        return x[..., 0] * v[..., 1] - x[..., 1] * v[..., 0]
+    return torch.linalg.cross(x, v, dim=-1)
 
 
 def centre_of_mass_frame(state: State) -> State:

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .physics import State, sum_last
+from .physics import State, cross, sum_last
 
 BLOCK = 64  # steps per call: entering and leaving relative coordinates costs a dozen operations a call
 
@@ -203,11 +203,11 @@ def relative_leapfrog(binaries: Binaries, state: State, start: RelativeStart, dt
     reduced = pair / total
     r, u, centre, drift, distance, half_a = start.r, start.u, start.centre, start.drift, start.distance, start.half_a
     com_energy = 0.5 * total * sum_last(drift * drift)  # sum_last: a CPU sum over D = 2 costs 20x a product
-    com_angular = _times(total, _cross(centre, drift))
+    com_angular = _times(total, cross(centre, drift))
     # dt widened to (B, D) once: a (B, 1) factor in each kick and drift would cost its backward a reduction each
     h = dt.view(-1, 1).expand_as(r).contiguous()
     velocities, distances, previous = [u], [distance], None
-    angular0 = com_angular + _times(reduced, _cross(r, u))
+    angular0 = com_angular + _times(reduced, cross(r, u))
     for _ in range(n_steps):
         if ends == 2:
             previous = (r, u, half_a, distance)
@@ -228,7 +228,7 @@ def relative_leapfrog(binaries: Binaries, state: State, start: RelativeStart, dt
         return (b.state(moved, drift, r, u, state.time + elapsed), b.accelerations(half_a),
                 -pair / distance.squeeze(-1))
 
-    run = Leapfrogged(energies[0], energies[1:], angular0, com_angular + _times(reduced, _cross(r, u)))
+    run = Leapfrogged(energies[0], energies[1:], angular0, com_angular + _times(reduced, cross(r, u)))
     if ends:
         run.after, run.acc, run.potential = at(n_steps, r, u, half_a, distance)
     if previous is not None:
@@ -239,13 +239,6 @@ def relative_leapfrog(binaries: Binaries, state: State, start: RelativeStart, dt
 def _times(k: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """k (B,) times x, (B,) or (B, 3)."""
     return k.view(-1, *([1] * (x.dim() - 1))) * x
-
-
-def _cross(x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """x cross v of (B, D) vectors: (B,) (the z component) in 2D, (B, 3) in 3D."""
-    if x.shape[-1] == 2:
-        return x[:, 0] * v[:, 1] - x[:, 1] * v[:, 0]
-    return torch.linalg.cross(x, v, dim=-1)
 
 
 def _rule_of(policy):
