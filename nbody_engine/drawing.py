@@ -14,8 +14,9 @@ where the helper cannot start or has died, :func:`draw` draws in the calling thr
 The helper reads ``(name, args)`` pickles on its standard input, calls ``plots.<name>(*args)``
 and answers each with a pickle ``(True, result)`` or ``(False, message)`` on its standard
 output. It ignores Ctrl-C (the run answers it) and leaves at the end of its input (a run that
-ended normally) or on SIGTERM (one that failed or was interrupted: a figure it was writing is
-then not left half-written, :func:`~nbody_engine.runs.atomic_path`).
+ended normally) or on SIGTERM (one that failed or was interrupted). SIGTERM unwinds a figure it
+is writing, so that none is left half-written (:func:`~nbody_engine.runs.atomic_path`); at any
+other moment, importing matplotlib included, the helper leaves at once and without a word.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 _helper: subprocess.Popen | None = None
+_writing = False  # in the helper: a figure is being drawn
 
 
 @contextmanager
@@ -98,8 +100,9 @@ def _draw_here(name: str, args: tuple):
 
 def _serve() -> None:
     """The helper's loop (see the module's docstring)."""
+    global _writing
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, lambda _signum, _frame: sys.exit(0))
+    signal.signal(signal.SIGTERM, _leave)
     requests, answers = sys.stdin.buffer, os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     sys.stdout = sys.stderr  # anything printed stays off the answers' pipe
     from . import plots
@@ -109,12 +112,24 @@ def _serve() -> None:
             name, args = pickle.load(requests)
         except EOFError:
             os._exit(0)  # nothing left to write: skip the interpreter's teardown (0.1 s with matplotlib)
+        _writing = True
         try:
             answer = (True, getattr(plots, name)(*args))
         except Exception as err:  # noqa: BLE001 - every failure goes back to the run, which raises it
             answer = (False, f"{type(err).__name__}: {err}")
+        finally:
+            _writing = False
         pickle.dump(answer, answers)
         answers.flush()
+
+
+def _leave(_signum, _frame) -> None:
+    """The helper's SIGTERM: unwind a figure being written (its temporary file is removed);
+    otherwise leave now. An exception raised inside an import (matplotlib's loads numpy's C
+    extensions) would surface as an ImportError with a traceback."""
+    if _writing:
+        sys.exit(0)
+    os._exit(0)
 
 
 if __name__ == "__main__":

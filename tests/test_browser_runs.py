@@ -9,13 +9,12 @@ tests/dashboard_page.py's.
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect
 
+from background_run import BackgroundRun
 from dashboard_page import open_dashboard, source_length, wait_for_status
 from test_progress_log import TINY_TOML
 
@@ -29,10 +28,9 @@ LEGEND_LABELS = ("Array.from(Bokeh.documents[0].all_models).filter(m => m.constr
                  ".map(m => m.label && m.label.value !== undefined ? m.label.value : String(m.label && m.label.field))")
 
 
-def runner(cwd: Path, mode: str, name: str, epochs: int, *flags: str) -> subprocess.Popen:
+def runner(cwd: Path, mode: str, name: str, epochs: int, *flags: str) -> BackgroundRun:
     (cwd / f"{name}.toml").write_text(RUN_TOML.format(epochs=epochs))
-    return subprocess.Popen([sys.executable, "-m", "nbody_engine.runner", mode, "--config", f"{name}.toml",
-                             "-s", name, *flags], cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return BackgroundRun(cwd, mode, "--config", f"{name}.toml", "-s", name, *flags, log=f"{name}.{mode}.log")
 
 
 def open_runs_tab(page, server) -> None:
@@ -52,7 +50,7 @@ def test_ticked_runs_are_overlaid_with_legends(page, server):
     procs = [runner(server["cwd"], "both", "overlay_a", 4),
              runner(server["cwd"], "train", "overlay_b", 6, "--seed", "9")]
     for proc in procs:
-        assert proc.wait(300) == 0, proc.stderr.read()
+        assert proc.wait(300) == 0, proc.output()
     errors: list[str] = []
     page.on("pageerror", lambda err: errors.append(f"{err}: {err.stack}"))
     open_runs_tab(page, server)
@@ -104,10 +102,8 @@ def test_a_headless_run_appears_by_itself_and_following_it_fills_every_plot_and_
     page.get_by_text("Runs", exact=True).filter(visible=True).first.click()
     expect(table_row(page, "followed")).not_to_contain_text("running", timeout=30_000)
 
-    sim = subprocess.Popen([sys.executable, "-m", "nbody_engine.runner", "simulate", "--config", "followed.toml",
-                            "-s", "followed", "--integrator-mode", "analytic", "--steps", "200000",
-                            "--record-every", "20"], cwd=server["cwd"], stdout=subprocess.DEVNULL,
-                           stderr=subprocess.PIPE, text=True)
+    sim = BackgroundRun(server["cwd"], "simulate", "--config", "followed.toml", "-s", "followed", "--integrator-mode",
+                        "analytic", "--steps", "200000", "--record-every", "20", log="followed.simulate.log")
     try:
         page.get_by_text("Simulation", exact=True).filter(visible=True).first.click()
         for name in ("simulation", "sim_orbit"):
@@ -118,7 +114,7 @@ def test_a_headless_run_appears_by_itself_and_following_it_fills_every_plot_and_
         page.get_by_text("Training", exact=True).filter(visible=True).first.click()
         # a new run in that directory: the training plots restarted empty
         page.wait_for_function(f"{source_length('energy_error')} == 0", timeout=30_000)
-        assert sim.wait(600) == 0, sim.stderr.read()
+        assert sim.wait(600) == 0, sim.output()
         wait_for_status(page, r"^simulate finished\.", timeout=60_000)
     finally:
         sim.kill()

@@ -106,3 +106,26 @@ def test_ctrl_c_to_the_terminal_s_process_group_ends_the_run_and_its_helper_quie
             break
         assert time.monotonic() < deadline, "a process of the run outlived it"
         time.sleep(0.1)
+
+
+def _loaded(pid: int, library: str) -> bool:
+    try:
+        return library in open(f"/proc/{pid}/maps").read()
+    except FileNotFoundError:  # it has already left
+        return True
+
+
+@pytest.mark.parametrize("stage", [None, "_multiarray_umath", "ft2font", "_imaging"])
+def test_a_helper_terminated_while_it_starts_leaves_without_a_word(stage):
+    """A run that fails early (bad input found after the helper started) terminates a helper that
+    may still be importing numpy or matplotlib: it leaves quietly whatever it was importing. The
+    stages are the extension modules it has loaded when the signal is sent."""
+    proc = subprocess.Popen([sys.executable, "-m", "nbody_engine.drawing"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while stage is not None and not _loaded(proc.pid, stage):
+        assert time.monotonic() < deadline, f"the helper never loaded {stage}"
+        time.sleep(0.001)
+    proc.terminate()
+    _, stderr = proc.communicate(timeout=60)
+    assert stderr == b"" and proc.returncode in (0, -signal.SIGTERM), stderr.decode()

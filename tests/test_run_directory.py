@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from background_run import BackgroundRun
 from nbody_engine.config import load_configs
 from nbody_engine.errors import InputError
 from nbody_engine.runs import DirectoryLock, write_text
@@ -20,10 +21,9 @@ from nbody_engine.runs import DirectoryLock, write_text
 LONG_TRAINING = ["--num-orbits", "2", "--hidden-dims", "8", "--epochs", "100000", "--seed", "1", "-s", "shared"]
 
 
-def runner(cwd: Path, *args: str, umask: int | None = None, **kwargs) -> subprocess.Popen:
+def runner(cwd: Path, *args: str, umask: int | None = None) -> BackgroundRun:
     preexec = (lambda: os.umask(umask)) if umask is not None else None
-    return subprocess.Popen([sys.executable, "-m", "nbody_engine.runner", *args], cwd=cwd, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, preexec_fn=preexec, **kwargs)
+    return BackgroundRun(cwd, *args, preexec_fn=preexec)
 
 
 def wait_for(predicate, what: str, timeout: float = 120) -> None:
@@ -88,8 +88,7 @@ def test_the_lock_is_reentrant_in_a_thread_and_refuses_another_thread(tmp_path):
 def test_outputs_honour_the_umask(tmp_path, umask, mode):
     run = runner(tmp_path, "both", "--num-orbits", "2", "--hidden-dims", "8", "--epochs", "1", "--steps", "20",
                  "--seed", "1", "-s", "modes", umask=umask)
-    _, err = run.communicate(timeout=180)
-    assert run.returncode == 0, err
+    assert run.wait(180) == 0, run.output()
     files = [p for p in (tmp_path / "data/modes").rglob("*") if p.is_file()]
     assert {"config.toml", "metrics.jsonl", "model_epoch_0000.pt", "summary.json", "trajectory.npz"} <= \
         {p.name for p in files}

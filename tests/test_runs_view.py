@@ -4,8 +4,6 @@ run through its progress log into the Explorer's plots and header (real runs of 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -13,6 +11,7 @@ import pandas as pd
 import panel as pn
 import pytest
 
+from background_run import BackgroundRun
 from explorer import Explorer
 from explorer.live import LivePlots
 from explorer.runs_view import RunsView, list_runs, read_metrics, runs_table
@@ -141,8 +140,7 @@ def test_following_a_live_headless_run(tmp_path):
     """A real nbody-runner in a subprocess, followed while it trains: its epochs arrive as it
     writes them, and the table calls it running until it ends."""
     (tmp_path / "run.toml").write_text(TINY_TOML.replace("epochs = 3", "epochs = 400"))
-    proc = subprocess.Popen([sys.executable, "-m", "nbody_engine.runner", "train", "--config", "run.toml",
-                             "-s", "live"], cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+    proc = BackgroundRun(tmp_path, "train", "--config", "run.toml", "-s", "live")
     try:
         live = LivePlots()
         view = RunsView(live, tmp_path / "data")
