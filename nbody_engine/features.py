@@ -21,6 +21,8 @@ until H steps have been taken.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from .physics import State, squared_halves, sum_last, upper_pair_differences, upper_pairs
@@ -63,7 +65,10 @@ def tightest_pair(state: State, softening: float = 0.0) -> tuple[torch.Tensor, t
 def radial_fraction(state: State, softening: float = 0.0) -> torch.Tensor:
     """``v_r / |v| = (r . v) / (|r| |v|)`` of the tightest pair, (B, 1): -1 falling straight in,
     0 at a turning point (pericentre, apocentre), +1 moving straight out."""
-    separation, velocity = tightest_pair(state, softening)
+    return _radial(*tightest_pair(state, softening))
+
+
+def _radial(separation: torch.Tensor, velocity: torch.Tensor) -> torch.Tensor:
     norms = (sum_last(separation * separation) * sum_last(velocity * velocity)).sqrt().clamp_min(_TINY)
     return (sum_last(separation * velocity) / norms).unsqueeze(-1)
 
@@ -84,6 +89,52 @@ def basic_features(state: State, acc: torch.Tensor, softening: float = 0.0) -> t
             r.amin(-1), v_rms, v_max, a_rms, a_max, shortest_free_fall, shortest_collision,
             torch.minimum(shortest_free_fall, shortest_collision)]
     return _log(torch.stack(cols, -1))
+
+
+def binary_basic_features(binaries):
+    """:func:`basic_features` of a batch of binaries (:class:`~nbody_engine.two_body.Binaries`)
+    from their relative orbit, for the two-body path, as :func:`binary_state_features` gives
+    them: a function ``inputs(separation, distance, speed, shortest, relative_velocity, drift)
+    -> (B, K)`` and the map ``(offset (B, 11), mix (K, 11))`` of those inputs to the features.
+    ``distance`` and ``speed`` are the lengths of the separation (softened) and of the relative
+    velocity, ``shortest`` the shorter of the pair's free-fall and collision times (each (B, 1),
+    from the step's time scale, :func:`~nbody_engine.policies.two_body_times`) and ``drift`` the
+    centre of mass's velocity (B, D).
+
+    The inputs are the logarithms of five quantities (six with softening): distance, rms and
+    largest speed of the bodies, collision time, shortest time [, |r|]. Every feature is a fixed
+    combination of them: the distance's powers (free-fall time ``d^1.5 / sqrt(M)``, the bodies'
+    accelerations ``m_other |r| / d^3``) and the constants (body count, total mass, mass
+    factors) need no operation of their own, and the map folds into the network's first layer
+    (:meth:`~nbody_engine.model.DtNetwork.frozen`). The same numbers to rounding."""
+    mass, total = binaries.mass, binaries.total  # (B, 2), (B, 1)
+    softened = binaries.softening is not None
+    factor = binaries.towards.abs().squeeze(-1)  # |a_i| = factor_i M |r| / d^3
+    log_total = total.log().squeeze(-1)
+    zero = torch.zeros_like(log_total)
+    offset = torch.stack([torch.full_like(log_total, math.log(2)), log_total, zero, zero, zero, zero,
+                          (sum_last(factor**2) / 2).sqrt().log() + log_total,
+                          factor.amax(-1).log() + log_total, -0.5 * log_total, zero, zero], -1)
+    mix = mass.new_zeros(6 if softened else 5, 11)
+    mix[0, [2, 3]] = 1.0  # mean and least pair distance
+    mix[0, 8] = 1.5  # free-fall time
+    mix[0, [6, 7]] = -3.0 if softened else -2.0  # accelerations: |r| / d^3, or 1 / d^2
+    mix[1, 4] = mix[2, 5] = mix[3, 9] = mix[4, 10] = 1.0
+    if softened:
+        mix[5, [6, 7]] = 1.0
+    exponent = mass.new_tensor([1.0, 0.5, 0.5, 1.0, 1.0, 1.0][: mix.shape[0]])  # the speeds from their squares
+    mean_of_two = mass.new_full((2, 1), 0.5)
+    towards = binaries.towards
+
+    def inputs(separation, distance, speed, shortest, relative_velocity, drift):
+        body_velocity = torch.addcmul(drift.unsqueeze(-2), towards, relative_velocity.unsqueeze(-2))  # (B, 2, D)
+        squares = sum_last(body_velocity * body_velocity)  # (B, 2)
+        columns = [distance, squares @ mean_of_two, squares.amax(-1, keepdim=True),
+                   distance / speed.clamp_min(_TINY), shortest]
+        if softened:
+            columns.append(torch.linalg.vector_norm(separation, dim=-1, keepdim=True))
+        return (torch.cat(columns, -1).pow(exponent) + _TINY).log()
+    return inputs, (offset, mix)
 
 
 def rich_features(state: State, acc: torch.Tensor, potential: torch.Tensor, softening: float = 0.0) -> torch.Tensor:
@@ -109,6 +160,20 @@ def state_features(feature_type: str, state: State, acc: torch.Tensor, potential
     if feature_type == "radial":
         return radial_fraction(state, softening)
     return basic_features(state, acc, softening)
+
+
+def binary_state_features(feature_type: str, binaries):
+    """:func:`state_features` of binaries in the two-body path's terms: a function of the
+    relative orbit giving inputs (B, K), and the map ``(offset (B, F), mix (K, F))`` whose
+    ``offset + inputs @ mix`` are the features (see :func:`binary_basic_features`); None for the
+    ``rich`` features, which have no such form here."""
+    if feature_type == "radial":
+        def radial(separation, distance, speed, shortest, relative_velocity, drift):
+            return _radial(separation, relative_velocity)
+        return radial, (binaries.total.new_zeros(binaries.total.shape), binaries.total.new_ones(1, 1))
+    if feature_type == "rich":
+        return None
+    return binary_basic_features(binaries)
 
 
 def change_features(before: State, acc_before: torch.Tensor, after: State, acc_after: torch.Tensor,

@@ -6,9 +6,13 @@ Every policy has the same small interface, so the integrator never asks which on
 - ``dt(state, carry, acc=None) -> Tensor (B,)``: the next step size of each system;
 - ``update(carry, state, dt, acc=None) -> carry``: called with the state reached after each step.
 
-A memoryless policy may also offer ``relative_rule(total_mass, softening)``: the same step for
-a binary from its separation and relative velocity alone, which lets the integrator step the
-relative orbit (:mod:`nbody_engine.two_body`, about 3x the steps per second of one orbit).
+A memoryless policy may also offer ``relative_rule(binaries)``: for a batch of binaries
+(:class:`~nbody_engine.two_body.Binaries`), a function ``rule(separation, distance,
+relative_velocity, drift) -> dt (B, 1)`` giving the same step from the relative orbit and the
+centre of mass's velocity ``drift`` (B, D), or None where the policy has no such form. It lets
+the integrator step the relative orbit (:mod:`nbody_engine.two_body`, about 3x the steps per
+second of one orbit). ``distance`` is ``|separation|`` (B, 1) softened by the simulation's
+gravity.
 
 ``acc`` is the state's accelerations when the caller has them (the integrator always does), so
 a policy whose features need them does not evaluate the forces a second time.
@@ -58,12 +62,12 @@ class FixedDt(_Memoryless):
             return self.value.to(state.time).expand_as(state.time)
         return torch.full_like(state.time, self.value)
 
-    def relative_rule(self, total_mass: torch.Tensor, softening: float):
-        """:meth:`dt` for :mod:`~nbody_engine.two_body`'s path: ``rule(separation, distance,
-        relative_velocity) -> (B, 1)``, for systems of total mass ``total_mass`` (B, 1)."""
+    def relative_rule(self, binaries):
+        """:meth:`dt` for :mod:`~nbody_engine.two_body`'s path (see the module's docstring)."""
+        total_mass = binaries.total
         dt = torch.as_tensor(self.value, dtype=total_mass.dtype, device=total_mass.device).reshape(-1, 1)
         dt = dt.expand_as(total_mass)
-        return lambda separation, distance, relative_velocity: dt
+        return lambda separation, distance, relative_velocity, drift: dt
 
 
 def pairwise_timescale(state: State, softening: float = 0.0) -> torch.Tensor:
@@ -139,13 +143,21 @@ def two_body_timescale(separation: torch.Tensor, speed: torch.Tensor, inverse_to
     binary's step (:mod:`nbody_engine.two_body`), where each costs about a microsecond.
     ``v = 0`` gives the free-fall time, an infinite collision time, as it should.
     """
+    shortest, guard = two_body_times(separation, speed, inverse_total_mass)
+    scale = shortest.mul(guard)
+    return scale if factor is None else scale.mul(factor)
+
+
+def two_body_times(separation: torch.Tensor, speed: torch.Tensor, inverse_total_mass: torch.Tensor
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`two_body_timescale`'s two factors: the shorter of the free-fall and collision
+    times, and the energy guard (at most 1). A learned step's features need the first too."""
     minus_one, hundredth, one, third = _guard_constants(separation.dtype, separation.device)
     w = separation * inverse_total_mass
     vw = speed * w
     ratio = torch.clamp(torch.addcmul(minus_one, speed, vw, value=0.5).abs(),
                         min=torch.addcmul(hundredth, speed, vw, value=0.005), max=one)
-    scale = separation.div(torch.maximum(w.rsqrt(), speed)).mul(ratio.pow(third))
-    return scale if factor is None else scale.mul(factor)
+    return separation.div(torch.maximum(w.rsqrt(), speed)), ratio.pow(third)
 
 
 @functools.lru_cache(maxsize=16)
@@ -171,17 +183,16 @@ class AnalyticDt(_TimescaleDt):
     def dt(self, state: State, carry=None, acc=None) -> torch.Tensor:
         return self.eps * pairwise_timescale(state, self.softening)
 
-    def relative_rule(self, total_mass: torch.Tensor, softening: float):
-        """:meth:`dt` for :mod:`~nbody_engine.two_body`'s path: ``rule(separation, distance,
-        relative_velocity) -> (B, 1)``, where ``distance`` is ``|separation|`` softened by
-        ``softening``, for systems of total mass ``total_mass`` (B, 1)."""
+    def relative_rule(self, binaries):
+        """:meth:`dt` for :mod:`~nbody_engine.two_body`'s path (see the module's docstring)."""
+        total_mass = binaries.total
         inverse_total_mass = total_mass.reciprocal()
         eps = torch.as_tensor(self.eps, dtype=total_mass.dtype, device=total_mass.device).reshape(-1, 1)
-        own_softening = None if self.softening == softening else total_mass.new_tensor(self.softening)
+        own = None if self.softening == binaries.softening_length else total_mass.new_tensor(self.softening)
 
-        def rule(separation, distance, relative_velocity):
-            if own_softening is not None:
-                distance = torch.hypot(torch.linalg.vector_norm(separation, dim=-1, keepdim=True), own_softening)
+        def rule(separation, distance, relative_velocity, drift):
+            if own is not None:  # the policy's own softening
+                distance = torch.hypot(torch.linalg.vector_norm(separation, dim=-1, keepdim=True), own)
             speed = torch.linalg.vector_norm(relative_velocity, dim=-1, keepdim=True)
             return two_body_timescale(distance, speed, inverse_total_mass, eps)
         return rule

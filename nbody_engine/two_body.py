@@ -17,8 +17,8 @@ one vectorized pass: with ``X``, ``V`` the centre of mass, ``x_0 = X - (m_1 / M)
 
 Simulation takes this path in eager runs of two bodies with positive total mass, without an
 external field (:meth:`Binaries.cover`), under a policy whose step rule has a relative form
-(fixed and analytic steps); training attempts take it for every such binary. Everything else
-takes the general step.
+(fixed and analytic steps, and a learned step without history on the ``basic`` features);
+training attempts take it for every such binary. Everything else takes the general step.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ class Binaries:
 
     def __init__(self, mass: torch.Tensor, softening: float) -> None:
         self.mass = mass
+        self.softening_length = softening
         self.total = mass.sum(1, keepdim=True)  # (B, 1)
         self.towards = torch.stack([-mass[:, 1], mass[:, 0]], 1).div(self.total).unsqueeze(-1)  # x_i = X + towards_i r
         self.minus_half_total = -0.5 * self.total
@@ -103,7 +104,9 @@ def relative_stepper(policy, gravity, mass: torch.Tensor, t_end: torch.Tensor | 
     if rule is None or not Binaries.cover(mass, gravity):
         return None
     binaries = Binaries(mass, gravity.softening)
-    step_rule = rule(binaries.total, gravity.softening)
+    step_rule = rule(binaries)
+    if step_rule is None:
+        return None
     separation, half_acceleration = binaries.separation, binaries.half_acceleration
     end = None if t_end is None else t_end.view(-1, 1)
 
@@ -116,7 +119,7 @@ def relative_stepper(policy, gravity, mass: torch.Tensor, t_end: torch.Tensor | 
         distance = separation(r)
         rows, times = [], []
         for _ in range(n):
-            dt = step_rule(r, distance, u)
+            dt = step_rule(r, distance, u, drift)
             if end is not None:  # the clock decides the step; without an end it is summed once below
                 dt = torch.minimum(dt, (end - t).clamp_min(0))
                 t = t + dt

@@ -153,3 +153,111 @@ def test_a_training_attempt_s_relative_leapfrog_is_the_general_one(dim, softenin
     for run in (general, relative):
         (run.energies - run.energy0).abs().sum().backward()
     torch.testing.assert_close(dts[1].grad, dts[0].grad, rtol=1e-6, atol=1e-12)
+
+
+# --- the learned step ------------------------------------------------------------------------
+
+def moving_binaries(dim: int, seed: int = 0, batch: int = 6):
+    """Bound binaries of unequal masses whose centres of mass move."""
+    generator = torch.Generator().manual_seed(seed)
+    state = kepler_orbit(torch.linspace(0.1, 0.8, batch, dtype=F64).tolist(), 1.0, dim=dim)
+    mass = state.mass * torch.rand(batch, 2, generator=generator, dtype=F64).add(0.5)
+    drift = 0.3 * torch.randn(batch, 1, dim, generator=generator, dtype=F64)
+    return state.replace(mass=mass, velocity=state.velocity * mass.sum(1).sqrt().view(-1, 1, 1) + drift)
+
+
+def trained_looking(feature_type: str, spread: float = 0.3, seed: int = 0, **architecture):
+    """A network whose last layer is not zero (an untrained one is the analytic step whatever
+    its features), with input normalization, so every feature counts."""
+    from nbody_engine.config import build_config, config_values
+    from nbody_engine.model import build_network
+
+    torch.manual_seed(seed)
+    values = config_values(build_config({"feature_type": feature_type, "history_len": 0, "hidden_dims": [16, 16],
+                                         "eps": 0.01}))
+    net = build_network(values | architecture).eval()
+    width = net.input_shift.shape[0]
+    with torch.no_grad():
+        net.set_normalization(torch.randn(width), torch.rand(width) + 0.5)
+        net.mlp[-1].weight.normal_(0.0, spread)
+    return net
+
+
+@pytest.mark.parametrize(("dim", "softening"), [(2, 0.0), (3, 0.05)])
+@pytest.mark.parametrize("feature_type", ["basic", "delta_mag", "radial"])
+def test_a_binary_s_features_from_its_relative_orbit_are_its_features(dim, softening, feature_type):
+    from nbody_engine.features import binary_state_features, state_features
+    from nbody_engine.policies import two_body_times
+    from nbody_engine.two_body import Binaries
+
+    state = moving_binaries(dim)
+    state = state.replace(velocity=torch.cat([torch.zeros_like(state.velocity[:1]), state.velocity[1:]]))  # at rest
+    gravity = Gravity(softening)
+    acc, potential = gravity(state)
+    binaries = Binaries(state.mass, softening)
+    r, u, _, drift = binaries.relative(state)
+    distance, speed = binaries.separation(r), torch.linalg.vector_norm(u, dim=-1, keepdim=True)
+    shortest, _ = two_body_times(distance, speed, binaries.total.reciprocal())
+    inputs_of, (offset, mix) = binary_state_features(feature_type, binaries)
+    features = offset + inputs_of(r, distance, speed, shortest, u, drift) @ mix
+    torch.testing.assert_close(features, state_features(feature_type, state, acc, potential, softening),
+                               rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("architecture", [{}, {"activation": "gelu"}, {"activation": "relu", "dropout": 0.2},
+                                          {"fourier_dim": 4}])
+def test_a_frozen_network_is_its_forward_to_float32_rounding(architecture):
+    net = trained_looking("basic", spread=2.0, **architecture)
+    generator = torch.Generator().manual_seed(1)
+    features = 3 * torch.randn(64, net.input_shift.shape[0], generator=generator, dtype=F64)
+    tau = torch.rand(64, generator=generator, dtype=F64) + 0.5
+    width = features.shape[1]
+    inputs, offset, mix = (torch.randn(*shape, generator=generator, dtype=F64) for shape in ((64, 5), (64, width),
+                                                                                            (5, width)))
+    with torch.no_grad():
+        expected = net(features, tau)
+        frozen = net.frozen()(features, (net.eps * tau).view(-1, 1)).view(-1)
+        mapped = net.frozen((offset, mix))(inputs, (net.eps * tau).view(-1, 1)).view(-1)
+    ratio = expected / (net.eps * tau)
+    assert ratio.min() < 0.9 and ratio.max() > 1.1  # the correction works both ways here
+    # float32 rounding of the pre-activations, times up to ln 100 through the exponential
+    torch.testing.assert_close(frozen, expected, rtol=1e-5, atol=0)
+    torch.testing.assert_close(mapped, net(offset + inputs @ mix, tau).detach(), rtol=1e-5, atol=0)
+
+
+@pytest.mark.parametrize("feature_type", ["basic", "radial"])
+def test_a_learned_step_without_history_takes_the_path_and_runs_as_the_general_one(feature_type):
+    """The network runs in float32, in both paths, so the steps agree to its rounding, and
+    so do the orbits after 400 steps."""
+    from nbody_engine.model import LearnedDt
+
+    state = moving_binaries(2)
+    policy = LearnedDt(trained_looking(feature_type), feature_type, 0, Gravity())
+    assert relative_stepper(policy, Gravity(), state.mass, None) is not None
+    assert_same_run(state, policy, Gravity(), StopRule(max_steps=400), rtol=1e-5)
+
+
+def test_a_conditioned_network_takes_its_eta_in_the_path_too():
+    from nbody_engine.model import LearnedDt
+
+    net = trained_looking("radial", objective="rollout")
+    assert net.conditioned
+    eta = torch.tensor([0.01, 0.02, 0.05, 0.1, 0.2, 0.3], dtype=F64)
+    policy = LearnedDt(net, "radial", 0, Gravity(), eta)
+    assert relative_stepper(policy, Gravity(), moving_binaries(2).mass, None) is not None
+    assert_same_run(moving_binaries(2), policy, Gravity(), StopRule(max_steps=200), rtol=1e-5)
+
+
+def test_learned_steps_the_path_cannot_express_take_the_general_step():
+    from nbody_engine.config import build_config, config_values
+    from nbody_engine.model import LearnedDt, build_network
+
+    mass = moving_binaries(2).mass
+    with_history = build_network(config_values(build_config({"history_len": 2}))).eval()
+    assert relative_stepper(LearnedDt(with_history, "delta_mag", 2, Gravity()), Gravity(), mass, None) is None
+    rich = trained_looking("rich")
+    assert relative_stepper(LearnedDt(rich, "rich", 0, Gravity()), Gravity(), mass, None) is None
+    basic = trained_looking("basic")
+    own_softening = LearnedDt(basic, "basic", 0, Gravity(0.1))
+    assert relative_stepper(own_softening, Gravity(), mass, None) is None
+    assert relative_stepper(LearnedDt(basic.train(), "basic", 0, Gravity()), Gravity(), mass, None) is None
