@@ -8,7 +8,8 @@ equal and opposite, keeps it so. What is left to integrate is the relative orbit
 with a step rule that reads only ``|r|`` and ``u`` (a policy's ``relative_rule``), takes about a
 third of the torch operations of the general step. On a single orbit each operation costs about
 a microsecond whatever its size, so that is the step's cost: about 3x the steps per second.
-In training (:func:`relative_leapfrog`) every operation is also a node to differentiate.
+In training (:func:`relative_leapfrog`) the derivatives in dt are stepped along in forward mode,
+so that autograd does not differentiate the leapfrog at all.
 
 The bodies' positions and velocities are rebuilt once per block of steps, for all of its rows in
 one vectorized pass: with ``X``, ``V`` the centre of mass, ``x_0 = X - (m_1 / M) r`` and
@@ -58,7 +59,11 @@ class Binaries:
 
     def half_acceleration(self, r: torch.Tensor, distance: torch.Tensor) -> torch.Tensor:
         """Half the relative acceleration ``-M r / distance^3``: a half kick of dt is ``u + dt * it``."""
-        return r * (distance.pow(self.minus_three) * self.minus_half_total)
+        return r * self.pull(distance)
+
+    def pull(self, distance: torch.Tensor) -> torch.Tensor:
+        """``-M / (2 distance^3)`` (B, 1): half the relative acceleration per unit of separation."""
+        return distance.pow(self.minus_three) * self.minus_half_total
 
     def relative(self, state: State) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Separation, relative velocity, centre of mass and its velocity, each (B, D)."""
@@ -200,43 +205,96 @@ def relative_leapfrog(binaries: Binaries, state: State, start: RelativeStart, dt
     The energy is the centre of mass's kinetic energy, constant, plus the relative orbit's
     ``mu |u|^2 / 2 - m_0 m_1 / |r|`` (mu the reduced mass), the angular momentum the centre of
     mass's ``M X x V``, constant, plus ``mu r x u``: the quantities of the bodies, in the terms
-    the relative orbit has."""
+    the relative orbit has.
+
+    Differentiated in forward mode: each system has one dt, so the derivatives of every step's
+    separation, relative velocity and acceleration in its dt (the tangents) are stepped along
+    with them, without autograd, and the energies and the final angular momentum are attached
+    to ``dt`` by their derivatives (:func:`_attached`). Autograd then differentiates only what
+    depends on them (the loss), not the leapfrog: ``loss.backward()`` gives the same gradient
+    to rounding, and an attempt with its backward pass costs a quarter less (2.4 -> 1.75 ms on
+    a replay batch of 192 binaries, ten steps). The states returned carry no gradient."""
     b = binaries
     total, pair = b.total.squeeze(-1), state.mass.prod(1)  # M and m_0 m_1, (B,)
     reduced = pair / total
-    r, u, centre, drift, distance, half_a = start.r, start.u, start.centre, start.drift, start.distance, start.half_a
-    com_energy = 0.5 * total * sum_last(drift * drift)  # sum_last: a CPU sum over D = 2 costs 20x a product
-    com_angular = _times(total, cross(centre, drift))
-    # dt widened to (B, D) once: a (B, 1) factor in each kick and drift would cost its backward a reduction each
-    h = dt.view(-1, 1).expand_as(r).contiguous()
-    velocities, distances, previous = [u], [distance], None
-    angular0 = com_angular + _times(reduced, cross(r, u))
-    for _ in range(n_steps):
-        if ends == 2:
-            previous = (r, u, half_a, distance)
-        u = torch.addcmul(u, h, half_a)
-        r = torch.addcmul(r, h, u)
-        distance = b.separation(r)
-        half_a = b.half_acceleration(r, distance)
-        u = torch.addcmul(u, h, half_a)
-        velocities.append(u)
-        distances.append(distance)
-    # the energies at the start and after every step in one pass over them all: (n + 1, B)
-    u_all = torch.stack(velocities)
-    energies = com_energy + 0.5 * reduced * sum_last(u_all * u_all) - pair / torch.stack(distances).squeeze(-1)
+    with torch.no_grad():
+        orbit = _TangentOrbit(b, start, dt.detach(), keep_previous=ends == 2)
+        for _ in range(n_steps):
+            orbit.step()
+        # sum_last: a CPU sum over D = 2 costs 20x a product
+        com_energy = 0.5 * total * sum_last(start.drift * start.drift)
+        com_angular = _times(total, cross(start.centre, start.drift))
+        # the energies at the start and after every step in one pass over them all, with their tangents: (n + 1, B)
+        u_all, u_dot_all = torch.stack(orbit.velocities), torch.stack(orbit.velocity_tangents)
+        inverse_distances = torch.stack(orbit.distances).squeeze(-1).reciprocal()
+        stretches = torch.stack(orbit.stretches).squeeze(-1)
+        energies = com_energy + 0.5 * reduced * sum_last(u_all * u_all) - pair * inverse_distances
+        energy_dots = reduced * sum_last(u_all * u_dot_all) + pair * inverse_distances * stretches
+        r, u = orbit.r, orbit.u
+        angular0 = com_angular + _times(reduced, cross(start.r, start.u))
+        angular = com_angular + _times(reduced, cross(r, u))
+        angular_dot = _times(reduced, cross(orbit.r_dot, u) + cross(r, orbit.u_dot))
+    shift = dt - dt.detach()  # zero, with dt's gradient
+    run = Leapfrogged(energies[0], _attached(energies[1:], energy_dots[1:], shift), angular0,
+                      _attached(angular, angular_dot, shift.view(-1, *[1] * (angular.dim() - 1))))
 
     def at(steps, r, u, half_a, distance):
-        elapsed = dt * steps  # the clock needs no autograd node per step
-        moved = torch.addcmul(centre, elapsed.view(-1, 1), drift)
-        return (b.state(moved, drift, r, u, state.time + elapsed), b.accelerations(half_a),
+        elapsed = dt.detach() * steps
+        moved = torch.addcmul(start.centre, elapsed.view(-1, 1), start.drift)
+        return (b.state(moved, start.drift, r, u, state.time + elapsed), b.accelerations(half_a),
                 -pair / distance.squeeze(-1))
 
-    run = Leapfrogged(energies[0], energies[1:], angular0, com_angular + _times(reduced, cross(r, u)))
-    if ends:
-        run.after, run.acc, run.potential = at(n_steps, r, u, half_a, distance)
-    if previous is not None:
-        run.before, run.acc_before, run.potential_before = at(n_steps - 1, *previous)
+    with torch.no_grad():
+        if ends:
+            run.after, run.acc, run.potential = at(n_steps, r, u, orbit.half_a, orbit.distance)
+        if orbit.previous is not None:
+            run.before, run.acc_before, run.potential_before = at(n_steps - 1, *orbit.previous)
     return run
+
+
+class _TangentOrbit:
+    """The relative leapfrog of :func:`relative_leapfrog` with its tangents, the derivatives in
+    dt of the separation, the relative velocity and half the acceleration (``r_dot``,
+    ``u_dot``, ``half_a_dot``), stepped together; it keeps the relative velocity, its tangent,
+    the distance and its relative tangent ``d|r| / |r|`` of the start and of every step."""
+
+    def __init__(self, binaries: Binaries, start: RelativeStart, dt: torch.Tensor, keep_previous: bool) -> None:
+        self.b, self.keep_previous, self.previous = binaries, keep_previous, None
+        self.r, self.u, self.half_a, self.distance = start.r, start.u, start.half_a, start.distance
+        self.h = dt.view(-1, 1).expand_as(self.r).contiguous()  # a (B, 1) factor would cost each kick a broadcast
+        self.r_dot, self.u_dot, self.half_a_dot = (torch.zeros_like(self.r) for _ in range(3))
+        self.velocities, self.velocity_tangents = [self.u], [self.u_dot]
+        self.distances, self.stretches = [self.distance], [torch.zeros_like(self.distance)]
+
+    def step(self) -> None:
+        if self.keep_previous:
+            self.previous = (self.r, self.u, self.half_a, self.distance)
+        h = self.h
+        self._kick()
+        self.r_dot = torch.addcmul(self.r_dot + self.u, h, self.u_dot)
+        self.r = r = torch.addcmul(self.r, h, self.u)
+        self.distance = distance = self.b.separation(r)
+        stretch = sum_last(r * self.r_dot).unsqueeze(-1) / distance.square()  # d|r| / |r|, softened or not
+        pull = self.b.pull(distance)
+        self.half_a, self.half_a_dot = r * pull, pull * torch.addcmul(self.r_dot, r, stretch, value=-3.0)
+        self._kick()
+        self.velocities.append(self.u)
+        self.velocity_tangents.append(self.u_dot)
+        self.distances.append(distance)
+        self.stretches.append(stretch)
+
+    def _kick(self) -> None:
+        """Half a kick, ``u + dt half_a``, and its tangent ``u_dot + half_a + dt half_a_dot``."""
+        self.u_dot = torch.addcmul(self.u_dot + self.half_a, self.h, self.half_a_dot)
+        self.u = torch.addcmul(self.u, self.h, self.half_a)
+
+
+def _attached(value: torch.Tensor, tangent: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """``value`` with the gradient its derivative ``tangent`` in dt gives it: ``value + tangent *
+    shift``, where ``shift = dt - dt`` (broadcast to ``value``) is zero, so the numbers are
+    ``value``'s. A non-finite tangent (a blown-up attempt, whose loss does not use the
+    leapfrog's gradient) counts as zero, so that it cannot make the gradient NaN."""
+    return torch.addcmul(value, torch.nan_to_num(tangent, nan=0.0, posinf=0.0, neginf=0.0), shift)
 
 
 def _times(k: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
