@@ -79,9 +79,7 @@ class DtNetwork(nn.Module):
         if self.fourier_matrix.shape[0]:
             proj = 2 * math.pi * z @ self.fourier_matrix.T  # (B, fourier_dim)
             z = torch.cat([z, proj.sin(), proj.cos()], -1)
-        bounded = F.softsign(self._mlp(z).squeeze(-1))  # (B,) in (-1, 1)
-        correction = torch.exp(bounded * torch.where(bounded > 0, math.log(LONGEST), -math.log(SHORTEST)))
-        return ((self.eps if eps is None else eps) * tau * correction.to(tau.dtype)).clamp_min(self.dt_bound)
+        return _bounded_step(self._mlp(z).squeeze(-1), (self.eps if eps is None else eps) * tau, self.dt_bound)
 
     def frozen(self, input_map: tuple[torch.Tensor, torch.Tensor] | None = None):
         """:meth:`forward` with the weights the network has now, in eval mode, as a function
@@ -92,9 +90,8 @@ class DtNetwork(nn.Module):
         ``offset + inputs @ mix``.
 
         The same numbers to float32 rounding, in fewer operations: the input normalization and
-        the input map are folded into the first layer (without Fourier features), weights are
-        transposed once, and the bounded correction ``exp(ln(10) softsign(s))`` (``ln(100)``
-        below zero) is ``exp(b + min(b, 0))`` with ``b = s / (k + k |s|)``, ``k = 1 / ln 10``."""
+        the input map are folded into the first layer (without Fourier features) and the
+        weights are transposed once."""
         with torch.no_grad():
             shift, scale, fourier = (t.detach().clone() for t in (self.input_shift, self.input_scale,
                                                                   self.fourier_matrix))
@@ -112,8 +109,6 @@ class DtNetwork(nn.Module):
                 linear[0] = (bias, weight)
         (last_bias, last_weight), hidden = linear[-1], linear[:-1]
         activation, dtype, bound = self.activation, shift.dtype, self.dt_bound
-        k = shift.new_tensor(1 / math.log(LONGEST))
-        below = math.log(1 / SHORTEST) / math.log(LONGEST) - 1  # the extra factor of a negative s
 
         def step(inputs: torch.Tensor, scaled_tau: torch.Tensor) -> torch.Tensor:
             z = (inputs if input_map is None else torch.addmm(input_map[0], inputs, input_map[1])).to(dtype)
@@ -123,10 +118,7 @@ class DtNetwork(nn.Module):
                 z = torch.cat([z, proj.sin(), proj.cos()], -1)
             for bias, weight in hidden:
                 z = activation(torch.addmm(bias, z, weight))
-            s = torch.addmm(last_bias, z, last_weight)  # (B, 1)
-            b = s / torch.addcmul(k, k, s.abs())
-            correction = torch.add(b, b.clamp_max(0), alpha=below).exp()
-            return (scaled_tau * correction).clamp_min(bound)  # the product promotes it to scaled_tau's dtype
+            return _bounded_step(torch.addmm(last_bias, z, last_weight), scaled_tau, bound)  # (B, 1)
         return step
 
     def _mlp(self, z: torch.Tensor) -> torch.Tensor:
@@ -140,6 +132,19 @@ class DtNetwork(nn.Module):
             else:
                 z = self.activation(z)
         return z
+
+
+_K = 1 / math.log(LONGEST)
+_BELOW = math.log(1 / SHORTEST) / math.log(LONGEST) - 1  # the extra weight of a negative s
+
+
+def _bounded_step(s: torch.Tensor, scaled_tau: torch.Tensor, bound: float) -> torch.Tensor:
+    """``max(bound, scaled_tau * c)`` with the correction ``c = 10 ** softsign(s)``,
+    ``100 ** softsign(s)`` below zero: ``exp(b + min(b, 0))`` with ``b = ln(10) softsign(s) =
+    s / (k |s| + k)``, ``k = 1 / ln 10``. ``s`` in the network's float32; the product promotes
+    it to ``scaled_tau``'s dtype."""
+    b = s / (s.abs() * _K + _K)
+    return (scaled_tau * torch.add(b, b.clamp_max(0), alpha=_BELOW).exp()).clamp_min(bound)
 
 
 def build_network(values: dict) -> DtNetwork:
