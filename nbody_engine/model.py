@@ -233,9 +233,10 @@ class LearnedDt:
     def relative_rule(self, binaries):
         """:meth:`dt` for :mod:`~nbody_engine.two_body`'s path (see :mod:`~nbody_engine.policies`),
         or None with a history, the ``rich`` features, or a softening of the policy's own."""
+        if self.history_len or self.network.training or self.gravity.softening != binaries.softening_length:
+            return None
         found = binary_state_features(self.feature_type, binaries)
-        if (self.history_len or found is None or self.network.training
-                or self.gravity.softening != binaries.softening_length):
+        if found is None:
             return None
         inputs_of, (offset, mix) = found
         total = binaries.total
