@@ -79,7 +79,8 @@ class DtNetwork(nn.Module):
         if self.fourier_matrix.shape[0]:
             proj = 2 * math.pi * z @ self.fourier_matrix.T  # (B, fourier_dim)
             z = torch.cat([z, proj.sin(), proj.cos()], -1)
-        return _bounded_step(self._mlp(z).squeeze(-1), (self.eps if eps is None else eps) * tau, self.dt_bound)
+        s = self._mlp(z).squeeze(-1)
+        return _bounded_step(s, (self.eps if eps is None else eps) * tau, self.dt_bound, s.new_tensor(_K))
 
     def frozen(self, input_map: tuple[torch.Tensor, torch.Tensor] | None = None):
         """:meth:`forward` with the weights the network has now, in eval mode, as a function
@@ -108,7 +109,7 @@ class DtNetwork(nn.Module):
                     input_map = None
                 linear[0] = (bias, weight)
         (last_bias, last_weight), hidden = linear[-1], linear[:-1]
-        activation, dtype, bound = self.activation, shift.dtype, self.dt_bound
+        activation, dtype, bound, k = self.activation, shift.dtype, self.dt_bound, shift.new_tensor(_K)
 
         def step(inputs: torch.Tensor, scaled_tau: torch.Tensor) -> torch.Tensor:
             z = (inputs if input_map is None else torch.addmm(input_map[0], inputs, input_map[1])).to(dtype)
@@ -118,7 +119,7 @@ class DtNetwork(nn.Module):
                 z = torch.cat([z, proj.sin(), proj.cos()], -1)
             for bias, weight in hidden:
                 z = activation(torch.addmm(bias, z, weight))
-            return _bounded_step(torch.addmm(last_bias, z, last_weight), scaled_tau, bound)  # (B, 1)
+            return _bounded_step(torch.addmm(last_bias, z, last_weight), scaled_tau, bound, k)  # (B, 1)
         return step
 
     def _mlp(self, z: torch.Tensor) -> torch.Tensor:
@@ -138,12 +139,13 @@ _K = 1 / math.log(LONGEST)
 _BELOW = math.log(1 / SHORTEST) / math.log(LONGEST) - 1  # the extra weight of a negative s
 
 
-def _bounded_step(s: torch.Tensor, scaled_tau: torch.Tensor, bound: float) -> torch.Tensor:
+def _bounded_step(s: torch.Tensor, scaled_tau: torch.Tensor, bound: float, k: torch.Tensor) -> torch.Tensor:
     """``max(bound, scaled_tau * c)`` with the correction ``c = 10 ** softsign(s)``,
     ``100 ** softsign(s)`` below zero: ``exp(b + min(b, 0))`` with ``b = ln(10) softsign(s) =
-    s / (k |s| + k)``, ``k = 1 / ln 10``. ``s`` in the network's float32; the product promotes
-    it to ``scaled_tau``'s dtype."""
-    b = s / (s.abs() * _K + _K)
+    s / (k + k |s|)``, where ``k`` is ``1 / ln 10`` as a tensor like ``s`` (one fused operation
+    where a number would take two). ``s`` in the network's float32; the product promotes it to
+    ``scaled_tau``'s dtype."""
+    b = s / torch.addcmul(k, k, s.abs())
     return (scaled_tau * torch.add(b, b.clamp_max(0), alpha=_BELOW).exp()).clamp_min(bound)
 
 
