@@ -11,7 +11,8 @@ and ``configs/example.toml`` (the spec's 4-body history model). From the process
   steps) and attempts/s, over the epochs' time;
 - the epoch from which ``acceptance_rate`` is 1.0 and stays 1.0 to the end ("-" if it never
   settles), and the final epoch's loss and replay loss;
-- peak resident memory of the process.
+- peak resident memory of the process, and the size of the checkpoints it wrote (all of them,
+  and the last).
 
     python bench/training.py                   # quick: kepler's first 20 epochs, example's first 5 (~1-3 min)
     python bench/training.py --epochs 5        # every config 5 epochs
@@ -85,6 +86,9 @@ def measure(config: Path, epochs: int | None, workdir: Path, timeout: float | No
            "epochs_done": len(metrics), "epochs_asked": epochs or resolved.get("epochs"),
            "n_steps": resolved.get("n_steps"), "num_orbits": resolved.get("num_orbits"),
            "num_particles": resolved.get("num_particles"), "hidden_dims": resolved.get("hidden_dims")}
+    checkpoints = sorted((run_dir / "model").glob("*.pt"))
+    out["checkpoints_mb"] = sum(path.stat().st_size for path in checkpoints) / 2**20
+    out["last_checkpoint_mb"] = checkpoints[-1].stat().st_size / 2**20 if checkpoints else None
     if rc != 0:
         out["log_tail"] = (workdir / f"{name}.log").read_text().splitlines()[-3:]
     if metrics:
@@ -116,7 +120,7 @@ def table(results: list[dict]) -> str:
     for r in results:
         status = "ok" if r["exit_status"] == 0 else f"exit {r['exit_status']}"
         if "epochs_per_s" not in r:
-            rows.append([r["config"], r["epochs_done"], status, fmt(r["wall_s"])] + ["-"] * 7)
+            rows.append([r["config"], r["epochs_done"], status, fmt(r["wall_s"])] + ["-"] * 8)
             continue
         settled = r["acceptance_settled_epoch"]
         settled_txt = "-" if settled is None else f"{settled} ({fmt(r['acceptance_settled_s'])} s)"
@@ -125,9 +129,16 @@ def table(results: list[dict]) -> str:
                      fmt(r["epochs_per_s"]), fmt(r["accepted_steps_per_s"]), fmt(r["attempts_per_s"]),
                      settled_txt, fmt(_num(r["final_loss"])) if _num(r["final_loss"]) != "-" else "-",
                      fmt(r["final_replay_loss"]) if _num(r["final_replay_loss"]) != "-" else "-",
-                     f"{fmt(r['peak_rss_mb'])} MiB"])
+                     f"{fmt(r['peak_rss_mb'])} MiB", checkpoints(r)])
     return markdown_table(["config", "epochs", "status", "wall", "epochs/s", "accepted steps/s", "attempts/s",
-                           "acceptance 1.0 from epoch", "final loss", "final replay loss", "peak RSS"], rows)
+                           "acceptance 1.0 from epoch", "final loss", "final replay loss", "peak RSS",
+                           "checkpoints (last)"], rows)
+
+
+def checkpoints(r: dict) -> str:
+    if r["last_checkpoint_mb"] is None:
+        return "-"
+    return f"{fmt(r['checkpoints_mb'])} MiB ({fmt(r['last_checkpoint_mb'])} MiB)"
 
 
 def main() -> int:

@@ -4,9 +4,9 @@
 Keys: ``format``, ``epoch``, ``model`` (state dict), ``optimizer`` (state dict), ``config``
 (every resolved key), ``train_ic`` (mass, position, velocity of the training systems),
 ``metrics`` (one dict per epoch so far), ``trajectory`` (the accepted training states so far,
-for the training movie), ``trainer`` (what resuming needs: the orbits' current states and
-histories, the replay buffer and the random number generators) and ``sha256``, the hash of
-everything else (:func:`content_hash`).
+one tensor per quantity: :mod:`nbody_engine.train_trajectory`), ``trainer`` (what resuming
+needs: the orbits' current states and histories, the replay buffer and the random number
+generators) and ``sha256``, the hash of everything else (:func:`content_hash`).
 
 Loading checks all of it before anything runs: the hash (a flipped byte is a corrupt file, not
 a different model), the stored config through the schema like a TOML file's, and the training
@@ -32,7 +32,7 @@ from .physics import State
 from .runs import atomic_path
 from .schema import KEYS, Config
 
-FORMAT = 2  # format 1 (before the content hash) is still read, without the hash to check
+FORMAT = 3  # 1 (before the content hash) is read without a hash to check; 2 kept the trajectory as rows
 REQUIRED = ("format", "epoch", "model", "config", "train_ic")
 HASH_KEY = "sha256"
 
@@ -105,8 +105,8 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> Checkpoint:
     data = _read(path, map_location)
     if not isinstance(data, dict) or any(k not in data for k in REQUIRED):
         raise InputError(f"checkpoint '{path}' is not an nbody explorer checkpoint (missing keys)")
-    if data["format"] not in (1, FORMAT):
-        raise InputError(f"checkpoint '{path}' has format {data['format']!r}; this version reads formats 1 and "
+    if data["format"] not in range(1, FORMAT + 1):
+        raise InputError(f"checkpoint '{path}' has format {data['format']!r}; this version reads formats 1 to "
                          f"{FORMAT}")
     if data["format"] >= 2:
         stored = data.pop(HASH_KEY, None)

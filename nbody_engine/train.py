@@ -49,6 +49,7 @@ from .replay import ReplayBuffer
 from .rollout import RolloutResult, periods_of, rollout_step, sample_eta
 from .runs import RunDirectory, write_npz, write_text
 from .runtime import gravity_of, resolve_seed, torch_setup
+from .train_trajectory import TrainTrajectory
 from .two_body import Binaries, Leapfrogged, relative_leapfrog, relative_start
 
 log = logging.getLogger("nbody_engine.train")
@@ -261,7 +262,7 @@ class Trainer:
         self.orbits = Orbits.start(self.initial, self.policy)
         self.buffer = ReplayBuffer(REPLAY_CAPACITY)
         self.metrics: list[dict] = []
-        self.trajectory: list[dict] = []
+        self.trajectory = TrainTrajectory()
         self.epoch = -1
 
     def _set_normalization(self) -> None:
@@ -339,11 +340,12 @@ class Trainer:
         s = self.orbits.state
         with torch.no_grad():
             energy = total_energy(s, self.policy.gravity)
-        row = {"epoch": self.epoch, "dt": float(dt.mean()), "time": s.time.cpu(), "position": s.position.cpu(),
-               "energy": energy.cpu(), "angular_momentum": angular_momentum(s).cpu()}
-        self.trajectory.append(row)
-        self.reporter.emit(TrajectoryChunk("train", len(self.trajectory) - 1, row["time"].numpy()[None],
-                                           np.full((1, 1), float(dt.mean())), row["position"].numpy()[None],
+        mean_dt = float(dt.mean())
+        state = {"time": s.time.cpu(), "position": s.position.cpu(), "energy": energy.cpu(),
+                 "angular_momentum": angular_momentum(s).cpu()}
+        self.trajectory.append(self.epoch, mean_dt, state)
+        self.reporter.emit(TrajectoryChunk("train", len(self.trajectory) - 1, state["time"].numpy()[None],
+                                           np.full((1, 1), mean_dt), state["position"].numpy()[None],
                                            np.full((1, 1), float(rel_dE.max())), np.full((1, 1), float(rel_dL.max())),
                                            progress=(self.epoch + 1) / self.cfg.epochs))
 
@@ -417,7 +419,9 @@ class Trainer:
 
     # checkpoints ---------------------------------------------------------------------------
     def snapshot(self) -> dict:
-        """Everything needed to continue exactly from the end of the current epoch (copied)."""
+        """Everything needed to continue exactly from the end of the current epoch (copied),
+        taken every epoch; the trajectory is its length here, since rows are only appended
+        (:meth:`checkpoint` makes it columns)."""
         clone = lambda d: {k: (v.detach().clone() if torch.is_tensor(v) else v) for k, v in d.items()}  # noqa: E731
         return {
             "epoch": self.epoch,
@@ -427,11 +431,15 @@ class Trainer:
             "train_ic": {"mass": self.initial.mass.cpu(), "position": self.initial.position.cpu(),
                          "velocity": self.initial.velocity.cpu()},
             "metrics": list(self.metrics),
-            "trajectory": list(self.trajectory),
+            "trajectory": len(self.trajectory),
             "trainer": {"orbits": clone(self.orbits.state_dict()), "buffer": self.buffer.state_dict(),
                         "generator": self.generator.get_state(), "torch_rng": torch.get_rng_state(),
                         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
         }
+
+    def checkpoint(self, snapshot: dict) -> dict:
+        """What a checkpoint of ``snapshot`` holds."""
+        return {**snapshot, "trajectory": self.trajectory.columns(snapshot["trajectory"])}
 
     def restore(self, ckpt: Checkpoint) -> None:
         data, device = ckpt.data, self.initial.position.device
@@ -439,7 +447,7 @@ class Trainer:
         load_weights(self.network, data["model"], ckpt.path)
         self.optimizer.load_state_dict(data["optimizer"])
         self.metrics = list(data["metrics"])
-        self.trajectory = list(data.get("trajectory", []))
+        self.trajectory = TrainTrajectory.from_checkpoint(data.get("trajectory"), ckpt.path)
         t = data["trainer"]
         self.orbits.load_state_dict({k: v.to(device) for k, v in t["orbits"].items()})
         self.buffer.load_state_dict({k: v.to(device) for k, v in t["buffer"].items()})
@@ -578,13 +586,13 @@ def _train_loop(trainer: Trainer, run: RunDirectory, reporter: Reporter) -> dict
             out_of_time = cfg.duration is not None and wallclock.perf_counter() - start >= cfg.duration
             last = trainer.epoch + 1 == cfg.epochs or out_of_time
             if (trainer.epoch + 1) % CHECKPOINT_EVERY == 0 or last:
-                last_saved = _save(run, snapshot, reporter)
+                last_saved = _save(run, trainer.checkpoint(snapshot), reporter)
             if out_of_time:
                 log.info("duration budget of %gs used up after epoch %d", cfg.duration, trainer.epoch)
                 break
     except (RunCancelled, KeyboardInterrupt, TrainingStalled) as stop:
         if snapshot is not None:
-            last_saved = _save(run, snapshot, reporter)
+            last_saved = _save(run, trainer.checkpoint(snapshot), reporter)
         _write_outputs(run, trainer)
         if isinstance(stop, TrainingStalled):
             reporter.emit(RunFailed("train", str(stop)))
@@ -608,22 +616,18 @@ def _stop_reason(stop: BaseException) -> str:
     return "interrupted (Ctrl-C)" if isinstance(stop, KeyboardInterrupt) else "stopped by request"
 
 
-def _save(run: RunDirectory, snapshot: dict, reporter: Reporter):
-    path = save_checkpoint(run.checkpoint_path(snapshot["epoch"]), snapshot)
-    reporter.emit(CheckpointWritten(snapshot["epoch"], str(path)))
+def _save(run: RunDirectory, payload: dict, reporter: Reporter):
+    path = save_checkpoint(run.checkpoint_path(payload["epoch"]), payload)
+    reporter.emit(CheckpointWritten(payload["epoch"], str(path)))
     return path
 
 
 def _write_outputs(run: RunDirectory, trainer: Trainer) -> None:
     """The cumulative training trajectory (every accepted state of every orbit), the training
     report PNG and, with ``movie``, the training movie."""
-    rows = trainer.trajectory
-    if not rows:
+    if not len(trainer.trajectory):
         return
-    arrays = {key: torch.stack([r[key] for r in rows]).numpy() for key in ("time", "position", "energy",
-                                                                             "angular_momentum")}
-    arrays["epoch"] = np.array([r["epoch"] for r in rows])
-    arrays["dt"] = np.repeat(np.array([r["dt"] for r in rows])[:, None], arrays["time"].shape[1], 1)
+    arrays = trainer.trajectory.arrays()
     cfg = trainer.cfg
     report = draw("training_report", trainer.metrics, arrays["position"][:, :1], run.root / "train_report.png",
                   f"training '{cfg.save_name}'")

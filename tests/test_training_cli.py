@@ -230,6 +230,7 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_130(tmp_path):
     ckpt = load(found[-1])
     assert CHECKPOINT_KEYS <= ckpt.keys()
     assert len(ckpt["metrics"]) == ckpt["epoch"] + 1  # the last finished epoch, whole
+    assert int(ckpt["trajectory"]["epoch"].max()) == ckpt["epoch"]  # and no step of the unfinished one
 
 
 def test_a_stalled_run_exits_1_naming_max_retrain_steps(tmp_path):
