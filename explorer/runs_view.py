@@ -131,6 +131,8 @@ class RunsView:
                                           show_index=False, header_filters=True, layout="fit_data_table",
                                           sorters=[{"field": "started", "dir": "desc"}],
                                           height=280, sizing_mode="stretch_width")
+        self.table_slot = pn.Column(self.table, sizing_mode="stretch_width")
+        self._shown = True
         self.follow = pn.widgets.Toggle(label="Follow the last ticked run live (Training and Simulation tabs)",
                                         color="default", width=420)
         self.message = pn.pane.Markdown("Tick runs in the table to overlay them.", sizing_mode="stretch_width")
@@ -152,16 +154,19 @@ class RunsView:
         return [frame["run"].iloc[i] for i in sorted(self.table.selection) if i < len(frame)]
 
     def set_shown(self, shown: bool) -> None:
-        """Show the table (brought up to date) or hide it; a hidden table is not refreshed, and its
-        cells, which Tabulator lays out even in an inactive tab, leave the page's text."""
-        self.table.visible = shown
+        """Put the table on the page, brought up to date, or take it off (then it is not refreshed
+        and its cells leave the page's text). Put back, it reaches the browser as a new table with
+        its current rows: an update to the table being redrawn in the tab can arrive while
+        Tabulator draws it, which drops the update (a stopped run kept reading 'running')."""
+        self._shown = shown
         if shown:
             self.refresh()
+        self.table_slot.objects = [self.table] if shown else []
 
     def refresh(self) -> None:
         """Re-read data/: new runs appear (the table sorts them), statuses and final metrics move
         on, the ticks stay on their runs; the overlay is redrawn when a ticked run changed."""
-        if not self.table.visible:
+        if not self._shown:
             return
         shown = self.table.value
         frame = stable_order(runs_table(self.data_dir), list(shown["run"]))
@@ -266,7 +271,7 @@ class RunsView:
         return pn.Column(pn.pane.Markdown("Every run under `data/`, headless or from this dashboard; the table "
                                           "updates itself. Click a header to sort, type in the row under it to "
                                           "filter, tick runs to overlay them."),
-                         self.table, pn.Row(self.follow, self.message, sizing_mode="stretch_width"),
+                         self.table_slot, pn.Row(self.follow, self.message, sizing_mode="stretch_width"),
                          self.overlay, self.details, sizing_mode="stretch_width")
 
 

@@ -99,8 +99,8 @@ def test_a_local_sweep_fills_the_table_and_the_plot(explorer, tmp_path):
 @pytest.mark.slow
 def test_stop_cancels_the_runs_and_a_second_session_cannot_run_the_same_sweep(explorer, tmp_path):
     view = explorer.sweeps
-    view.set_values({"steps": "100000, 100001, 100002"})
-    view.mode.value = "simulate"
+    view.set_values({"epochs": "100000, 100001, 100002"})  # trainings that cannot end before the stop
+    view.mode.value = "train"
     view.name.value = "long"
     slots = free_slots()
     assert view.start(), view.error.object
