@@ -332,12 +332,15 @@ def test_closing_the_tab_stops_its_job(browser, server):
     open_card(page, "Training / optimization")
     set_setting(page, "epochs", 100_000)
     wait_until_changed(page, "Training / optimization")
+    data = server["cwd"] / "data"
+    earlier = set(data.glob("explorer_*"))
     page.get_by_role("button", name="Train", exact=True).click()
-    name = re.search(r"'(explorer_[^']+)'", wait_for_status(page, r"'explorer_[^']+'", timeout=60_000)).group(1)
     wait_for_status(page, r"^epoch \d+/100000 ", timeout=60_000)
+    # the run's name, from its new directory: the status line names it only until the first epoch ends
+    (run,) = set(data.glob("explorer_*")) - earlier
     ctx.close()
     closed = time.time()
-    metrics = server["cwd"] / "data" / name / "metrics.jsonl"
+    metrics = run / "metrics.jsonl"
     size, quiet_since = -1, time.monotonic()
     while time.monotonic() - quiet_since < 3 and time.time() - closed < 90:  # until it stops growing
         if metrics.stat().st_size != size:
