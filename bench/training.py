@@ -11,8 +11,8 @@ and ``configs/example.toml`` (the spec's 4-body history model). From the process
   steps) and attempts/s, over the epochs' time;
 - the epoch from which ``acceptance_rate`` is 1.0 and stays 1.0 to the end ("-" if it never
   settles), and the final epoch's loss and replay loss;
-- peak resident memory of the process, and the size of the checkpoints it wrote (all of them,
-  and the last).
+- peak resident memory of the process, and the size of the checkpoints it wrote (all of them
+  with the training trajectory file beside them, and the last).
 
     python bench/training.py                   # quick: kepler's first 20 epochs, example's first 5 (~1-3 min)
     python bench/training.py --epochs 5        # every config 5 epochs
@@ -87,7 +87,8 @@ def measure(config: Path, epochs: int | None, workdir: Path, timeout: float | No
            "n_steps": resolved.get("n_steps"), "num_orbits": resolved.get("num_orbits"),
            "num_particles": resolved.get("num_particles"), "hidden_dims": resolved.get("hidden_dims")}
     checkpoints = sorted((run_dir / "model").glob("*.pt"))
-    out["checkpoints_mb"] = sum(path.stat().st_size for path in checkpoints) / 2**20
+    model_files = [path for path in (run_dir / "model").glob("*") if path.is_file()]  # with the trajectory file
+    out["checkpoints_mb"] = sum(path.stat().st_size for path in model_files) / 2**20
     out["last_checkpoint_mb"] = checkpoints[-1].stat().st_size / 2**20 if checkpoints else None
     if rc != 0:
         out["log_tail"] = (workdir / f"{name}.log").read_text().splitlines()[-3:]

@@ -3,10 +3,11 @@
 
 Keys: ``format``, ``epoch``, ``model`` (state dict), ``optimizer`` (state dict), ``config``
 (every resolved key), ``train_ic`` (mass, position, velocity of the training systems),
-``metrics`` (one dict per epoch so far), ``trajectory`` (the accepted training states so far,
-one tensor per quantity: :mod:`nbody_engine.train_trajectory`), ``trainer`` (what resuming
-needs: the orbits' current states and histories, the replay buffer and the random number
-generators) and ``sha256``, the hash of everything else (:func:`content_hash`).
+``metrics`` (one dict per epoch so far), ``trajectory`` (how many accepted training states so
+far, and the file beside the checkpoint that holds them: :mod:`nbody_engine.train_trajectory`),
+``trainer`` (what resuming needs: the orbits' current states and histories, the replay buffer
+and the random number generators) and ``sha256``, the hash of everything else
+(:func:`content_hash`).
 
 Loading checks all of it before anything runs: the hash (a flipped byte is a corrupt file, not
 a different model), the stored config through the schema like a TOML file's, and the training
@@ -32,7 +33,8 @@ from .physics import State
 from .runs import atomic_path
 from .schema import KEYS, Config
 
-FORMAT = 3  # 1 (before the content hash) is read without a hash to check; 2 kept the trajectory as rows
+FORMAT = 4  # 1 (before the content hash) is read without a hash to check; 2 kept the trajectory as rows,
+# 3 as columns; 4 keeps it in the run's trajectory file and records how many rows it covers
 REQUIRED = ("format", "epoch", "model", "config", "train_ic")
 HASH_KEY = "sha256"
 

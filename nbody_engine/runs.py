@@ -3,8 +3,9 @@
 Layout: ``config.toml`` (the resolved config, re-runnable as is), ``metrics.jsonl`` (one line
 per training epoch), ``progress.jsonl`` (the last run's events, :mod:`nbody_engine.progress_log`),
 ``model/model_epoch_XXXX.pt``, ``sim/<label>/summary.json`` and ``trajectory.npz``. Every file
-is written to a temporary name and renamed into place (the two logs grow by whole lines), so a
-reader never sees half a file; files get the modes the umask gives, as ``open`` would.
+is written to a temporary name and renamed into place (the two logs grow by whole lines, and
+``model/train_trajectory_<id>.bin`` by rows that a checkpoint then covers), so a reader never
+sees half a file; files get the modes the umask gives, as ``open`` would.
 
 A run holds its directory's lock (:class:`DirectoryLock`) while it writes there, so two runs
 with the same ``save_name`` cannot interleave their checkpoints and metrics;

@@ -27,6 +27,7 @@ import logging
 import math
 import time as wallclock
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -421,7 +422,7 @@ class Trainer:
     def snapshot(self) -> dict:
         """Everything needed to continue exactly from the end of the current epoch (copied),
         taken every epoch; the trajectory is its length here, since rows are only appended
-        (:meth:`checkpoint` makes it columns)."""
+        (:meth:`checkpoint` saves them)."""
         clone = lambda d: {k: (v.detach().clone() if torch.is_tensor(v) else v) for k, v in d.items()}  # noqa: E731
         return {
             "epoch": self.epoch,
@@ -437,9 +438,10 @@ class Trainer:
                         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
         }
 
-    def checkpoint(self, snapshot: dict) -> dict:
-        """What a checkpoint of ``snapshot`` holds."""
-        return {**snapshot, "trajectory": self.trajectory.columns(snapshot["trajectory"])}
+    def checkpoint(self, snapshot: dict, directory: Path) -> dict:
+        """What a checkpoint of ``snapshot`` in ``directory`` holds; the trajectory's rows up to
+        the snapshot go to the trajectory file there first."""
+        return {**snapshot, "trajectory": self.trajectory.save(directory, snapshot["trajectory"])}
 
     def restore(self, ckpt: Checkpoint) -> None:
         data, device = ckpt.data, self.initial.position.device
@@ -586,13 +588,13 @@ def _train_loop(trainer: Trainer, run: RunDirectory, reporter: Reporter) -> dict
             out_of_time = cfg.duration is not None and wallclock.perf_counter() - start >= cfg.duration
             last = trainer.epoch + 1 == cfg.epochs or out_of_time
             if (trainer.epoch + 1) % CHECKPOINT_EVERY == 0 or last:
-                last_saved = _save(run, trainer.checkpoint(snapshot), reporter)
+                last_saved = _save(run, trainer.checkpoint(snapshot, run.model_dir), reporter)
             if out_of_time:
                 log.info("duration budget of %gs used up after epoch %d", cfg.duration, trainer.epoch)
                 break
     except (RunCancelled, KeyboardInterrupt, TrainingStalled) as stop:
         if snapshot is not None:
-            last_saved = _save(run, trainer.checkpoint(snapshot), reporter)
+            last_saved = _save(run, trainer.checkpoint(snapshot, run.model_dir), reporter)
         _write_outputs(run, trainer)
         if isinstance(stop, TrainingStalled):
             reporter.emit(RunFailed("train", str(stop)))

@@ -1,8 +1,11 @@
-"""The cumulative training trajectory in checkpoints: one tensor per quantity, exactly the rows
-of the finished epochs, and resuming from it (or from a format-2 checkpoint, which kept it as
-one dict of tensors per accepted step) gives the same trajectory as an uninterrupted run."""
+"""The cumulative training trajectory: each checkpoint appends its rows to the run's trajectory
+file and records how many it covers, exactly the rows of the finished epochs; resuming from it
+(or from a format-2 or format-3 checkpoint, which held the trajectory itself) gives the same
+trajectory as an uninterrupted run."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -38,29 +41,90 @@ def rows(n: int, orbits: int = 2, bodies: int = 2, dim: int = 3) -> TrainTraject
     return trajectory
 
 
-def test_a_checkpoint_holds_the_trajectory_so_far_as_one_tensor_per_quantity(tmp_path):
-    ckpt = load_checkpoint(train(tmp_path, "a", epochs=10)["checkpoint"])
-    stored = ckpt.data["trajectory"]
-    assert set(stored) == set(COLUMNS) and all(torch.is_tensor(stored[key]) for key in COLUMNS)
+def extend(trajectory: TrainTrajectory, source: TrainTrajectory, indices) -> None:
+    """Append ``source``'s rows ``indices`` to ``trajectory``, as a training would."""
+    columns = source.columns()
+    for i in indices:
+        trajectory.append(int(columns["epoch"][i]), float(columns["dt"][i]), {key: columns[key][i] for key in STATE})
+
+
+def stored_rows(path) -> dict[str, torch.Tensor]:
+    """The trajectory rows checkpoint ``path`` covers, read back from the run's file."""
+    return TrainTrajectory.from_checkpoint(load_checkpoint(path).data["trajectory"], path).columns()
+
+
+def test_each_checkpoint_covers_the_rows_of_its_finished_epochs_in_one_file(tmp_path):
+    final = train(tmp_path, "a", epochs=20)["checkpoint"]
+    checkpoints = sorted((tmp_path / "a" / "model").glob("model_epoch_*.pt"))
+    assert [p.name for p in checkpoints] == ["model_epoch_0009.pt", "model_epoch_0019.pt"]
+    (file,) = (tmp_path / "a" / "model").glob("train_trajectory_*.bin")
     written = trajectory_file(tmp_path, "a")
-    assert len(stored["epoch"]) == len(written["epoch"]) >= 10
-    assert int(stored["epoch"].max()) == ckpt.epoch == 9
-    for key in STATE:
-        assert np.array_equal(stored[key].numpy(), written[key]), key
-    assert np.array_equal(stored["dt"].numpy(), written["dt"][:, 0])
+    for path in checkpoints:
+        stored = load_checkpoint(path).data["trajectory"]
+        assert stored["file"] == file.name and not any(torch.is_tensor(v) for v in stored.values())
+        rows = stored_rows(path)
+        assert int(rows["epoch"].max()) == load_checkpoint(path).epoch
+        for key in STATE:
+            assert np.array_equal(rows[key].numpy(), written[key][:stored["rows"]]), key
+        assert np.array_equal(rows["dt"].numpy(), written["dt"][:stored["rows"], 0])
+    assert len(stored_rows(final)["epoch"]) == len(written["epoch"]) >= 20
+    # the file holds each row once: its size is the rows times one record
+    assert file.stat().st_size == len(written["epoch"]) * sum(v[0].nbytes for v in stored_rows(final).values())
 
 
-def test_columns_of_the_first_rows_are_tensors_of_their_own():
+def test_saving_appends_and_cuts_off_rows_past_the_last_checkpoint(tmp_path):
+    trajectory = rows(9)
+    first = trajectory.save(tmp_path, 4)
+    assert trajectory.save(tmp_path, 7)["rows"] == 7  # a run that died after writing rows 4-6
+    resumed = TrainTrajectory.from_checkpoint(first, tmp_path / "model_epoch_0001.pt")
+    assert len(resumed) == 4 and resumed.file == trajectory.file
+    extend(resumed, trajectory, range(4, 9))
+    whole = resumed.save(tmp_path, 9)
+    back = TrainTrajectory.from_checkpoint(whole, tmp_path / "model_epoch_0004.pt").columns()
+    assert all(torch.equal(back[key], trajectory.columns()[key]) for key in COLUMNS)
+
+
+def test_a_trajectory_file_removed_during_a_run_is_written_again_whole(tmp_path):
     trajectory = rows(7)
-    first = trajectory.columns(4)
-    whole = trajectory.columns()
-    assert len(trajectory) == 7 and len(whole["epoch"]) == 7
-    for key in COLUMNS:
-        assert torch.equal(first[key], whole[key][:4])
-        # a view would make a checkpoint write the storage of all seven rows
-        assert first[key].untyped_storage().nbytes() == first[key].nbytes
-    trajectory.append(3, 0.5, {key: value[-1] for key, value in whole.items() if key in STATE})
-    assert len(trajectory) == 8 and torch.equal(trajectory.columns(7)["position"], whole["position"])
+    trajectory.save(tmp_path, 4)
+    (tmp_path / trajectory.file).unlink()
+    back = TrainTrajectory.from_checkpoint(trajectory.save(tmp_path, 7), tmp_path / "model_epoch_0003.pt").columns()
+    assert all(torch.equal(back[key], trajectory.columns()[key]) for key in COLUMNS)
+
+
+def test_a_checkpoint_before_the_first_accepted_step_covers_no_rows(tmp_path):
+    trajectory = TrainTrajectory()
+    empty = trajectory.save(tmp_path, 0)
+    resumed = TrainTrajectory.from_checkpoint(empty, tmp_path / "model_epoch_0000.pt")
+    assert len(resumed) == 0 and resumed.file == trajectory.file
+    full = rows(3)
+    extend(resumed, full, range(3))
+    back = TrainTrajectory.from_checkpoint(resumed.save(tmp_path, 3), tmp_path / "model_epoch_0001.pt").columns()
+    assert all(torch.equal(back[key], full.columns()[key]) for key in COLUMNS)
+
+
+def test_a_fresh_training_leaves_the_file_of_the_checkpoints_it_replaces_alone(tmp_path):
+    train(tmp_path, "a", epochs=20)
+    old = tmp_path / "a" / "model" / "model_epoch_0019.pt"
+    before = stored_rows(old)
+    cfg = build_config({**TINY, "save_name": "a", "epochs": 10, "seed": 8})
+    run_training(cfg, data_dir=tmp_path)
+    assert len(list((tmp_path / "a" / "model").glob("train_trajectory_*.bin"))) == 2
+    after = stored_rows(old)
+    assert all(torch.equal(before[key], after[key]) for key in COLUMNS)
+
+
+def test_a_missing_or_short_trajectory_file_is_one_line_naming_it(tmp_path):
+    path = train(tmp_path, "a", epochs=10)["checkpoint"]
+    (file,) = (tmp_path / "a" / "model").glob("train_trajectory_*.bin")
+    file.write_bytes(file.read_bytes()[:100])
+    with pytest.raises(InputError, match=rf"'{file}' holds 0 rows of the training trajectory where checkpoint "
+                                         rf"'{path}' needs \d+; the file is cut short"):
+        stored_rows(path)
+    file.unlink()
+    with pytest.raises(InputError, match=rf"checkpoint '{path}' continues its training trajectory in '{file}', "
+                                         "which is missing"):
+        train(tmp_path, "a", epochs=20, resume=True)
 
 
 def test_resuming_continues_the_trajectory_exactly(tmp_path):
@@ -72,23 +136,34 @@ def test_resuming_continues_the_trajectory_exactly(tmp_path):
     assert all(np.array_equal(whole[key], halves[key]) for key in whole)
 
 
-def test_a_format_2_checkpoint_with_one_row_per_step_still_resumes(tmp_path):
+@pytest.mark.parametrize("fmt", [2, 3])
+def test_a_format_2_or_3_checkpoint_holding_its_trajectory_still_resumes(tmp_path, fmt):
     train(tmp_path, "whole", epochs=20)
-    path = train(tmp_path, "old", epochs=10)["checkpoint"]
+    path = Path(train(tmp_path, "old", epochs=10)["checkpoint"])
+    columns = stored_rows(path)
+    for file in path.parent.glob("train_trajectory_*.bin"):
+        file.unlink()  # an older checkpoint holds its trajectory itself
     data = torch.load(path, weights_only=True)
-    columns = data.pop("trajectory")
     data.pop(HASH_KEY)
-    data["format"] = 2
-    data["trajectory"] = [{"epoch": int(columns["epoch"][i]), "dt": float(columns["dt"][i]),
-                           **{key: columns[key][i].clone() for key in STATE}} for i in range(len(columns["epoch"]))]
+    data["format"] = fmt
+    data["trajectory"] = columns if fmt == 3 else [
+        {"epoch": int(columns["epoch"][i]), "dt": float(columns["dt"][i]),
+         **{key: columns[key][i].clone() for key in STATE}} for i in range(len(columns["epoch"]))]
     torch.save({**data, HASH_KEY: content_hash(data)}, path)
     train(tmp_path, "old", epochs=20, resume=True)
     whole, old = trajectory_file(tmp_path, "whole"), trajectory_file(tmp_path, "old")
     assert all(np.array_equal(whole[key], old[key]) for key in whole)
+    assert np.array_equal(stored_rows(path.parent / "model_epoch_0019.pt")["position"].numpy(), old["position"])
 
 
 @pytest.mark.parametrize("stored", [{"epoch": torch.zeros(3)}, [{"epoch": 0}], "rows",
-                                    {**rows(3).columns(), "dt": torch.zeros(2)}])
+                                    {**rows(3).columns(), "dt": torch.zeros(2)},
+                                    {"file": "../t.bin", "rows": 3, "fields": [[key, "<f8", []] for key in COLUMNS]},
+                                    {"file": "t.bin", "rows": -1, "fields": [[key, "<f8", []] for key in COLUMNS]},
+                                    {"file": "t.bin", "rows": 3, "fields": [["epoch", "<f8", []]]},
+                                    {"file": "t.bin", "rows": 3, "fields": [[key, "no", []] for key in COLUMNS]},
+                                    {"file": "t.bin", "rows": 3, "fields": [[key, "|O", []] for key in COLUMNS]}])
 def test_a_malformed_trajectory_is_one_line_naming_the_checkpoint(tmp_path, stored):
+    (tmp_path / "t.bin").write_bytes(bytes(4096))
     with pytest.raises(InputError, match=r"checkpoint '.*ck\.pt' trajectory must hold epoch, dt, time"):
         TrainTrajectory.from_checkpoint(stored, tmp_path / "ck.pt")

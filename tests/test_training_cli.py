@@ -18,6 +18,8 @@ import pytest
 import tomli_w
 import torch
 
+from nbody_engine.train_trajectory import TrainTrajectory
+
 PROG = "nbody-runner"
 TINY = {"num_particles": 2, "num_orbits": 2, "seed": 11, "hidden_dims": [16, 16], "n_steps": 3, "replay_steps": 5,
         "lr": 1e-3}
@@ -230,7 +232,8 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_130(tmp_path):
     ckpt = load(found[-1])
     assert CHECKPOINT_KEYS <= ckpt.keys()
     assert len(ckpt["metrics"]) == ckpt["epoch"] + 1  # the last finished epoch, whole
-    assert int(ckpt["trajectory"]["epoch"].max()) == ckpt["epoch"]  # and no step of the unfinished one
+    trajectory = TrainTrajectory.from_checkpoint(ckpt["trajectory"], found[-1]).columns()
+    assert int(trajectory["epoch"].max()) == ckpt["epoch"]  # and no step of the unfinished one
 
 
 def test_a_stalled_run_exits_1_naming_max_retrain_steps(tmp_path):
