@@ -130,13 +130,13 @@ def table(results: list[dict]) -> str:
                      fmt(r["epochs_per_s"]), fmt(r["accepted_steps_per_s"]), fmt(r["attempts_per_s"]),
                      settled_txt, fmt(_num(r["final_loss"])) if _num(r["final_loss"]) != "-" else "-",
                      fmt(r["final_replay_loss"]) if _num(r["final_replay_loss"]) != "-" else "-",
-                     f"{fmt(r['peak_rss_mb'])} MiB", checkpoints(r)])
+                     f"{fmt(r['peak_rss_mb'])} MiB", checkpoint_sizes(r)])
     return markdown_table(["config", "epochs", "status", "wall", "epochs/s", "accepted steps/s", "attempts/s",
                            "acceptance 1.0 from epoch", "final loss", "final replay loss", "peak RSS",
                            "checkpoints (last)"], rows)
 
 
-def checkpoints(r: dict) -> str:
+def checkpoint_sizes(r: dict) -> str:
     if r["last_checkpoint_mb"] is None:
         return "-"
     return f"{fmt(r['checkpoints_mb'])} MiB ({fmt(r['last_checkpoint_mb'])} MiB)"
