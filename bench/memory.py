@@ -73,14 +73,13 @@ def stages_worker(steps: int, out_dir: str) -> dict:
 
     import torch
 
-    from nbody_engine.config import load_configs
-    from nbody_engine.integrate import simulate
-    from nbody_engine.integrate import period_of
-    from nbody_engine.runtime import gravity_of, torch_setup
-    from nbody_engine.simulation import simulation_initial_state, simulation_policy, stop_rule, summarize
-    from nbody_engine.curves import simulation_curves
-    from nbody_engine.plots import simulation_report
-    from nbody_engine.runs import write_npz
+    from nbody_engine.config.loading import load_configs
+    from nbody_engine.integrators.loop import period_of, simulate
+    from nbody_engine.jobs.simulate import simulation_initial_state, simulation_policy, stop_rule, summarize
+    from nbody_engine.physics.runtime import gravity_of, torch_setup
+    from nbody_engine.reporting.curves import simulation_curves
+    from nbody_engine.reporting.plots import simulation_report
+    from nbody_engine.runs.directory import write_npz
 
     scale = 1 if sys.platform == "darwin" else 1024
     peaks = {}

@@ -48,10 +48,11 @@ def main() -> int:
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    from nbody_engine import integrate
-    from nbody_engine.initial_conditions import kepler_family, kepler_orbit
-    from nbody_engine.integrate import Gravity, StopRule
-    from nbody_engine.policies import AnalyticDt
+    from nbody_engine.integrators import loop as integrate
+    from nbody_engine.integrators.loop import StopRule
+    from nbody_engine.integrators.policies import AnalyticDt
+    from nbody_engine.physics.gravity import Gravity
+    from nbody_engine.physics.initial_conditions import kepler_family, kepler_orbit
 
     torch.set_num_threads(1)  # what runtime.torch_setup does without OMP_NUM_THREADS
     info = machine()

@@ -1,4 +1,4 @@
-"""Simulation throughput: steps per second of ``nbody_engine.integrate.simulate``.
+"""Simulation throughput: steps per second of ``nbody_engine.integrators.loop.simulate``.
 
 Every figure is a full ``simulate(..., StopRule(max_steps=N))`` call, so the trajectory
 recording and the per-chunk diagnostics (energies, momenta, finiteness check, progress event)
@@ -88,12 +88,12 @@ MAX_BATCH_STEPS = 1500
 def _build(case: str, config: str):
     import torch
 
-    from nbody_engine.config import config_values, load_configs
-    from nbody_engine.initial_conditions import kepler_family, kepler_orbit
-    from nbody_engine.integrate import Gravity
-    from nbody_engine.runtime import gravity_of, torch_setup
-    from nbody_engine.model import LearnedDt, build_network
-    from nbody_engine.policies import AnalyticDt
+    from nbody_engine.config.loading import config_values, load_configs
+    from nbody_engine.integrators.policies import AnalyticDt
+    from nbody_engine.learning.network import LearnedDt, build_network
+    from nbody_engine.physics.gravity import Gravity
+    from nbody_engine.physics.initial_conditions import kepler_family, kepler_orbit
+    from nbody_engine.physics.runtime import gravity_of, torch_setup
 
     policy_kind, systems, hidden = CASES[case].policy, CASES[case].systems, CASES[case].hidden_dims
     cfg = load_configs("simulate", config)["simulate"]
@@ -115,7 +115,7 @@ def _build(case: str, config: str):
 
 
 def _rate(state, policy, gravity, steps: int, compile: bool, record_every: int = 1) -> tuple[float, float]:
-    from nbody_engine.integrate import StopRule, simulate
+    from nbody_engine.integrators.loop import StopRule, simulate
 
     start = time.perf_counter()
     traj = simulate(state, policy, gravity, StopRule(max_steps=steps), compile=compile, record_every=record_every)

@@ -38,13 +38,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from _common import REPO, machine, machine_note, markdown_table, write_results
 
-from nbody_engine.config import load_configs
+from nbody_engine.config.loading import load_configs
 from nbody_engine.evaluate import learned_versus
-from nbody_engine.initial_conditions import kepler_orbit
-from nbody_engine.integrate import Gravity, StopRule, period_of, simulate
-from nbody_engine.model import learned_policy_from_checkpoint
-from nbody_engine.physics import State
-from nbody_engine.policies import pairwise_timescale
+from nbody_engine.integrators.loop import StopRule, period_of, simulate
+from nbody_engine.integrators.policies import pairwise_timescale
+from nbody_engine.physics.gravity import Gravity, State
+from nbody_engine.physics.initial_conditions import kepler_orbit
+from nbody_engine.runs.trained_policy import learned_policy_from_checkpoint
 
 
 class TiltedAnalyticDt:

@@ -17,15 +17,15 @@ import time
 import panel as pn
 import param
 
-from nbody_engine.config import check_consistency, config_values, load_configs, parse_toml, to_toml
-from nbody_engine.errors import InputError
+from nbody_engine.config.errors import InputError
+from nbody_engine.config.loading import check_consistency, config_values, load_configs, parse_toml, to_toml
+from nbody_engine.config.schema import Config, KEYS
 from nbody_engine.events import CheckpointWritten, EpochFinished, RunFinished, RunStarted, TrajectoryChunk, epoch_counts
-from nbody_engine.schema import KEYS, Config
 
 from .fields import SettingsPanel
 from .files import check_confined
 from .jobs import Job, JobDone, warm_up
-from .live import PROJECTIONS, LivePlots
+from .live import LivePlots, PROJECTIONS
 from .runs_view import RunsView
 from .schedule import every
 from .sweeps_view import SweepsView

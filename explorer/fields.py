@@ -1,7 +1,7 @@
 """The settings of the sidebar, made from the schema: one field per key, one card per section.
 
 A key's widget comes from one table, :data:`WIDGETS`, indexed by the engine's key type
-(:func:`nbody_engine.keytypes.key_type`): numbers, integers and lists are typed as text and go
+(:func:`nbody_engine.config.keytypes.key_type`): numbers, integers and lists are typed as text and go
 through the CLI's own parsing and validation (``parse_text`` then ``check_value``), so a refused
 value gets the CLI's one-line message, next to the widget and as a notification, and the key
 keeps its last good value (Panel's numeric inputs would clamp or drop bad text in the browser
@@ -23,10 +23,10 @@ from typing import Any
 import panel as pn
 import param
 
-from nbody_engine.config import check_value, parse_text
-from nbody_engine.errors import InputError
-from nbody_engine.keytypes import key_type
-from nbody_engine.schema import PATH_KEYS, SECTIONS, Config, Section, section_keys
+from nbody_engine.config.errors import InputError
+from nbody_engine.config.keytypes import key_type
+from nbody_engine.config.loading import check_value, parse_text
+from nbody_engine.config.schema import Config, PATH_KEYS, SECTIONS, Section, section_keys
 
 from .files import check_confined
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from nbody_engine.config import check_paths_within
-from nbody_engine.schema import Config
+from nbody_engine.config.loading import check_paths_within
+from nbody_engine.config.schema import Config
 
 FILE_ROOTS_ENV = "NBODY_EXPLORER_FILE_ROOTS"
 HINT = "start the server with 'nbody-explorer --allow-files-under DIR' to allow another directory"

@@ -15,12 +15,11 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from nbody_engine.config import load_configs, parse_toml
-from nbody_engine.errors import InputError, NonFiniteStateError, RunCancelled
+from nbody_engine.config.errors import InputError, NonFiniteStateError, RunCancelled, TrainingStalled
+from nbody_engine.config.loading import load_configs, parse_toml
 from nbody_engine.events import CancelToken, Reporter, TrajectoryChunk
-from nbody_engine.phases import run_phases
-from nbody_engine.simulation import compare_with_analytic
-from nbody_engine.train import TrainingStalled
+from nbody_engine.jobs.phases import run_phases
+from nbody_engine.jobs.simulate import compare_with_analytic
 
 MAX_JOBS = int(os.environ.get("NBODY_EXPLORER_MAX_JOBS", "2"))
 QUEUE_SIZE = 20_000
@@ -32,7 +31,7 @@ def _warm_up() -> None:
     when the first optimizer is made, and the reports import matplotlib."""
     import torch
 
-    from nbody_engine import plots  # noqa: F401
+    from nbody_engine.reporting import plots  # noqa: F401
 
     torch.optim.Adam([torch.zeros(1, requires_grad=True)])
 
@@ -157,10 +156,10 @@ def _without_trajectories(sink):
 def _evaluate(toml_text: str, reporter: Reporter) -> dict:
     """``nbody-runner evaluate`` on the simulate settings; its trajectories stay out of the
     live plots (many short runs), the result carries the table and the Pareto plot."""
-    from nbody_engine.evaluate import evaluate
+    from nbody_engine.evaluate import run_evaluation
 
     cfg = _configs_from_text("evaluate", toml_text)["simulate"]
-    return evaluate(cfg, Reporter([_without_trajectories(QueueSink(reporter.sinks[0].queue))], reporter.cancel))
+    return run_evaluation(cfg, Reporter([_without_trajectories(QueueSink(reporter.sinks[0].queue))], reporter.cancel))
 
 
 def _configs_from_text(kind: str, toml_text: str):

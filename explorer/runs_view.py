@@ -2,7 +2,7 @@
 (name, mode, start, status, key settings, final metrics; sortable, filterable), the runs ticked
 there overlaid (:func:`explorer.compare.runs_overlay`), and a run followed live.
 
-Following reads the run's ``progress.jsonl`` (:mod:`nbody_engine.progress_log`), written by
+Following reads the run's ``progress.jsonl`` (:mod:`nbody_engine.runs.progress_log`), written by
 ``nbody-runner`` and by the dashboard's own jobs alike, and hands its events to ``feed``: the
 Explorer passes the path its own jobs' events take, so a followed run fills the same plots and
 the header. Whether a run is still going is its directory's lock (:func:`lock_holder`).
@@ -18,10 +18,10 @@ from pathlib import Path
 import pandas as pd
 import panel as pn
 
+from nbody_engine.config.schema import Config
 from nbody_engine.events import EpochFinished
-from nbody_engine.progress_log import ProgressReader, last_record
-from nbody_engine.runs import DATA_DIR, RunDirectory, lock_holder
-from nbody_engine.schema import Config
+from nbody_engine.runs.directory import DATA_DIR, RunDirectory, lock_holder
+from nbody_engine.runs.progress_log import ProgressReader, last_record
 
 from .compare import runs_overlay, summary_table
 from .live import LivePlots

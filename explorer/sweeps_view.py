@@ -25,11 +25,11 @@ from bokeh.palettes import Category10_10
 from bokeh.plotting import figure
 
 from nbody_engine import sweep
-from nbody_engine.config import PHASES
-from nbody_engine.errors import InputError
-from nbody_engine.runs import DATA_DIR
-from nbody_engine.schema import KEYS, PATH_KEYS, Config
-from nbody_engine.sweep import STATUS_OK, ClusterReady, SweepPlan, WorkersNotice
+from nbody_engine.config.errors import InputError
+from nbody_engine.config.loading import PHASES
+from nbody_engine.config.schema import Config, KEYS, PATH_KEYS
+from nbody_engine.runs.directory import DATA_DIR
+from nbody_engine.sweep import ClusterReady, STATUS_OK, SweepPlan, WorkersNotice
 from nbody_engine.sweep.results import STATUSES
 
 from .jobs import Job, JobDone

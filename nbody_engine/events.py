@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InputError, RunCancelled
+from .config.errors import InputError, RunCancelled
 
 log = logging.getLogger("nbody_engine")
 

@@ -1,6 +1,6 @@
 """``nbody-runner train|simulate|both --config run.toml [flags]``: the headless runner.
 
-Every flag comes from the schema (:mod:`nbody_engine.schema`); flags override the TOML file,
+Every flag comes from the schema (:mod:`nbody_engine.config.schema`); flags override the TOML file,
 and flags given to ``both`` apply to both phases (except ``--train-ic-path``/``--sim-ic-path``).
 Bad input ends the run with one line on stderr and exit status 2, before anything is written.
 """
@@ -15,12 +15,12 @@ import sys
 from collections.abc import Sequence
 
 
-from . import drawing
-from .config import check_value, load_configs, parse_text
-from .errors import InputError, NonFiniteStateError, RunCancelled, Terminated, TrainingStalled
+from .config.errors import InputError, NonFiniteStateError, RunCancelled, Terminated, TrainingStalled
+from .config.keytypes import key_type
+from .config.loading import check_value, load_configs, parse_text
+from .config.schema import Config, KEYS, SECTIONS, flags_for, section_keys
 from .events import ConsoleSink, Reporter, WandbSink
-from .keytypes import key_type
-from .schema import KEYS, SECTIONS, Config, flags_for, section_keys
+from .reporting import drawing
 
 PROG = "nbody-runner"
 MODES = {
@@ -79,7 +79,7 @@ def _cli_values(args: argparse.Namespace) -> tuple[dict, dict]:
 def run(configs: dict[str, Config]) -> dict:
     """Run the phases in ``configs`` with a console progress sink (and Weights & Biases where a
     phase has ``wandb = true``); print the simulation summary."""
-    from .phases import run_phases
+    from .jobs.phases import run_phases
 
     sinks = [ConsoleSink()]
     if any(cfg.wandb for cfg in configs.values()):
@@ -90,11 +90,11 @@ def run(configs: dict[str, Config]) -> dict:
     return results
 
 
-def run_evaluation(cfg: Config) -> dict:
+def evaluate(cfg: Config) -> dict:
     """``evaluate`` uses the TOML's simulate phase; prints the table and where it was written."""
-    from .evaluate import evaluate, table_text, verdict_text
+    from .evaluate import run_evaluation, table_text, verdict_text
 
-    result = evaluate(cfg, Reporter([ConsoleSink()]))
+    result = run_evaluation(cfg, Reporter([ConsoleSink()]))
     for problem, reference in result["references"].items():
         print(f"reference for {problem}: {reference}")
     print(table_text(result["rows"]))
@@ -120,7 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         debug = any(c.debug for c in configs.values())
         logging.basicConfig(level=logging.DEBUG if debug else logging.INFO, format="%(message)s", stream=sys.stderr)
         if args.mode == "evaluate":
-            run_evaluation(configs["simulate"])
+            evaluate(configs["simulate"])
         else:
             with drawing.helper():  # report figures drawn in a second process, off the run's critical path
                 run(configs)

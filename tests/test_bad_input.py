@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from nbody_engine.checkpoints import save_checkpoint
+from nbody_engine.runs.checkpoints import save_checkpoint
 
 TINY = ["--num-orbits", "2", "--hidden-dims", "16", "16", "--n-steps", "3", "--replay-steps", "5", "--seed", "3"]
 SIM = ["--steps", "5", "-s", "bad"]

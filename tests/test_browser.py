@@ -20,7 +20,7 @@ from playwright.sync_api import expect
 from dashboard_page import (open_card, open_dashboard, set_setting, source_column, source_length,
                             wait_for_status, wait_until_changed)
 from explorer.app import QUICK_START
-from nbody_engine.config import load_configs
+from nbody_engine.config.loading import load_configs
 
 pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("offline")]
 

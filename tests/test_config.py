@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from nbody_engine import runner
-from nbody_engine.config import config_values, load_configs, sections_table, to_toml
-from nbody_engine.errors import InputError
-from nbody_engine.schema import KEYS, SECTIONS, Config
+from nbody_engine.config.errors import InputError
+from nbody_engine.config.loading import config_values, load_configs, sections_table, to_toml
+from nbody_engine.config.schema import Config, KEYS, SECTIONS
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
@@ -374,7 +374,7 @@ def test_readme_reference_is_the_generated_table():
     assert text.count(START) == 1 and text.count(END) == 1, "README.md needs the config-reference markers once"
     embedded = text.split(START, 1)[1].split(END, 1)[0]
     assert embedded.strip() == sections_table().strip(), (
-        "README.md's config reference is stale: paste nbody_engine.config.sections_table() between the markers")
+        "README.md's config reference is stale: paste nbody_engine.config.loading.sections_table() between the markers")
 
 
 def test_evaluate_defaults_model_path_to_the_named_runs_last_checkpoint(tmp_path):
@@ -412,9 +412,9 @@ def test_refused_values_name_the_key(key, value, message):
 
 
 def test_every_key_has_a_kind_and_a_value_range():
-    from nbody_engine.config import value_range
-    from nbody_engine.keytypes import key_type
-    from nbody_engine.schema import KEYS, Config
+    from nbody_engine.config.keytypes import key_type
+    from nbody_engine.config.loading import value_range
+    from nbody_engine.config.schema import Config, KEYS
 
     for key in KEYS:
         assert key_type(Config.param[key]).name in {"boolean", "integer", "number", "choice", "list", "text"}
@@ -422,7 +422,7 @@ def test_every_key_has_a_kind_and_a_value_range():
 
 
 def test_paths_outside_the_allowed_roots_are_refused(tmp_path):
-    from nbody_engine.config import check_paths_within
+    from nbody_engine.config.loading import check_paths_within
 
     inside = load_configs("simulate", {"ic_path": str(tmp_path / "a.npy")})["simulate"]
     check_paths_within(inside, [tmp_path], "imported TOML", "allow more")

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from nbody_engine.checkpoints import load_checkpoint
+from nbody_engine.runs.checkpoints import load_checkpoint
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(),

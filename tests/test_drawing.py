@@ -12,11 +12,12 @@ import time
 
 import pytest
 
-from nbody_engine import drawing
-from nbody_engine.curves import simulation_curves
-from nbody_engine.initial_conditions import kepler_orbit
-from nbody_engine.integrate import Gravity, StopRule, simulate
-from nbody_engine.policies import AnalyticDt
+from nbody_engine.integrators.loop import StopRule, simulate
+from nbody_engine.integrators.policies import AnalyticDt
+from nbody_engine.physics.gravity import Gravity
+from nbody_engine.physics.initial_conditions import kepler_orbit
+from nbody_engine.reporting import drawing
+from nbody_engine.reporting.curves import simulation_curves
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -38,11 +39,11 @@ def test_in_a_helper_block_the_run_never_imports_matplotlib(tmp_path):
     script = textwrap.dedent(f"""
         import sys
         from pathlib import Path
-        from nbody_engine import drawing
-        from nbody_engine.curves import simulation_curves
-        from nbody_engine.initial_conditions import kepler_orbit
-        from nbody_engine.integrate import Gravity, StopRule, simulate
-        from nbody_engine.policies import AnalyticDt
+        from nbody_engine.reporting import drawing
+        from nbody_engine.reporting.curves import simulation_curves
+        from nbody_engine.physics.initial_conditions import kepler_orbit
+        from nbody_engine.integrators.loop import Gravity, StopRule, simulate
+        from nbody_engine.integrators.policies import AnalyticDt
 
         traj = simulate(kepler_orbit(0.6, 1.0), AnalyticDt(0.02), Gravity(), StopRule(max_steps=500))
         with drawing.helper():
@@ -120,7 +121,7 @@ def test_a_helper_terminated_while_it_starts_leaves_without_a_word(stage):
     """A run that fails early (bad input found after the helper started) terminates a helper that
     may still be importing numpy or matplotlib: it leaves quietly whatever it was importing. The
     stages are the extension modules it has loaded when the signal is sent."""
-    proc = subprocess.Popen([sys.executable, "-m", "nbody_engine.drawing"], stdin=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-m", "nbody_engine.reporting.drawing"], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
     while stage is not None and not _loaded(proc.pid, stage):

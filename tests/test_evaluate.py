@@ -11,8 +11,8 @@ import sys
 import matplotlib.image as mpimg
 import pytest
 
-from nbody_engine.config import load_configs
-from nbody_engine.train import run_training
+from nbody_engine.config.loading import load_configs
+from nbody_engine.jobs.train import run_training
 
 TINY_TRAIN = {"num_particles": 2, "num_orbits": 2, "epochs": 2, "n_steps": 3, "steps_per_epoch": 2,
               "replay_steps": 3, "hidden_dims": [8, 8], "seed": 3, "lr": 1e-3}
@@ -174,9 +174,10 @@ def test_a_rollout_checkpoint_is_evaluated_over_the_eps_sweep_like_a_baseline(tm
 def test_the_drift_corrected_step_cancels_most_of_the_secular_drift_at_high_eccentricity():
     """The analytic step taken at its midpoint: at nearly the same steps per period it ends 10
     periods of an e = 0.9 orbit with a smaller max |dE/E| than the plain analytic step."""
-    from nbody_engine.initial_conditions import kepler_orbit
-    from nbody_engine.integrate import Gravity, StopRule, period_of, simulate
-    from nbody_engine.policies import AnalyticDt, DriftCorrectedDt
+    from nbody_engine.integrators.loop import StopRule, period_of, simulate
+    from nbody_engine.integrators.policies import AnalyticDt, DriftCorrectedDt
+    from nbody_engine.physics.gravity import Gravity
+    from nbody_engine.physics.initial_conditions import kepler_orbit
 
     orbit = kepler_orbit(0.9, 1.0)
     stop = StopRule(t_end=10 * period_of(orbit.mass, orbit.position, orbit.velocity))

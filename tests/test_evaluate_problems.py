@@ -11,7 +11,7 @@ import torch
 from nbody_engine.evaluate.problems import (CLUSTER_SIZE, CLUSTER_VIRIAL, TRIPLES, burrau_problem, cluster_problem,
                                             scattering_problem, triples_problem)
 from nbody_engine.evaluate.reference import converged_leapfrog, ias15
-from nbody_engine.physics import angular_momentum, kinetic_energy, potential_energy
+from nbody_engine.physics.gravity import angular_momentum, kinetic_energy, potential_energy
 
 rebound = pytest.importorskip("rebound", reason="the IAS15 references need rebound (the test extra installs it)")
 

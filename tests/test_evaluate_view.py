@@ -11,9 +11,9 @@ import pytest
 from playwright.sync_api import expect
 from dashboard_page import DOC_READY, free_port
 
-from nbody_engine.config import load_configs
+from nbody_engine.config.loading import load_configs
 from nbody_engine.evaluate.report import PALETTE
-from nbody_engine.train import run_training
+from nbody_engine.jobs.train import run_training
 
 pytestmark = pytest.mark.browser
 

@@ -16,8 +16,8 @@ import pytest
 
 from explorer import Explorer
 from explorer import jobs as explorer_jobs
-from nbody_engine.config import config_values, load_configs
-from nbody_engine.errors import InputError
+from nbody_engine.config.errors import InputError
+from nbody_engine.config.loading import config_values, load_configs
 
 TINY = dict(epochs=3, num_orbits=2, replay_steps=5, n_steps=3, seed=1, save_name="t1")
 
@@ -237,7 +237,7 @@ def test_a_good_text_and_the_slider_set_the_key_and_reset_restores_it(explorer):
 
 def test_every_key_type_has_a_widget():
     from explorer.fields import WIDGETS
-    from nbody_engine.keytypes import TYPES
+    from nbody_engine.config.keytypes import TYPES
 
     assert {t.name for t in TYPES} == set(WIDGETS)
 

@@ -14,7 +14,7 @@ import pytest
 from explorer import Explorer
 from explorer import jobs as explorer_jobs
 from explorer.sweeps_view import MetricPlot, SweepsView, base_document, parse_values
-from nbody_engine.errors import InputError
+from nbody_engine.config.errors import InputError
 
 
 @pytest.fixture
@@ -218,7 +218,7 @@ def test_the_plot_draws_one_colour_per_value_of_the_other_keys():
 
 def test_the_page_offers_no_file_path_to_sweep():
     """A swept path would reach files the page may not read (explorer/files.py)."""
-    from nbody_engine.schema import PATH_KEYS
+    from nbody_engine.config.schema import PATH_KEYS
 
     view = SweepsView(lambda: "")
     assert not set(view.keys.options) & set(PATH_KEYS)

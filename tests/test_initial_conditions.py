@@ -8,17 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from nbody_engine.errors import InputError
-from nbody_engine.initial_conditions import (
-    kepler_family,
-    kepler_orbit,
-    kepler_period,
-    load_ic_file,
-    make_state,
-    random_system,
-    save_ic_file,
-)
-from nbody_engine.physics import State, angular_momentum, momentum, total_energy
+from nbody_engine.config.errors import InputError
+from nbody_engine.physics.gravity import State, angular_momentum, momentum, total_energy
+from nbody_engine.physics.initial_conditions import (kepler_family, kepler_orbit, kepler_period, load_ic_file,
+                                                     make_state, random_system, save_ic_file)
 
 F64 = torch.float64
 

@@ -9,15 +9,17 @@ import pytest
 import torch
 from torch._dynamo.utils import counters
 
-from nbody_engine import simulation
-from nbody_engine.errors import NonFiniteStateError, RunCancelled
+from nbody_engine.config.errors import NonFiniteStateError, RunCancelled
+from nbody_engine.config.schema import Config
 from nbody_engine.events import CancelToken, Reporter, TrajectoryChunk
-from nbody_engine.initial_conditions import kepler_orbit, kepler_period, make_state, random_system
-from nbody_engine.integrate import Gravity, StopRule, leapfrog, period_of, relative_change, simulate, total_energy
-from nbody_engine.physics import ExternalField, accelerations, kinetic_energy, potential_energy
-from nbody_engine.policies import (AnalyticDt, ClassicDt, FixedDt, TimeSymmetricDt, nearest_neighbour_timescale,
-                                   pairwise_timescale)
-from nbody_engine.schema import Config
+from nbody_engine.integrators.leapfrog import leapfrog
+from nbody_engine.integrators.loop import StopRule, period_of, simulate
+from nbody_engine.integrators.policies import (AnalyticDt, ClassicDt, FixedDt, TimeSymmetricDt,
+                                               nearest_neighbour_timescale, pairwise_timescale)
+from nbody_engine.jobs import simulate as simulation
+from nbody_engine.physics.gravity import (Gravity, PointMassField, accelerations, kinetic_energy, potential_energy,
+                                          relative_change)
+from nbody_engine.physics.initial_conditions import kepler_orbit, kepler_period, make_state, random_system
 
 F64 = torch.float64
 
@@ -90,7 +92,7 @@ def test_momentum_and_angular_momentum_conserved_to_round_off():
 
 def test_energy_conserved_with_external_field_but_momentum_is_not():
     state = kepler_orbit(0.5, 1.0)
-    field = ExternalField(mass=0.5, position=(3.0, 0.0, 1.0))
+    field = PointMassField(mass=0.5, position=(3.0, 0.0, 1.0))
     gravity = Gravity(field=field)
     t_end = kepler_period(t64(1.0))
     traj = simulate(state, AnalyticDt(0.01), gravity, StopRule(t_end=t_end))
@@ -113,10 +115,10 @@ def test_energy_conserved_with_external_field_but_momentum_is_not():
 def test_energy_error_is_differentiable_in_dt():
     state = kepler_orbit([0.5, 0.3], [1.0, 1.2])
     gravity = Gravity()
-    energy0 = total_energy(state, gravity)
+    energy0 = gravity.energy(state)
 
     def energy_error(dt):
-        return relative_change(total_energy(leapfrog(state, dt, 3, gravity), gravity), energy0)
+        return relative_change(gravity.energy(leapfrog(state, dt, 3, gravity)), energy0)
 
     dt = t64(0.05, 0.03).requires_grad_(True)
     value = energy_error(dt)
@@ -201,13 +203,13 @@ def test_a_run_longer_than_its_first_guess_of_rows_records_the_same_rows():
         np.testing.assert_array_equal(getattr(grown, key), value, err_msg=key)
     states = make_state(np.repeat(grown.mass[None], len(grown.time), 0).reshape(-1, 3),
                         grown.position.reshape(-1, 3, 3), grown.velocity.reshape(-1, 3, 3))
-    energy = total_energy(states, Gravity(softening=0.05)).numpy().reshape(grown.energy.shape)
+    energy = Gravity(softening=0.05).energy(states).numpy().reshape(grown.energy.shape)
     np.testing.assert_allclose(grown.energy, energy, rtol=1e-13)
 
 
 def test_a_step_limit_beyond_the_preallocation_grows_the_record_instead(monkeypatch):
     """A run of 10^9 steps must not allocate its whole record before the first step."""
-    from nbody_engine import integrate
+    from nbody_engine.integrators import loop as integrate
 
     batch = kepler_orbit([0.3, 0.8], [1.0, 1.0])
     whole = simulate(batch, AnalyticDt(0.05), Gravity(), StopRule(max_steps=300))
@@ -220,7 +222,7 @@ def test_a_step_limit_beyond_the_preallocation_grows_the_record_instead(monkeypa
 def test_a_record_grown_past_the_preallocation_stops_at_the_rows_the_run_needs(monkeypatch):
     """Doubling 44 rows would give 176; the run needs 100, so that is where growth stops,
     until a row beyond them (only a t_end run's first guess is exceeded) doubles it again."""
-    from nbody_engine import integrate
+    from nbody_engine.integrators import loop as integrate
 
     monkeypatch.setattr(integrate, "PREALLOCATED_BYTES", 10_000)  # 44 rows of two 2D orbits
     state = kepler_orbit([0.3, 0.8], [1.0, 1.0])
@@ -376,8 +378,8 @@ def test_pairwise_timescale_of_a_kepler_orbit(e, a, mass):
     v_a = math.sqrt(M * (1 - e) / (a * (1 + e)))  # vis-viva at apocentre
     apo = make_state([[mass, mass]], [[[r_a / 2, 0.0], [-r_a / 2, 0.0]]], [[[0.0, -v_a / 2], [0.0, v_a / 2]]])
     # it is the same orbit as kepler_orbit(e, a): same energy
-    assert float(total_energy(apo, Gravity())[0]) == pytest.approx(
-        float(total_energy(kepler_orbit(e, a, mass=mass), Gravity())[0]), rel=1e-12)
+    assert float(Gravity().energy(apo)[0]) == pytest.approx(
+        float(Gravity().energy(kepler_orbit(e, a, mass=mass))[0]), rel=1e-12)
 
     # the energy guard: (|E| r / (m_1 m_2))^(1/3) with |E| = m_1 m_2 / (2a), i.e. (r / 2a)^(1/3)
     guard = lambda r: (r / (2 * a)) ** (1 / 3)  # noqa: E731
@@ -422,7 +424,7 @@ def test_classic_criterion_is_the_smallest_sqrt_of_nearest_distance_over_acceler
     # the policy computes the accelerations itself when the caller has none, and scales by eps
     assert float(ClassicDt(0.1).dt(state)[0]) == pytest.approx(0.1 * min(expected), rel=1e-12)
     # ... and then includes the external field in |a_i|, as the integrator's accelerations do
-    field = ExternalField(mass=5.0, position=(2.0, 0.5, 0.0))
+    field = PointMassField(mass=5.0, position=(2.0, 0.5, 0.0))
     with_field = accelerations(state, field=field)
     assert float(ClassicDt(0.1, Gravity(field=field)).dt(state)[0]) == pytest.approx(
         0.1 * float(nearest_neighbour_timescale(state, with_field)[0]), rel=1e-12)

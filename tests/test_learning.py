@@ -15,20 +15,23 @@ import types
 import pytest
 import torch
 
-from nbody_engine.config import build_config, config_values
-from nbody_engine.errors import InputError
+from nbody_engine.config.errors import InputError, TrainingStalled
+from nbody_engine.config.feature_widths import input_width
+from nbody_engine.config.loading import build_config, config_values
 from nbody_engine.events import EpochFinished, Reporter, RunFinished, RunStarted, StepRejected, WandbSink
-from nbody_engine.features import basic_features, change_features, history_row, input_width, state_features
-from nbody_engine.checkpoints import load_checkpoint
-from nbody_engine.initial_conditions import kepler_orbit, random_system
-from nbody_engine.integrate import Gravity, leapfrog_step, relative_change, total_energy
-from nbody_engine.runtime import gravity_of
-from nbody_engine.model import DtNetwork, LearnedDt, build_network
-from nbody_engine.physics import State
-from nbody_engine.policies import AnalyticDt, pairwise_timescale
-from nbody_engine.replay import ReplayBuffer
-from nbody_engine.train import (NONFINITE_PENALTY, ROUNDOFF, EpochStats, Trainer, TrainingStalled, attempt,
-                                band_loss, run_training, step_loss)
+from nbody_engine.integrators.leapfrog import leapfrog_step
+from nbody_engine.integrators.policies import AnalyticDt, pairwise_timescale
+from nbody_engine.jobs.train import run_training
+from nbody_engine.learning.attempt import attempt
+from nbody_engine.learning.features import basic_features, change_features, history_row, state_features
+from nbody_engine.learning.losses import NONFINITE_PENALTY, ROUNDOFF, band_loss, step_loss
+from nbody_engine.learning.network import DtNetwork, LearnedDt, build_network
+from nbody_engine.learning.replay import ReplayBuffer
+from nbody_engine.learning.trainer import EpochStats, Trainer
+from nbody_engine.physics.gravity import Gravity, State, relative_change
+from nbody_engine.physics.initial_conditions import kepler_orbit, random_system
+from nbody_engine.physics.runtime import gravity_of
+from nbody_engine.runs.checkpoints import load_checkpoint
 
 torch.set_num_threads(1)  # as the engine runs on a CPU (runtime.torch_setup): these tensors are tiny
 GRAVITY = Gravity()
@@ -331,8 +334,8 @@ def test_an_attempt_through_a_pericentre_is_judged_by_its_worst_sub_step():
     energies, s = [], before
     for _ in range(cfg.n_steps):
         s, _, _ = leapfrog_step(s, dt, GRAVITY(s)[0], GRAVITY)
-        energies.append(total_energy(s, GRAVITY))
-    E0 = total_energy(before, GRAVITY)
+        energies.append(GRAVITY.energy(s))
+    E0 = GRAVITY.energy(before)
     at_end = relative_change(energies[-1], E0)
     worst = torch.stack([relative_change(E, E0) for E in energies]).max(0).values
     assert worst > 3 * at_end  # the passage indeed gives back most of its error
@@ -491,7 +494,7 @@ def test_duration_is_a_wall_clock_budget(tmp_path):
 def test_resume_without_a_seed_continues_with_the_checkpoints_seed(tmp_path):
     import tomllib
 
-    from nbody_engine.phases import run_phases
+    from nbody_engine.jobs.phases import run_phases
 
     unseeded = {k: v for k, v in TINY.items() if k != "seed"}
     run_phases({"train": build_config({**unseeded, "epochs": 2})}, data_dir=tmp_path)
@@ -532,7 +535,7 @@ def test_wandb_sink_logs_every_epoch(monkeypatch, tmp_path):
 
 def apocentre_orbit_file(path, e=0.9, a=1.0):
     """A Kepler orbit starting at apocentre (it reaches pericentre half a period later)."""
-    from nbody_engine.initial_conditions import make_state, save_ic_file
+    from nbody_engine.physics.initial_conditions import make_state, save_ic_file
 
     M, r_a = 2.0, a * (1 + e)
     v_a = math.sqrt(M * (1 - e) / r_a)

@@ -17,7 +17,7 @@ import matplotlib.image
 import numpy as np
 import pytest
 
-from nbody_engine.movie import frame_indices, frame_size, write_movie
+from nbody_engine.reporting.movie import frame_indices, frame_size, write_movie
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

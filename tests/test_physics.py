@@ -1,4 +1,4 @@
-"""Physics of nbody_engine.physics checked against Newton, hand sums and autograd (G = 1, float64)."""
+"""Physics of nbody_engine.physics.gravity checked against Newton, hand sums and autograd (G = 1, float64)."""
 
 from __future__ import annotations
 
@@ -8,19 +8,10 @@ import math
 import pytest
 import torch
 
-from nbody_engine.initial_conditions import make_state
-from nbody_engine.physics import (
-    ExternalField,
-    State,
-    acceleration_and_potential,
-    accelerations,
-    angular_momentum,
-    centre_of_mass_frame,
-    kinetic_energy,
-    momentum,
-    potential_energy,
-    total_energy,
-)
+from nbody_engine.physics.gravity import (PointMassField, State, acceleration_and_potential, accelerations,
+                                          angular_momentum, centre_of_mass_frame, kinetic_energy, momentum,
+                                          potential_energy, total_energy)
+from nbody_engine.physics.initial_conditions import make_state
 
 F64 = torch.float64
 
@@ -142,7 +133,7 @@ def test_energy_of_three_bodies_by_hand(softening):
 @pytest.mark.parametrize("softening", [0.0, 0.05])
 @pytest.mark.parametrize("with_field", [False, True])
 def test_acceleration_is_minus_gradient_of_potential(dim, softening, with_field):
-    field = ExternalField(0.7, (2.0, -1.0, 0.5)) if with_field else None
+    field = PointMassField(0.7, (2.0, -1.0, 0.5)) if with_field else None
     state = random_state(4, dim, seed=21 + dim, num_systems=2)
     position = state.position.clone().requires_grad_(True)
 
@@ -157,7 +148,7 @@ def test_acceleration_is_minus_gradient_of_potential(dim, softening, with_field)
 @pytest.mark.parametrize("with_field", [False, True])
 def test_potential_alone_equals_the_one_computed_with_the_forces(num_bodies, softening, with_field):
     """potential_energy sums the pairs i < j; acceleration_and_potential halves the N x N matrix."""
-    field = ExternalField(0.7, (2.0, -1.0, 0.5)) if with_field else None
+    field = PointMassField(0.7, (2.0, -1.0, 0.5)) if with_field else None
     state = random_state(num_bodies, 3, seed=5, num_systems=4)
     _, pot = acceleration_and_potential(state.mass, state.position, softening, field)
     torch.testing.assert_close(potential_energy(state, softening, field), pot, rtol=1e-13, atol=1e-14)
@@ -216,7 +207,7 @@ def test_angular_momentum_rotates_with_the_system():
 @pytest.mark.parametrize("dim", [2, 3])
 @pytest.mark.parametrize("softening", [0.0, 0.1])
 def test_external_field_acceleration_is_minus_gradient_per_unit_mass(dim, softening):
-    field = ExternalField(1.3, (3.0, -0.5, 1.0))
+    field = PointMassField(1.3, (3.0, -0.5, 1.0))
     state = random_state(3, dim, seed=30 + dim)
     position = state.position.clone().requires_grad_(True)
 
@@ -232,7 +223,7 @@ def test_external_field_acceleration_is_minus_gradient_per_unit_mass(dim, soften
 
 def test_external_field_point_mass_formula():
     """|a| = M / d^2 with d the full 3D distance, pointing at the perturber."""
-    field = ExternalField(2.0, (1.0, 2.0, 2.0))
+    field = PointMassField(2.0, (1.0, 2.0, 2.0))
     x = torch.zeros(1, 1, 3, dtype=F64)
     acc = field.acceleration(x)[0, 0]
     torch.testing.assert_close(acc, 2.0 * torch.tensor([1.0, 2.0, 2.0], dtype=F64) / 27.0, rtol=1e-14, atol=0)
@@ -242,7 +233,7 @@ def test_external_field_point_mass_formula():
 
 @pytest.mark.parametrize("softening", [0.0, 0.2])
 def test_external_field_in_2d_matches_3d_at_z0(softening):
-    field = ExternalField(0.9, (2.5, 1.0, 1.5))
+    field = PointMassField(0.9, (2.5, 1.0, 1.5))
     flat = random_state(4, 2, seed=40)
     lifted = State(flat.mass, with_zero_z(flat.position), with_zero_z(flat.velocity), flat.time)
 
@@ -254,7 +245,7 @@ def test_external_field_in_2d_matches_3d_at_z0(softening):
     # the height Z really enters: the 3D force has an out-of-plane pull toward +z ...
     assert (a3[..., 2] > 0).all()
     # ... and dropping Z would make the in-plane field stronger
-    in_plane = ExternalField(0.9, (2.5, 1.0, 0.0))
+    in_plane = PointMassField(0.9, (2.5, 1.0, 0.0))
     a2_flat = in_plane.acceleration(flat.position, softening)
     assert (a2_flat.norm(dim=-1) > field.acceleration(flat.position, softening).norm(dim=-1)).all()
 
@@ -296,7 +287,8 @@ def test_centre_of_mass_frame(dim):
 def test_two_body_path_equals_the_pair_matrix(dim, softening):
     """Two bodies take their own, shorter path through the forces and the analytic time scale;
     it computes what the general (B, N, N) path computes, to rounding."""
-    from nbody_engine import physics, policies
+    from nbody_engine.integrators import policies
+    from nbody_engine.physics import gravity as physics
 
     state = random_state(2, dim, seed=dim, num_systems=64)
     acc, pot = physics._two_body_forces(state.mass, state.position, softening, True)

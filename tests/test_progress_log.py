@@ -11,14 +11,14 @@ import sys
 import numpy as np
 import pytest
 
-from nbody_engine import progress_log
-from nbody_engine.config import load_configs
-from nbody_engine.errors import InputError
-from nbody_engine.events import (CheckpointWritten, EpochFinished, Reporter, RunCancelledEvent, RunFinished,
-                                 RunStarted, StepAccepted, StepRejected, TrajectoryChunk)
-from nbody_engine.phases import run_phases
-from nbody_engine.progress_log import ProgressLog, ProgressReader, read_progress
-from nbody_engine.runs import DirectoryLock, RunDirectory, lock_holder
+from nbody_engine.config.errors import InputError
+from nbody_engine.config.loading import load_configs
+from nbody_engine.events import (CheckpointWritten, EpochFinished, Reporter, RunCancelledEvent, RunFinished, RunStarted,
+                                 StepAccepted, StepRejected, TrajectoryChunk)
+from nbody_engine.jobs.phases import run_phases
+from nbody_engine.runs import progress_log
+from nbody_engine.runs.directory import DirectoryLock, RunDirectory, lock_holder
+from nbody_engine.runs.progress_log import ProgressLog, ProgressReader, read_progress
 
 TINY_TOML = """
 seed = 3
@@ -153,7 +153,7 @@ def test_bad_input_leaves_no_log(tmp_path):
 
 HOLD_LOCK = """
 import sys, time
-from nbody_engine.runs import DirectoryLock
+from nbody_engine.runs.directory import DirectoryLock
 with DirectoryLock(sys.argv[1]):
     print("locked", flush=True)
     time.sleep(float(sys.argv[2]))

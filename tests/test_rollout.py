@@ -7,14 +7,15 @@ import math
 import pytest
 import torch
 
-from nbody_engine.checkpoints import load_checkpoint
-from nbody_engine.config import load_configs
-from nbody_engine.initial_conditions import kepler_orbit
-from nbody_engine.integrate import Gravity, StopRule, period_of, simulate
-from nbody_engine.model import LearnedDt, build_network
-from nbody_engine.policies import AnalyticDt
-from nbody_engine.rollout import analytic_steps, rollout, rollout_loss, rollout_step
-from nbody_engine.train import run_training
+from nbody_engine.config.loading import load_configs
+from nbody_engine.integrators.loop import StopRule, period_of, simulate
+from nbody_engine.integrators.policies import AnalyticDt
+from nbody_engine.jobs.train import run_training
+from nbody_engine.learning.network import LearnedDt, build_network
+from nbody_engine.learning.rollout import analytic_steps, rollout, rollout_loss, rollout_step
+from nbody_engine.physics.gravity import Gravity
+from nbody_engine.physics.initial_conditions import kepler_orbit
+from nbody_engine.runs.checkpoints import load_checkpoint
 
 TINY = {"num_particles": 2, "num_orbits": 2, "e_min": 0.6, "e_max": 0.8, "objective": "rollout",
         "feature_type": "radial", "history_len": 0, "hidden_dims": [8], "seed": 5, "lr": 1e-2, "weight_decay": 0.0,
@@ -90,8 +91,8 @@ def test_a_rollout_epoch_reports_its_optimizer_steps_not_acceptances(tmp_path):
 
 
 def test_rollout_needs_bound_two_body_orbits():
-    from nbody_engine.errors import InputError
-    from nbody_engine.initial_conditions import random_system
+    from nbody_engine.config.errors import InputError
+    from nbody_engine.physics.initial_conditions import random_system
 
     with pytest.raises(InputError, match="objective = 'band'"):
         rollout_loss(tiny_policy(), random_system(3, 2), torch.tensor([0.1], dtype=torch.float64), 1, 1.0, Gravity())

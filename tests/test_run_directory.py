@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from background_run import BackgroundRun
-from nbody_engine.config import load_configs
-from nbody_engine.errors import InputError
-from nbody_engine.runs import DirectoryLock, write_text
+from nbody_engine.config.errors import InputError
+from nbody_engine.config.loading import load_configs
+from nbody_engine.runs.directory import DirectoryLock, write_text
 
 LONG_TRAINING = ["--num-orbits", "2", "--hidden-dims", "8", "--epochs", "100000", "--seed", "1", "-s", "shared"]
 

@@ -15,7 +15,7 @@ import param
 import pytest
 
 from nbody_engine import runner
-from nbody_engine.schema import KEYS, SECTIONS, Config, flags_for
+from nbody_engine.config.schema import Config, KEYS, SECTIONS, flags_for
 
 REPO = Path(__file__).resolve().parents[1]
 SPEC = REPO / "docs" / "runner_config_spec.md"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from nbody_engine.errors import InputError
+from nbody_engine.config.errors import InputError
 from nbody_engine.sweep import SlurmOptions, plan_sweep, run_id, run_sweep, slurm_cluster_kwargs
 
 BASE = 'seed = 1\nnum_orbits = 2\n\n[simulate]\nsteps = 20\n'
@@ -361,7 +361,7 @@ def start_long_sweep(cwd: Path, steps: int, *args: str) -> subprocess.Popen:
 
 def runner_pids(root: Path, timeout: float = 120, at_least: int = 1) -> dict[str, int]:
     """run id -> pid of its runner, once at least ``at_least`` runners hold their output folders."""
-    from nbody_engine.runs import lock_holder
+    from nbody_engine.runs.directory import lock_holder
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -485,7 +485,7 @@ def test_a_run_waits_for_an_earlier_runner_to_let_go_of_its_folder(tmp_path):
     (run_dir / "run.toml").write_text(run.toml)
     output = run_dir / "data" / run.id
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time\nfrom nbody_engine.runs import DirectoryLock\n"
+        "import sys, time\nfrom nbody_engine.runs.directory import DirectoryLock\n"
         f"with DirectoryLock({str(output)!r}):\n    open({str(output / 'stale')!r}, 'w').close()\n"
         "    print('held', flush=True)\n    time.sleep(4)\n")], stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"

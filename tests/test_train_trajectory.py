@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from nbody_engine.checkpoints import HASH_KEY, content_hash, load_checkpoint
-from nbody_engine.config import build_config
-from nbody_engine.errors import InputError
-from nbody_engine.train import run_training
-from nbody_engine.train_trajectory import COLUMNS, STATE, TrainTrajectory
+from nbody_engine.config.errors import InputError
+from nbody_engine.config.loading import build_config
+from nbody_engine.jobs.train import run_training
+from nbody_engine.learning.train_trajectory import COLUMNS, STATE, TrainTrajectory
+from nbody_engine.runs.checkpoints import HASH_KEY, content_hash, load_checkpoint
 
 TINY = dict(num_particles=2, num_orbits=2, seed=7, hidden_dims=[16, 16], n_steps=3, replay_steps=5,
             replay_batch_size=8, lr=1e-3, min_replay_size=3, save_name="t")

@@ -18,7 +18,7 @@ import pytest
 import tomli_w
 import torch
 
-from nbody_engine.train_trajectory import TrainTrajectory
+from nbody_engine.learning.train_trajectory import TrainTrajectory
 
 PROG = "nbody-runner"
 TINY = {"num_particles": 2, "num_orbits": 2, "seed": 11, "hidden_dims": [16, 16], "n_steps": 3, "replay_steps": 5,

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from nbody_engine.initial_conditions import kepler_orbit, kepler_period, random_system
-from nbody_engine.integrate import Gravity, StopRule, simulate
-from nbody_engine.physics import ExternalField
-from nbody_engine.policies import AnalyticDt, ClassicDt, FixedDt, TimeSymmetricDt
-from nbody_engine.two_body import relative_stepper
+from nbody_engine.integrators.loop import StopRule, simulate
+from nbody_engine.integrators.policies import AnalyticDt, ClassicDt, FixedDt, TimeSymmetricDt
+from nbody_engine.integrators.two_body import relative_stepper
+from nbody_engine.physics.gravity import Gravity, PointMassField
+from nbody_engine.physics.initial_conditions import kepler_orbit, kepler_period, random_system
 
 F64 = torch.float64
 
@@ -103,7 +103,7 @@ def test_the_path_applies_to_fixed_and_analytic_binaries_only():
     assert relative_stepper(FixedDt(0.01), gravity, binary.mass, None) is not None
     assert relative_stepper(AnalyticDt(0.01), gravity, binary.mass, None) is not None
     assert relative_stepper(AnalyticDt(0.01), gravity, three.mass, None) is None
-    assert relative_stepper(AnalyticDt(0.01), Gravity(field=ExternalField(1.0, (3.0, 0.0, 0.0))), binary.mass,
+    assert relative_stepper(AnalyticDt(0.01), Gravity(field=PointMassField(1.0, (3.0, 0.0, 0.0))), binary.mass,
                             None) is None
     assert relative_stepper(ClassicDt(0.01), gravity, binary.mass, None) is None
     assert relative_stepper(TimeSymmetricDt(AnalyticDt(0.01), gravity), gravity, binary.mass, None) is None
@@ -127,8 +127,8 @@ def test_a_training_attempt_s_relative_leapfrog_is_the_general_one(dim, softenin
     """Energies after each step, angular momenta, the states at both ends with their
     accelerations and potentials, and the gradients of the energies and of the angular momentum
     in dt."""
-    from nbody_engine.train import _leapfrog_run
-    from nbody_engine.two_body import Binaries, relative_leapfrog, relative_start
+    from nbody_engine.integrators.two_body import Binaries, relative_leapfrog, relative_start
+    from nbody_engine.learning.attempt import _leapfrog_run
 
     generator = torch.Generator().manual_seed(dim)
     state = random_system(2, dim, num_systems=16, generator=generator)
@@ -175,8 +175,8 @@ def moving_binaries(dim: int, seed: int = 0, batch: int = 6):
 def trained_looking(feature_type: str, spread: float = 0.3, seed: int = 0, **architecture):
     """A network whose last layer is not zero (an untrained one is the analytic step whatever
     its features), with input normalization, so every feature counts."""
-    from nbody_engine.config import build_config, config_values
-    from nbody_engine.model import build_network
+    from nbody_engine.config.loading import build_config, config_values
+    from nbody_engine.learning.network import build_network
 
     torch.manual_seed(seed)
     values = config_values(build_config({"feature_type": feature_type, "history_len": 0, "hidden_dims": [16, 16],
@@ -192,9 +192,9 @@ def trained_looking(feature_type: str, spread: float = 0.3, seed: int = 0, **arc
 @pytest.mark.parametrize(("dim", "softening"), [(2, 0.0), (3, 0.05)])
 @pytest.mark.parametrize("feature_type", ["basic", "delta_mag", "radial"])
 def test_a_binary_s_features_from_its_relative_orbit_are_its_features(dim, softening, feature_type):
-    from nbody_engine.features import binary_state_features, state_features
-    from nbody_engine.policies import two_body_times
-    from nbody_engine.two_body import Binaries
+    from nbody_engine.integrators.policies import two_body_times
+    from nbody_engine.integrators.two_body import Binaries
+    from nbody_engine.learning.features import binary_state_features, state_features
 
     state = moving_binaries(dim)
     state = state.replace(velocity=torch.cat([torch.zeros_like(state.velocity[:1]), state.velocity[1:]]))  # at rest
@@ -235,7 +235,7 @@ def test_a_frozen_network_is_its_forward_to_float32_rounding(architecture):
 def test_a_learned_step_without_history_takes_the_path_and_runs_as_the_general_one(feature_type):
     """The network runs in float32, in both paths, so the steps agree to its rounding, and
     so do the orbits after 400 steps."""
-    from nbody_engine.model import LearnedDt
+    from nbody_engine.learning.network import LearnedDt
 
     state = moving_binaries(2)
     policy = LearnedDt(trained_looking(feature_type), feature_type, 0, Gravity())
@@ -244,7 +244,7 @@ def test_a_learned_step_without_history_takes_the_path_and_runs_as_the_general_o
 
 
 def test_a_conditioned_network_takes_its_eta_in_the_path_too():
-    from nbody_engine.model import LearnedDt
+    from nbody_engine.learning.network import LearnedDt
 
     net = trained_looking("radial", objective="rollout")
     assert net.conditioned
@@ -255,8 +255,8 @@ def test_a_conditioned_network_takes_its_eta_in_the_path_too():
 
 
 def test_learned_steps_the_path_cannot_express_take_the_general_step():
-    from nbody_engine.config import build_config, config_values
-    from nbody_engine.model import LearnedDt, build_network
+    from nbody_engine.config.loading import build_config, config_values
+    from nbody_engine.learning.network import LearnedDt, build_network
 
     mass = moving_binaries(2).mass
     with_history = build_network(config_values(build_config({"history_len": 2}))).eval()

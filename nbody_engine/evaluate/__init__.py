@@ -22,17 +22,18 @@ import time as wallclock
 
 import torch
 
-from ..config import Config
-from ..errors import InputError, NonFiniteStateError
+from ..config.errors import InputError, NonFiniteStateError
+from ..config.loading import Config
 from ..events import Reporter, RunFinished, RunStarted
-from ..integrate import Gravity, StopRule, simulate
-from ..model import LearnedDt, learned_policy_from_checkpoint
-from ..physics import State
-from ..runs import RunDirectory
-from ..runtime import torch_setup
+from ..integrators.loop import StopRule, simulate
+from ..learning.network import LearnedDt
+from ..physics.gravity import Gravity, State
+from ..physics.runtime import torch_setup
+from ..runs.directory import RunDirectory
+from ..runs.trained_policy import learned_policy_from_checkpoint
 from .baselines import BASELINES
 from .metrics import reference_rows, rows_of
-from .problems import SUITE, Problem, problems_of
+from .problems import Problem, SUITE, problems_of
 from .reference import reference_for
 from .report import table_text, write_evaluation
 from .verdicts import all_verdicts, learned_versus, verdict_text
@@ -42,7 +43,7 @@ __all__ = ["SUITE", "evaluate", "learned_versus", "table_text", "verdict_text"]
 COST_STEPS = 64  # steps of one system that measure a policy's time per step
 
 
-def evaluate(cfg: Config, reporter: Reporter | None = None, data_dir=None) -> dict:
+def run_evaluation(cfg: Config, reporter: Reporter | None = None, data_dir=None) -> dict:
     """Run the comparison described in the module docstring; returns the rows, the verdicts,
     the reference used per problem and the paths written."""
     run = RunDirectory(cfg.save_name, data_dir)

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..integrate import Gravity
-from ..policies import AnalyticDt, ClassicDt, DriftCorrectedDt, FixedDt, TimeSymmetricDt
+from ..integrators.policies import AnalyticDt, ClassicDt, DriftCorrectedDt, FixedDt, TimeSymmetricDt
+from ..physics.gravity import Gravity
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,8 @@ import math
 
 import numpy as np
 
-from ..integrate import Trajectory
-from ..curves import relative_errors
+from ..integrators.loop import Trajectory
+from ..reporting.curves import relative_errors
 from .problems import Problem
 from .reference import Reference
 

@@ -25,11 +25,11 @@ from dataclasses import dataclass
 
 import torch
 
-from ..errors import InputError
-from ..initial_conditions import kepler_orbit, load_ic_file, make_state
-from ..integrate import period_of
-from ..physics import State, centre_of_mass_frame, kinetic_energy, potential_energy
-from ..schema import Config
+from ..config.errors import InputError
+from ..config.schema import Config
+from ..integrators.loop import period_of
+from ..physics.gravity import State, centre_of_mass_frame, kinetic_energy, potential_energy
+from ..physics.initial_conditions import kepler_orbit, load_ic_file, make_state
 
 
 @dataclass(frozen=True)

@@ -16,11 +16,11 @@ import time as wallclock
 from dataclasses import dataclass
 
 import numpy as np
-from ..errors import InputError
-from ..initial_conditions import make_state
-from ..integrate import Gravity, StopRule, simulate
-from ..physics import total_energy
-from ..policies import AnalyticDt, TimeSymmetricDt
+from ..config.errors import InputError
+from ..integrators.loop import StopRule, simulate
+from ..integrators.policies import AnalyticDt, TimeSymmetricDt
+from ..physics.gravity import Gravity, total_energy
+from ..physics.initial_conditions import make_state
 from .problems import Problem
 
 FALLBACK_REFINEMENT = 16  # the fallback's eps is the run's eps divided by this

@@ -9,9 +9,9 @@ import math
 import numpy as np
 from matplotlib.lines import Line2D
 
-from ..curves import positive
-from ..plots import new_figure, save_figure
-from ..runs import write_json, write_text
+from ..reporting.curves import positive
+from ..reporting.plots import new_figure, save_figure
+from ..runs.directory import write_json, write_text
 from .metrics import COLUMNS
 
 # Okabe & Ito's colour-blind-safe palette, without its yellow (unreadable on white)

@@ -27,11 +27,12 @@ from .cli import add_sweep_parser, main_from_args
 from .cluster import SlurmOptions, slurm_cluster_kwargs
 from .events import ClusterReady, RunEnded, SweepEnded, SweepStarted, WorkersNotice
 from .execute import run_sweep
-from .grid import SWEEPABLE, Axis, example_values, parse_values, read_grid
-from .plan import SWEEP_MODES, Run, SweepPlan, plan_sweep, run_id
+from .grid import Axis, SWEEPABLE, example_values, parse_values, read_grid
+from .plan import SWEEP_MODES, plan_sweep, run_id
 from .report import plot_metric, progress_line, table_text
 from .results import (STATUS_CANCELLED, STATUS_FAILED, STATUS_OK, STATUS_PENDING, STATUS_RUNNING, metric_columns,
                       plot_metrics, read_results, read_status, runs_to_do, write_results)
+from .sweep_plan import Run, SweepPlan
 from .task import collect_metrics, execute_run
 
 __all__ = ["SWEEPABLE", "SWEEP_MODES", "STATUS_CANCELLED", "STATUS_FAILED", "STATUS_OK", "STATUS_PENDING",

@@ -9,9 +9,9 @@ import signal
 import sys
 from pathlib import Path
 
-from ..errors import InputError
+from ..config.errors import InputError
 from ..events import CancelToken
-from ..runs import DATA_DIR
+from ..runs.directory import DATA_DIR
 from .cluster import SLURM_HINT, SlurmOptions
 from .execute import run_sweep
 from .plan import SWEEP_MODES, plan_sweep, sweep_root

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError
+from ..config.errors import InputError
 
 SLURM_HINT = "pip install 'nbody-explorer[slurm]'"
 SCHEDULER_TIMEOUT = "10s"

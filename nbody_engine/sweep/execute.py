@@ -12,14 +12,14 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 
-from ..errors import InputError
+from ..config.errors import InputError
 from ..events import CancelToken
-from ..runs import lock_holder, write_json
+from ..runs.directory import lock_holder, write_json
 from .cluster import Backend, SlurmBackend, SlurmOptions, open_backend, slurm_cluster_kwargs, wait_until
 from .events import ClusterReady, RunEnded, SweepEnded, SweepStarted, WorkersNotice
-from .plan import Run, SweepPlan
-from .results import (STATUS_CANCELLED, STATUS_FAILED, STATUS_PENDING, STATUS_RUNNING, is_done, read_status,
-                      result_row, settled_record, write_results)
+from .results import (STATUS_CANCELLED, STATUS_FAILED, STATUS_PENDING, STATUS_RUNNING, is_done, read_status, result_row,
+                      settled_record, write_results)
+from .sweep_plan import Run, SweepPlan
 from .task import execute_run
 
 POLL_S = 1.0  # how often the sweep looks at its futures, its cancellation and its workers

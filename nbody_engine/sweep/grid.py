@@ -13,9 +13,9 @@ from typing import Any
 
 import param
 
-from ..config import PHASES, check_value, parse_text, read_toml, unknown_key_error
-from ..errors import InputError
-from ..schema import KEYS, Config
+from ..config.errors import InputError
+from ..config.loading import PHASES, check_value, parse_text, read_toml, unknown_key_error
+from ..config.schema import Config, KEYS
 
 SWEEPABLE = tuple(k for k in KEYS if k != "save_name")  # the sweep names each run itself
 

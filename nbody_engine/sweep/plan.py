@@ -11,49 +11,20 @@ import os
 import random
 import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import tomli_w
 
-from ..config import PHASES, check_save_name, load_configs, read_toml, split_layers
-from ..errors import InputError
-from ..runs import DATA_DIR
-from ..schema import PATH_KEYS, Logging
+from ..config.errors import InputError
+from ..config.loading import PHASES, check_save_name, load_configs, read_toml, split_layers
+from ..config.schema import Logging, PATH_KEYS
+from ..runs.directory import DATA_DIR
 from .grid import Axis, read_grid
 from .results import PROVENANCE, metric_columns
+from .sweep_plan import Run, SweepPlan
 
 SWEEP_MODES = ("both", "train", "simulate")
-
-
-@dataclass
-class Run:
-    id: str
-    index: int  # position in the full cartesian product
-    values: dict[str, Any]  # column -> value
-    toml: str  # the run.toml text
-
-    def describe(self) -> str:
-        """``key=value`` pairs of the run's grid values."""
-        return " ".join(f"{k}={json.dumps(v) if isinstance(v, (list, str)) else v}" for k, v in self.values.items())
-
-
-@dataclass
-class SweepPlan:
-    name: str
-    mode: str
-    root: Path  # data/<name>, absolute
-    config_path: str | None
-    axes: list[Axis]
-    runs: list[Run]
-    total: int  # size of the full product
-    samples: int | None
-    seed: int
-    columns: list[str] = field(default_factory=list)
-
-    def run_dir(self, run: Run) -> Path:
-        return self.root / "runs" / run.id
 
 
 def run_id(mode: str, values: Mapping[str, Any]) -> str:

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError
+from ..config.errors import InputError
 from .results import plot_metrics
 
 HIDDEN_COLUMNS = ("run_dir", "exit_code")
@@ -68,7 +68,7 @@ def plot_metric(doc: Mapping, metric: str, key: str, path: str | Path) -> Path:
     if metric not in metrics:
         raise InputError(f"--plot {metric!r} is not a metric of this sweep; choose one of {', '.join(metrics)}")
     xs, ys, labels = _points(doc, metric, key)
-    from ..plots import new_figure, save_figure  # matplotlib: only for a plot, not for every command line
+    from ..reporting.plots import new_figure, save_figure  # matplotlib: only for a plot, not for every command line
 
     fig, ax = new_figure(1, (6.0, 4.0))
     ax.plot(xs, ys, "o")

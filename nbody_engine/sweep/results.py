@@ -14,12 +14,10 @@ import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ..runs import lock_holder, write_json, write_text
-
-if TYPE_CHECKING:
-    from .plan import Run, SweepPlan
+from ..runs.directory import lock_holder, write_json, write_text
+from .sweep_plan import Run, SweepPlan
 
 STATUS_OK, STATUS_FAILED, STATUS_CANCELLED = "ok", "failed", "cancelled"
 STATUS_RUNNING, STATUS_PENDING = "running", "pending"

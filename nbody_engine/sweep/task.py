@@ -24,8 +24,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError
-from ..runs import DirectoryLock, lock_holder, write_json
+from ..config.errors import InputError
+from ..runs.directory import DirectoryLock, lock_holder, write_json
 from .results import (SIM_METRICS, STATUS_CANCELLED, STATUS_FAILED, STATUS_OK, STATUS_RUNNING, TRAIN_METRICS,
                       read_status, toml_sha1)
 

@@ -1,0 +1,92 @@
+"""Memory a run will need, estimated from its config before anything is allocated.
+
+A config whose largest allocation would not fit in this machine's memory is refused with the
+figure and the key that drives it, instead of failing minutes later with an allocation error
+(or swapping the machine to a halt). The estimates are upper bounds of the dominant terms, good
+to a factor of two or so: they exist to catch settings that are off by orders of magnitude.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import InputError
+from .feature_widths import input_width
+
+REPLAY_CAPACITY = 10_000  # accepted states a training run keeps for replay (here: configs are checked without torch)
+
+FRACTION = 0.8  # of the machine's memory a single run may plan to use
+PAIR_TEMPORARIES = 6  # (B, N, N, .) tensors alive at once in a force evaluation
+GB = 1e9
+
+
+@dataclass(frozen=True)
+class Need:
+    """``bytes`` of memory for ``what``, driven by ``key`` (whose value the message quotes)."""
+
+    key: str
+    bytes: float
+    what: str
+    fix: str
+
+
+def available_memory() -> int:
+    """Bytes of memory this process may use: physical memory, or the cgroup's limit if lower."""
+    total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    limit = Path("/sys/fs/cgroup/memory.max")
+    try:
+        text = limit.read_text().strip()
+    except OSError:
+        return total
+    return min(total, int(text)) if text.isdigit() else total
+
+
+def _network_parameters(cfg) -> int:
+    widths = [input_width(cfg.feature_type, cfg.history_len) + 2 * cfg.fourier_dim, *cfg.hidden_dims, 1]
+    return sum(a * b + b for a, b in zip(widths, widths[1:]))
+
+
+def training_needs(cfg) -> list[Need]:
+    """The dominant allocations of training: the network with its gradients and Adam moments
+    (float32), the autograd graph of one attempt's ``n_steps`` leapfrog steps over every pair
+    of the largest batch, and the replay buffer."""
+    item = 8 if cfg.dtype == "float64" else 4
+    batch = max(cfg.num_orbits, cfg.replay_batch_size)
+    N, D = cfg.num_particles, cfg.dim
+    graph = batch * N * N * (2 * D + 4) * item * PAIR_TEMPORARIES * cfg.n_steps
+    replay = REPLAY_CAPACITY * (N * (2 * D + 1) + cfg.history_len * 16) * item
+    return [
+        Need("hidden_dims", 4 * 4 * _network_parameters(cfg) + 3 * 4 * batch * sum(cfg.hidden_dims),
+             "the dt network, its gradients and optimizer state", "use narrower or fewer layers"),
+        Need("num_particles", graph, f"the autograd graph of {cfg.n_steps} leapfrog steps of {batch} systems",
+             "lower num_particles, num_orbits, replay_batch_size or n_steps"),
+        Need("history_len", replay, f"a replay buffer of {REPLAY_CAPACITY} states", "lower history_len"),
+    ]
+
+
+def simulation_needs(cfg) -> list[Need]:
+    """The dominant allocations of a simulation: one force evaluation over every pair, and the
+    recorded trajectory when the run has a step limit (``steps``)."""
+    item = 8 if cfg.dtype == "float64" else 4
+    systems = cfg.num_orbits if cfg.multi_orbit_sim else 1
+    N, D = cfg.num_particles, cfg.dim
+    needs = [Need("num_particles", systems * N * N * (2 * D + 4) * item * PAIR_TEMPORARIES,
+                  f"the forces between every pair of bodies of {systems} system(s)", "lower num_particles")]
+    if cfg.steps > 0:
+        rows = cfg.steps // cfg.record_every + 2
+        needs.append(Need("steps", rows * systems * (2 * N * D + 2 * D + 6) * item,
+                          f"the recorded trajectory ({rows} rows)", "lower steps or raise record_every"))
+    return needs
+
+
+def check_memory(cfg, phase: str, available: int | None = None) -> None:
+    """Refuse ``cfg`` for ``phase`` ('train' or 'simulate') when what it will allocate cannot fit."""
+    available = available_memory() if available is None else available
+    needs = training_needs(cfg) if phase == "train" else simulation_needs(cfg)
+    biggest = max(needs, key=lambda n: n.bytes)
+    if sum(n.bytes for n in needs) > FRACTION * available:
+        raise InputError(f"'{biggest.key}' = {getattr(cfg, biggest.key)} needs about {biggest.bytes / GB:.3g} GB of "
+                         f"memory for {biggest.what}, more than this machine's {available / GB:.3g} GB allow; "
+                         f"{biggest.fix}")

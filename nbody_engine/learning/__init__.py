@@ -1,0 +1,2 @@
+"""The learned dt: features, the network and its policy, the band loss, one training attempt,
+replay, the rollout objective, the training trajectory and the trainer of an epoch."""
