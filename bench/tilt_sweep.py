@@ -60,6 +60,10 @@ class TiltedAnalyticDt:
     def update(self, carry, state: State, dt: torch.Tensor, acc=None):
         return carry
 
+    def relative_rule(self, binaries):
+        """None: the tilt has no relative rule written, so binaries take the general step."""
+        return None
+
     def dt(self, state: State, carry=None, acc=None) -> torch.Tensor:
         return self.eps * pairwise_timescale(state) * (separation(state) / self.a) ** self.tilt
 

@@ -39,7 +39,7 @@ _EXPORTS = {
     "potential_energy": "physics.gravity", "total_energy": "physics.gravity",
     "leapfrog": "integrators.leapfrog", "leapfrog_step": "integrators.leapfrog",
     "StopRule": "integrators.loop", "Trajectory": "integrators.loop", "simulate": "integrators.loop",
-    "AnalyticDt": "integrators.policies", "FixedDt": "integrators.policies",
+    "AnalyticDt": "integrators.policies", "FixedDt": "integrators.policies", "DtPolicy": "integrators.dt_policy",
     "LearnedDt": "learning.network", "DtNetwork": "learning.network",
     "run_phases": "jobs.phases", "run_simulation": "jobs.simulate", "run_training": "jobs.train",
     "run_evaluation": "evaluate",

@@ -16,7 +16,7 @@ F64 = torch.float64
 
 
 class GeneralStep:
-    """``policy`` without its relative rule: the general step."""
+    """``policy`` declaring no relative rule: the general step."""
 
     def __init__(self, policy) -> None:
         self.policy = policy
@@ -29,6 +29,9 @@ class GeneralStep:
 
     def update(self, carry, state, dt, acc=None):
         return carry
+
+    def relative_rule(self, binaries):
+        return None
 
 
 def assert_same_run(state, policy, gravity, stop, record_every=1, rtol=1e-9):

@@ -1,21 +1,9 @@
 """Time-step policies: given the state of each system, the dt (B,) of its next step.
 
-Every policy has the same small interface, so the integrator never asks which one it holds:
-
-- ``init(state) -> carry``: what the policy keeps between steps (its history), or None;
-- ``dt(state, carry, acc=None) -> Tensor (B,)``: the next step size of each system;
-- ``update(carry, state, dt, acc=None) -> carry``: called with the state reached after each step.
-
-A memoryless policy may also offer ``relative_rule(binaries)``: for a batch of binaries
-(:class:`~nbody_engine.integrators.two_body.Binaries`), a function ``rule(separation, distance,
-relative_velocity, drift) -> dt (B, 1)`` giving the same step from the relative orbit and the
-centre of mass's velocity ``drift`` (B, D), or None where the policy has no such form. It lets
-the integrator step the relative orbit (:mod:`nbody_engine.integrators.two_body`, about 3x the steps per
-second of one orbit). ``distance`` is ``|separation|`` (B, 1) softened by the simulation's
-gravity.
-
-``acc`` is the state's accelerations when the caller has them (the integrator always does), so
-a policy whose features need them does not evaluate the forces a second time.
+Every policy implements :class:`~nbody_engine.integrators.dt_policy.DtPolicy` (``init``, ``dt``,
+``update`` and ``relative_rule``), so the integrator never asks which one it holds. Fixed and
+analytic steps declare a relative rule, the two-body fast path
+(:mod:`nbody_engine.integrators.two_body`); the others declare None.
 
 Fixed (``dt > 0``) and analytic (``dt <= 0``, scaled by ``eps``) live here; the learned
 policies in :mod:`nbody_engine.learning.network` follow the same interface. Every accuracy knob (a fixed
@@ -34,13 +22,25 @@ from .leapfrog import leapfrog_step
 
 
 class _Memoryless:
-    """A policy that keeps nothing between steps: its carry is None."""
+    """A policy that keeps nothing between steps: its carry is None. It declares no relative
+    rule unless it defines one; a subclass that redefines ``dt`` without redefining
+    ``relative_rule`` declares none too, since an inherited rule would say something else than
+    its ``dt`` (decided once, when the class is made)."""
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        if "dt" in vars(cls) and "relative_rule" not in vars(cls):
+            cls.relative_rule = _Memoryless.relative_rule
 
     def init(self, state: State):
         return None
 
     def update(self, carry, state: State, dt: torch.Tensor, acc=None):
         return carry
+
+    def relative_rule(self, binaries) -> None:
+        """No two-body fast path unless the policy declares its own (see ``DtPolicy``)."""
+        return None
 
 
 def _check_positive(what: str, value) -> None:

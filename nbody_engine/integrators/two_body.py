@@ -5,7 +5,8 @@ A binary's centre of mass moves uniformly, and the leapfrog, whose kicks on the 
 equal and opposite, keeps it so. What is left to integrate is the relative orbit: separation
 ``r = x_1 - x_0`` and relative velocity ``u = v_1 - v_0``, accelerated by
 ``-M r / (|r|^2 + s^2)^(3/2)`` (``M = m_0 + m_1``). The same kick-drift-kick on those two vectors,
-with a step rule that reads only ``|r|`` and ``u`` (a policy's ``relative_rule``), takes about a
+with a step rule that reads only ``|r|`` and ``u`` (the rule a policy declares,
+:meth:`~nbody_engine.integrators.dt_policy.DtPolicy.relative_rule`), takes about a
 third of the torch operations of the general step. On a single orbit each operation costs about
 a microsecond whatever its size, so that is the step's cost: about 3x the steps per second.
 In training (:func:`relative_leapfrog`) the derivatives in dt are stepped along in forward mode,
@@ -17,7 +18,7 @@ one vectorized pass: with ``X``, ``V`` the centre of mass, ``x_0 = X - (m_1 / M)
 (tests/test_two_body.py compares the two).
 
 Simulation takes this path in eager runs of two bodies with positive total mass, without an
-external field (:meth:`Binaries.cover`), under a policy whose step rule has a relative form
+external field (:meth:`Binaries.cover`), under a policy that declares a relative rule
 (fixed and analytic steps, and a learned step without history on the ``basic`` features);
 training attempts take it for every such binary. Everything else takes the general step.
 """
@@ -105,11 +106,10 @@ def relative_stepper(policy, gravity, mass: torch.Tensor, t_end: torch.Tensor | 
     count of steps taken and the rows (time, dt, position, velocity), each (len(keep), B, ...),
     of the steps ``keep`` (indices into the n; None if empty).
     """
-    rule = _rule_of(policy)
-    if rule is None or not Binaries.cover(mass, gravity):
+    if not Binaries.cover(mass, gravity):
         return None
     binaries = Binaries(mass, gravity.softening)
-    step_rule = rule(binaries)
+    step_rule = policy.relative_rule(binaries)
     if step_rule is None:
         return None
     separation, half_acceleration = binaries.separation, binaries.half_acceleration
@@ -301,11 +301,3 @@ def _times(k: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """k (B,) times x, (B,) or (B, 3)."""
     return k.view(-1, *([1] * (x.dim() - 1))) * x
 
-
-def _rule_of(policy):
-    """The policy's ``relative_rule``, unless a subclass redefined ``dt`` without it (its rule
-    would then say something else than its ``dt``)."""
-    def owner(name: str):
-        return next((k for k in type(policy).__mro__ if name in vars(k)), None)
-    rule_owner = owner("relative_rule")
-    return policy.relative_rule if rule_owner is not None and rule_owner is owner("dt") else None

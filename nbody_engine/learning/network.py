@@ -225,8 +225,8 @@ class LearnedDt:
 
     def relative_rule(self, binaries):
         """:meth:`dt` for :mod:`~nbody_engine.integrators.two_body`'s path (see
-        :mod:`~nbody_engine.integrators.policies`), or None with a history, the ``rich`` features,
-        or a softening of the policy's own."""
+        :class:`~nbody_engine.integrators.dt_policy.DtPolicy`), or None with a history, the ``rich``
+        features, or a softening of the policy's own."""
         if self.history_len or self.network.training or self.gravity.softening != binaries.softening_length:
             return None
         found = binary_state_features(self.feature_type, binaries)

@@ -1,0 +1,45 @@
+"""The one interface every dt policy implements, :class:`DtPolicy`: the simulation loop and a
+training attempt hold a policy through it and never ask which policy it is."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+import torch
+
+from ..physics.gravity import State
+
+if TYPE_CHECKING:
+    from .two_body import Binaries
+
+RelativeRule = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+"""``rule(separation (B, D), distance (B, 1), relative_velocity (B, D), drift (B, D)) -> dt (B, 1)``:
+a policy's step for a batch of binaries, from their relative orbit (``distance`` is
+``|separation|`` softened by the simulation's gravity) and their centre of mass's velocity."""
+
+
+@runtime_checkable
+class DtPolicy(Protocol):
+    """Given the state of each system, the dt (B,) of its next step.
+
+    - ``init(state) -> carry``: what the policy keeps between steps (its history), or None;
+    - ``dt(state, carry, acc=None) -> Tensor (B,)``: the next step size of each system; ``acc``
+      is the state's accelerations (B, N, D) when the caller has them (the loop always does), so
+      that a policy whose features need them does not evaluate the forces a second time;
+    - ``update(carry, state, dt, acc=None) -> carry``: called with the state reached after each step;
+    - ``relative_rule(binaries) -> RelativeRule | None``: the declaration of the two-body fast
+      path (:mod:`~nbody_engine.integrators.two_body`): for a batch of
+      :class:`~nbody_engine.integrators.two_body.Binaries`, the same steps as ``dt`` computed from
+      the relative orbit, or None where the policy has no such form. The loop steps a binary's
+      relative orbit only under a rule the policy returns; it never infers one. A policy that
+      changes ``dt`` (a subclass included) must say what its rule is, None when it has none.
+    """
+
+    def init(self, state: State) -> Any: ...
+
+    def dt(self, state: State, carry: Any = None, acc: torch.Tensor | None = None) -> torch.Tensor: ...
+
+    def update(self, carry: Any, state: State, dt: torch.Tensor, acc: torch.Tensor | None = None) -> Any: ...
+
+    def relative_rule(self, binaries: Binaries) -> RelativeRule | None: ...
