@@ -42,7 +42,7 @@ from nbody_engine.config.loading import load_configs
 from nbody_engine.evaluate import learned_versus
 from nbody_engine.integrators.loop import StopRule, period_of, simulate
 from nbody_engine.integrators.policies import pairwise_timescale
-from nbody_engine.physics.gravity import Gravity, State
+from nbody_engine.physics.gravity import Gravity, State, relative_change
 from nbody_engine.physics.initial_conditions import kepler_orbit
 from nbody_engine.runs.trained_policy import learned_policy_from_checkpoint
 
@@ -79,7 +79,7 @@ def tilted_runs(e: float, a: float, tilt: float, eps: list[float], periods: int)
     period = period_of(state.mass, state.position, state.velocity)
     policy = TiltedAnalyticDt(torch.tensor(eps, dtype=torch.float64), tilt, a)
     traj = simulate(state, policy, Gravity(), StopRule(t_end=periods * period))
-    error = np.abs(traj.energy / traj.energy[0] - 1).max(0)
+    error = relative_change(traj.energy, traj.energy[0], vector=False).max(0)
     return [{"eps": x, "steps_per_period": float(traj.steps[i]) / periods, "max_rel_dE": float(error[i])}
             for i, x in enumerate(eps)]
 

@@ -14,6 +14,8 @@ import pandas as pd
 import panel as pn
 from bokeh.palettes import Category10_10
 
+from nbody_engine.runs.reader import read_metrics, sim_series, summary_value
+
 hv.Store.set_current_backend("bokeh")  # what hv.extension("bokeh") sets, without the CDN script it puts in a notebook
 
 ORBIT_FRAME = 340  # px, the orbit plot's square frame
@@ -28,16 +30,6 @@ AXIS_LABELS = {"rel_dE": "|dE/E| (relative energy error)", "rel_dL": "|dL/L| (re
 MAX_SYSTEMS = 10  # systems drawn per run; titles say when there are more
 MAX_POINTS = 2_000  # rows drawn per system (evenly spaced, the last one kept)
 PLOT_OPTS = dict(logy=True, responsive=True, min_height=240, show_grid=True, legend_position="bottom_right")
-
-
-def sim_series(path: str | Path) -> dict[str, np.ndarray]:
-    """A trajectory.npz as per-system series: time, dt, rel_dE, rel_dL (S, B); position (S, B, N, D)."""
-    with np.load(path) as data:
-        energy, L = data["energy"], data["angular_momentum"]  # (S, B) and (S, B) or (S, B, 3)
-        dL = np.abs(L - L[0]) if L.ndim == 2 else np.linalg.norm(L - L[0], axis=-1)
-        L0 = np.abs(L[0]) if L.ndim == 2 else np.linalg.norm(L[0], axis=-1)
-        return {"time": data["time"], "dt": data["dt"], "rel_dE": np.abs(energy - energy[0]) / np.abs(energy[0]),
-                "rel_dL": dL / np.where(L0 > 0, L0, np.nan), "position": data["position"]}
 
 
 def loggable(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -75,23 +67,15 @@ def orbit_overlay(position: np.ndarray, title: str) -> hv.Overlay:
                                   title=f"{title}: {systems_note(systems)} (x-y)", legend_position="right")
 
 
-def summary_value(summary: dict, key: str):
-    """A summary's ``key``; over the systems of a batch, the smallest ``dt_min`` and the largest
-    of the rest (the worst error)."""
-    value = summary.get(key)
-    if not isinstance(value, list):
-        return value
-    present = [v for v in value if v is not None]
-    return (min if key == "dt_min" else max)(present) if present else None
-
-
 def summary_table(summaries: dict[str, dict]) -> pd.DataFrame:
-    """Rows SUMMARY_ROWS, one column per named summary; batches reduced by :func:`summary_value`."""
+    """Rows SUMMARY_ROWS, one column per named summary; batches reduced by
+    :func:`~nbody_engine.runs.reader.summary_value`."""
     return pd.DataFrame({name: [summary_value(s, k) for k in SUMMARY_ROWS] for name, s in summaries.items()},
                         index=list(SUMMARY_ROWS))
 
 
-TABLE_NOTE = "Batches of systems: the largest value over the systems (the smallest for `dt_min`)."
+TABLE_NOTE = ("Batches of systems: the largest value over the systems (the smallest for `dt_min`, the mean for "
+              "`steps_per_period`).")
 
 
 def comparison_view(results: dict) -> pn.Column:
@@ -124,7 +108,7 @@ def runs_overlay(runs: dict[str, Path]) -> pn.Column:
     against time (every drawn system), one colour per run, a legend naming each; runs without
     training epochs or without a simulation are named, not drawn."""
     colors = dict(zip(runs, itertools.cycle(Category10_10)))
-    metrics = {name: _epoch_frame(root / "metrics.jsonl") for name, root in runs.items()}
+    metrics = {name: _epoch_frame(root) for name, root in runs.items()}
     trained = {name: m for name, m in metrics.items() if m is not None}
     sims = {(name, p.parent.name): p for name, root in runs.items() for p in sorted(root.glob("sim/*/trajectory.npz"))}
     notes = [f"**{', '.join(sorted(set(runs) - set(trained)))}**: no training epochs."] if len(trained) < len(runs) \
@@ -148,10 +132,10 @@ def runs_overlay(runs: dict[str, Path]) -> pn.Column:
     return pn.Column(*panes, sizing_mode="stretch_width")
 
 
-def _epoch_frame(path: Path) -> pd.DataFrame | None:
-    if not path.is_file() or path.stat().st_size == 0:
-        return None
-    return pd.read_json(path, lines=True)
+def _epoch_frame(root: Path) -> pd.DataFrame | None:
+    """A run folder's epochs as a table, None before its first."""
+    metrics, _ = read_metrics(root)
+    return pd.DataFrame(metrics) if metrics else None
 
 
 def _epoch_overlay(frames: dict[str, pd.DataFrame], colors: dict, y: str, label: str, log_y: bool) -> hv.Overlay:

@@ -5,23 +5,23 @@ there overlaid (:func:`explorer.compare.runs_overlay`), and a run followed live.
 Following reads the run's ``progress.jsonl`` (:mod:`nbody_engine.runs.progress_log`), written by
 ``nbody-runner`` and by the dashboard's own jobs alike, and hands its events to ``feed``: the
 Explorer passes the path its own jobs' events take, so a followed run fills the same plots and
-the header. Whether a run is still going is its directory's lock (:func:`lock_holder`).
+the header. Whether a run is still going is its directory's lock; every file of a run folder is read
+through :mod:`nbody_engine.runs.reader`.
 """
 
 from __future__ import annotations
 
-import json
 import time
-import tomllib
 from pathlib import Path
 
 import pandas as pd
 import panel as pn
 
-from nbody_engine.config.schema import Config
 from nbody_engine.events import EpochFinished
-from nbody_engine.runs.directory import DATA_DIR, RunDirectory, lock_holder
-from nbody_engine.runs.progress_log import ProgressReader, last_record
+from nbody_engine.runs.directory import DATA_DIR, RunDirectory
+from nbody_engine.runs.progress_log import ProgressReader
+from nbody_engine.runs.reader import (last_metrics, list_runs, phase_setting, read_config, read_metrics, run_status,
+                                      sim_summaries, summary_value)
 
 from .compare import runs_overlay, summary_table
 from .live import LivePlots
@@ -29,66 +29,10 @@ from .schedule import every
 
 FOLLOW_PERIOD_MS = 1000
 REFRESH_PERIOD_MS = 2000
-ENDINGS = {"RunFinished": "finished", "RunCancelledEvent": "stopped", "RunFailed": "failed"}
 SETTINGS = {"N": "num_particles", "orbits": "num_orbits", "epochs": "epochs", "lr": "lr",
             "threshold": "energy_threshold", "features": "feature_type"}
 COLUMNS = ("run", "mode", "started", "status", *SETTINGS, "policy", "epochs done", "final loss",
            "train max |dE/E|", "sim max |dE/E|")
-
-
-def list_runs(data_dir: Path) -> list[str]:
-    """Run directories (those with a config.toml), newest first."""
-    if not data_dir.is_dir():
-        return []
-    runs = [p for p in data_dir.iterdir() if (p / "config.toml").is_file()]
-    return [p.name for p in sorted(runs, key=lambda p: p.stat().st_mtime, reverse=True)]
-
-
-def read_metrics(path: Path, offset: int = 0) -> tuple[list[dict], int]:
-    """Complete JSON lines of ``path`` from byte ``offset``; returns them and the new offset."""
-    if not path.is_file():
-        return [], offset
-    with path.open("rb") as fh:
-        fh.seek(offset)
-        chunk = fh.read()
-    complete = chunk[: chunk.rfind(b"\n") + 1]
-    lines = [json.loads(line) for line in complete.decode().splitlines() if line.strip()]
-    return lines, offset + len(complete)
-
-
-def sim_summaries(root: Path) -> dict[str, dict]:
-    """``sim/<label>/summary.json`` of a run directory, by label."""
-    return {p.parent.name: json.loads(p.read_text()) for p in sorted(root.glob("sim/*/summary.json"))}
-
-
-def run_status(root: Path) -> str:
-    """running (with the pid), finished, stopped, failed, or interrupted (a process that died
-    mid-run); runs from before the progress log: finished or incomplete."""
-    pid = lock_holder(root)
-    if pid is not None:
-        return f"running (pid {pid})" if pid > 0 else "running"  # -1: starting, its pid not written yet
-    last = last_record(root / "progress.jsonl")
-    if last is not None:
-        return ENDINGS.get(last["event"], "interrupted")
-    return "finished" if (root / "sim").is_dir() or (root / "model").is_dir() else "incomplete"
-
-
-def _worst(summaries: dict[str, dict]) -> float | None:
-    values = [v for s in summaries.values() for v in (s["max_rel_energy_error"] if isinstance(
-        s["max_rel_energy_error"], list) else [s["max_rel_energy_error"]]) if v is not None]
-    return max(values) if values else None
-
-
-def read_config(root: Path) -> dict:
-    with (root / "config.toml").open("rb") as fh:
-        return tomllib.load(fh)
-
-
-def phase_setting(doc: dict, phase: str, key: str):
-    """``key`` as a run's config.toml sets it for ``phase`` (its section, else the top level,
-    else the schema's default)."""
-    section = doc.get(phase, {})
-    return section[key] if key in section else doc.get(key, Config.param[key].default)
 
 
 def run_row(root: Path) -> dict:
@@ -96,7 +40,7 @@ def run_row(root: Path) -> dict:
     doc = read_config(root)
     phases = [p for p, there in (("train", (root / "metrics.jsonl").is_file()), ("simulate", (root / "sim").is_dir()))
               if there]
-    last_epoch = last_record(root / "metrics.jsonl") or {}
+    last_epoch = last_metrics(root)
     return {"run": root.name, "mode": "both" if len(phases) == 2 else "".join(phases) or "starting",
             "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime((root / "config.toml").stat().st_mtime)),
             "status": run_status(root),
@@ -105,6 +49,12 @@ def run_row(root: Path) -> dict:
             "epochs done": last_epoch["epoch"] + 1 if "epoch" in last_epoch else None,
             "final loss": last_epoch.get("loss"), "train max |dE/E|": last_epoch.get("rel_dE_max"),
             "sim max |dE/E|": _worst(sim_summaries(root))}
+
+
+def _worst(summaries: dict[str, dict]) -> float | None:
+    """The largest max |dE/E| over a run's simulations (each reduced by ``summary_value``)."""
+    values = [v for s in summaries.values() if (v := summary_value(s, "max_rel_energy_error")) is not None]
+    return max(values) if values else None
 
 
 def runs_table(data_dir: Path) -> pd.DataFrame:

@@ -187,10 +187,24 @@ def epoch_counts(metrics: dict, sep: str = "  ") -> str:
     return f"accepted {metrics.get('accepted_steps', 0)}{sep}retrains {metrics.get('retrain_iterations', 0)}"
 
 
+def json_safe(value: Any) -> Any:
+    """``value`` as strict JSON can hold it: NumPy arrays and scalars as Python lists and numbers,
+    non-finite numbers (which JSON lacks) as None, dicts, lists and tuples item by item. The one
+    such conversion of every file the engine writes (metrics, summaries, sweep and evaluation tables)."""
+    if isinstance(value, (np.ndarray, np.generic)):
+        value = value.tolist()
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
 def json_line(record: dict) -> str:
-    """``record`` as one line of strict JSON (non-finite numbers, which JSON lacks, as null)."""
-    plain = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in record.items()}
-    return json.dumps(plain, allow_nan=False) + "\n"
+    """``record`` as one line of strict JSON (:func:`json_safe`)."""
+    return json.dumps(json_safe(record), allow_nan=False) + "\n"
 
 
 class MetricsFileSink:

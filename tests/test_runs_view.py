@@ -14,9 +14,10 @@ import pytest
 from background_run import BackgroundRun
 from explorer import Explorer
 from explorer.live import LivePlots
-from explorer.runs_view import RunsView, list_runs, read_metrics, runs_table
+from explorer.runs_view import RunsView, runs_table
 from nbody_engine.config.loading import load_configs
 from nbody_engine.jobs.phases import run_phases
+from nbody_engine.runs.reader import list_runs, read_metrics
 from test_progress_log import TINY_TOML
 
 

@@ -20,7 +20,7 @@ import math
 import numpy as np
 
 from ..integrators.loop import Trajectory
-from ..reporting.curves import relative_errors
+from ..physics.gravity import relative_errors
 from .problems import Problem
 from .reference import Reference
 

@@ -19,7 +19,7 @@ import numpy as np
 from ..config.errors import InputError
 from ..integrators.loop import StopRule, simulate
 from ..integrators.policies import AnalyticDt, TimeSymmetricDt
-from ..physics.gravity import Gravity, total_energy
+from ..physics.gravity import Gravity, relative_change, total_energy
 from ..physics.initial_conditions import make_state
 from .problems import Problem
 
@@ -92,7 +92,7 @@ def ias15(problem: Problem) -> Reference:
     energy0 = total_energy(state, problem.softening).cpu().numpy()
     energy1 = total_energy(make_state(mass, positions, velocities), problem.softening).numpy()
     return Reference(f"IAS15 (REBOUND {rebound.__version__})", positions, velocities,
-                     np.abs(energy1 / energy0 - 1), cost)
+                     relative_change(energy1, energy0, vector=False), cost)
 
 
 def _ias15_force_evals(mass, position, velocity, softening: float, t_end: float) -> int:
@@ -113,7 +113,7 @@ def converged_leapfrog(problem: Problem, eps: float) -> Reference:
     gravity = Gravity(problem.softening)
     policy = TimeSymmetricDt(AnalyticDt(eps, problem.softening), gravity)
     traj = simulate(problem.state, policy, gravity, StopRule(t_end=problem.t_end))
-    rel_dE = np.abs(traj.energy[-1] / traj.energy[0] - 1)
+    rel_dE = relative_change(traj.energy[-1], traj.energy[0], vector=False)
     return Reference(f"converged leapfrog (time-symmetric analytic, eps = {eps:g}; REBOUND not used)",
                      traj.position[-1], traj.velocity[-1], rel_dE, [])
 

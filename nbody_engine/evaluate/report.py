@@ -9,6 +9,7 @@ import math
 import numpy as np
 from matplotlib.lines import Line2D
 
+from ..events import json_safe
 from ..reporting.curves import positive
 from ..reporting.plots import new_figure, save_figure
 from ..runs.directory import write_json, write_text
@@ -38,10 +39,6 @@ def table_text(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def json_ready(row: dict) -> dict:
-    return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in row.items()}
-
-
 def write_evaluation(rows: list[dict], verdicts: list[dict], references: dict[str, str], directory,
                      model_path: str) -> dict[str, str]:
     buffer = io.StringIO()
@@ -51,8 +48,8 @@ def write_evaluation(rows: list[dict], verdicts: list[dict], references: dict[st
     paths = {"csv": directory / "table.csv", "json": directory / "table.json", "pareto": directory / "pareto.png"}
     write_text(paths["csv"], buffer.getvalue())
     write_json(paths["json"], {"model_path": model_path, "references": references,
-                               "rows": [json_ready(r) for r in rows],
-                               "learned_versus_baselines": [json_ready(v) for v in verdicts]})
+                               "rows": json_safe(rows),
+                               "learned_versus_baselines": json_safe(verdicts)})
     pareto_plot(rows, paths["pareto"])
     return {k: str(v) for k, v in paths.items()}
 

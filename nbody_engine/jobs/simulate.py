@@ -5,18 +5,17 @@ neither re-implements what happens inside.
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import torch
 
 from ..config.errors import InputError, RunCancelled
 from ..config.loading import Config, build_config, check_multi_orbit, config_values
-from ..events import Reporter, RunCancelledEvent, RunFailed, RunFinished, RunStarted
+from ..events import Reporter, RunCancelledEvent, RunFailed, RunFinished, RunStarted, json_safe
 from ..integrators.leapfrog import leapfrog_step
 from ..integrators.loop import StopRule, Trajectory, period_of, simulate
 from ..integrators.policies import analytic_or_fixed, pairwise_timescale
-from ..physics.gravity import State
+from ..physics.gravity import State, relative_errors
 from ..physics.initial_conditions import check_start, kepler_family, load_ic_file, random_system
 from ..physics.runtime import gravity_of, resolve_seed, torch_setup
 from ..reporting.curves import simulation_curves
@@ -105,9 +104,8 @@ def summarize(traj: Trajectory, period: np.ndarray, dim: int) -> dict:
     residual (final - initial; for vectors the norm of the difference); max |dE/E|; wall time.
     One system gives scalars, a batch gives one list entry per system."""
     E, P, L = traj.energy, traj.momentum, traj.angular_momentum
-    rel_dE = np.abs(E - E[0]) / np.abs(E[0])
-    L_mag0 = np.abs(L[0]) if dim == 2 else np.linalg.norm(L[0], axis=-1)
-    dL = np.abs(L - L[0]) if dim == 2 else np.linalg.norm(L - L[0], axis=-1)
+    rel_dE, rel_dL = relative_errors(E, L)
+    L_change = L[-1] - L[0]
     summary = {
         "steps": traj.steps,
         "time_final": traj.time[-1],
@@ -117,8 +115,8 @@ def summarize(traj: Trajectory, period: np.ndarray, dim: int) -> dict:
         "momentum_initial": P[0], "momentum_final": P[-1],
         "momentum_residual": np.linalg.norm(P[-1] - P[0], axis=-1),
         "angular_momentum_initial": L[0], "angular_momentum_final": L[-1],
-        "angular_momentum_residual": dL[-1],
-        "max_rel_angular_momentum_error": (dL / np.where(L_mag0 > 0, L_mag0, np.nan)).max(0),
+        "angular_momentum_residual": np.abs(L_change) if dim == 2 else np.linalg.norm(L_change, axis=-1),
+        "max_rel_angular_momentum_error": rel_dL.max(0),
         "dt_min": np.where(traj.dt[1:] > 0, traj.dt[1:], np.inf).min(0),
         "dt_max": traj.dt[1:].max(0),
     }
@@ -126,19 +124,10 @@ def summarize(traj: Trajectory, period: np.ndarray, dim: int) -> dict:
         summary["period"] = period
         summary["steps_per_period"] = traj.steps / (traj.time[-1] / period)
     single = traj.energy.shape[1] == 1
-    out = {k: _plain(v[0] if single else v) for k, v in summary.items()}
+    out = {k: json_safe(v[0] if single else v) for k, v in summary.items()}
     out["num_systems"] = int(traj.energy.shape[1])
     out["wall_time_s"] = traj.wall_time_s
     return out
-
-
-def _plain(value):
-    """NumPy values as JSON-ready Python numbers and lists (non-finite numbers as None)."""
-    value = np.asarray(value)
-    if value.ndim == 0:
-        v = value.item()
-        return v if not isinstance(v, float) or math.isfinite(v) else None
-    return [_plain(v) for v in value]
 
 
 def _write_simulation_outputs(cfg: Config, run: RunDirectory, traj: Trajectory, period, summary: dict) -> dict:

@@ -39,7 +39,7 @@ from ..config.errors import InputError
 from ..integrators.leapfrog import leapfrog_step
 from ..integrators.loop import StopRule, period_of, simulate
 from ..integrators.policies import AnalyticDt
-from ..physics.gravity import Gravity, State, kinetic_energy
+from ..physics.gravity import Gravity, State, kinetic_energy, relative_change
 from .network import LearnedDt
 
 TINY_ERROR = 1e-300  # a rollout's max |dE/E| floor, before its logarithm
@@ -82,7 +82,7 @@ def rollout(policy: LearnedDt, initial: State, steps: torch.Tensor, gravity: Gra
         dt = policy.dt(state, carry, acc) * (steps > k)
         state, acc, potential = leapfrog_step(state, dt, acc, gravity)
         carry = policy.update(carry, state, dt, acc)
-        worst = torch.maximum(worst, ((kinetic_energy(state) + potential) / energy0 - 1).abs())
+        worst = torch.maximum(worst, relative_change(kinetic_energy(state) + potential, energy0, vector=False))
         elapsed = elapsed + dt
     return worst, elapsed
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass, replace
 
+import numpy as np
 import torch
 
 
@@ -278,14 +279,32 @@ def magnitude(vector_or_scalar: torch.Tensor, dim: int) -> torch.Tensor:
     return vector_or_scalar.abs() if dim == 2 else vector_or_scalar.norm(dim=-1)
 
 
-def relative_change(new: torch.Tensor, old: torch.Tensor, vector: bool | None = None) -> torch.Tensor:
-    """|new - old| / |old| per system. Scalars (..., B) are compared elementwise, vectors
-    (..., B, K) by their norm; ``vector`` says which (default: vectors when ``new`` is 2-D)."""
+def relative_change(new, old, vector: bool | None = None):
+    """|new - old| / |old| per system: the one relative error (|dE/E|, |dL/L|) of the engine, for
+    tensors and NumPy arrays alike. Scalars (..., B) are compared elementwise, vectors
+    (..., B, K) by their norm; ``vector`` says which (default: vectors when ``new`` is 2-D).
+
+    Where |old| = 0 a relative change is undefined: a NumPy array holds NaN there; a tensor
+    holds what the division gives (inf or NaN), which costs a training attempt no extra
+    operation and which every non-finite check treats alike."""
     if vector is None:
-        vector = new.dim() > 1
-    if vector:
-        return (new - old).norm(dim=-1) / old.norm(dim=-1)
-    return (new - old).abs() / old.abs()
+        vector = new.ndim > 1
+    if isinstance(new, torch.Tensor):
+        if vector:
+            return (new - old).norm(dim=-1) / old.norm(dim=-1)
+        return (new - old).abs() / old.abs()
+    new, old = np.asarray(new), np.asarray(old)
+    change, size = ((np.linalg.norm(new - old, axis=-1), np.linalg.norm(old, axis=-1)) if vector
+                    else (np.abs(new - old), np.abs(old)))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(size > 0, change / np.where(size > 0, size, 1), np.nan)
+
+
+def relative_errors(energy: np.ndarray, angular_momentum: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A recorded trajectory's |dE/E| (S, B) and |dL/L| (S, B) against row 0, from energy (S, B)
+    and L (S, B) or (S, B, 3), by :func:`relative_change` (NaN where L0 = 0)."""
+    return (relative_change(energy, energy[0], vector=False),
+            relative_change(angular_momentum, angular_momentum[0], vector=angular_momentum.ndim > energy.ndim))
 
 
 @dataclass(frozen=True)

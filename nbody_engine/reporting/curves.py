@@ -1,4 +1,4 @@
-"""What reports and movies draw, as NumPy arrays: relative errors, values fit for a log axis, and
+"""What reports and movies draw, as NumPy arrays: values fit for a log axis, and
 a long run thinned to the points a report shows.
 
 NumPy alone: a run computes these before it hands them to matplotlib, which may live in another
@@ -11,19 +11,6 @@ import numpy as np
 
 PLOTTABLE = 1e100  # larger values (a run that blew up) are off a log chart: matplotlib's ticks overflow
 REPORT_POINTS = 4000  # a report draws at most this many points per curve
-
-
-def relative_errors(energy: np.ndarray, angular_momentum: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """|dE/E| (S, B) and |dL/L| (S, B) against row 0, from energy (S, B) and L (S, B) or (S, B, 3)."""
-    rel_dE = np.abs(energy - energy[0]) / np.abs(energy[0])
-    L = angular_momentum
-    if L.ndim == energy.ndim:
-        dL, L0 = np.abs(L - L[0]), np.abs(L[0])
-    else:
-        dL, L0 = np.linalg.norm(L - L[0], axis=-1), np.linalg.norm(L[0], axis=-1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        rel_dL = np.where(L0 > 0, dL / np.where(L0 > 0, L0, 1), np.nan)
-    return rel_dE, rel_dL
 
 
 def positive(values: np.ndarray) -> np.ndarray:
@@ -45,6 +32,9 @@ def simulation_curves(trajectory: dict[str, np.ndarray]) -> dict[str, np.ndarray
 
     Long runs are thinned to REPORT_POINTS windows that keep what matters: each window's
     largest errors and smallest dt (so spikes and close encounters stay visible)."""
+    # imported here: the drawing helper imports this module for positive() and must not load torch
+    from ..physics.gravity import relative_errors
+
     rel_dE, rel_dL = relative_errors(trajectory["energy"][:, :1], trajectory["angular_momentum"][:, :1])
     starts = _windows(len(rel_dE), REPORT_POINTS)
 

@@ -14,8 +14,9 @@ import imageio_ffmpeg
 import numpy as np
 
 from ..config.errors import InputError
+from ..physics.gravity import relative_errors
 from ..runs.directory import atomic_path
-from .curves import positive, relative_errors
+from .curves import positive
 
 BASE_PIXELS, BASE_DPI = (1280, 432), 120
 TRAIL = 200

@@ -17,13 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from ..runs.directory import lock_holder, write_json, write_text
+from ..runs.reader import SIM_METRICS, TRAIN_METRICS
 from .sweep_plan import Run, SweepPlan
 
 STATUS_OK, STATUS_FAILED, STATUS_CANCELLED = "ok", "failed", "cancelled"
 STATUS_RUNNING, STATUS_PENDING = "running", "pending"
 STATUSES = (STATUS_OK, STATUS_FAILED, STATUS_CANCELLED, STATUS_RUNNING, STATUS_PENDING)
-TRAIN_METRICS = ("loss", "acceptance_rate", "rel_dE_max")
-SIM_METRICS = ("steps", "max_rel_energy_error", "steps_per_period")
 PROVENANCE = ("host", "worker", "slurm_job")  # where a run ran: machine, Dask worker, SLURM job id
 
 

@@ -11,7 +11,6 @@ holds the run's output directory.
 from __future__ import annotations
 
 import ctypes
-import json
 import math
 import os
 import shutil
@@ -26,8 +25,8 @@ from typing import Any
 
 from ..config.errors import InputError
 from ..runs.directory import DirectoryLock, lock_holder, write_json
-from .results import (SIM_METRICS, STATUS_CANCELLED, STATUS_FAILED, STATUS_OK, STATUS_RUNNING, TRAIN_METRICS,
-                      read_status, toml_sha1)
+from ..runs.reader import final_metrics
+from .results import (STATUS_CANCELLED, STATUS_FAILED, STATUS_OK, STATUS_RUNNING, read_status, toml_sha1)
 
 POLL_S = 1.0  # how often a task looks at its runner, its cancellation and its parent
 STOP_GRACE_S = 20.0  # how long an interrupted runner has to save a checkpoint before SIGKILL
@@ -42,43 +41,12 @@ def _die_with_parent() -> None:
         _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def _finite(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-def _mean(values):
-    return sum(values) / len(values)
-
-
 def collect_metrics(output_dir: str | Path) -> dict:
-    """Final metrics of a runner output directory: the last line of metrics.jsonl (loss,
-    acceptance_rate, rel_dE_max) and the simulation summary (steps, max_rel_energy_error,
-    steps_per_period; for a batch of systems the worst error and the mean steps per period)."""
-    output_dir = Path(output_dir)
-    out: dict[str, Any] = {}
-    try:
-        lines = [ln for ln in (output_dir / "metrics.jsonl").read_text().splitlines() if ln.strip()]
-        last = json.loads(lines[-1]) if lines else {}
-    except (OSError, ValueError):
-        last = {}
-    for key in TRAIN_METRICS:
-        if key in last:
-            out[key] = _finite(last[key])
-    summaries = sorted(output_dir.glob("sim/*/summary.json"), key=lambda p: p.stat().st_mtime)
-    try:
-        summary = json.loads(summaries[-1].read_text()) if summaries else {}
-    except (OSError, ValueError):
-        summary = {}
-    for key, reduce in zip(SIM_METRICS, (max, max, _mean)):
-        value = summary.get(key)
-        if isinstance(value, list):
-            value = [v for v in value if v is not None]
-            value = reduce(value) if value else None
-        if value is not None:
-            out[key] = _finite(value)
-    return out
+    """Final metrics of a runner output directory (:func:`~nbody_engine.runs.reader.final_metrics`):
+    the last epoch's loss, acceptance_rate, rel_dE_max and the latest simulation's steps,
+    max_rel_energy_error and steps_per_period (for a batch of systems the worst error and the
+    mean steps per period)."""
+    return final_metrics(output_dir)
 
 
 def _last_line(path: Path) -> str:
