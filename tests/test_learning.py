@@ -574,3 +574,11 @@ def test_a_rejected_step_is_always_pushed_shorter():
     dt2 = torch.tensor([0.1], dtype=torch.float64, requires_grad=True)
     step_loss(1e-5 * (0.1 / dt2) ** 2, torch.full((1,), 1e-3, dtype=torch.float64), dt2, cfg).sum().backward()
     assert dt2.grad.item() == 0.0  # 1e-5 is inside [E_lower, E_upper]: nothing to learn
+
+
+def test_resume_is_refused_when_an_architecture_key_differs(tmp_path):
+    """Resuming checks the checkpoint's architecture keys, the same list a simulation checks
+    (runs.checkpoints.ARCHITECTURE_KEYS), plus what the trainer's state is shaped by."""
+    run_training(build_config({**TINY, "epochs": 1}), data_dir=tmp_path)
+    with pytest.raises(InputError, match=r"cannot resume from .*trained with dropout = 0\.0, the config says 0\.1"):
+        run_training(build_config({**TINY, "epochs": 2, "dropout": 0.1, "resume": True}), data_dir=tmp_path)

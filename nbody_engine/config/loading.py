@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import threading
 import tomllib
 from collections.abc import Mapping
 from datetime import datetime
@@ -48,11 +49,24 @@ def check_value(key: str, value: Any, where: str) -> Any:
     except Refused as err:
         raise InputError(f"{where}: '{key}' {err}") from None
     try:
-        p._validate(value)
+        _assign(key, value)
     except ValueError as err:
         reason = _PARAM_MESSAGE_PREFIX.sub("", str(err)).rstrip(".")
         raise InputError(f"{where}: '{key}' {reason}") from None
     return value
+
+
+_scratch = threading.local()
+
+
+def _assign(key: str, value: Any) -> None:
+    """Param's own check of ``value`` for ``key`` (bounds, options, lengths, item bounds): an
+    assignment to this thread's scratch Config, the public way to have Param check a value
+    without keeping it. Raises Param's ValueError."""
+    config = getattr(_scratch, "config", None)
+    if config is None:
+        config = _scratch.config = Config()
+    setattr(config, key, value)
 
 
 def _shown(value: Any) -> str:

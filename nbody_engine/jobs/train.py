@@ -15,7 +15,7 @@ from ..learning.trainer import Trainer
 from ..physics.runtime import gravity_of, resolve_seed, torch_setup
 from ..reporting.drawing import draw
 from ..reporting.movie import check_encoder, write_run_movie
-from ..runs.checkpoints import load_checkpoint, save_checkpoint
+from ..runs.checkpoints import RESUME_KEYS, load_checkpoint, save_checkpoint
 from ..runs.directory import RunDirectory, write_npz, write_text
 
 log = logging.getLogger("nbody_engine.jobs.train")
@@ -31,8 +31,7 @@ def _resume_point(cfg: Config, run: RunDirectory):
     if not found:
         raise InputError(f"'resume' is set but '{run.model_dir}' holds no checkpoint; train without resume first")
     ckpt = load_checkpoint(found[-1])
-    for key in ("num_particles", "dim", "feature_type", "history_len", "hidden_dims", "activation", "fourier_dim",
-                "num_orbits", "seed", "optimizer"):
+    for key in RESUME_KEYS:
         if key == "seed" and "seed" not in getattr(cfg, "given_keys", ()):
             continue  # no seed asked for: the run goes on with the checkpoint's
         if ckpt.config[key] != getattr(cfg, key):

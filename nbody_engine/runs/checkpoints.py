@@ -36,6 +36,12 @@ from .directory import atomic_path
 FORMAT = 4  # 1 (before the content hash) is read without a hash to check; 2 kept the trajectory as rows,
 # 3 as columns; 4 keeps it in the run's trajectory file and records how many rows it covers
 REQUIRED = ("format", "epoch", "model", "config", "train_ic")
+# The keys a checkpoint must agree on with the config that uses it, declared once: what the network
+# is (a simulation reads them from the checkpoint, and one the user sets otherwise is an error), and
+# for resuming also what the trainer's stored state is shaped by (the seed only where one is asked for).
+ARCHITECTURE_KEYS = ("objective", "feature_type", "history_len", "hidden_dims", "activation", "dropout", "fourier_dim",
+                     "fourier_scale", "normalize_inputs", "norm_mode")
+RESUME_KEYS = (*ARCHITECTURE_KEYS, "num_particles", "dim", "num_orbits", "seed", "optimizer")
 HASH_KEY = "sha256"
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..config.errors import InputError
 from ..learning.network import DtNetwork, LearnedDt, build_network, load_weights
 from ..physics.runtime import gravity_of
-from .checkpoints import load_checkpoint
+from .checkpoints import ARCHITECTURE_KEYS, load_checkpoint
 
 
 def checked_network(ckpt) -> DtNetwork:
@@ -31,10 +31,6 @@ def learned_policy_from_checkpoint(cfg, device, as_trained: bool = False):
     network = checked_network(ckpt).to(device=device).eval()
     policy = LearnedDt(network, trained["feature_type"], trained["history_len"], gravity_of(cfg), cfg.eps)
     return policy, ckpt.train_ic
-
-
-ARCHITECTURE_KEYS = ("objective", "feature_type", "history_len", "hidden_dims", "activation", "dropout", "fourier_dim",
-                     "fourier_scale", "normalize_inputs", "norm_mode")
 
 
 def _check_compatible(cfg, trained: dict, check_mode: bool) -> None:
