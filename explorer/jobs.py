@@ -27,8 +27,8 @@ _SLOTS = threading.BoundedSemaphore(MAX_JOBS)
 
 
 def _warm_up() -> None:
-    """The engine's one-time costs: torch imports its compiler front end (torch._dynamo, ~2.5 s)
-    when the first optimizer is made, and the reports import matplotlib."""
+    """The engine's one-time costs: torch imports its compiler front end (torch._dynamo, seconds:
+    docs/BENCHMARKS.md) when the first optimizer is made, and the reports import matplotlib."""
     import torch
 
     from nbody_engine.reporting import plots  # noqa: F401

@@ -4,8 +4,8 @@ The session's drain callback turns queued engine events into one batch of column
 and streams it with ``source.stream(batch, rollover=K)``: the browser receives only the new
 rows, nothing is re-rendered on the server, and every source keeps at most K rows, so memory
 and update cost stay bounded however long a run is. (An earlier HoloViews DynamicMap version
-re-rendered each plot on every update, about 0.1 s per plot on this class of machine, which
-delayed the page by seconds and halved training throughput.)
+re-rendered each plot on every update, which delayed the page by seconds and slowed training:
+docs/BENCHMARKS.md.)
 
 What a physicist reads here: quantities in code units (G = 1); log axes show only what a log
 axis can show (a zero error, the first row of a simulation, or a loss of exactly 0 is left out,

@@ -213,8 +213,8 @@ def _stepper(policy, gravity: Gravity, t_end: torch.Tensor | None, compile: bool
     # from shapes, and says so once per helper; what they return depends on their arguments
     # alone, so tracing them is exact and the note is noise to a user.
     warnings.filterwarnings("ignore", message=r"Dynamo detected a call to a `functools.lru_cache`")
-    # On a CPU, Inductor's C++ wrapper calls the kernels from C++ instead of Python: 1.7x the
-    # steps/s of one orbit (docs/BENCHMARKS.md). CUDA keeps the default Python wrapper.
+    # On a CPU, Inductor's C++ wrapper calls the kernels from C++ instead of Python, which a
+    # single orbit's tiny kernels feel (docs/BENCHMARKS.md). CUDA keeps the default Python wrapper.
     device = mass.device
     compiled = torch.compile(steps_of, dynamic=False, options={"cpp_wrapper": device.type == "cpu"})
     counts = [torch.tensor(n, device=device) for n in range(STEPS_PER_CALL + 1)]

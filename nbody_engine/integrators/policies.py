@@ -139,7 +139,7 @@ def two_body_timescale(separation: torch.Tensor, speed: torch.Tensor, inverse_to
     ``r / v``; the smaller is ``r / max(1 / sqrt(w), v)``. The reduced mass cancels from the guard:
     with ``k = T / (m_0 m_1 / r) = v^2 w / 2`` its ratio ``E r / (m_0 m_1)`` is
     ``max(|k - 1|, 0.01 (k + 1))``, at most 1 (one clamp). Twelve operations: the most of a
-    binary's step (:mod:`nbody_engine.integrators.two_body`), where each costs about a microsecond.
+    binary's step (:mod:`nbody_engine.integrators.two_body`), whose cost is its count of operations.
     ``v = 0`` gives the free-fall time, an infinite collision time, as it should.
     """
     shortest, guard = two_body_times(separation, speed, inverse_total_mass)
@@ -162,7 +162,7 @@ def two_body_times(separation: torch.Tensor, speed: torch.Tensor, inverse_total_
 @functools.lru_cache(maxsize=16)
 def _guard_constants(dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, ...]:
     """-1, 0.01, 1 and 1/3 as tensors: on a single orbit an operation with a tensor operand
-    costs 0.3 us less than one with a number."""
+    costs less than one with a number, which torch wraps in a tensor on every call."""
     with torch.inference_mode(False):
         return tuple(torch.tensor(v, dtype=dtype, device=device) for v in (-1.0, 0.01, 1.0, 1.0 / 3.0))
 

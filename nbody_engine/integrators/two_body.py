@@ -7,8 +7,9 @@ equal and opposite, keeps it so. What is left to integrate is the relative orbit
 ``-M r / (|r|^2 + s^2)^(3/2)`` (``M = m_0 + m_1``). The same kick-drift-kick on those two vectors,
 with a step rule that reads only ``|r|`` and ``u`` (the rule a policy declares,
 :meth:`~nbody_engine.integrators.dt_policy.DtPolicy.relative_rule`), takes about a
-third of the torch operations of the general step. On a single orbit each operation costs about
-a microsecond whatever its size, so that is the step's cost: about 3x the steps per second.
+third of the torch operations of the general step. On a single orbit an operation costs about
+the same whatever its size, so their count is the step's cost (docs/BENCHMARKS.md, "Figures the
+code's comments rely on").
 In training (:func:`relative_leapfrog`) the derivatives in dt are stepped along in forward mode,
 so that autograd does not differentiate the leapfrog at all.
 
@@ -212,8 +213,8 @@ def relative_leapfrog(binaries: Binaries, state: State, start: RelativeStart, dt
     with them, without autograd, and the energies and the final angular momentum are attached
     to ``dt`` by their derivatives (:func:`_attached`). Autograd then differentiates only what
     depends on them (the loss), not the leapfrog: ``loss.backward()`` gives the same gradient
-    to rounding, and an attempt with its backward pass costs a quarter less (2.4 -> 1.75 ms on
-    a replay batch of 192 binaries, ten steps). The states returned carry no gradient."""
+    to rounding, and an attempt with its backward pass costs less (docs/BENCHMARKS.md). The
+    states returned carry no gradient."""
     b = binaries
     total, pair = b.total.squeeze(-1), state.mass.prod(1)  # M and m_0 m_1, (B,)
     reduced = pair / total
@@ -221,7 +222,7 @@ def relative_leapfrog(binaries: Binaries, state: State, start: RelativeStart, dt
         orbit = _TangentOrbit(b, start, dt.detach(), keep_previous=ends == 2)
         for _ in range(n_steps):
             orbit.step()
-        # sum_last: a CPU sum over D = 2 costs 20x a product
+        # sum_last: on a CPU a reduction over D = 2 costs many times the products it adds up
         com_energy = 0.5 * total * sum_last(start.drift * start.drift)
         com_angular = _times(total, cross(start.centre, start.drift))
         # the energies at the start and after every step in one pass over them all, with their tangents: (n + 1, B)

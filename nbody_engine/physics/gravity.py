@@ -231,8 +231,8 @@ def kinetic_energy_of(mass: torch.Tensor, velocity: torch.Tensor) -> torch.Tenso
 
 
 def potential_energy(state: State, softening: float = 0.0, field: PointMassField | None = None) -> torch.Tensor:
-    """(B,), without computing the accelerations: a sum over the pairs i < j alone, 3-5x
-    faster than the (B, N, N) matrix of ``acceleration_and_potential`` on large batches."""
+    """(B,), without computing the accelerations: a sum over the pairs i < j alone, half the
+    pairs of the (B, N, N) matrix of ``acceleration_and_potential`` and no forces."""
     i, j = upper_pairs(state.num_bodies, state.position.device)
     dx = upper_pair_differences(state.position)
     inv_r = (sum_last(dx * dx) + softening**2).rsqrt()

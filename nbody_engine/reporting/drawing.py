@@ -1,7 +1,7 @@
 """Report figures drawn in a helper process, off the critical path of a command-line run.
 
-matplotlib takes 0.3-0.45 s to import and a report about 0.2 s to draw, while a 20,000-step
-two-body ``simulate`` steps for half a second. So ``nbody-runner`` opens :func:`helper` once
+Importing matplotlib and drawing a report take about as long as a default two-body ``simulate``
+takes to step (docs/BENCHMARKS.md). So ``nbody-runner`` opens :func:`helper` once
 its configuration is checked: a second Python process (``python -m nbody_engine.reporting.drawing``)
 imports matplotlib on another core while the run imports torch and steps, and draws each figure
 the run hands it (the thinned curves of :mod:`.curves`: small arrays) while the run writes its
@@ -111,7 +111,7 @@ def _serve() -> None:
         try:
             name, args = pickle.load(requests)
         except EOFError:
-            os._exit(0)  # nothing left to write: skip the interpreter's teardown (0.1 s with matplotlib)
+            os._exit(0)  # nothing left to write: skip the interpreter's teardown (slow with matplotlib loaded)
         _writing = True
         try:
             answer = (True, getattr(plots, name)(*args))

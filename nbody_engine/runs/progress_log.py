@@ -42,7 +42,7 @@ ARRAY_FIELDS = {f.name for f in dataclasses.fields(TrajectoryChunk) if f.type ==
 def thinned_chunk(chunk: TrajectoryChunk) -> TrajectoryChunk:
     """At most MAX_ROWS evenly spaced rows (the last one kept) of the first MAX_SYSTEMS systems."""
     rows = len(chunk.time)
-    # distinct without np.unique (whose first call imports numpy.ma, 50 ms of a short run): the
+    # distinct without np.unique (whose first call imports numpy.ma, a share of a short run): the
     # points are at least one row apart, or every row
     keep = np.linspace(0, rows - 1, min(rows, MAX_ROWS)).round().astype(int)
     arrays = {name: getattr(chunk, name)[keep, :MAX_SYSTEMS] for name in ARRAY_FIELDS}
