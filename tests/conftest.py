@@ -1,15 +1,34 @@
-"""Fixtures of the browser tests: pytest-playwright on Debian's Chromium, the dashboard served
-from a scratch directory, and a guard that no page request leaves the machine. Fixtures that
-no test asks for cost nothing: the other tests never start a browser or a server."""
+"""Shared fixtures: one tiny trained checkpoint for the session (:func:`tiny_checkpoint`), and
+the browser tests' pytest-playwright on Debian's Chromium, the dashboard served from a scratch
+directory, and a guard that no page request leaves the machine. Fixtures that no test asks for
+cost nothing: the other tests never train, start a browser or a server.
+
+Helpers that are no fixtures (the runner in a subprocess or in process, the tiny config,
+waiting for a state) are in ``helpers.py``."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from dashboard_page import CHROMIUM, CHROMIUM_ARGS, LOOPBACK, REPO, free_port, stop, wait_until_it_answers
+from helpers import TINY
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory):
+    """The last checkpoint of one tiny training (:data:`helpers.TINY`), trained once per session
+    for every test that needs a checkpoint and not what it learned; in a folder of its own, outside
+    any test's data/. Tests copy it before they change it."""
+    from nbody_engine.config.loading import load_configs
+    from nbody_engine.jobs.train import run_training
+
+    root = tmp_path_factory.mktemp("tiny_checkpoint")
+    cfg = load_configs("train", cli={**TINY, "save_name": "tiny"})["train"]
+    return Path(run_training(cfg, data_dir=root / "data")["checkpoint"])
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,8 @@
-"""Every class of bad input, through the real CLI in a subprocess: exit status 2, exactly one line
-on stderr (no traceback, no warning before it), and nothing written under data/.
+"""Every class of bad input through the CLI: exit status 2, exactly one line on stderr (no
+traceback, no warning before it), and nothing written under data/. The first case of each class
+runs the real command in a subprocess; the others run ``runner.main`` in this process
+(:func:`helpers.run_in_process`), which gives the same status and stderr without starting an
+interpreter and torch for each.
 
 The classes are those of an audit of 203 bad inputs: files that are not what they claim
 (configs, IC files, checkpoints that load but disagree with themselves), values that are not
@@ -10,7 +13,6 @@ from __future__ import annotations
 
 import pickle
 import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
@@ -18,24 +20,23 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import TINY as TINY_VALUES
+from helpers import flags, run_cli, run_in_process
 from nbody_engine.runs.checkpoints import save_checkpoint
 
-TINY = ["--num-orbits", "2", "--hidden-dims", "16", "16", "--n-steps", "3", "--replay-steps", "5", "--seed", "3"]
+TINY = flags({k: v for k, v in TINY_VALUES.items() if k != "epochs"})
 SIM = ["--steps", "5", "-s", "bad"]
 
 
-def run_cli(cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "nbody_engine.runner", *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=300)
+def runner_for(case, cases):
+    """The real command in a subprocess for the first case of a class, in process for the rest."""
+    return run_cli if case == next(iter(cases)) else run_in_process
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
+@pytest.fixture
+def checkpoint(tiny_checkpoint) -> Path:
     """A good checkpoint of a tiny training, outside any scratch directory's data/."""
-    home = tmp_path_factory.mktemp("trained")
-    result = run_cli(home, "train", *TINY, "--epochs", "1", "-s", "good")
-    assert result.returncode == 0, result.stderr
-    return home / "data/good/model/model_epoch_0000.pt"
+    return tiny_checkpoint
 
 
 def altered(checkpoint: Path, tmp: Path, change) -> Path:
@@ -129,7 +130,7 @@ def assert_refused(cwd: Path, result: subprocess.CompletedProcess, *absent: str)
 
 @pytest.mark.parametrize("case", list(FLAG_CASES))
 def test_bad_flags(tmp_path, case):
-    assert_refused(tmp_path, run_cli(tmp_path, *FLAG_CASES[case]))
+    assert_refused(tmp_path, runner_for(case, FLAG_CASES)(tmp_path, *FLAG_CASES[case]))
 
 
 @pytest.mark.parametrize("mode", ["simulate", "evaluate"])
@@ -138,7 +139,8 @@ def test_checkpoints_that_disagree_with_themselves(tmp_path, checkpoint, mode, c
     path = altered(checkpoint, tmp_path, CHECKPOINT_CASES[case])
     args = ["--integrator-mode", "ml", *SIM] if mode == "simulate" else \
         ["--eval-e", "0.5", "--eval-eps", "0.1", "--Nperiod", "1", "-s", "bad"]
-    line = assert_refused(tmp_path, run_cli(tmp_path, mode, "--model-path", str(path), *args))
+    run = run_cli if (mode, case) == ("simulate", next(iter(CHECKPOINT_CASES))) else run_in_process
+    line = assert_refused(tmp_path, run(tmp_path, mode, "--model-path", str(path), *args))
     assert str(path) in line
 
 
@@ -149,16 +151,17 @@ def test_checkpoints_that_disagree_with_themselves(tmp_path, checkpoint, mode, c
 ])
 def test_unreadable_checkpoints(tmp_path, checkpoint, make, says):
     path = make(checkpoint, tmp_path)
-    line = assert_refused(tmp_path, run_cli(tmp_path, "simulate", "--integrator-mode", "ml", "--model-path",
-                                            str(path), *SIM))
+    run = run_cli if says == "damaged" else run_in_process
+    line = assert_refused(tmp_path, run(tmp_path, "simulate", "--integrator-mode", "ml", "--model-path", str(path),
+                                        *SIM))
     assert says in line
 
 
 def test_a_plain_pickle_is_no_checkpoint_and_warns_nothing(tmp_path):
     path = tmp_path / "pickle.pt"
     path.write_bytes(pickle.dumps({"format": 2, "epoch": 0}))
-    line = assert_refused(tmp_path, run_cli(tmp_path, "simulate", "--integrator-mode", "ml", "--model-path",
-                                            str(path), *SIM))
+    line = assert_refused(tmp_path, run_in_process(tmp_path, "simulate", "--integrator-mode", "ml", "--model-path",
+                                                   str(path), *SIM))
     assert "not a weights-only PyTorch file" in line
 
 
@@ -176,15 +179,16 @@ def test_a_config_that_is_not_utf8(tmp_path):
 def test_ic_files_no_run_can_start_from(tmp_path, rows, says, mode):
     path = ic_file(tmp_path, "ic.txt", rows)
     extra = TINY + ["-s", "bad"] if mode == "train" else SIM
-    assert says in assert_refused(tmp_path, run_cli(tmp_path, mode, "--ic-path", str(path), *extra))
+    run = run_cli if (mode, says) == ("simulate", "start at the same position") else run_in_process
+    assert says in assert_refused(tmp_path, run(tmp_path, mode, "--ic-path", str(path), *extra))
 
 
 def test_an_empty_ic_file(tmp_path):
     (tmp_path / "empty.txt").write_text("")
-    line = assert_refused(tmp_path, run_cli(tmp_path, "simulate", "--ic-path", "empty.txt", *SIM))
+    line = assert_refused(tmp_path, run_in_process(tmp_path, "simulate", "--ic-path", "empty.txt", *SIM))
     assert "holds no bodies" in line
 
 
 def test_ic_errors_never_quote_the_file(tmp_path):
     (tmp_path / "secret.txt").write_text("TOPSECRET 1 2 3 4\n")
-    assert_refused(tmp_path, run_cli(tmp_path, "simulate", "--ic-path", "secret.txt", *SIM), "TOPSECRET")
+    assert_refused(tmp_path, run_in_process(tmp_path, "simulate", "--ic-path", "secret.txt", *SIM), "TOPSECRET")

@@ -6,14 +6,13 @@ machine has none): they run wherever a GPU is."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from helpers import cli_ok
 from nbody_engine.runs.checkpoints import load_checkpoint
 
 REPO = Path(__file__).resolve().parent.parent
@@ -23,10 +22,7 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(),
 
 def runner(cwd: Path, *args: str) -> str:
     """Run the CLI, require success, return what it printed (a simulation prints its summary)."""
-    result = subprocess.run([sys.executable, "-m", "nbody_engine.runner", *args], cwd=cwd, capture_output=True,
-                            text=True, timeout=600, check=False)
-    assert result.returncode == 0, result.stderr
-    return result.stdout
+    return cli_ok(cwd, *args, timeout=600).stdout
 
 
 def same_run(cuda: dict, cpu: dict) -> None:

@@ -8,10 +8,10 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
 
+from helpers import wait_until
 from nbody_engine.integrators.loop import StopRule, simulate
 from nbody_engine.integrators.policies import AnalyticDt
 from nbody_engine.physics.gravity import Gravity
@@ -86,11 +86,11 @@ def test_ctrl_c_to_the_terminal_s_process_group_ends_the_run_and_its_helper_quie
                             start_new_session=True)
     progress = tmp_path / "data" / "c" / "progress.jsonl"
     try:
-        deadline = time.monotonic() + 120
-        while not (progress.exists() and progress.read_text().count("TrajectoryChunk") >= 2):
+        def reported_chunks():
             assert proc.poll() is None, proc.communicate()[1]
-            assert time.monotonic() < deadline, "the run never reported a chunk"
-            time.sleep(0.05)
+            return progress.exists() and progress.read_text().count("TrajectoryChunk") >= 2
+
+        wait_until(reported_chunks, "the run's first chunks", poll=0.05)
         os.killpg(proc.pid, signal.SIGINT)
         _, stderr = proc.communicate(timeout=60)
     finally:
@@ -99,14 +99,16 @@ def test_ctrl_c_to_the_terminal_s_process_group_ends_the_run_and_its_helper_quie
             proc.wait()
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr and "interrupted" in stderr
-    deadline = time.monotonic() + 30
-    while True:  # nothing of the run's group is left
-        try:
-            os.killpg(proc.pid, 0)
-        except ProcessLookupError:
-            break
-        assert time.monotonic() < deadline, "a process of the run outlived it"
-        time.sleep(0.1)
+    wait_until(lambda: not _group_alive(proc.pid), "the run's processes to end (one outlived it)", timeout=30,
+               poll=0.1)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def _loaded(pid: int, library: str) -> bool:
@@ -123,10 +125,8 @@ def test_a_helper_terminated_while_it_starts_leaves_without_a_word(stage):
     stages are the extension modules it has loaded when the signal is sent."""
     proc = subprocess.Popen([sys.executable, "-m", "nbody_engine.reporting.drawing"], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-    while stage is not None and not _loaded(proc.pid, stage):
-        assert time.monotonic() < deadline, f"the helper never loaded {stage}"
-        time.sleep(0.001)
+    if stage is not None:
+        wait_until(lambda: _loaded(proc.pid, stage), f"the helper to load {stage}", poll=0.001)
     proc.terminate()
     _, stderr = proc.communicate(timeout=60)
     assert stderr == b"" and proc.returncode in (0, -signal.SIGTERM), stderr.decode()

@@ -5,30 +5,20 @@ from __future__ import annotations
 import csv
 import json
 import math
-import subprocess
-import sys
 
 import matplotlib.image as mpimg
 import pytest
 
+from helpers import TINY, run_cli
 from nbody_engine.config.loading import load_configs
 from nbody_engine.jobs.train import run_training
 
-TINY_TRAIN = {"num_particles": 2, "num_orbits": 2, "epochs": 2, "n_steps": 3, "steps_per_epoch": 2,
-              "replay_steps": 3, "hidden_dims": [8, 8], "seed": 3, "lr": 1e-3}
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    root = tmp_path_factory.mktemp("eval")
-    cfg = load_configs("train", cli={**TINY_TRAIN, "save_name": "tiny"})["train"]
-    result = run_training(cfg, data_dir=root / "data")
-    return root, result["checkpoint"]
-
-
-def runner(cwd, *args):
-    return subprocess.run([sys.executable, "-m", "nbody_engine.runner", *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=300)
+def checkpoint(tiny_checkpoint):
+    """The session's tiny checkpoint and the folder whose data/tiny/ holds its training run."""
+    return tiny_checkpoint.parents[3], str(tiny_checkpoint)
 
 
 BASELINE_NAMES = ("fixed", "classic", "analytic", "analytic-symmetric", "analytic-midpoint")
@@ -36,7 +26,7 @@ BASELINE_NAMES = ("fixed", "classic", "analytic", "analytic-symmetric", "analyti
 
 def test_evaluate_writes_table_and_pareto_plot(checkpoint):
     root, ckpt = checkpoint
-    done = runner(root, "evaluate", "--model-path", ckpt, "--eval-suite", "kepler", "--eval-e", "0.5", "0.8",
+    done = run_cli(root, "evaluate", "--model-path", ckpt, "--eval-suite", "kepler", "--eval-e", "0.5", "0.8",
                   "--eval-eps", "0.05", "0.2", "--Nperiod", "1", "-s", "ev")
     assert done.returncode == 0, done.stderr
     assert "reference for kepler: IAS15 (REBOUND" in done.stdout and "force evals" in done.stdout
@@ -76,7 +66,7 @@ def test_forced_fallback_reference_is_named_and_agrees_with_ias15(checkpoint):
     root, ckpt = checkpoint
     tables = {}
     for choice in ("ias15", "leapfrog"):
-        done = runner(root, "evaluate", "--model-path", ckpt, "--eval-suite", "kepler", "--eval-e", "0.6",
+        done = run_cli(root, "evaluate", "--model-path", ckpt, "--eval-suite", "kepler", "--eval-e", "0.6",
                       "--eval-eps", "0.1", "--Nperiod", "2", "--eval-reference", choice, "-s", f"ref-{choice}")
         assert done.returncode == 0, done.stderr
         tables[choice] = json.loads((root / f"data/ref-{choice}/eval/table.json").read_text())
@@ -92,7 +82,7 @@ def test_evaluate_with_the_training_config_takes_the_checkpoint_that_training_wr
     """Like ``both``: without model_path, the last checkpoint of the named run's training."""
     root, ckpt = checkpoint
     (root / "run.toml").write_text('save_name = "tiny"\n[train]\nepochs = 2\n')
-    done = runner(root, "evaluate", "--config", "run.toml", "--eval-e", "0.5", "--eval-eps", "0.1", "0.2",
+    done = run_cli(root, "evaluate", "--config", "run.toml", "--eval-e", "0.5", "--eval-eps", "0.1", "0.2",
                   "--Nperiod", "1")
     assert done.returncode == 0, done.stderr
     table = json.loads((root / "data/tiny/eval/table.json").read_text())
@@ -117,7 +107,7 @@ def test_evaluate_with_the_training_config_takes_the_checkpoint_that_training_wr
 def test_evaluate_bad_input_is_one_line_and_exit_2(checkpoint, args, needle):
     root, ckpt = checkpoint
     runs_before = set((root / "data").iterdir())
-    done = runner(root, "evaluate", *(ckpt if a == "CKPT" else a for a in args))
+    done = run_cli(root, "evaluate", *(ckpt if a == "CKPT" else a for a in args))
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0]
@@ -128,7 +118,7 @@ def test_symmetrized_analytic_baseline_energy_error_does_not_drift(checkpoint):
     """Over 30 periods of an e = 0.7 orbit the plain adaptive step's energy error drifts; the
     time-symmetrized one stays bounded, so at each eps it ends with a smaller error."""
     root, ckpt = checkpoint
-    done = runner(root, "evaluate", "--model-path", ckpt, "--eval-suite", "kepler", "--eval-e", "0.7",
+    done = run_cli(root, "evaluate", "--model-path", ckpt, "--eval-suite", "kepler", "--eval-e", "0.7",
                   "--eval-eps", "0.1", "0.2", "--Nperiod", "30", "-s", "sym")
     assert done.returncode == 0, done.stderr
     table = json.loads((root / "data/sym/eval/table.json").read_text())
@@ -158,11 +148,11 @@ def test_learned_versus_a_baseline_interpolates_log_log_at_equal_steps():
 def test_a_rollout_checkpoint_is_evaluated_over_the_eps_sweep_like_a_baseline(tmp_path):
     """A network trained by the rollout objective takes the accuracy asked for: evaluate runs it
     at every eps, a curve beside the baselines', each point with its verdicts."""
-    rollout = {**TINY_TRAIN, "objective": "rollout", "feature_type": "radial", "history_len": 0, "epochs": 1,
+    rollout = {**TINY, "objective": "rollout", "feature_type": "radial", "history_len": 0, "epochs": 1,
                "steps_per_epoch": 1, "rollout_periods": 1, "rollout_eta": [0.1, 0.2], "save_name": "ro"}
     cfg = load_configs("train", cli=rollout)["train"]
     ckpt = run_training(cfg, data_dir=tmp_path / "data")["checkpoint"]
-    done = runner(tmp_path, "evaluate", "--model-path", ckpt, "--eval-suite", "kepler", "--eval-e", "0.7",
+    done = run_cli(tmp_path, "evaluate", "--model-path", ckpt, "--eval-suite", "kepler", "--eval-e", "0.7",
                   "--eval-eps", "0.05", "0.2", "--Nperiod", "2", "-s", "ro")
     assert done.returncode == 0, done.stderr
     table = json.loads((tmp_path / "data/ro/eval/table.json").read_text())

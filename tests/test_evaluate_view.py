@@ -10,15 +10,12 @@ import sys
 import pytest
 from playwright.sync_api import expect
 from dashboard_page import DOC_READY, free_port
+from helpers import cli_ok
 
-from nbody_engine.config.loading import load_configs
 from nbody_engine.evaluate.report import PALETTE
-from nbody_engine.jobs.train import run_training
 
 pytestmark = pytest.mark.browser
 
-TINY_TRAIN = {"num_particles": 2, "num_orbits": 2, "epochs": 2, "n_steps": 3, "steps_per_epoch": 2,
-              "replay_steps": 3, "hidden_dims": [8, 8], "seed": 3, "lr": 1e-3, "save_name": "view"}
 COUNT = ("(type) => { let n = 0; for (const m of Bokeh.documents[0].all_models) "
          "{ if (m.type === type || m.constructor.__name__ === type) n++; } return n; }")
 COLORS = ("() => { const out = []; for (const m of Bokeh.documents[0].all_models) { "
@@ -27,14 +24,11 @@ COLORS = ("() => { const out = []; for (const m of Bokeh.documents[0].all_models
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
+def served(tmp_path_factory, tiny_checkpoint):
     """A finished evaluation (a tiny checkpoint, the Kepler problem) shown by ``evaluation_view``."""
     root = tmp_path_factory.mktemp("view")
-    ckpt = run_training(load_configs("train", cli=TINY_TRAIN)["train"], data_dir=root / "data")["checkpoint"]
-    done = subprocess.run([sys.executable, "-m", "nbody_engine.runner", "evaluate", "--model-path", ckpt,
-                           "--eval-suite", "kepler", "--eval-e", "0.7", "--eval-eps", "0.05", "0.2", "--Nperiod", "1",
-                           "-s", "view"], cwd=root, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
+    cli_ok(root, "evaluate", "--model-path", str(tiny_checkpoint), "--eval-suite", "kepler", "--eval-e", "0.7",
+           "--eval-eps", "0.05", "0.2", "--Nperiod", "1", "-s", "view")
     table = json.loads((root / "data/view/eval/table.json").read_text())
     app = root / "app.py"
     app.write_text(

@@ -14,6 +14,7 @@ import panel as pn
 import param
 import pytest
 
+from helpers import wait_until
 from explorer import Explorer
 from explorer import jobs as explorer_jobs
 from nbody_engine.config.errors import InputError
@@ -34,21 +35,21 @@ def explorer(tmp_path, monkeypatch):
 
 def finish(e: Explorer, timeout: float = 120.0) -> None:
     """Drain until the job's thread ends (bounded), then once more for what it left."""
-    deadline = time.monotonic() + timeout
-    while e.job.running and time.monotonic() < deadline:
+    def ended() -> bool:
         e.drain()
-        time.sleep(0.05)
-    assert not e.job.running, f"job still running after {timeout}s"
+        return not e.job.running
+
+    wait_until(ended, f"the job to end (still running after {timeout}s)", timeout=timeout, poll=0.05)
     e.drain()
 
 
 def wait_for_steps(e: Explorer, timeout: float = 30.0) -> None:
     """Drain until the running job has reported at least one accepted step."""
-    deadline = time.monotonic() + timeout
-    while len(e.live.frame("energy_error")) == 0 and time.monotonic() < deadline:
+    def stepped() -> bool:
         e.drain()
-        time.sleep(0.02)
-    assert len(e.live.frame("energy_error")) > 0, "the job reported no step"
+        return len(e.live.frame("energy_error")) > 0
+
+    wait_until(stepped, "the job's first step", timeout=timeout, poll=0.02)
 
 
 def stop_and_wait(e: Explorer, limit: float = 2.0) -> float:

@@ -5,12 +5,12 @@ errors of bad input."""
 from __future__ import annotations
 
 import json
-import time
 import tomllib
 
 import pandas as pd
 import pytest
 
+from helpers import wait_until
 from explorer import Explorer
 from explorer import jobs as explorer_jobs
 from explorer.sweeps_view import MetricPlot, SweepsView, base_document, parse_values
@@ -29,9 +29,7 @@ def explorer(tmp_path, monkeypatch):
 
 def finish(view, timeout: float = 90.0) -> None:
     """Refresh until the sweep's thread ends (bounded), as the periodic callback does."""
-    deadline = time.monotonic() + timeout
-    while view.refresh() and time.monotonic() < deadline:
-        time.sleep(0.2)
+    wait_until(lambda: not view.refresh(), "the sweep's thread to end", timeout=timeout)
     assert not view.running, f"sweep still running after {timeout}s: {view.status.object}"
 
 
@@ -113,12 +111,11 @@ def test_stop_cancels_the_runs_and_a_second_session_cannot_run_the_same_sweep(ex
     finally:
         other.close()
     runs = tmp_path / "data" / "long" / "runs"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not any(
-            json.loads(p.read_text()).get("status") == "running" for p in runs.glob("*/status.json")):
+    def one_running():
         view.refresh()
-        time.sleep(0.2)
-    assert any(json.loads(p.read_text()).get("status") == "running" for p in runs.glob("*/status.json"))
+        return any(json.loads(p.read_text()).get("status") == "running" for p in runs.glob("*/status.json"))
+
+    wait_until(one_running, "a run of the sweep to be running", timeout=60)
     view.stop()
     assert view.stop_button.disabled
     finish(view, timeout=40)

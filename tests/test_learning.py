@@ -15,6 +15,7 @@ import types
 import pytest
 import torch
 
+import helpers
 from nbody_engine.config.errors import InputError, TrainingStalled
 from nbody_engine.config.feature_widths import input_width
 from nbody_engine.config.loading import build_config, config_values
@@ -37,8 +38,8 @@ torch.set_num_threads(1)  # as the engine runs on a CPU (runtime.torch_setup): t
 GRAVITY = Gravity()
 FLOOR = ROUNDOFF * torch.finfo(torch.float64).eps
 
-TINY = dict(num_particles=2, num_orbits=2, seed=7, hidden_dims=[16, 16], epochs=2, n_steps=3, replay_steps=5,
-            replay_batch_size=8, lr=1e-3, save_name="t")
+TINY = {**helpers.TINY, "seed": 7, "hidden_dims": [16, 16], "steps_per_epoch": 1, "replay_steps": 5,
+        "replay_batch_size": 8, "save_name": "t"}
 
 
 def make_cfg(**overrides):

@@ -8,11 +8,11 @@ import stat
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
 
+from helpers import wait_until
 from background_run import BackgroundRun
 from nbody_engine.config.errors import InputError
 from nbody_engine.config.loading import load_configs
@@ -26,17 +26,10 @@ def runner(cwd: Path, *args: str, umask: int | None = None) -> BackgroundRun:
     return BackgroundRun(cwd, *args, preexec_fn=preexec)
 
 
-def wait_for(predicate, what: str, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
-
-
 def test_a_second_run_with_the_same_name_is_refused_naming_the_pid(tmp_path):
     first = runner(tmp_path, "train", *LONG_TRAINING)
     try:
-        wait_for(lambda: (tmp_path / "data/shared/metrics.jsonl").exists(), "the first run's first epoch")
+        wait_until(lambda: (tmp_path / "data/shared/metrics.jsonl").exists(), "the first run's first epoch")
         metrics_before = (tmp_path / "data/shared/metrics.jsonl").read_text()
         second = subprocess.run([sys.executable, "-m", "nbody_engine.runner", "train", *LONG_TRAINING], cwd=tmp_path,
                                 capture_output=True, text=True, timeout=120)
@@ -55,7 +48,7 @@ def test_a_second_run_with_the_same_name_is_refused_naming_the_pid(tmp_path):
 
 def test_a_killed_run_leaves_its_directory_free(tmp_path):
     first = runner(tmp_path, "train", *LONG_TRAINING)
-    wait_for(lambda: (tmp_path / "data/shared/metrics.jsonl").exists(), "the first run's first epoch")
+    wait_until(lambda: (tmp_path / "data/shared/metrics.jsonl").exists(), "the first run's first epoch")
     first.kill()
     first.wait(60)
     with DirectoryLock(tmp_path / "data/shared"):  # the kernel dropped the dead run's lock

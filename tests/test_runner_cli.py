@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import shutil
-import subprocess
 import sys
 import tomllib
 from pathlib import Path
@@ -13,10 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-
-def run_cli(cwd: Path, *args: str, exe: list[str] | None = None) -> subprocess.CompletedProcess:
-    cmd = (exe or [sys.executable, "-m", "nbody_engine.runner"]) + list(args)
-    return subprocess.run(cmd, check=False, cwd=cwd, capture_output=True, text=True, timeout=300)
+from helpers import run_cli
 
 
 def ok(cwd: Path, *args: str) -> dict:

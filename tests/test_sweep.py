@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers import run_cli
 from nbody_engine.config.errors import InputError
 from nbody_engine.sweep import SlurmOptions, plan_sweep, run_id, run_sweep, slurm_cluster_kwargs
 
@@ -27,8 +28,7 @@ FAILING = {"num_particles": 3, "simulate.multi_orbit_sim": True}
 
 
 def sweep_cli(cwd: Path, *args: str, timeout: float = 240) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "nbody_engine.runner", "sweep", *args]
-    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False)
+    return run_cli(cwd, "sweep", *args, timeout=timeout)
 
 
 def write_inputs(cwd: Path, grid: str = GRID) -> None:

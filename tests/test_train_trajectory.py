@@ -11,14 +11,15 @@ import numpy as np
 import pytest
 import torch
 
+import helpers
 from nbody_engine.config.errors import InputError
 from nbody_engine.config.loading import build_config
 from nbody_engine.jobs.train import run_training
 from nbody_engine.learning.train_trajectory import COLUMNS, STATE, TrainTrajectory
 from nbody_engine.runs.checkpoints import HASH_KEY, content_hash, load_checkpoint
 
-TINY = dict(num_particles=2, num_orbits=2, seed=7, hidden_dims=[16, 16], n_steps=3, replay_steps=5,
-            replay_batch_size=8, lr=1e-3, min_replay_size=3, save_name="t")
+TINY = {**helpers.TINY, "seed": 7, "hidden_dims": [16, 16], "steps_per_epoch": 1, "replay_steps": 5,
+        "replay_batch_size": 8, "min_replay_size": 3, "save_name": "t"}
 
 
 def train(tmp_path, name: str, epochs: int, resume: bool = False):

@@ -18,20 +18,17 @@ import pytest
 import tomli_w
 import torch
 
+import helpers
+from helpers import run_cli
 from nbody_engine.learning.train_trajectory import TrainTrajectory
 
 PROG = "nbody-runner"
-TINY = {"num_particles": 2, "num_orbits": 2, "seed": 11, "hidden_dims": [16, 16], "n_steps": 3, "replay_steps": 5,
-        "lr": 1e-3}
+TINY = {**{k: v for k, v in helpers.TINY.items() if k not in ("epochs", "steps_per_epoch")}, "seed": 11,
+        "hidden_dims": [16, 16], "replay_steps": 5}
 METRIC_KEYS = {"loss", "rel_dE_mean", "rel_dE_max", "rel_dL_mean", "rel_dL_max", "dt_mean", "dt_min", "dt_max",
                "accepted_steps", "retrain_iterations", "acceptance_rate", "replay_iterations", "replay_pass_rate",
                "epoch_time_s"}
 CHECKPOINT_KEYS = {"epoch", "model", "optimizer", "config", "train_ic", "metrics"}
-
-
-def run_cli(cwd: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "nbody_engine.runner", *args]
-    return subprocess.run(cmd, check=False, cwd=cwd, capture_output=True, text=True, timeout=timeout)
 
 
 def ok(cwd: Path, *args: str) -> subprocess.CompletedProcess:
