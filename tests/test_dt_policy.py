@@ -40,17 +40,20 @@ def test_every_policy_implements_the_protocol(name):
     assert isinstance(POLICIES[name](), DtPolicy)
 
 
+class Undeclared:
+    """A fixed step of 0.01 with ``init``, ``dt`` and ``update`` but no declared relative rule."""
+
+    def init(self, state):
+        return None
+
+    def dt(self, state, carry=None, acc=None):
+        return torch.full_like(state.time, 0.01)
+
+    def update(self, carry, state, dt, acc=None):
+        return carry
+
+
 def test_an_object_without_a_declared_rule_is_no_policy():
-    class Undeclared:
-        def init(self, state):
-            return None
-
-        def dt(self, state, carry=None, acc=None):
-            return torch.full_like(state.time, 0.01)
-
-        def update(self, carry, state, dt, acc=None):
-            return carry
-
     assert not isinstance(Undeclared(), DtPolicy)
 
 
@@ -72,16 +75,7 @@ def test_the_analytic_rule_of_the_spec_declares_the_path_unless_time_symmetric()
 
 def test_a_declared_rule_is_the_one_the_loop_steps_with():
     """A policy whose rule says something else than its dt: the binary follows the rule."""
-    class RuleOfItsOwn:
-        def init(self, state):
-            return None
-
-        def dt(self, state, carry=None, acc=None):
-            return torch.full_like(state.time, 0.01)
-
-        def update(self, carry, state, dt, acc=None):
-            return carry
-
+    class RuleOfItsOwn(Undeclared):
         def relative_rule(self, binaries):
             return lambda separation, distance, relative_velocity, drift: torch.full_like(distance, 0.02)
 

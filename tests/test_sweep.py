@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import run_cli
+from helpers import run_cli, wait_until
 from nbody_engine.config.errors import InputError
 from nbody_engine.sweep import SlurmOptions, plan_sweep, run_id, run_sweep, slurm_cluster_kwargs
 
@@ -275,10 +275,11 @@ def start_scheduler(tmp_path: Path, log) -> tuple[subprocess.Popen, str]:
         [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", "0",
          "--no-dashboard", "--scheduler-file", str(scheduler_file)],
         cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.monotonic() + 60
-    while not scheduler_file.is_file() and time.monotonic() < deadline:
+    def written() -> bool:
         assert proc.poll() is None, (tmp_path / "dask.log").read_text()
-        time.sleep(0.2)
+        return scheduler_file.is_file()
+
+    wait_until(written, "the scheduler's file", timeout=60)
     address = json.loads(scheduler_file.read_text())["address"]
     assert address.startswith("tcp://127.0.0.1:")
     return proc, address
@@ -363,14 +364,12 @@ def runner_pids(root: Path, timeout: float = 120, at_least: int = 1) -> dict[str
     """run id -> pid of its runner, once at least ``at_least`` runners hold their output folders."""
     from nbody_engine.runs.directory import lock_holder
 
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def holders() -> dict[str, int] | None:
         pids = {p.name: lock_holder(p / "data" / p.name) for p in (root / "runs").glob("*")}
         pids = {k: v for k, v in pids.items() if v and v > 0}
-        if len(pids) >= at_least:
-            return pids
-        time.sleep(0.3)
-    pytest.fail(f"no runner started within {timeout} s")
+        return pids if len(pids) >= at_least else None
+
+    return wait_until(holders, f"{at_least} runner(s) to start", timeout=timeout, poll=0.3)
 
 
 def gone(pid: int, timeout: float = 60) -> bool:

@@ -11,10 +11,11 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+
+from helpers import wait_until
 
 pytest.importorskip("dask_jobqueue", reason="the SLURM tests need dask-jobqueue (the test extra)")
 
@@ -56,14 +57,14 @@ def start_sweep(cwd: Path, steps: int, seeds: list[int], *flags: str) -> subproc
 
 def running_job(root: Path, timeout: float = 180) -> str:
     """The SLURM job id of the first run seen running."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def job() -> str | None:
         for path in (root / "runs").glob("*/status.json"):
             record = json.loads(path.read_text())
             if record.get("status") == "running" and record.get("slurm_job"):
                 return record["slurm_job"]
-        time.sleep(0.5)
-    pytest.fail(f"no run started in a SLURM job within {timeout} s")
+        return None
+
+    return wait_until(job, "a run to start in a SLURM job", timeout=timeout, poll=0.5)
 
 
 def finish(proc: subprocess.Popen, timeout: float) -> tuple[str, str]:
