@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import run_cli
+from helpers import run_cli, run_in_process
 
 
 def ok(cwd: Path, *args: str) -> dict:
@@ -213,23 +213,18 @@ def _write_bad_files(cwd: Path) -> None:
 
 @pytest.mark.parametrize(("args", "expected"), BAD_INPUT, ids=[_ids(c) for c in BAD_INPUT])
 def test_bad_input(tmp_path, args, expected):
+    """The first case through the real command in a subprocess, the others in process (the same
+    exit status and stderr without an interpreter and torch for each)."""
     _write_bad_files(tmp_path)
-    result = run_cli(tmp_path, *args)
+    result = (run_cli if (args, expected) == BAD_INPUT[0] else run_in_process)(tmp_path, *args)
     _check_bad_input(tmp_path, result.returncode, result.stdout, result.stderr, expected)
 
 
 @pytest.mark.parametrize(("args", "expected"), MORE_BAD_INPUT, ids=[_ids(c) for c in MORE_BAD_INPUT])
-def test_more_bad_input_in_process(tmp_path, monkeypatch, capsys, args, expected):
-    from nbody_engine import runner
-
+def test_more_bad_input_in_process(tmp_path, args, expected):
     _write_bad_files(tmp_path)
-    monkeypatch.chdir(tmp_path)
-    try:
-        code = runner.main(args)
-    except SystemExit as exit_:
-        code = exit_.code
-    out = capsys.readouterr()
-    _check_bad_input(tmp_path, code, out.out, out.err, expected)
+    result = run_in_process(tmp_path, *args)
+    _check_bad_input(tmp_path, result.returncode, result.stdout, result.stderr, expected)
 
 
 def test_non_finite_run_reports_the_step(tmp_path):
