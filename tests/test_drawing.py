@@ -34,6 +34,7 @@ def test_outside_a_helper_block_the_figure_is_drawn_here(tmp_path, curves):
     assert finished() == path and path.read_bytes().startswith(PNG)
 
 
+@pytest.mark.slow
 def test_in_a_helper_block_the_run_never_imports_matplotlib(tmp_path):
     """The figure comes back from the helper, and this process has not loaded matplotlib."""
     script = textwrap.dedent(f"""
@@ -77,6 +78,7 @@ def test_a_helper_that_died_leaves_the_figure_to_the_run(tmp_path, curves):
     assert path.read_bytes().startswith(PNG)
 
 
+@pytest.mark.slow
 def test_ctrl_c_to_the_terminal_s_process_group_ends_the_run_and_its_helper_quietly(tmp_path):
     """Ctrl-C reaches every process of the group: the run exits 130 with its one line, the
     helper ignores it (no traceback of its own) and is gone with the run."""
@@ -119,6 +121,7 @@ def _loaded(pid: int, library: str) -> bool:
 
 
 @pytest.mark.parametrize("stage", [None, "_multiarray_umath", "ft2font", "_imaging"])
+@pytest.mark.slow
 def test_a_helper_terminated_while_it_starts_leaves_without_a_word(stage):
     """A run that fails early (bad input found after the helper started) terminates a helper that
     may still be importing numpy or matplotlib: it leaves quietly whatever it was importing. The

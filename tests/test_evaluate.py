@@ -24,6 +24,7 @@ def checkpoint(tiny_checkpoint):
 BASELINE_NAMES = ("fixed", "classic", "analytic", "analytic-symmetric", "analytic-midpoint")
 
 
+@pytest.mark.slow
 def test_evaluate_writes_table_and_pareto_plot(checkpoint):
     root, ckpt = checkpoint
     done = run_cli(root, "evaluate", "--model-path", ckpt, "--eval-suite", "kepler", "--eval-e", "0.5", "0.8",
@@ -60,6 +61,7 @@ def test_evaluate_writes_table_and_pareto_plot(checkpoint):
     assert mpimg.imread(root / "data/ev/eval/pareto.png").ndim == 3
 
 
+@pytest.mark.slow
 def test_forced_fallback_reference_is_named_and_agrees_with_ias15(checkpoint):
     """eval_reference = "leapfrog": our converged run (time-symmetric, eps / 16) is the reference,
     the output says so, and the errors measured against it are those against IAS15."""
@@ -78,6 +80,7 @@ def test_forced_fallback_reference_is_named_and_agrees_with_ias15(checkpoint):
         assert against["leapfrog"][policy] == pytest.approx(error, rel=0.05)
 
 
+@pytest.mark.slow
 def test_evaluate_with_the_training_config_takes_the_checkpoint_that_training_wrote(checkpoint):
     """Like ``both``: without model_path, the last checkpoint of the named run's training."""
     root, ckpt = checkpoint
@@ -104,6 +107,7 @@ def test_evaluate_with_the_training_config_takes_the_checkpoint_that_training_wr
     (("--model-path", "CKPT", "--eval-eps", "0.1", "0"), "eval_eps"),
     (("--model-path", "CKPT", "--eval-suite", "galaxy"), "eval-suite"),
 ])
+@pytest.mark.slow
 def test_evaluate_bad_input_is_one_line_and_exit_2(checkpoint, args, needle):
     root, ckpt = checkpoint
     runs_before = set((root / "data").iterdir())
@@ -114,6 +118,7 @@ def test_evaluate_bad_input_is_one_line_and_exit_2(checkpoint, args, needle):
     assert set((root / "data").iterdir()) == runs_before
 
 
+@pytest.mark.slow
 def test_symmetrized_analytic_baseline_energy_error_does_not_drift(checkpoint):
     """Over 30 periods of an e = 0.7 orbit the plain adaptive step's energy error drifts; the
     time-symmetrized one stays bounded, so at each eps it ends with a smaller error."""
@@ -145,6 +150,7 @@ def test_learned_versus_a_baseline_interpolates_log_log_at_equal_steps():
     assert outside["ratio"] is None
 
 
+@pytest.mark.slow
 def test_a_rollout_checkpoint_is_evaluated_over_the_eps_sweep_like_a_baseline(tmp_path):
     """A network trained by the rollout objective takes the accuracy asked for: evaluate runs it
     at every eps, a curve beside the baselines', each point with its verdicts."""

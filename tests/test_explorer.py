@@ -66,6 +66,7 @@ def stop_and_wait(e: Explorer, limit: float = 2.0) -> float:
 
 # --- jobs --------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_train_job_fills_the_plots_and_writes_a_checkpoint(explorer, tmp_path):
     e = explorer
     assert e.start("train") is True
@@ -87,6 +88,7 @@ def test_train_job_fills_the_plots_and_writes_a_checkpoint(explorer, tmp_path):
     assert "model_path" in tomllib.loads(e.toml_text())["simulate"]
 
 
+@pytest.mark.slow
 def test_stop_ends_a_long_run_quickly(explorer):
     e = explorer
     e.train.epochs = 1000
@@ -103,6 +105,7 @@ def test_stop_ends_a_long_run_quickly(explorer):
     assert not e.buttons["train"].disabled
 
 
+@pytest.mark.slow
 def test_a_failing_job_shows_its_error_and_the_next_job_starts(explorer):
     e = explorer
     e.train.param.update(energy_threshold=1e-14, max_retrain_steps=2)
@@ -119,6 +122,7 @@ def test_a_failing_job_shows_its_error_and_the_next_job_starts(explorer):
     assert "finished" in e.status and not e.error.visible, e.error.object
 
 
+@pytest.mark.slow
 def test_start_refuses_a_second_job_while_one_runs(explorer):
     e = explorer
     e.train.epochs = 1000
@@ -130,6 +134,7 @@ def test_start_refuses_a_second_job_while_one_runs(explorer):
     stop_and_wait(e)
 
 
+@pytest.mark.slow
 def test_start_says_busy_when_every_job_slot_is_taken(explorer):
     slots = explorer_jobs._SLOTS
     taken = 0
@@ -149,6 +154,7 @@ def test_start_says_busy_when_every_job_slot_is_taken(explorer):
     assert "finished" in explorer.status
 
 
+@pytest.mark.slow
 def test_both_with_the_learned_policy_compares_with_analytic(explorer, tmp_path):
     e = explorer
     e.simulate.steps = 20
@@ -167,6 +173,7 @@ def test_both_with_the_learned_policy_compares_with_analytic(explorer, tmp_path)
     assert table.loc["steps"].tolist() == [20, 20]
 
 
+@pytest.mark.slow
 def test_train_then_both_simulates_the_new_checkpoint(explorer, tmp_path):
     """Regression: 'Train' fills the Simulate tab's model_path; a later 'Train + simulate'
     must simulate the checkpoint it trains, not that earlier one."""
@@ -206,6 +213,7 @@ def test_a_refused_text_shows_the_cli_message_and_keeps_the_last_good_value(expl
     assert getattr(e.train, key) == before and field.widget.value == before_text
 
 
+@pytest.mark.slow
 def test_the_settings_message_is_the_clis(explorer, tmp_path):
     """The text after the CLI's 'command line --flag: ' is the dashboard's after 'Settings: '."""
     import subprocess
@@ -332,6 +340,7 @@ def test_an_invalid_upload_shows_the_error(explorer):
     assert "good.toml" in e.status
 
 
+@pytest.mark.slow
 def test_evaluate_compares_the_checkpoint_with_the_baselines_in_the_page(explorer, tmp_path):
     e = explorer
     assert e.start("train")
@@ -351,6 +360,7 @@ def test_evaluate_compares_the_checkpoint_with_the_baselines_in_the_page(explore
     assert len(e.live.frame("simulation")) == 0  # the evaluation's many runs stay out of the live plots
 
 
+@pytest.mark.slow
 def test_evaluate_after_train_and_simulate_takes_the_checkpoint_that_training_wrote(explorer, tmp_path):
     """'Train + simulate' hands its checkpoint to the Simulate tab, as 'Train' does; with the
     model_path cleared, Evaluate finds it from the settings, as `nbody-runner evaluate --config`
@@ -368,6 +378,7 @@ def test_evaluate_after_train_and_simulate_takes_the_checkpoint_that_training_wr
     assert model_path.is_file() and model_path.parent == table.parent.parent / "model"
 
 
+@pytest.mark.slow
 def test_the_simulate_tab_leaves_the_kepler_family_for_the_systems_a_user_sets(explorer, tmp_path):
     e = explorer
     assert e.simulate.multi_orbit_sim  # the dashboard starts by simulating the training family
@@ -395,6 +406,7 @@ def test_evaluate_without_a_checkpoint_says_so(explorer):
     assert e.error.visible and "model_path" in e.error.object
 
 
+@pytest.mark.slow
 def test_nbody_explorer_listens_on_loopback_and_confines_files_by_default(tmp_path, monkeypatch):
     from explorer.serve import panel_serve_args
 

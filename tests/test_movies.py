@@ -116,6 +116,7 @@ def expected_frames(trajectory: Path, max_frames: int) -> int:
 
 # the CLI ---------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_three_body_2d_movie_and_report(runs):
     cwd, movie = finished(runs, "m3")
     sim = cwd / "data" / "m3" / "sim" / "analytic"
@@ -125,6 +126,7 @@ def test_three_body_2d_movie_and_report(runs):
     check_png(sim / "report.png")
 
 
+@pytest.mark.slow
 def test_four_body_3d_movie_and_report(runs):
     cwd, movie = finished(runs, "m4")
     sim = cwd / "data" / "m4" / "sim" / "analytic"
@@ -133,6 +135,7 @@ def test_four_body_3d_movie_and_report(runs):
     check_png(sim / "report.png")
 
 
+@pytest.mark.slow
 def test_fps_sets_the_duration(runs):
     _, fast = finished(runs, "m3")
     cwd, slow = finished(runs, "m3_fps10")
@@ -144,6 +147,7 @@ def test_fps_sets_the_duration(runs):
                                                                     rel=0.15)
 
 
+@pytest.mark.slow
 def test_nonpositive_max_frames_keeps_every_row_and_movie_dir_is_honoured(runs):
     cwd, movie = finished(runs, "all")
     rows = len(np.load(cwd / "data" / "all" / "sim" / "analytic" / "trajectory.npz")["dt"])
@@ -153,6 +157,7 @@ def test_nonpositive_max_frames_keeps_every_row_and_movie_dir_is_honoured(runs):
     assert sorted(p.name for p in movie.parent.iterdir()) == [movie.name], "no temporary files left behind"
 
 
+@pytest.mark.slow
 def test_training_movie_and_report(runs):
     cwd, movie = finished(runs, "tr")
     assert movie == cwd / "data" / "movie" / "nbody_movie_tr_train.mp4"
@@ -163,6 +168,7 @@ def test_training_movie_and_report(runs):
     check_png(cwd / "data" / "tr" / "train_report.png")
 
 
+@pytest.mark.slow
 def test_movie_dir_holds_only_finished_movies(runs):
     cwd, _ = finished(runs, "m3")
     for name in ("m3_fps10", "m4", "tr"):

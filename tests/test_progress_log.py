@@ -160,6 +160,7 @@ with DirectoryLock(sys.argv[1]):
 """
 
 
+@pytest.mark.slow
 def test_lock_holder_names_the_live_run_and_forgets_a_dead_one(tmp_path):
     run = tmp_path / "data" / "r"
     assert lock_holder(run) is None
@@ -180,6 +181,7 @@ def test_lock_holder_names_the_live_run_and_forgets_a_dead_one(tmp_path):
         proc.wait(30)
 
 
+@pytest.mark.slow
 def test_lock_holder_ignores_an_unreaped_process(tmp_path):
     """A child that has exited but that its parent has not waited for yet (a zombie) runs nothing."""
     run = tmp_path / "data" / "z"

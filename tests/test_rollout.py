@@ -61,6 +61,7 @@ def test_rollout_steps_decrease_the_loss_on_a_tiny_family():
     assert (after.max_rel_dE < before.max_rel_dE).all()
 
 
+@pytest.mark.slow
 def test_rollout_training_reproduces_with_a_seed_and_writes_a_conditioned_checkpoint(tmp_path):
     weights = []
     for run in ("a", "b"):
@@ -77,6 +78,7 @@ def test_rollout_training_reproduces_with_a_seed_and_writes_a_conditioned_checkp
     assert network.conditioned and network.input_shift.shape == (2,)  # v_r/|v| and log eta
 
 
+@pytest.mark.slow
 def test_a_rollout_epoch_reports_its_optimizer_steps_not_acceptances(tmp_path):
     """No step is accepted or retrained in a rollout epoch: its metrics say how many rollout
     steps it took, its acceptance rate is undefined (not 0), and the console line says so."""
@@ -98,6 +100,7 @@ def test_rollout_needs_bound_two_body_orbits():
         rollout_loss(tiny_policy(), random_system(3, 2), torch.tensor([0.1], dtype=torch.float64), 1, 1.0, Gravity())
 
 
+@pytest.mark.slow
 def test_rollout_training_of_three_bodies_is_one_line_exit_2_and_writes_nothing(tmp_path):
     import subprocess
     import sys

@@ -26,6 +26,7 @@ def runner(cwd: Path, *args: str, umask: int | None = None) -> BackgroundRun:
     return BackgroundRun(cwd, *args, preexec_fn=preexec)
 
 
+@pytest.mark.slow
 def test_a_second_run_with_the_same_name_is_refused_naming_the_pid(tmp_path):
     first = runner(tmp_path, "train", *LONG_TRAINING)
     try:
@@ -46,6 +47,7 @@ def test_a_second_run_with_the_same_name_is_refused_naming_the_pid(tmp_path):
     assert ok.returncode == 0, ok.stderr  # and the name is free again
 
 
+@pytest.mark.slow
 def test_a_killed_run_leaves_its_directory_free(tmp_path):
     first = runner(tmp_path, "train", *LONG_TRAINING)
     wait_until(lambda: (tmp_path / "data/shared/metrics.jsonl").exists(), "the first run's first epoch")
@@ -78,6 +80,7 @@ def test_the_lock_is_reentrant_in_a_thread_and_refuses_another_thread(tmp_path):
 
 
 @pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+@pytest.mark.slow
 def test_outputs_honour_the_umask(tmp_path, umask, mode):
     run = runner(tmp_path, "both", "--num-orbits", "2", "--hidden-dims", "8", "--epochs", "1", "--steps", "20",
                  "--seed", "1", "-s", "modes", umask=umask)

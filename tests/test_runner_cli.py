@@ -51,6 +51,7 @@ def test_simulate_prints_summary(s3):
     assert "outputs" not in summary
 
 
+@pytest.mark.slow
 def test_time_symmetric_flag_bounds_the_energy_drift(tmp_path):
     """The same 2-body run (~150 periods) with and without --time-symmetric."""
     common = ("simulate", "--num-particles", "2", "--steps", "15000", "--Nperiod", "0", "--seed", "0")
@@ -83,6 +84,7 @@ def test_simulate_writes_run_directory(s3):
     assert arrays["energy"][0, 0] == json.loads(result.stdout)["energy_initial"]
 
 
+@pytest.mark.slow
 def test_recorded_config_reproduces_the_run(s3, tmp_path):
     cwd, result = s3
     first = json.loads(result.stdout)
@@ -97,6 +99,7 @@ def test_recorded_config_reproduces_the_run(s3, tmp_path):
     assert again == first
 
 
+@pytest.mark.slow
 def test_multi_orbit(tmp_path):
     summary = ok(tmp_path, "simulate", "--multi-orbit-sim", "--num-orbits", "4", "--Nperiod", "2", "-s", "m")
     assert summary["num_systems"] == 4
@@ -109,6 +112,7 @@ def test_multi_orbit(tmp_path):
         assert npz["position"].shape == (max(summary["steps"]) + 1, 4, 2, 2)
 
 
+@pytest.mark.slow
 def test_record_every_thins_the_trajectory_but_not_the_run(tmp_path):
     summary = ok(tmp_path, "simulate", "--steps", "205", "--record-every", "10", "-s", "strided")
     assert summary["steps"] == 205
@@ -117,6 +121,7 @@ def test_record_every_thins_the_trajectory_but_not_the_run(tmp_path):
         assert npz["time"][-1, 0] == pytest.approx(summary["time_final"])
 
 
+@pytest.mark.slow
 def test_external_field(tmp_path):
     base = ["simulate", "--num-particles", "3", "--steps", "100", "--seed", "5"]
     field = ok(tmp_path, *base, "--external-field-mass", "1.0", "--external-field-position", "2", "0", "0",
@@ -136,6 +141,7 @@ def test_external_field(tmp_path):
     assert recorded["external_field_mass"] == 1.0 and recorded["external_field_position"] == [2, 0, 0]
 
 
+@pytest.mark.slow
 def test_cli_overrides_config_file(tmp_path):
     (tmp_path / "run.toml").write_text(
         'save_name = "ov"\nnum_particles = 3\nseed = 4\nsteps = 20\n\n[simulate]\nsteps = 30\n')
@@ -227,6 +233,7 @@ def test_more_bad_input_in_process(tmp_path, args, expected):
     _check_bad_input(tmp_path, result.returncode, result.stdout, result.stderr, expected)
 
 
+@pytest.mark.slow
 def test_non_finite_run_reports_the_step(tmp_path):
     # two bodies flying apart: the adaptive step grows with their separation, which then grows
     # geometrically, until it overflows some 3,700 steps in (the first step is fine)
@@ -246,6 +253,7 @@ def test_module_help():
         assert mode in result.stdout
 
 
+@pytest.mark.slow
 def test_console_script_help(tmp_path):
     script = Path(sys.executable).with_name("nbody-runner")
     exe = str(script) if script.exists() else shutil.which("nbody-runner")
@@ -259,6 +267,7 @@ def test_console_script_help(tmp_path):
     assert both.returncode == 0 and "--train-ic-path" in both.stdout and "--sim-ic-path" in both.stdout
 
 
+@pytest.mark.slow
 def test_a_report_survives_errors_beyond_any_log_scale(tmp_path):
     """Bodies all but at rest: |dL/L| against L0 ~ 1e-300 reaches 1e284, beyond what a log axis
     can draw; the report leaves those points out instead of failing the run."""

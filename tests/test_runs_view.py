@@ -137,6 +137,7 @@ def test_following_a_finished_run_replays_it_into_every_plot_and_the_header(data
     e.close()
 
 
+@pytest.mark.slow
 def test_following_a_live_headless_run(tmp_path):
     """A real nbody-runner in a subprocess, followed while it trains: its epochs arrive as it
     writes them, and the table calls it running until it ends."""

@@ -474,6 +474,7 @@ def test_a_scheduler_without_workers_is_reported_and_the_sweep_stops(tmp_path):
     assert doc["pending"] == 4 and doc["stopped"].startswith("no worker for")
 
 
+@pytest.mark.slow
 def test_a_run_waits_for_an_earlier_runner_to_let_go_of_its_folder(tmp_path):
     """A runner orphaned by a killed sweep may still hold the run's output for a moment: the
     next attempt starts only once it has let go, and never deletes a folder in use."""

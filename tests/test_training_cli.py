@@ -96,6 +96,7 @@ def history_run(tmp_path_factory) -> Path:
     return cwd / "data" / "h3", json.loads(result.stdout)
 
 
+@pytest.mark.slow
 def test_train_writes_config_metrics_and_checkpoints(trained):
     resolved = tomllib.loads((trained / "config.toml").read_text())
     flat = {**resolved, **resolved.get("train", {})}
@@ -129,12 +130,14 @@ def summary_of(cwd: Path, name: str, mode: str) -> dict:
     return json.loads((cwd / "data" / name / "sim" / mode / "summary.json").read_text())
 
 
+@pytest.mark.slow
 def test_simulate_analytic(tmp_path):
     ok(tmp_path, "simulate", "--integrator-mode", "analytic", "--steps", "20", "-s", "a", "--seed", "1")
     s = summary_of(tmp_path, "a", "analytic")
     assert s["steps"] == 20 and s["num_systems"] == 1
 
 
+@pytest.mark.slow
 def test_simulate_ml_checkpoint(tmp_path, trained):
     model = trained / "model" / "model_epoch_0011.pt"
     ok(tmp_path, "simulate", "--integrator-mode", "ml", "--model-path", str(model), "--steps", "20", "-s", "m",
@@ -143,6 +146,7 @@ def test_simulate_ml_checkpoint(tmp_path, trained):
     assert s["steps"] == 20 and s["max_rel_energy_error"] < 1e-2 and 0 < s["dt_min"] <= s["dt_max"]
 
 
+@pytest.mark.slow
 def test_simulate_with_the_training_initial_conditions(tmp_path, trained):
     model = trained / "model" / "model_epoch_0011.pt"
     ok(tmp_path, "simulate", "--integrator-mode", "ml", "--model-path", str(model), "--use-train-ic", "--steps", "10",
@@ -153,6 +157,7 @@ def test_simulate_with_the_training_initial_conditions(tmp_path, trained):
     np.testing.assert_array_equal(traj["position"][0], load(model)["train_ic"]["position"].numpy())
 
 
+@pytest.mark.slow
 def test_simulate_history_checkpoint(tmp_path, history_run):
     run, _ = history_run
     model = run / "model" / "model_epoch_0001.pt"
@@ -163,6 +168,7 @@ def test_simulate_history_checkpoint(tmp_path, history_run):
 
 # --- both ---------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_both_simulates_the_history_checkpoint_it_trained(history_run):
     run, printed = history_run
     assert (run / "model" / "model_epoch_0001.pt").is_file()
@@ -171,6 +177,7 @@ def test_both_simulates_the_history_checkpoint_it_trained(history_run):
     assert not (run / "sim" / "ml").exists() and not (run / "sim" / "analytic").exists()
 
 
+@pytest.mark.slow
 def test_both_without_history_simulates_with_ml(tmp_path):
     toml = write_toml(tmp_path / "run.toml", {"save_name": "b"}, train={"epochs": 2}, simulate={"steps": 10})
     ok(tmp_path, "both", "--config", str(toml))
@@ -181,6 +188,7 @@ def test_both_without_history_simulates_with_ml(tmp_path):
 
 # --- resume, Ctrl-C, a stalled run --------------------------------------------------------
 
+@pytest.mark.slow
 def test_resume_gives_the_same_result_as_an_uninterrupted_run(tmp_path):
     toml = write_toml(tmp_path / "run.toml", {"min_replay_size": 3})
     ok(tmp_path, "train", "--config", str(toml), "-s", "A", "-n", "20")
@@ -206,6 +214,7 @@ def test_resume_gives_the_same_result_as_an_uninterrupted_run(tmp_path):
         assert np.array_equal(ta["position"], tb["position"]) and np.array_equal(ta["epoch"], tb["epoch"])
 
 
+@pytest.mark.slow
 def test_ctrl_c_saves_a_checkpoint_and_exits_130(tmp_path):
     toml = write_toml(tmp_path / "run.toml", {"save_name": "c", "epochs": 100_000})
     metrics = tmp_path / "data" / "c" / "metrics.jsonl"
@@ -234,6 +243,7 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_130(tmp_path):
     assert int(trajectory["epoch"].max()) == ckpt["epoch"]  # and no step of the unfinished one
 
 
+@pytest.mark.slow
 def test_a_stalled_run_exits_1_naming_max_retrain_steps(tmp_path):
     toml = write_toml(tmp_path / "run.toml", {"save_name": "s", "epochs": 5, "energy_threshold": 1e-30,
                                               "max_retrain_steps": 2})
@@ -269,11 +279,13 @@ def test_corrupt_checkpoint(tmp_path, content):
     assert "weights_only` set to `False" not in line  # never advise running a file's code
 
 
+@pytest.mark.slow
 def test_checkpoint_without_history_in_history_mode(tmp_path, checkpoint_copy):
     line = fails_cleanly(tmp_path, "simulate", "--integrator-mode", "history", "--model-path", str(checkpoint_copy))
     assert "history_len = 0" in line and "'ml'" in line
 
 
+@pytest.mark.slow
 def test_architecture_flag_that_contradicts_the_checkpoint(tmp_path, checkpoint_copy):
     line = fails_cleanly(tmp_path, "simulate", "--integrator-mode", "ml", "--model-path", str(checkpoint_copy),
                          "--hidden-dims", "8", "8")
@@ -298,6 +310,7 @@ def test_wandb_without_the_package(tmp_path):
     assert "wandb = true but the wandb package is not installed" in line and "wandb = false" in line
 
 
+@pytest.mark.slow
 def test_simulating_into_a_training_run_keeps_its_training_settings(tmp_path):
     toml = write_toml(tmp_path / "run.toml", {"save_name": "keep", "epochs": 2})
     ok(tmp_path, "train", "--config", str(toml))
