@@ -5,7 +5,6 @@ neither re-implements what happens inside.
 
 from __future__ import annotations
 
-
 import numpy as np
 import torch
 
