@@ -175,7 +175,7 @@ def test_a_config_that_is_not_utf8(tmp_path):
 @pytest.mark.parametrize("mode", ["simulate", "train"])
 def test_ic_files_no_run_can_start_from(tmp_path, rows, says, mode):
     path = ic_file(tmp_path, "ic.txt", rows)
-    extra = TINY + ["-s", "bad"] if mode == "train" else SIM
+    extra = TINY[2:] + ["-s", "bad"] if mode == "train" else SIM  # the file sets num_orbits
     assert says in assert_refused(tmp_path, run_cli(tmp_path, mode, "--ic-path", str(path), *extra))
 
 

@@ -20,6 +20,7 @@ REPLAY_CAPACITY = 10_000  # accepted states a training run keeps for replay (her
 FRACTION = 0.8  # of the machine's memory a single run may plan to use
 PAIR_TEMPORARIES = 6  # (B, N, N, .) tensors alive at once in a force evaluation
 GB = 1e9
+PROCESS_BYTES = 0.4e9  # the interpreter with torch, numpy and the engine loaded, before a run allocates
 EVAL_CLUSTER = 12  # bodies of evaluate's largest problem, the cold cluster
 
 
@@ -98,14 +99,26 @@ def _forces(systems: int, N: int, D: int, item: int) -> Need:
                 f"the forces between every pair of bodies of {systems} system(s)", "lower num_particles")
 
 
+def needs_of(cfg, phase: str, ic_systems: int = 0) -> list[Need]:
+    """The dominant allocations of ``phase`` ('train', 'simulate' or 'evaluate') for ``cfg``;
+    ``ic_systems`` is how many systems its IC file holds (0: none)."""
+    if phase == "train":
+        return training_needs(cfg)
+    return evaluation_needs(cfg, ic_systems) if phase == "evaluate" else simulation_needs(cfg, ic_systems)
+
+
+def estimated_bytes(cfg, phase: str, ic_systems: int = 0) -> float:
+    """The peak resident memory the estimate expects of a run of ``phase``: the interpreter with
+    torch loaded, plus :func:`needs_of` (bench/memory.py compares it with measured peaks)."""
+    return PROCESS_BYTES + sum(n.bytes for n in needs_of(cfg, phase, ic_systems))
+
+
 def check_memory(cfg, phase: str, ic_systems: int = 0, available: int | None = None) -> None:
-    """Refuse ``cfg`` for ``phase`` ('train', 'simulate' or 'evaluate') when what it will
-    allocate cannot fit; ``ic_systems`` is how many systems its IC file holds (0: none)."""
+    """Refuse ``cfg`` for ``phase`` when what it will allocate cannot fit (see :func:`needs_of`)."""
     available = available_memory() if available is None else available
-    needs = training_needs(cfg) if phase == "train" else evaluation_needs(cfg, ic_systems) if phase == "evaluate" \
-        else simulation_needs(cfg, ic_systems)
+    needs = needs_of(cfg, phase, ic_systems)
     biggest = max(needs, key=lambda n: n.bytes)
-    if sum(n.bytes for n in needs) > FRACTION * available:
+    if estimated_bytes(cfg, phase, ic_systems) > FRACTION * available:
         raise InputError(f"'{biggest.key}' = {getattr(cfg, biggest.key)} needs about {biggest.bytes / GB:.3g} GB of "
                          f"memory for {biggest.what}, more than this machine's {available / GB:.3g} GB allow; "
                          f"{biggest.fix}")

@@ -31,7 +31,7 @@ _OS_HINTS = {
     errno.EDQUOT: _FREE_SPACE,
     errno.EACCES: _PERMISSIONS,
     errno.EPERM: _PERMISSIONS,
-    errno.EROFS: "the file system is read-only: run from a directory you can write to",
+    errno.EROFS: "run from a directory on a file system you can write to",
     errno.EEXIST: "a file is in the way: move it, or choose another save_name",
     errno.ENOTDIR: "a file is in the way of a folder on this path: move it, or choose another save_name",
 }
@@ -43,4 +43,4 @@ def os_error_line(err: OSError) -> str:
     path = f" '{err.filename}'" if err.filename else ""
     reason = err.strerror or type(err).__name__
     hint = _OS_HINTS.get(err.errno)
-    return f"{reason}{path}" + (f"; {hint}" if hint else "")
+    return f"{reason}:{path}" + (f"; {hint}" if hint else "")

@@ -23,6 +23,7 @@ no hash, are refused.
 from __future__ import annotations
 
 import hashlib
+import io
 import pickle
 import warnings
 import zipfile
@@ -72,9 +73,14 @@ def _feed(digest, value: Any) -> None:
 
 
 def save_checkpoint(path: str | Path, payload: dict) -> Path:
+    """Write ``payload`` with the format and content hash, atomically. The file is serialized in
+    memory and written by Python, so that a full disk is an OSError naming the file (torch's own
+    writer reports it as a RuntimeError about positions in its zip stream)."""
     content = {"format": FORMAT, **payload}
+    serialized = io.BytesIO()
+    torch.save({**content, HASH_KEY: content_hash(content)}, serialized)
     with atomic_path(path) as tmp:
-        torch.save({**content, HASH_KEY: content_hash(content)}, tmp)
+        tmp.write_bytes(serialized.getbuffer())
     return Path(path)
 
 
