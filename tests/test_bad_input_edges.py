@@ -140,12 +140,12 @@ def test_training_takes_the_orbit_count_of_its_ic_file(tmp_path):
     assert tomllib.loads((tmp_path / "data/t/config.toml").read_text())["num_orbits"] == 3
 
 
-def test_the_memory_estimate_counts_the_bodies_of_an_ic_file(tmp_path):
+def test_the_memory_estimate_counts_the_systems_and_bodies_of_an_ic_file(tmp_path):
     rng = np.random.default_rng(0)
-    bodies = np.concatenate([np.ones((30_000, 1)), rng.normal(size=(30_000, 4))], 1)
-    np.save(tmp_path / "big.npy", bodies)
+    systems = np.concatenate([np.ones((8, 4000, 1)), rng.normal(size=(8, 4000, 4))], 2)
+    np.save(tmp_path / "big.npy", systems)
     line = assert_refused(tmp_path, run_cli(tmp_path, "simulate", "--ic-path", "big.npy", *SIM))
-    assert "'num_particles' = 30000" in line and "GB" in line
+    assert "'num_particles' = 4000" in line and "8 system(s)" in line and "GB" in line
 
 
 # --- checkpoints ----------------------------------------------------------------------------
