@@ -19,7 +19,7 @@ from .config.errors import InputError, NonFiniteStateError, RunCancelled, Termin
 from .config.keytypes import key_type
 from .config.loading import check_value, load_configs, parse_text
 from .config.schema import Config, KEYS, SECTIONS, flags_for, section_keys
-from .events import ConsoleSink, Reporter, RunStarted, WandbSink
+from .events import CancelToken, ConsoleSink, Reporter, RunStarted, WandbSink
 from .reporting import drawing
 
 PROG = "nbody-runner"
@@ -95,7 +95,7 @@ def run(configs: dict[str, Config], started: Started | None = None) -> dict:
     sinks = [ConsoleSink(), *([started] if started else [])]
     if any(cfg.wandb for cfg in configs.values()):
         sinks.append(WandbSink())  # InputError without the wandb package, before anything is written
-    results = run_phases(configs, Reporter(sinks))
+    results = run_phases(configs, Reporter(sinks, TERMINATED))
     if "simulate" in results:
         print(json.dumps({k: v for k, v in results["simulate"].items() if k != "outputs"}, indent=2))
     return results
@@ -105,7 +105,7 @@ def evaluate(cfg: Config, started: Started | None = None) -> dict:
     """``evaluate`` uses the TOML's simulate phase; prints the table and where it was written."""
     from .evaluate import run_evaluation, table_text, verdict_text
 
-    result = run_evaluation(cfg, Reporter([ConsoleSink(), *([started] if started else [])]))
+    result = run_evaluation(cfg, Reporter([ConsoleSink(), *([started] if started else [])], TERMINATED))
     for problem, reference in result["references"].items():
         print(f"reference for {problem}: {reference}")
     print(table_text(result["rows"]))
@@ -114,7 +114,18 @@ def evaluate(cfg: Config, started: Started | None = None) -> dict:
     return result
 
 
-def _terminate(_signum, _frame):
+TERMINATED = CancelToken()  # set by a SIGTERM that arrived inside an import; the run stops at its next check
+
+
+def _terminate(_signum, frame):
+    """SIGTERM: stop like Ctrl-C, at once; but an exception raised inside an import leaves that
+    module half made (a later import of it fails with a traceback, and torch prints its caches
+    at exit), so a SIGTERM there cancels the run instead, which stops at its next step."""
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            TERMINATED.cancel()
+            return
+        frame = frame.f_back
     raise Terminated
 
 
@@ -149,6 +160,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: terminated", file=sys.stderr)
         return 143
     except (RunCancelled, KeyboardInterrupt):
+        if TERMINATED.cancelled:
+            print(f"{PROG}: terminated", file=sys.stderr)
+            return 143
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
     return 0

@@ -339,3 +339,23 @@ def test_ctrl_c_while_a_sweep_is_planned_exits_130(tmp_path):
     _, err = process.communicate(timeout=120)
     assert process.returncode == 130, err
     assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("nbody-runner: interrupted"), err
+
+
+# --- signals --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("after", ["started", "epoch 0"])
+def test_sigterm_during_training_ends_with_the_cancel_line(tmp_path, after):
+    process = subprocess.Popen([sys.executable, "-m", "nbody_engine.runner", "train", *TINY, "--epochs", "100000",
+                                "--steps-per-epoch", "50", "-s", "long"], cwd=tmp_path, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)
+    seen = []
+    while not any(after in line for line in seen):
+        line = process.stderr.readline()
+        assert line, "".join(seen)
+        seen.append(line)
+    process.send_signal(signal.SIGTERM)
+    err = "".join(seen) + process.communicate(timeout=300)[1]
+    assert process.returncode == 143, err
+    assert "Traceback" not in err and "train cancelled" in err, err
+    assert err.strip().splitlines()[-1] == "nbody-runner: terminated", err
+    assert lock_holder(tmp_path / "data/long") is None
