@@ -145,6 +145,75 @@ def table(results: list[dict]) -> str:
                            "RSS bytes/step above baseline", "trajectory.npz", "npz bytes/step", "target"], rows)
 
 
+# The memory estimate (nbody_engine.config.budget) against measured peaks: (label, runner arguments).
+# IC files and checkpoints named "{ic2000}" / "{checkpoint}" are made in the working directory first.
+ESTIMATE_CONFIGS = [
+    ("simulate, defaults", ["simulate"]),
+    ("simulate, 300,000 steps recorded", ["simulate", "--steps", "300000", "--num-particles", "2"]),
+    ("simulate, 1,000 bodies", ["simulate", "--steps", "5", "--num-particles", "1000"]),
+    ("simulate, IC file of 2,000 bodies", ["simulate", "--steps", "3", "--ic-path", "{ic2000}"]),
+    ("simulate, 64 orbits x 100,000 steps", ["simulate", "--steps", "100000", "--multi-orbit-sim",
+                                             "--num-orbits", "64", "--num-particles", "2"]),
+    ("train, tiny", ["train", "--epochs", "2", "--num-orbits", "2", "--hidden-dims", "16", "16"]),
+    ("train, 32 bodies x 16 orbits", ["train", "--epochs", "1", "--num-particles", "32", "--num-orbits", "16",
+                                      "--replay-batch-size", "16", "--replay-steps", "2", "--max-retrain-steps", "0"]),
+    ("train, wide network, history 32", ["train", "--epochs", "2", "--hidden-dims", "1024", "1024", "1024",
+                                         "--history-len", "32", "--num-orbits", "8", "--replay-steps", "5"]),
+    ("evaluate, default suite", ["evaluate", "--model-path", "{checkpoint}", "--Nperiod", "2"]),
+]
+
+
+def estimate_of(args: list[str]) -> float:
+    """The largest estimated peak (bytes) over the phases the runner arguments ``args`` run."""
+    from nbody_engine.config.budget import estimated_bytes
+    from nbody_engine.config.files import ic_shape
+    from nbody_engine.config.loading import adopt_ic_file, load_configs
+    from nbody_engine.runner import _cli_values, build_parser
+
+    parsed = build_parser().parse_args(args)
+    shared, per_phase = _cli_values(parsed)
+    configs = load_configs(parsed.mode, None, shared, per_phase)
+    peaks = []
+    for phase, cfg in configs.items():
+        phase = "evaluate" if parsed.mode == "evaluate" else phase
+        adopt_ic_file(cfg, phase)
+        systems = ic_shape(cfg.ic_path)[0] if cfg.ic_path else 0
+        peaks.append(estimated_bytes(cfg, phase, systems))
+    return max(peaks)
+
+
+def measure_estimates(workdir: Path) -> list[dict]:
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    np.save(workdir / "ic2000.npy", np.concatenate([np.full((2000, 1), 1e-3), rng.normal(size=(2000, 4))], 1))
+    rc, _, _ = run_with_rusage(runner_cmd("train", "--epochs", "1", "--num-orbits", "2", "-s", "ckpt"), workdir,
+                               engine_env(), workdir / "ckpt.log", None)
+    names = {"ic2000": str(workdir / "ic2000.npy"), "checkpoint": str(workdir / "data/ckpt/model/model_epoch_0000.pt")}
+    rows = []
+    for i, (label, args) in enumerate(ESTIMATE_CONFIGS):
+        args = [a.format(**names) for a in args] + ["-s", f"est{i}", "--seed", "0"]
+        print(f"  {label} ...", flush=True)
+        cwd = os.getcwd()
+        os.chdir(workdir)
+        try:
+            estimate = estimate_of(args)
+        finally:
+            os.chdir(cwd)
+        rc, wall, rss = run_with_rusage(runner_cmd(*args), workdir, engine_env(), workdir / f"est{i}.log", None)
+        rows.append({"label": label, "command": "nbody-runner " + " ".join(args), "exit_status": rc, "wall_s": wall,
+                     "peak_rss_bytes": rss, "estimate_bytes": estimate, "ratio": estimate / rss})
+    return rows
+
+
+def estimates_table(rows: list[dict]) -> str:
+    return markdown_table(["config", "status", "peak RSS", "estimate", "estimate / peak", "within 2x"], [
+        [r["label"], "ok" if r["exit_status"] == 0 else f"exit {r['exit_status']}",
+         f"{fmt(r['peak_rss_bytes'] / 2**20)} MiB", f"{fmt(r['estimate_bytes'] / 2**20)} MiB", f"{r['ratio']:.2f}",
+         "yes" if 0.5 <= r["ratio"] <= 2 else "no"]
+        for r in rows])
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--steps", type=int, nargs="+", default=[1000, TARGET_STEPS],
@@ -153,10 +222,14 @@ def main() -> int:
     p.add_argument("--keep", action="store_true", help="keep the temporary run directory (path printed)")
     p.add_argument("--stages", action="store_true", help="also the per-stage peaks of the largest run")
     p.add_argument("--stages-worker", nargs=2, metavar=("STEPS", "DIR"), help=argparse.SUPPRESS)
+    p.add_argument("--estimates", action="store_true",
+                   help="instead: the memory estimate against the measured peak RSS on a table of configs")
     args = p.parse_args()
     if args.stages_worker:
         print(json.dumps(stages_worker(int(args.stages_worker[0]), args.stages_worker[1])))
         return 0
+    if args.estimates:
+        return main_estimates()
 
     info = machine()
     print(machine_note(info), flush=True)
@@ -186,6 +259,22 @@ def main() -> int:
                                     "stages": stages, "markdown": text})
     print(f"\nwritten: {path.relative_to(REPO)}")
     return 0 if all(r["exit_status"] == 0 for r in results) else 1
+
+
+def main_estimates() -> int:
+    info = machine()
+    print(machine_note(info), flush=True)
+    workdir = Path(tempfile.mkdtemp(prefix="nbody-bench-memory-"))
+    try:
+        rows = measure_estimates(workdir)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    text = estimates_table(rows)
+    print(text)
+    path = write_results("memory_estimates", {"machine": info, "load_avg_after": list(os.getloadavg()),
+                                              "results": rows, "markdown": text})
+    print(f"\nwritten: {path.relative_to(REPO)}")
+    return 0 if all(0.5 <= r["ratio"] <= 2 for r in rows) else 1
 
 
 if __name__ == "__main__":

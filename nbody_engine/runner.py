@@ -15,11 +15,11 @@ import sys
 from collections.abc import Sequence
 
 
-from .config.errors import InputError, NonFiniteStateError, RunCancelled, Terminated, TrainingStalled
+from .config.errors import InputError, NonFiniteStateError, RunCancelled, Terminated, TrainingStalled, os_error_line
 from .config.keytypes import key_type
 from .config.loading import check_value, load_configs, parse_text
 from .config.schema import Config, KEYS, SECTIONS, flags_for, section_keys
-from .events import ConsoleSink, Reporter, WandbSink
+from .events import CancelToken, ConsoleSink, Reporter, RunStarted, WandbSink
 from .reporting import drawing
 
 PROG = "nbody-runner"
@@ -76,25 +76,36 @@ def _cli_values(args: argparse.Namespace) -> tuple[dict, dict]:
     return shared, per_phase
 
 
-def run(configs: dict[str, Config]) -> dict:
+class Started:
+    """A sink that remembers whether a phase has started: an error of the operating system
+    before that is bad input (exit status 2), after it a run that failed (1)."""
+
+    def __init__(self) -> None:
+        self.started = False
+
+    def __call__(self, event) -> None:
+        self.started = self.started or isinstance(event, RunStarted)
+
+
+def run(configs: dict[str, Config], started: Started | None = None) -> dict:
     """Run the phases in ``configs`` with a console progress sink (and Weights & Biases where a
     phase has ``wandb = true``); print the simulation summary."""
     from .jobs.phases import run_phases
 
-    sinks = [ConsoleSink()]
+    sinks = [ConsoleSink(), *([started] if started else [])]
     if any(cfg.wandb for cfg in configs.values()):
         sinks.append(WandbSink())  # InputError without the wandb package, before anything is written
-    results = run_phases(configs, Reporter(sinks))
+    results = run_phases(configs, Reporter(sinks, TERMINATED))
     if "simulate" in results:
         print(json.dumps({k: v for k, v in results["simulate"].items() if k != "outputs"}, indent=2))
     return results
 
 
-def evaluate(cfg: Config) -> dict:
+def evaluate(cfg: Config, started: Started | None = None) -> dict:
     """``evaluate`` uses the TOML's simulate phase; prints the table and where it was written."""
     from .evaluate import run_evaluation, table_text, verdict_text
 
-    result = run_evaluation(cfg, Reporter([ConsoleSink()]))
+    result = run_evaluation(cfg, Reporter([ConsoleSink(), *([started] if started else [])], TERMINATED))
     for problem, reference in result["references"].items():
         print(f"reference for {problem}: {reference}")
     print(table_text(result["rows"]))
@@ -103,7 +114,18 @@ def evaluate(cfg: Config) -> dict:
     return result
 
 
-def _terminate(_signum, _frame):
+TERMINATED = CancelToken()  # set by a SIGTERM that arrived inside an import; the run stops at its next check
+
+
+def _terminate(_signum, frame):
+    """SIGTERM: stop like Ctrl-C, at once; but an exception raised inside an import leaves that
+    module half made (a later import of it fails with a traceback, and torch prints its caches
+    at exit), so a SIGTERM there cancels the run instead, which stops at its next step."""
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            TERMINATED.cancel()
+            return
+        frame = frame.f_back
     raise Terminated
 
 
@@ -114,26 +136,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .sweep import main_from_args
 
         return main_from_args(args, PROG)
+    started = Started()
     try:
         shared, per_phase = _cli_values(args)
         configs = load_configs(args.mode, args.config, shared, per_phase)
         debug = any(c.debug for c in configs.values())
         logging.basicConfig(level=logging.DEBUG if debug else logging.INFO, format="%(message)s", stream=sys.stderr)
         if args.mode == "evaluate":
-            evaluate(configs["simulate"])
+            evaluate(configs["simulate"], started)
         else:
             with drawing.helper():  # report figures drawn in a second process, off the run's critical path
-                run(configs)
+                run(configs, started)
     except (InputError, NonFiniteStateError) as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         return 2
     except TrainingStalled as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         return 1
+    except OSError as err:  # the one boundary for the operating system's errors: permissions, disk full, ...
+        print(f"{PROG}: error: {os_error_line(err)}", file=sys.stderr)
+        return 1 if started.started else 2
     except Terminated:
         print(f"{PROG}: terminated", file=sys.stderr)
         return 143
     except (RunCancelled, KeyboardInterrupt):
+        if TERMINATED.cancelled:
+            print(f"{PROG}: terminated", file=sys.stderr)
+            return 143
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
     return 0

@@ -20,6 +20,8 @@ REPLAY_CAPACITY = 10_000  # accepted states a training run keeps for replay (her
 FRACTION = 0.8  # of the machine's memory a single run may plan to use
 PAIR_TEMPORARIES = 6  # (B, N, N, .) tensors alive at once in a force evaluation
 GB = 1e9
+PROCESS_BYTES = 0.4e9  # the interpreter with torch, numpy and the engine loaded, before a run allocates
+EVAL_CLUSTER = 12  # bodies of evaluate's largest problem, the cold cluster
 
 
 @dataclass(frozen=True)
@@ -66,14 +68,14 @@ def training_needs(cfg) -> list[Need]:
     ]
 
 
-def simulation_needs(cfg) -> list[Need]:
+def simulation_needs(cfg, ic_systems: int = 0) -> list[Need]:
     """The dominant allocations of a simulation: one force evaluation over every pair, and the
-    recorded trajectory when the run has a step limit (``steps``)."""
+    recorded trajectory when the run has a step limit (``steps``). ``ic_systems``: how many
+    systems its IC file holds (0: none; the sampled orbits of ``multi_orbit_sim`` come on top)."""
     item = 8 if cfg.dtype == "float64" else 4
-    systems = cfg.num_orbits if cfg.multi_orbit_sim else 1
+    systems = ic_systems + (cfg.num_orbits if cfg.multi_orbit_sim else 0) or 1
     N, D = cfg.num_particles, cfg.dim
-    needs = [Need("num_particles", systems * N * N * (2 * D + 4) * item * PAIR_TEMPORARIES,
-                  f"the forces between every pair of bodies of {systems} system(s)", "lower num_particles")]
+    needs = [_forces(systems, N, D, item)]
     if cfg.steps > 0:
         rows = cfg.steps // cfg.record_every + 2
         needs.append(Need("steps", rows * systems * (2 * N * D + 2 * D + 6) * item,
@@ -81,12 +83,42 @@ def simulation_needs(cfg) -> list[Need]:
     return needs
 
 
-def check_memory(cfg, phase: str, available: int | None = None) -> None:
-    """Refuse ``cfg`` for ``phase`` ('train' or 'simulate') when what it will allocate cannot fit."""
+def evaluation_needs(cfg, ic_systems: int = 0) -> list[Need]:
+    """The dominant allocation of ``evaluate``: one force evaluation over every pair of every
+    system of a problem, copied once per ``eval_eps`` value (the policies' knobs run as one
+    batch). The suite's largest problem is the cluster (EVAL_CLUSTER bodies) unless ``ic_path``
+    gives the systems."""
+    item = 8 if cfg.dtype == "float64" else 4
+    systems = (ic_systems or max(len(cfg.eval_e), 1)) * len(cfg.eval_eps)
+    N = cfg.num_particles if ic_systems else max(cfg.num_particles, EVAL_CLUSTER)
+    return [_forces(systems, N, cfg.dim, item)]
+
+
+def _forces(systems: int, N: int, D: int, item: int) -> Need:
+    return Need("num_particles", systems * N * N * (2 * D + 4) * item * PAIR_TEMPORARIES,
+                f"the forces between every pair of bodies of {systems} system(s)", "lower num_particles")
+
+
+def needs_of(cfg, phase: str, ic_systems: int = 0) -> list[Need]:
+    """The dominant allocations of ``phase`` ('train', 'simulate' or 'evaluate') for ``cfg``;
+    ``ic_systems`` is how many systems its IC file holds (0: none)."""
+    if phase == "train":
+        return training_needs(cfg)
+    return evaluation_needs(cfg, ic_systems) if phase == "evaluate" else simulation_needs(cfg, ic_systems)
+
+
+def estimated_bytes(cfg, phase: str, ic_systems: int = 0) -> float:
+    """The peak resident memory the estimate expects of a run of ``phase``: the interpreter with
+    torch loaded, plus :func:`needs_of` (bench/memory.py compares it with measured peaks)."""
+    return PROCESS_BYTES + sum(n.bytes for n in needs_of(cfg, phase, ic_systems))
+
+
+def check_memory(cfg, phase: str, ic_systems: int = 0, available: int | None = None) -> None:
+    """Refuse ``cfg`` for ``phase`` when what it will allocate cannot fit (see :func:`needs_of`)."""
     available = available_memory() if available is None else available
-    needs = training_needs(cfg) if phase == "train" else simulation_needs(cfg)
+    needs = needs_of(cfg, phase, ic_systems)
     biggest = max(needs, key=lambda n: n.bytes)
-    if sum(n.bytes for n in needs) > FRACTION * available:
+    if estimated_bytes(cfg, phase, ic_systems) > FRACTION * available:
         raise InputError(f"'{biggest.key}' = {getattr(cfg, biggest.key)} needs about {biggest.bytes / GB:.3g} GB of "
                          f"memory for {biggest.what}, more than this machine's {available / GB:.3g} GB allow; "
                          f"{biggest.fix}")

@@ -45,6 +45,8 @@ def _is_number(value: Any) -> bool:
 
 
 LARGEST = 1e150  # a number key's magnitude: the physics squares and cubes them, and float64 ends at 1.8e308
+SMALLEST = 2.0**-126  # a nonzero number key's magnitude: float32's smallest normal number (1.18e-38); below it
+# a value loses its digits in float32 or becomes 0 there (a dt of 1e-320 is 0 in the policy's tensor)
 
 
 def _finite(value: int | float) -> int | float:
@@ -52,6 +54,9 @@ def _finite(value: int | float) -> int | float:
         raise Refused(f"must be a finite number, not {value}")
     if abs(value) > LARGEST:
         raise Refused(f"must be at most {LARGEST:g} in magnitude (it is squared and cubed on the way), not {value:g}")
+    if value and abs(value) < SMALLEST:
+        raise Refused(f"must be 0 or at least {SMALLEST:.3g} in magnitude (the smallest normal float32 number; "
+                      f"smaller ones are 0 or lose their digits in float32), not {value:g}")
     return value
 
 
@@ -99,6 +104,10 @@ def _coerce_list(p, value):
 
 
 def _number_from_text(text: str) -> Any:
+    """An int or float from ASCII text; anything else stays text, for the key's type check to
+    refuse (Python's int() and float() also read other scripts' digits, '\u0661\u0662' as 12)."""
+    if not text.isascii():
+        return text
     for convert in (int, float):
         try:
             return convert(text)

@@ -20,10 +20,12 @@ import param
 import tomli_w
 
 from .errors import InputError
+from .files import CONFIG_MAX_BYTES, ic_shape, open_input
 from .keytypes import Refused, item_bounds, key_type
-from .schema import Config, KEYS, PATH_KEYS, SECTIONS, section_keys
+from .schema import Config, KEYS, PATH_KEYS, SECTIONS, LossBounds, Rollout, Training, section_keys
 
 PHASES = ("train", "simulate")
+TRAINING_SECTIONS = (Training, LossBounds, Rollout)  # keys only training reads: never in [simulate]
 _PARAM_MESSAGE_PREFIX = re.compile(r"^\w+ parameter '[^']*' ")
 
 
@@ -82,28 +84,36 @@ def parse_text(key: str, text: str | list[str]) -> Any:
 
 
 def read_toml(path: str | Path, what: str = "config file", flag: str = "--config") -> dict:
-    """Parse a TOML file; unreadable or malformed files raise InputError naming the file
-    (``what`` it is and the ``flag`` that named it)."""
+    """Parse a TOML file; unreadable, oversized or malformed files raise InputError naming the
+    file (``what`` it is and the ``flag`` that named it)."""
     path = Path(path)
+    with open_input(path, what, f"the path given to {flag}", CONFIG_MAX_BYTES) as fh:
+        raw = fh.read()
     try:
-        with path.open("rb") as fh:
-            return tomllib.load(fh)
-    except FileNotFoundError:
-        raise InputError(f"{what} '{path}' does not exist; check the path given to {flag}") from None
-    except OSError as err:
-        raise InputError(f"cannot read {what} '{path}': {err.strerror}") from None
-    except tomllib.TOMLDecodeError as err:
-        raise InputError(f"{what} '{path}' is not valid TOML: {err}") from None
+        text = raw.decode()
     except UnicodeDecodeError as err:
         raise InputError(f"{what} '{path}' is not UTF-8 text (byte {err.start}); save it as UTF-8") from None
+    return _parsed(text, f"{what} '{path}'")
 
 
 def parse_toml(text: str, source: str) -> dict:
-    """Parse TOML ``text`` (from ``source``, as messages name it); malformed text raises InputError."""
+    """Parse TOML ``text`` (from ``source``, as messages name it); oversized or malformed text
+    raises InputError."""
+    size = len(text.encode(errors="replace"))
+    if size > CONFIG_MAX_BYTES:
+        raise InputError(f"{source} is {size / 2**20:.3g} MiB of text, more than the {CONFIG_MAX_BYTES // 2**20} MiB "
+                         "a config may be; a config is a few kB")
+    return _parsed(text, source)
+
+
+def _parsed(text: str, source: str) -> dict:
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise InputError(f"{source} is not valid TOML: {err}") from None
+    except RecursionError:  # the reader recurses once per level of nesting
+        raise InputError(f"{source} nests arrays or tables too deeply to read; a config needs two levels at most"
+                         ) from None
 
 
 def split_layers(data: Mapping, source: str) -> dict[str, dict]:
@@ -114,12 +124,23 @@ def split_layers(data: Mapping, source: str) -> dict[str, dict]:
             if not isinstance(value, dict):
                 raise InputError(f"{source}: '{key}' must be a section [{key}], not a value")
             layers[key] = _checked_layer(value, f"[{key}] of {source}")
+            if key == "simulate":
+                _refuse_training_keys(value, f"[simulate] of {source}")
         elif isinstance(value, dict):
             raise InputError(f"{source}: unknown section [{key}]; the sections are [train] and [simulate]"
                              f"{_closest(key, PHASES)}")
         else:
             layers["top"].update(_checked_layer({key: value}, f"{source} (top level)"))
     return layers
+
+
+def _refuse_training_keys(values: Mapping, where: str) -> None:
+    """A training key in [simulate] does nothing (a simulation reads none of them): it is a
+    mistake, most likely a key meant for [train]."""
+    for key in values:
+        if KEYS[key] in TRAINING_SECTIONS:
+            raise InputError(f"{where}: '{key}' is a training key ({KEYS[key].title}), which a simulation does not "
+                             "read; move it to [train] or the top level")
 
 
 def _checked_layer(values: Mapping, where: str) -> dict:
@@ -240,12 +261,34 @@ def load_configs(mode: str, config: str | Path | Mapping | None = None, cli: Map
     if mode == "evaluate" and run_defaults and named and "model_path" not in given["simulate"]:
         given["simulate"]["model_path"] = _trained_checkpoint(given)
     configs = {ph: build_config(given[ph], explicit[ph], mode) for ph in phases}
-    if run_defaults and mode != "evaluate":
+    if run_defaults:
         from .budget import check_memory  # imports torch: only once every value has passed
 
         for ph, cfg in configs.items():
-            check_memory(cfg, ph)
+            check_memory(cfg, "evaluate" if mode == "evaluate" else ph)
     return configs
+
+
+def adopt_ic_file(cfg: Config, phase: str) -> None:
+    """Read the shape of the IC file ``cfg`` names (``ic_path``), before a run takes its lock:
+    the file decides the shape of the systems it holds, so ``num_particles`` and ``dim`` (and
+    for training, whose systems are the file's, ``num_orbits``) take its values, and config.toml
+    and the memory estimate tell the truth; a value the user set to something else is refused.
+    ``phase`` is 'train', 'simulate' or 'evaluate'; the memory estimate is checked again with the
+    file's systems."""
+    path = cfg.ic_path
+    if not path or (phase != "train" and cfg.use_train_ic):
+        return
+    from .budget import check_memory
+
+    systems, bodies, dim = ic_shape(path)
+    shape = {"num_orbits": systems, "num_particles": bodies, "dim": dim}
+    for key in ("num_orbits", "num_particles", "dim") if phase == "train" else ("num_particles", "dim"):
+        if key in cfg.given_keys and getattr(cfg, key) != shape[key]:
+            raise InputError(f"IC file '{path}' holds {systems} system(s) of {bodies} bodies in {dim}-D, but '{key}' "
+                             f"= {getattr(cfg, key)}; set {key} = {shape[key]}, or leave it out and the file sets it")
+        setattr(cfg, key, check_value(key, shape[key], f"IC file '{path}'"))
+    check_memory(cfg, phase, systems)
 
 
 def _apply_both_defaults(given: dict[str, dict]) -> None:
@@ -272,7 +315,9 @@ def config_values(cfg: Config) -> dict[str, Any]:
 def to_toml(configs: Mapping[str, Config], skip_defaults: bool = False) -> str:
     """TOML that :func:`load_configs` turns back into the same configs.
 
-    Keys equal in every phase go to the top level; the rest into ``[train]``/``[simulate]``.
+    Keys equal in every phase go to the top level; the rest into ``[train]``/``[simulate]``,
+    except the training keys, which [simulate] may not hold: a simulation's own values of them,
+    which it never reads, are left out.
     Keys whose value is None are left out (None is their default and TOML has no null), and
     with ``skip_defaults`` so is every key at its default in every phase.
     """
@@ -287,7 +332,8 @@ def to_toml(configs: Mapping[str, Config], skip_defaults: bool = False) -> str:
     shared = {k: v for k, v in values[phases[0]].items() if all(values[p].get(k, None) == v for p in phases)}
     doc: dict[str, Any] = dict(shared)
     for ph in phases:
-        own = {k: v for k, v in values[ph].items() if k not in shared}
+        own = {k: v for k, v in values[ph].items() if k not in shared
+               and not (ph == "simulate" and KEYS[k] in TRAINING_SECTIONS)}
         if own:
             doc[ph] = own
     return tomli_w.dumps(doc)

@@ -23,7 +23,7 @@ import time as wallclock
 import torch
 
 from ..config.errors import InputError, NonFiniteStateError
-from ..config.loading import Config
+from ..config.loading import Config, adopt_ic_file
 from ..events import Reporter, RunFinished, RunStarted
 from ..integrators.loop import StopRule, simulate
 from ..learning.network import LearnedDt
@@ -46,6 +46,7 @@ COST_STEPS = 64  # steps of one system that measure a policy's time per step
 def run_evaluation(cfg: Config, reporter: Reporter | None = None, data_dir=None) -> dict:
     """Run the comparison described in the module docstring; returns the rows, the verdicts,
     the reference used per problem and the paths written."""
+    adopt_ic_file(cfg, "evaluate")
     run = RunDirectory(cfg.save_name, data_dir)
     with run.lock():
         return _evaluate_into(run, cfg, reporter or Reporter())

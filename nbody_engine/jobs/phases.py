@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..config.errors import InputError
-from ..config.loading import Config, PHASES, check_multi_orbit, load_configs, to_toml
+from ..config.loading import Config, PHASES, adopt_ic_file, check_multi_orbit, load_configs, to_toml
 from ..events import Reporter, RunStarted
 from ..physics.runtime import resolve_seed
 from ..runs.directory import RunDirectory, write_text
@@ -23,10 +23,13 @@ def run_phases(configs: dict[str, Config], reporter: Reporter | None = None, dat
     Phases without a seed share one fresh seed. After training, a simulation whose
     ``model_path`` was not set explicitly uses the checkpoint training actually wrote last (the
     final one, or an earlier one if ``duration`` cut it short). A simulation that cannot start
-    is refused before training.
+    is refused before training, and IC files are read (their shapes adopted:
+    :func:`~nbody_engine.config.loading.adopt_ic_file`) before the run directory is locked.
     """
     if "simulate" in configs:
         check_multi_orbit(configs["simulate"])
+    for phase, cfg in configs.items():
+        adopt_ic_file(cfg, phase)  # inputs are read before the lock: a FIFO named as a file is refused, not waited on
     seed = next((c.seed for c in configs.values() if c.seed is not None), None)
     for cfg in configs.values():
         cfg.seed = cfg.seed if cfg.seed is not None else seed

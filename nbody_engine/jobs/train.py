@@ -66,7 +66,6 @@ def _train_into(run: RunDirectory, cfg: Config, reporter: Reporter | None) -> di
         _rewrite_metrics(run, trainer.metrics)
     elif run.metrics_path.exists():
         run.metrics_path.unlink()
-    reporter.emit(RunStarted("train", cfg.save_name, cfg.epochs, config_values(cfg)))
     return _train_loop(trainer, run, reporter)
 
 
@@ -79,7 +78,8 @@ def _train_loop(trainer: Trainer, run: RunDirectory, reporter: Reporter) -> dict
     start = wallclock.perf_counter()
     last_saved = None
     snapshot = trainer.snapshot() if trainer.epoch >= 0 else None
-    try:
+    try:  # from the start line on, a stop (SIGTERM included) ends with the cancel line
+        reporter.emit(RunStarted("train", cfg.save_name, cfg.epochs, config_values(cfg)))
         while trainer.epoch + 1 < cfg.epochs:
             metrics = trainer.run_epoch()
             snapshot = trainer.snapshot()

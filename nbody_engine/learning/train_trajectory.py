@@ -18,6 +18,7 @@ and ``angular_momentum`` (R, B) or (R, B, 3).
 
 from __future__ import annotations
 
+import os
 import secrets
 from pathlib import Path
 
@@ -25,6 +26,7 @@ import numpy as np
 import torch
 
 from ..config.errors import InputError
+from ..config.files import open_input
 
 STATE = ("time", "position", "energy", "angular_momentum")
 COLUMNS = ("epoch", "dt", *STATE)
@@ -125,17 +127,19 @@ class TrainTrajectory:
             raise _malformed(checkpoint)
         path = checkpoint.with_name(name)
         try:
-            records = np.fromfile(path, dtype=_record_dtype(fields), count=rows)
-            columns = {key: torch.from_numpy(records[key].copy()) for key in COLUMNS}
-        except FileNotFoundError:
-            raise InputError(f"checkpoint '{checkpoint}' continues its training trajectory in '{path}', which is "
-                             "missing; keep the files of a run's model directory together") from None
+            record = _record_dtype(fields)
         except (TypeError, ValueError):  # fields that are no record this tool writes
             raise _malformed(checkpoint) from None
-        if len(records) < rows:
-            raise InputError(f"'{path}' holds {len(records)} rows of the training trajectory where checkpoint "
-                             f"'{checkpoint}' needs {rows}; the file is cut short")
-        return cls(columns, file=name, saved=rows)
+        if not path.exists():
+            raise InputError(f"checkpoint '{checkpoint}' continues its training trajectory in '{path}', which is "
+                             "missing; keep the files of a run's model directory together")
+        with open_input(path, "training trajectory", f"checkpoint '{checkpoint}'") as fh:
+            held = os.fstat(fh.fileno()).st_size // max(record.itemsize, 1)
+            if held < rows:  # checked before reading: a checkpoint may claim 10^12 rows
+                raise InputError(f"'{path}' holds {held} rows of the training trajectory where checkpoint "
+                                 f"'{checkpoint}' needs {rows}; the file is cut short")
+            records = np.fromfile(fh, dtype=record, count=rows)
+        return cls({key: torch.from_numpy(records[key].copy()) for key in COLUMNS}, file=name, saved=rows)
 
 
 def _record_dtype(fields: list) -> np.dtype:

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from ..config.budget import REPLAY_CAPACITY
-from ..config.errors import TrainingStalled
+from ..config.errors import InputError, TrainingStalled
 from ..config.loading import Config, config_values
 from ..events import Reporter, StepAccepted, StepRejected, TrajectoryChunk
 from ..physics.gravity import Gravity, angular_momentum
@@ -254,18 +254,38 @@ class Trainer:
         return {**snapshot, "trajectory": self.trajectory.save(directory, snapshot["trajectory"])}
 
     def restore(self, ckpt) -> None:
-        """Continue from a loaded checkpoint (:class:`nbody_engine.runs.checkpoints.Checkpoint`)."""
-        data, device = ckpt.data, self.initial.position.device
+        """Continue from a loaded checkpoint (:class:`nbody_engine.runs.checkpoints.Checkpoint`);
+        a trainer state that is not what :meth:`snapshot` writes is an InputError naming the file."""
+        data = ckpt.data
         self.epoch = int(data["epoch"])
         load_weights(self.network, data["model"], ckpt.path)
-        self.optimizer.load_state_dict(data["optimizer"])
         self.metrics = list(data["metrics"])
         self.trajectory = TrainTrajectory.from_checkpoint(data.get("trajectory"), ckpt.path)
-        t = data["trainer"]
-        self.orbits.load_state_dict({k: v.to(device) for k, v in t["orbits"].items()})
-        self.buffer.load_state_dict({k: v.to(device) for k, v in t["buffer"].items()})
-        self.generator.set_state(t["generator"])
-        torch.set_rng_state(t["torch_rng"])
+        try:
+            self.optimizer.load_state_dict(data["optimizer"])
+            self._restore_trainer(data["trainer"])
+        except (KeyError, TypeError, AttributeError, ValueError, RuntimeError, IndexError):
+            raise InputError(f"checkpoint '{ckpt.path}' holds a trainer state (what resuming needs) that is not what "
+                             "this tool writes; resume from an earlier checkpoint, or train again without resume"
+                             ) from None
+
+    def _restore_trainer(self, t: dict) -> None:
+        """The orbits, replay buffer and random generators of a snapshot's ``trainer``; shapes that
+        differ from this run's raise ValueError before anything is changed."""
+        current = self.orbits.state_dict()
+        orbits, buffer = dict(t["orbits"]), dict(t["buffer"])
+        if set(orbits) != set(current) or any(tuple(orbits[k].shape) != tuple(v.shape) for k, v in current.items()):
+            raise ValueError("orbits")
+        if buffer and (set(buffer) != {"mass", "position", "velocity", "rows"}
+                       or tuple(buffer["position"].shape[1:]) != tuple(current["position"].shape[1:])
+                       or tuple(buffer["rows"].shape[1:]) != tuple(current["rows"].shape[1:])
+                       or len({len(v) for v in buffer.values()}) != 1):
+            raise ValueError("buffer")
+        generator, torch_rng = t["generator"].clone(), t["torch_rng"].clone()
+        self.generator.set_state(generator)
+        torch.set_rng_state(torch_rng)
+        self.orbits.load_state_dict({k: v.to(current[k]) for k, v in orbits.items()})
+        self.buffer.load_state_dict({k: v.to(self.initial.position) for k, v in buffer.items()})
         if t["cuda_rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(t["cuda_rng"])
 

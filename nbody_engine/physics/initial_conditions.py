@@ -7,13 +7,13 @@ or a stack of such blocks, shape (B, N, 1 + 2D), for a batch of systems in a ``.
 from __future__ import annotations
 
 import math
-import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..config.errors import InputError
+from ..config.files import read_ic_array
 from .gravity import State, centre_of_mass_frame
 
 
@@ -97,17 +97,11 @@ def kepler_family(num_orbits: int, e_range: tuple[float, float], a_range: tuple[
 
 
 def load_ic_file(path: str | Path, dim: int | None = None, dtype=torch.float64, device="cpu") -> State:
-    """Read an IC file: rows ``mass, x.., v..``; ``dim`` (if given) must match its columns."""
+    """Read an IC file (:func:`nbody_engine.config.files.read_ic_array`): rows ``mass, x.., v..``;
+    ``dim`` (if given) must match its columns."""
     path = Path(path)
-    table = _read_table(path)
-    if table.ndim == 2:
-        table = table[None]
-    if table.ndim != 3 or table.shape[1] < 2 or (table.shape[2] - 1) % 2 or table.shape[2] < 5:
-        raise InputError(f"IC file '{path}' has shape {table.shape}; expected one row per body (at least 2 bodies)"
-                         " with columns mass, x.., v.. (5 columns in 2D, 7 in 3D)")
+    table = read_ic_array(path)
     file_dim = (table.shape[2] - 1) // 2
-    if file_dim not in (2, 3):
-        raise InputError(f"IC file '{path}' has {table.shape[2]} columns: {file_dim}-D; only 2-D and 3-D are supported")
     if dim is not None and file_dim != dim:
         raise InputError(f"IC file '{path}' is {file_dim}-D but 'dim' is {dim}; set dim = {file_dim}")
     if not np.isfinite(table).all():
@@ -115,32 +109,6 @@ def load_ic_file(path: str | Path, dim: int | None = None, dtype=torch.float64, 
     if (table[..., 0] <= 0).any():
         raise InputError(f"IC file '{path}' has a non-positive mass in its first column")
     return make_state(table[..., 0], table[..., 1:1 + file_dim], table[..., 1 + file_dim:], dtype, device)
-
-
-def _read_table(path: Path) -> np.ndarray:
-    """The numbers of an IC file. Errors never quote the file's content: the file may be any file
-    the process can read, and the message may be shown to whoever named it (the dashboard)."""
-    if path.suffix not in (".npy", ".txt"):
-        raise InputError(f"IC file '{path}' must end in .npy or .txt")
-    if path.is_dir():
-        raise InputError(f"IC file '{path}' is a directory; give a .npy or .txt file")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # numpy warns about an empty file before returning nothing
-            if path.suffix == ".npy":
-                table = np.asarray(np.load(path, allow_pickle=False), dtype=np.float64)
-            else:
-                table = np.loadtxt(path, dtype=np.float64, ndmin=2)
-    except FileNotFoundError:
-        raise InputError(f"IC file '{path}' does not exist; check 'ic_path'") from None
-    except PermissionError:
-        raise InputError(f"IC file '{path}' cannot be read: permission denied") from None
-    except (ValueError, OSError, EOFError, TypeError):
-        kind = "a NumPy array of numbers (np.save)" if path.suffix == ".npy" else "a table of numbers"
-        raise InputError(f"IC file '{path}' is not {kind}; write one row per body: mass, x.., v..") from None
-    if table.size == 0:
-        raise InputError(f"IC file '{path}' holds no bodies; write one row per body: mass, x.., v..")
-    return table
 
 
 def save_ic_file(path: str | Path, state: State) -> None:

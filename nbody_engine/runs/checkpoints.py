@@ -13,11 +13,17 @@ Loading checks all of it before anything runs: the hash (a flipped byte is a cor
 a different model), the stored config through the schema like a TOML file's, and the training
 initial conditions; :func:`nbody_engine.runs.trained_policy.checked_network` then checks the weights against
 the config. Every problem is one line (an InputError) naming the file.
+
+The hash is unkeyed: it shows that a file was damaged, not that nobody changed it on purpose
+(whoever edits a checkpoint can write the new hash too). Opening one stays safe regardless,
+since weights-only loading never runs code from the file; checkpoints of format 1, which carry
+no hash, are refused.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import pickle
 import warnings
 import zipfile
@@ -33,8 +39,9 @@ from ..config.schema import Config, KEYS
 from ..physics.gravity import State
 from .directory import atomic_path
 
-FORMAT = 4  # 1 (before the content hash) is read without a hash to check; 2 kept the trajectory as rows,
+FORMAT = 4  # 1 (before the content hash) is refused; 2 kept the trajectory as rows,
 # 3 as columns; 4 keeps it in the run's trajectory file and records how many rows it covers
+HASHED = 2  # the first format with a content hash: checkpoints of format 1 cannot show damage
 REQUIRED = ("format", "epoch", "model", "config", "train_ic")
 # The keys a checkpoint must agree on with the config that uses it, declared once: what the network
 # is (a simulation reads them from the checkpoint, and one the user sets otherwise is an error), and
@@ -72,9 +79,14 @@ def _feed(digest, value: Any) -> None:
 
 
 def save_checkpoint(path: str | Path, payload: dict) -> Path:
+    """Write ``payload`` with the format and content hash, atomically. The file is serialized in
+    memory and written by Python, so that a full disk is an OSError naming the file (torch's own
+    writer reports it as a RuntimeError about positions in its zip stream)."""
     content = {"format": FORMAT, **payload}
+    serialized = io.BytesIO()
+    torch.save({**content, HASH_KEY: content_hash(content)}, serialized)
     with atomic_path(path) as tmp:
-        torch.save({**content, HASH_KEY: content_hash(content)}, tmp)
+        tmp.write_bytes(serialized.getbuffer())
     return Path(path)
 
 
@@ -108,22 +120,41 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> Checkpoint:
     if path.is_dir():
         raise InputError(f"checkpoint '{path}' is a directory; give a checkpoint file in it, such as "
                          f"'{path / 'model_epoch_0000.pt'}'")
-    if not path.is_file():
+    if not path.exists():
         raise InputError(f"checkpoint '{path}' does not exist; train first or fix 'model_path'")
+    if not path.is_file():  # a FIFO would block the read, a device never end
+        raise InputError(f"checkpoint '{path}' is not a regular file (a pipe, device or socket); fix 'model_path'")
     data = _read(path, map_location)
     if not isinstance(data, dict) or any(k not in data for k in REQUIRED):
         raise InputError(f"checkpoint '{path}' is not an nbody explorer checkpoint (missing keys)")
-    if data["format"] not in range(1, FORMAT + 1):
-        raise InputError(f"checkpoint '{path}' has format {data['format']!r}; this version reads formats 1 to "
-                         f"{FORMAT}")
-    if data["format"] >= 2:
-        stored = data.pop(HASH_KEY, None)
-        if stored != content_hash(data):
-            raise InputError(f"checkpoint '{path}' is damaged: its content does not match the hash written with it; "
-                             "restore a copy or train again")
+    if data["format"] not in range(HASHED, FORMAT + 1):
+        raise InputError(f"checkpoint '{path}' has format {data['format']!r}; this version reads the formats "
+                         f"{HASHED} to {FORMAT}, whose content hash shows a damaged file (format 1 has none): train "
+                         "again")
+    stored = data.pop(HASH_KEY, None)
+    if stored != content_hash(data):
+        raise InputError(f"checkpoint '{path}' is damaged: its content does not match the hash written with it; "
+                         "restore a copy or train again")
     data["config"] = _checked_config(path, data["config"])
+    _check_epoch(path, data["epoch"], data.get("metrics"), data["config"]["epochs"])
     _check_train_ic(path, data["train_ic"], data["config"]["dim"])
     return Checkpoint(path, data)
+
+
+def _check_epoch(path: Path, epoch: Any, metrics: Any, epochs: int) -> None:
+    """The epoch a checkpoint was written after: an integer in [0, epochs) with one line of
+    metrics per epoch up to it."""
+    if not (isinstance(epoch, int) and not isinstance(epoch, bool) and 0 <= epoch < epochs):
+        raise InputError(f"checkpoint '{path}' says it was written after epoch {_shown(epoch)}, which its training "
+                         f"of {epochs} epochs never reaches; the file is not a checkpoint this tool wrote")
+    if metrics is not None and not (isinstance(metrics, list) and len(metrics) == epoch + 1):
+        raise InputError(f"checkpoint '{path}' was written after epoch {epoch} but does not hold the metrics of "
+                         f"{epoch + 1} epochs; the file is not a checkpoint this tool wrote")
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _read(path: Path, map_location) -> Any:

@@ -31,6 +31,7 @@ from ..config.errors import InputError
 from ..config.loading import check_save_name
 
 DATA_DIR = Path("data")
+TEMPORARY = ".*.tmp"  # the names atomic_path gives its temporary files
 
 
 @contextmanager
@@ -46,6 +47,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     try:
         yield tmp
         os.replace(tmp, path)
+    except OSError as err:
+        if err.filename is None:  # a write into an open file (a full disk) names no file: name the target
+            raise OSError(err.errno, err.strerror, str(path)) from None
+        raise
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -103,7 +108,7 @@ class RunDirectory:
 
     def lock(self) -> DirectoryLock:
         """The lock a run holds while it writes this directory (``with run.lock(): ...``)."""
-        return DirectoryLock(self.root)
+        return RunLock(self.root)
 
     def checkpoints(self) -> list[Path]:
         """Checkpoints present, oldest epoch first."""
@@ -157,6 +162,18 @@ class DirectoryLock:
 
     def _acquire(self) -> None:
         self._created = [d for d in (self.directory, *self.directory.parents) if not d.exists()][::-1]
+        in_the_way = next((d for d in (*self.directory.parents, self.directory) if d.exists() and not d.is_dir()),
+                          None)
+        if in_the_way is not None:
+            raise InputError(f"'{in_the_way}' is a file where the {self.what} needs a folder; move it away, or "
+                             "choose another save_name or working directory")
+        try:
+            self._lock()
+        except BaseException:  # no permission, a read-only disk: leave no folder behind
+            self._remove_created()
+            raise
+
+    def _lock(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         for attempt in itertools.count():
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
@@ -168,7 +185,6 @@ class DirectoryLock:
                 if attempt < self.PROBE_RETRIES:  # a reader's lock_holder probe holds it for an instant
                     time.sleep(0.05)
                     continue
-                self._remove_created()
                 raise InputError(self._in_use(pid, "another process")) from None
             if _same_file(fd, self.path):  # not unlinked by a holder leaving meanwhile
                 break
@@ -197,6 +213,17 @@ class DirectoryLock:
         who = f"pid {pid}" if pid else holder
         return (f"'{self.shown}' is in use by another {self.what} ({who}); wait for it to end (then "
                 f"--resume continues a training), or choose another save_name")
+
+
+class RunLock(DirectoryLock):
+    """The lock of a run directory. Taking it also removes the temporary files that a run killed
+    while writing left there (``.model_epoch_0009.pt.<hex>.tmp``, :func:`atomic_path`): the
+    holder is the folder's only writer, so no other run is writing them."""
+
+    def _acquire(self) -> None:
+        super()._acquire()
+        for stale in self.directory.rglob(TEMPORARY):
+            stale.unlink(missing_ok=True)
 
 
 def lock_holder(directory: str | Path) -> int | None:

@@ -9,12 +9,12 @@ import signal
 import sys
 from pathlib import Path
 
-from ..config.errors import InputError
+from ..config.errors import InputError, RunCancelled, os_error_line
 from ..events import CancelToken
 from ..runs.directory import DATA_DIR
 from .cluster import SLURM_HINT, SlurmOptions
 from .execute import run_sweep
-from .plan import SWEEP_MODES, plan_sweep, sweep_root
+from .plan import MAX_POINTS, SWEEP_MODES, plan_sweep, sweep_root
 from .report import plot_metric, progress_line, table_text
 from .results import read_results
 
@@ -50,6 +50,8 @@ def add_sweep_parser(subparsers) -> None:
     sub.add_argument("--name", metavar="SWEEP_NAME", help="folder under data/ (default: the grid file's name)")
     sub.add_argument("--samples", metavar="K", type=_int_at_least(1),
                      help="run K random points of the grid instead of all of it")
+    sub.add_argument("--max-points", metavar="M", type=_int_at_least(1), default=MAX_POINTS,
+                     help=f"refuse a sweep of more runs than this (default {MAX_POINTS:,}); --samples draws fewer")
     sub.add_argument("--seed", metavar="S", type=_int_at_least(0), default=0,
                      help="seed of the --samples draws and every run's 'seed' where the base sets none (default 0)")
     sub.add_argument("--workers", metavar="N", type=_int_at_least(1),
@@ -123,8 +125,9 @@ def _check_args(args) -> None:
 
 
 def _run(args, cancel: CancelToken) -> dict:
+    print(f"planning the sweep of '{args.grid}' (Ctrl-C stops)", flush=True)
     plan = plan_sweep(args.config, args.grid, mode=args.sweep_mode, samples=args.samples, seed=args.seed,
-                      name=args.name)
+                      name=args.name, max_points=args.max_points, cancel=cancel)
     return run_sweep(plan, scheduler=args.scheduler, slurm=_slurm_options(args), workers=args.workers,
                      cancel=cancel, sink=lambda event: print(event.text, flush=True),
                      no_worker_limit=args.no_worker_limit)
@@ -151,7 +154,10 @@ def main_from_args(args, prog: str = "nbody-runner") -> int:
     except InputError as err:
         print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except OSError as err:  # the operating system's errors (permissions, disk full, a file in the way): one line
+        print(f"{prog}: error: {os_error_line(err)}", file=sys.stderr)
+        return 2
+    except (KeyboardInterrupt, RunCancelled):  # RunCancelled: Ctrl-C while the sweep was being planned
         doc = None
     finally:
         for s, handler in previous.items():

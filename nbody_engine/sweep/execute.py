@@ -111,9 +111,12 @@ class _Execution:
                 path.write_text(run.toml)
         write_results(self.plan, self.rows)
         token = uuid.uuid4().hex[:8]
-        self.futures = {client.submit(execute_run, str(self.plan.run_dir(run)), self.plan.mode, pure=False,
-                                      key=f"nbody-sweep-{self.plan.name}-{run.id}-{token}"): run
-                        for run in self.todo}
+        for run in self.todo:
+            if self.cancel.cancelled:  # Ctrl-C while submitting: _collect stops what was submitted
+                break
+            future = client.submit(execute_run, str(self.plan.run_dir(run)), self.plan.mode, pure=False,
+                                   key=f"nbody-sweep-{self.plan.name}-{run.id}-{token}")
+            self.futures[future] = run
 
     def _collect(self) -> str | None:
         from distributed import wait

@@ -19,12 +19,14 @@ import tomli_w
 from ..config.errors import InputError
 from ..config.loading import PHASES, check_save_name, load_configs, read_toml, split_layers
 from ..config.schema import Logging, PATH_KEYS
+from ..events import CancelToken
 from ..runs.directory import DATA_DIR
 from .grid import Axis, read_grid
 from .results import PROVENANCE, metric_columns
 from .sweep_plan import Run, SweepPlan
 
 SWEEP_MODES = ("both", "train", "simulate")
+MAX_POINTS = 1000  # runs a sweep plans at most unless told otherwise (--max-points)
 
 
 def run_id(mode: str, values: Mapping[str, Any]) -> str:
@@ -99,8 +101,13 @@ def sweep_root(name: str, data_dir: str | Path | None = None) -> Path:
 
 def plan_sweep(config: str | Path | Mapping | None, grid: str | Path | Mapping, *, mode: str = "both",
                samples: int | None = None, seed: int = 0, name: str | None = None,
-               data_dir: str | Path | None = None, cwd: str | Path | None = None) -> SweepPlan:
-    """Check everything and work out every run; writes nothing (raises InputError on bad input)."""
+               data_dir: str | Path | None = None, cwd: str | Path | None = None, max_points: int = MAX_POINTS,
+               cancel: CancelToken | None = None) -> SweepPlan:
+    """Check everything and work out every run; writes nothing (raises InputError on bad input).
+
+    The number of runs is known before any is worked out: more than ``max_points`` is refused
+    with the count (``samples`` draws fewer). ``cancel`` stops the planning between two runs
+    (RunCancelled)."""
     _check_options(mode, samples, seed)
     cwd = Path(cwd or os.getcwd()).resolve()
     base = _base_layers(config)
@@ -113,24 +120,36 @@ def plan_sweep(config: str | Path | Mapping | None, grid: str | Path | Mapping, 
     if (root / "config.toml").is_file():
         raise InputError(f"'{root}' is an ordinary run directory, not a sweep; choose another --name")
     total = math.prod(len(a.values) for a in axes)
+    _check_count(total, samples, max_points)
     if samples is None or samples >= total:
         indices: Sequence[int] = range(total)
     else:
         indices = sorted(random.Random(seed).sample(range(total), samples))
-    runs = _runs(base, axes, indices, mode, cwd, seed)
+    runs = _runs(base, axes, indices, mode, cwd, seed, cancel or CancelToken())
     columns = ["id", "status", *(a.column for a in axes), *metric_columns(mode),
                "wall_time_s", "attempts", "exit_code", "error", *PROVENANCE, "run_dir"]
     config_path = None if isinstance(config, Mapping) or config is None else str(Path(config).resolve())
     return SweepPlan(name, mode, root, config_path, axes, runs, total, samples, seed, columns)
 
 
+def _check_count(total: int, samples: int | None, max_points: int) -> None:
+    """A sweep runs at most ``max_points`` runs: the grid's ``total`` points, or ``samples`` of them."""
+    if samples is None and total > max_points:
+        raise InputError(f"the grid holds {total:,} points, more than the {max_points:,} a sweep runs at most; draw "
+                         "some of them with --samples K, or raise --max-points")
+    if samples is not None and min(samples, total) > max_points:
+        raise InputError(f"--samples {samples:,} asks for more than the {max_points:,} runs a sweep runs at most; "
+                         "lower --samples, or raise --max-points")
+
+
 def _runs(base: dict[str, dict], axes: Sequence[Axis], indices: Sequence[int], mode: str, cwd: Path,
-          seed: int) -> list[Run]:
+          seed: int, cancel: CancelToken) -> list[Run]:
     """Every run of the plan, each one's config checked by the runner's own loader."""
     runs = []
     with tempfile.TemporaryDirectory(prefix="nbody-sweep-") as tmp:
         check_path = Path(tmp) / "run.toml"
         for index in indices:
+            cancel.raise_if_cancelled()
             point = _point(axes, index)
             values = {a.column: v for a, v in zip(axes, point)}
             rid = run_id(mode, values)
