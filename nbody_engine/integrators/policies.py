@@ -13,6 +13,11 @@ centre of mass's velocity ``drift`` (B, D), or None where the policy has no such
 the integrator step the relative orbit (:mod:`nbody_engine.integrators.two_body`, about 3x the steps per
 second of one orbit). ``distance`` is ``|separation|`` (B, 1) softened by the simulation's
 gravity.
+Likewise ``pair_rule(frame)`` for systems of three or more bodies
+(:class:`~nbody_engine.integrators.pair_step.Frame`): a function ``rule(pairs) -> dt (B,)`` of
+the state and pair quantities of :class:`~nbody_engine.integrators.pair_step.Pairs`, or None; it
+lets the integrator take :mod:`nbody_engine.integrators.pair_step`'s step, which computes every
+pair quantity once per step.
 
 ``acc`` is the state's accelerations when the caller has them (the integrator always does), so
 a policy whose features need them does not evaluate the forces a second time.
@@ -67,6 +72,12 @@ class FixedDt(_Memoryless):
         dt = torch.as_tensor(self.value, dtype=total_mass.dtype, device=total_mass.device).reshape(-1, 1)
         dt = dt.expand_as(total_mass)
         return lambda separation, distance, relative_velocity, drift: dt
+
+    def pair_rule(self, frame):
+        """:meth:`dt` for :mod:`~nbody_engine.integrators.pair_step`'s path."""
+        mass = frame.mass
+        dt = torch.as_tensor(self.value, dtype=mass.dtype, device=mass.device).expand(frame.systems).contiguous()
+        return lambda pairs: dt
 
 
 def pairwise_timescale(state: State, softening: float = 0.0) -> torch.Tensor:
@@ -181,6 +192,14 @@ class AnalyticDt(_TimescaleDt):
 
     def dt(self, state: State, carry=None, acc=None) -> torch.Tensor:
         return self.eps * pairwise_timescale(state, self.softening)
+
+    def pair_rule(self, frame):
+        """:meth:`dt` for :mod:`~nbody_engine.integrators.pair_step`'s path, or None with a
+        softening of the policy's own."""
+        if self.softening**2 != frame.softening2:
+            return None
+        eps = torch.as_tensor(self.eps, dtype=frame.mass.dtype, device=frame.mass.device)
+        return lambda pairs: pairs.timescale().mul_(eps)
 
     def relative_rule(self, binaries):
         """:meth:`dt` for :mod:`~nbody_engine.integrators.two_body`'s path (see the module's docstring)."""

@@ -105,7 +105,7 @@ def relative_stepper(policy, gravity, mass: torch.Tensor, t_end: torch.Tensor | 
     count of steps taken and the rows (time, dt, position, velocity), each (len(keep), B, ...),
     of the steps ``keep`` (indices into the n; None if empty).
     """
-    rule = _rule_of(policy)
+    rule = rule_of(policy)
     if rule is None or not Binaries.cover(mass, gravity):
         return None
     binaries = Binaries(mass, gravity.softening)
@@ -302,10 +302,10 @@ def _times(k: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return k.view(-1, *([1] * (x.dim() - 1))) * x
 
 
-def _rule_of(policy):
-    """The policy's ``relative_rule``, unless a subclass redefined ``dt`` without it (its rule
-    would then say something else than its ``dt``)."""
-    def owner(name: str):
-        return next((k for k in type(policy).__mro__ if name in vars(k)), None)
-    rule_owner = owner("relative_rule")
-    return policy.relative_rule if rule_owner is not None and rule_owner is owner("dt") else None
+def rule_of(policy, name: str = "relative_rule"):
+    """The policy's method ``name`` (its ``relative_rule`` or ``pair_rule``), unless a subclass
+    redefined ``dt`` without it (its rule would then say something else than its ``dt``)."""
+    def owner(attribute: str):
+        return next((k for k in type(policy).__mro__ if attribute in vars(k)), None)
+    rule_owner = owner(name)
+    return getattr(policy, name) if rule_owner is not None and rule_owner is owner("dt") else None

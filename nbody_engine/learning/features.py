@@ -159,6 +159,50 @@ def binary_state_features(feature_type: str, binaries):
     return binary_basic_features(binaries)
 
 
+def pair_basic_features(frame):
+    """:func:`basic_features` of systems of three or more bodies from the pair quantities of the
+    fast step (:class:`~nbody_engine.integrators.pair_step.Pairs`), in the form of
+    :func:`binary_basic_features`: a function ``inputs(pairs) -> (B, 9)`` and the map
+    ``(offset (B, 11), mix (9, 11))`` of those inputs to the features, which
+    :meth:`~nbody_engine.learning.network.DtNetwork.frozen` folds into the network's first layer. Call
+    ``inputs`` after ``pairs.timescale()``, whose free-fall and collision times it reads.
+
+    The inputs are the logarithms of nine sums and extremes: the sum of the pair distances, the
+    least squared distance, the sums and largest of the bodies' squared speeds and squared
+    accelerations, and the least squared free-fall and collision times and their minimum. The
+    square roots, the means' divisions and the constant features (body count, total mass) are
+    factors and offsets of the map: the same numbers to rounding."""
+    mass, N, P = frame.mass, frame.bodies, frame.pairs
+    log_total = (sum_last(mass) + _TINY).log()
+    zero = torch.zeros_like(log_total)
+    offset = torch.stack([torch.full_like(log_total, math.log(N + _TINY)), log_total, zero - math.log(P), zero,
+                          zero - 0.5 * math.log(N), zero, zero - 0.5 * math.log(N), zero, zero, zero, zero], -1)
+    mix = mass.new_zeros(9, 11)
+    mix[0, 2] = 1.0  # mean pair distance
+    for row, feature in ((1, 3), (2, 4), (3, 6), (4, 5), (5, 7), (6, 8), (7, 9), (8, 10)):
+        mix[row, feature] = 0.5  # from squares
+    # what a column's sum or extreme adds to the features' 1e-30 before the logarithm
+    tiny = mass.new_tensor([P * _TINY, _TINY**2, N * _TINY**2, N * _TINY**2, _TINY**2, _TINY**2, _TINY**2,
+                            _TINY**2, _TINY**2]).unsqueeze(-1)
+    columns = mass.new_empty(9, frame.systems)
+    distance_sum, least_distance2, body_sums, body_largest, free_fall, collision, shortest = (
+        columns[0], columns[1], columns[2:4], columns[4:6], columns[6], columns[7], columns[8])
+    inputs = columns.t()
+
+    def inputs_of(pairs):
+        torch.sum(pairs.distance2 * pairs.inverse_distance, 0, out=distance_sum)
+        torch.amin(pairs.distance2, 0, out=least_distance2)
+        squares = (pairs.motion * pairs.motion).sum(2)  # (2, N, B): |v_i|^2 and |a_i|^2
+        torch.sum(squares, 1, out=body_sums)
+        torch.amax(squares, 1, out=body_largest)
+        torch.amin(pairs.free_fall2, 0, out=free_fall)
+        torch.amin(pairs.collision2, 0, out=collision)
+        torch.minimum(free_fall, collision, out=shortest)
+        columns.add_(tiny).log_()
+        return inputs
+    return inputs_of, (offset, mix)
+
+
 def change_features(before: State, acc_before: torch.Tensor, after: State, acc_after: torch.Tensor,
                     dt: torch.Tensor, softening: float = 0.0) -> torch.Tensor:
     """How much one step changed the system, dimensionless: (B, 7)."""

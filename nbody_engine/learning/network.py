@@ -33,7 +33,7 @@ from ..config.errors import InputError
 from ..config.feature_widths import input_width
 from ..integrators.policies import pairwise_timescale, two_body_times
 from ..physics.gravity import Gravity, State
-from .features import binary_state_features, empty_rows, history_row, push_row, state_features
+from .features import binary_state_features, empty_rows, pair_basic_features, history_row, push_row, state_features
 
 LONGEST, SHORTEST = 10.0, 0.01  # the range of the correction c
 ACTIVATIONS = {"tanh": (nn.Tanh, torch.tanh), "relu": (nn.ReLU, torch.relu), "gelu": (nn.GELU, F.gelu),
@@ -246,6 +246,26 @@ class LearnedDt:
             shortest, guard = two_body_times(distance, speed, inverse_total_mass)
             inputs = inputs_of(separation, distance, speed, shortest, relative_velocity, drift)
             return step(inputs, shortest.mul(guard).mul(eps))  # two_body_timescale's product
+        return rule
+
+    def pair_rule(self, frame):
+        """:meth:`dt` for :mod:`~nbody_engine.integrators.pair_step`'s path, or None with a history, features
+        other than ``basic`` (or ``delta_mag``, the same without history), or a softening of the
+        policy's own."""
+        if (self.history_len or self.network.training or self.feature_type not in ("basic", "delta_mag")
+                or self.gravity.softening**2 != frame.softening2):
+            return None
+        inputs_of, (offset, mix) = pair_basic_features(frame)
+        log_eta = self._log_eta(offset)
+        if log_eta is not None:  # one more feature, in the offset alone
+            offset, mix = torch.cat([offset, log_eta], -1), torch.cat([mix, mix.new_zeros(mix.shape[0], 1)], -1)
+        step = self.network.frozen((offset, mix))
+        eps = self.eta if self.network.conditioned else self.network.eps
+        eps = torch.as_tensor(eps, dtype=offset.dtype, device=offset.device).reshape(-1, 1)
+
+        def rule(pairs):
+            scaled_tau = pairs.timescale().unsqueeze(-1).mul_(eps)
+            return step(inputs_of(pairs), scaled_tau).squeeze(-1)
         return rule
 
     def _potential_if_needed(self, state: State) -> torch.Tensor | None:
