@@ -14,7 +14,7 @@ from nbody_engine.integrators.policies import AnalyticDt, ClassicDt, FixedDt, Ti
 from nbody_engine.physics.gravity import Gravity, PointMassField, total_energy
 from nbody_engine.physics.initial_conditions import make_state, random_system
 
-from test_two_body import GeneralStep, trained_looking
+from test_two_body import trained_looking
 
 F64 = torch.float64
 
@@ -41,6 +41,13 @@ def triples(dim: int = 3):
                                                                                      [-outer_v, 0, 0])
         rows.append((position[:, :dim], velocity[:, :dim]))
     return make_state(np.ones((2, 3)), [row[0] for row in rows], [row[1] for row in rows])
+
+
+class GeneralStep:
+    """``policy`` (its memory included) without its pair rule: the general step."""
+
+    def __init__(self, policy) -> None:
+        self.init, self.dt, self.update = policy.init, policy.dt, policy.update
 
 
 def assert_same_run(state, policy, gravity, stop, record_every=1, rtol=1e-9):
@@ -193,6 +200,25 @@ def test_a_learned_step_without_history_takes_the_path_and_runs_as_the_general_o
     assert traj.path == "pairs"
 
 
+@pytest.mark.parametrize("history_len", [1, 3])
+def test_a_learned_step_with_a_change_history_keeps_it_in_the_path(history_len):
+    """``delta_mag`` rows of how the state changed, pushed after each step and carried from one
+    block of steps to the next: the same dt as the general step's to float32 rounding."""
+    from nbody_engine.config.loading import build_config, config_values
+    from nbody_engine.learning.network import LearnedDt, build_network
+
+    torch.manual_seed(history_len)
+    net = build_network(config_values(build_config({"history_len": history_len, "hidden_dims": [16, 16]}))).eval()
+    width = net.input_shift.shape[0]
+    with torch.no_grad():
+        net.set_normalization(torch.randn(width), torch.rand(width) + 0.5)
+        net.mlp[-1].weight.normal_(0.0, 0.3)
+    policy = LearnedDt(net, "delta_mag", history_len, Gravity(0.01))
+    state = systems(5, 3, 3)
+    traj = assert_same_run(state, policy, Gravity(0.01), StopRule(max_steps=150), record_every=5, rtol=1e-5)
+    assert len(set(np.round(traj.dt[2:, 0] / traj.dt[1:-1, 0], 6))) > 1  # the history moves the step
+
+
 def test_a_conditioned_network_takes_its_eta_in_the_path_too():
     from nbody_engine.learning.network import LearnedDt
 
@@ -207,8 +233,8 @@ def test_learned_steps_the_path_cannot_express_take_the_general_step():
     from nbody_engine.learning.network import LearnedDt, build_network
 
     mass = triples().mass
-    with_history = build_network(config_values(build_config({"history_len": 2}))).eval()
-    assert pair_stepper(LearnedDt(with_history, "delta_mag", 2, Gravity()), Gravity(), mass, None) is None
+    basic_history = build_network(config_values(build_config({"history_len": 2, "feature_type": "basic"}))).eval()
+    assert pair_stepper(LearnedDt(basic_history, "basic", 2, Gravity()), Gravity(), mass, None) is None
     for feature_type in ("rich", "radial"):
         net = trained_looking(feature_type)
         assert pair_stepper(LearnedDt(net, feature_type, 0, Gravity()), Gravity(), mass, None) is None

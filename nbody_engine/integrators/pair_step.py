@@ -22,7 +22,10 @@ two paths step by step and after many steps).
 Simulation takes this path in eager runs of three or more bodies without an external field,
 under a policy with a ``pair_rule`` (fixed and analytic steps, a learned step without history on
 the ``basic`` or ``delta_mag`` features); the policy's ``pair_rule(frame)`` returns
-``rule(pairs) -> dt (B,)`` from a :class:`Pairs`, or None where it has no such form.
+``rule(pairs) -> dt (B,)`` from a :class:`Pairs`, or None where it has no such form. A rule with
+a memory (a learned step's history) also has ``resume(carry)`` (the policy's carry at the start
+of a block of steps), ``stepped(pairs, dt)`` (after each step) and ``carry(state, acc)`` (the
+policy's carry at the end of a block).
 """
 
 from __future__ import annotations
@@ -74,12 +77,6 @@ class Frame:
         return mass.shape[1] >= 3 and gravity.field is None
 
     @staticmethod
-    def layout(tensor: torch.Tensor) -> torch.Tensor:
-        """(B, N, D) -> a contiguous (N, D, B) copy (always a copy: ``contiguous()`` would return
-        the tensor itself when B = 1, and the step writes into it)."""
-        return tensor.permute(1, 2, 0).clone(memory_format=torch.contiguous_format)
-
-    @staticmethod
     def rows(tensor: torch.Tensor) -> torch.Tensor:
         """(N, D, B) -> a (B, N, D) copy."""
         return tensor.permute(2, 0, 1).clone()
@@ -90,8 +87,9 @@ class Pairs:
     computed once and shared by the forces, the time scale and a learned step's features; every
     array is allocated once and written in place.
 
-    ``x`` (N, D, B): positions; ``v``, ``acc`` (N, D, B): velocities and accelerations, the two
-    halves of ``motion`` (2, N, D, B); per pair (P, B): ``distance2`` ``|x_j - x_i|^2 + s^2``,
+    ``x``, ``v``, ``acc`` (N, D, B): positions, velocities and accelerations, the three parts of
+    ``phase`` (3, N, D, B), whose last two are ``motion`` (2, N, D, B); per pair (P, B):
+    ``distance2`` ``|x_j - x_i|^2 + s^2``,
     ``inverse_distance`` and ``cube`` (its powers -1/2 and -3/2) of the positions of the last
     :meth:`forces`; ``speed2`` ``|v_j - v_i|^2``, ``free_fall2`` ``r^3 / (m_i + m_j)`` and
     ``collision2`` ``r^2 / v^2`` of the state of the last :meth:`timescale`."""
@@ -99,11 +97,12 @@ class Pairs:
     def __init__(self, frame: Frame, state: State) -> None:
         P, B, N, D = frame.pairs, frame.systems, frame.bodies, state.dim
         self.frame = frame
-        self.x = frame.layout(state.position)
-        self.motion = self.x.new_empty(2, N, D, B)
-        self.v, self.acc = self.motion.unbind(0)
+        like = state.position
+        self.phase = like.new_empty(3, N, D, B)
+        self.x, self.v, self.acc = self.phase.unbind(0)
+        self.motion = self.phase[1:]
+        self.x.copy_(state.position.permute(1, 2, 0))
         self.v.copy_(state.velocity.permute(1, 2, 0))
-        like = self.x
         self.gathered, self.separation = like.new_empty(2, P, D, B).unbind(0)
         self.weighted = like.new_empty(2, P, D, B)
         (self.distance2, self.inverse_distance, self.cube, self.speed2, self.free_fall2, self.collision2,
@@ -187,11 +186,15 @@ def pair_stepper(policy, gravity, mass: torch.Tensor, t_end: torch.Tensor | None
     rule = pair_rule(frame)
     if rule is None:
         return None
+    # a rule with a memory (a learned step's history) takes the policy's carry in and gives it back
+    resume, stepped, carry_of = (getattr(rule, name, None) for name in ("resume", "stepped", "carry"))
 
     def steps_of(state: State, acc: torch.Tensor, carry, steps: torch.Tensor, n: int, keep: tuple[int, ...],
                  out: None = None):
         pairs = Pairs(frame, state)
         x, v, a = pairs.x, pairs.v, pairs.acc
+        if resume is not None:
+            resume(carry)
         dts = state.time.new_empty(n, frame.systems)
         t = state.time.clone()
         kept, rows = set(keep or ()), []
@@ -205,6 +208,8 @@ def pair_stepper(policy, gravity, mass: torch.Tensor, t_end: torch.Tensor | None
             x.addcmul_(dt, v)
             pairs.forces()
             v.addcmul_(dt, a, value=0.5)
+            if stepped is not None:
+                stepped(pairs, dt)
             if k in kept:
                 rows.append((t.clone() if t_end is not None else None, frame.rows(x), frame.rows(v)))
         index = torch.tensor(keep or (), dtype=torch.long, device=dts.device)
@@ -214,10 +219,12 @@ def pair_stepper(policy, gravity, mass: torch.Tensor, t_end: torch.Tensor | None
         else:
             steps = steps + (dts > 0).sum(0)
             times = torch.stack([row[0] for row in rows]) if rows else None
-        moved = State(state.mass, frame.rows(x), frame.rows(v), t)
+        moved, acc = State(state.mass, frame.rows(x), frame.rows(v), t), frame.rows(a)
+        if carry_of is not None:
+            carry = carry_of(moved, acc)
         if not rows:
-            return moved, frame.rows(a), carry, steps, None
-        return (moved, frame.rows(a), carry, steps, (times, dts.index_select(0, index),
+            return moved, acc, carry, steps, None
+        return (moved, acc, carry, steps, (times, dts.index_select(0, index),
                                                      torch.stack([row[1] for row in rows]),
                                                      torch.stack([row[2] for row in rows])))
     return steps_of

@@ -25,7 +25,7 @@ import math
 
 import torch
 
-from ..config.feature_widths import row_width
+from ..config.feature_widths import DELTA_WIDTH, row_width
 from ..physics.gravity import State, squared_halves, sum_last, tightest_pair, upper_pair_differences, upper_pairs
 
 _TINY = 1e-30
@@ -159,48 +159,80 @@ def binary_state_features(feature_type: str, binaries):
     return binary_basic_features(binaries)
 
 
-def pair_basic_features(frame):
-    """:func:`basic_features` of systems of three or more bodies from the pair quantities of the
+class PairFeatures:
+    """:func:`basic_features` of systems of three or more bodies, and with ``history_len`` H > 0
+    the ``delta_mag`` history rows of :func:`change_features`, from the pair quantities of the
     fast step (:class:`~nbody_engine.integrators.pair_step.Pairs`), in the form of
-    :func:`binary_basic_features`: a function ``inputs(pairs) -> (B, 9)`` and the map
-    ``(offset (B, 11), mix (9, 11))`` of those inputs to the features, which
-    :meth:`~nbody_engine.learning.network.DtNetwork.frozen` folds into the network's first layer. Call
-    ``inputs`` after ``pairs.timescale()``, whose free-fall and collision times it reads.
+    :func:`binary_basic_features`: network inputs (B, 9 + 7 H) and the map ``(offset (B, F),
+    mix (9 + 7 H, F))`` (F = 11 + 7 H) of those inputs to the features, which
+    :meth:`~nbody_engine.learning.network.DtNetwork.frozen` folds into the network's first layer.
 
     The inputs are the logarithms of nine sums and extremes: the sum of the pair distances, the
-    least squared distance, the sums and largest of the bodies' squared speeds and squared
-    accelerations, and the least squared free-fall and collision times and their minimum. The
-    square roots, the means' divisions and the constant features (body count, total mass) are
-    factors and offsets of the map: the same numbers to rounding."""
-    mass, N, P = frame.mass, frame.bodies, frame.pairs
-    log_total = (sum_last(mass) + _TINY).log()
-    zero = torch.zeros_like(log_total)
-    offset = torch.stack([torch.full_like(log_total, math.log(N + _TINY)), log_total, zero - math.log(P), zero,
-                          zero - 0.5 * math.log(N), zero, zero - 0.5 * math.log(N), zero, zero, zero, zero], -1)
-    mix = mass.new_zeros(9, 11)
-    mix[0, 2] = 1.0  # mean pair distance
-    for row, feature in ((1, 3), (2, 4), (3, 6), (4, 5), (5, 7), (6, 8), (7, 9), (8, 10)):
-        mix[row, feature] = 0.5  # from squares
-    # what a column's sum or extreme adds to the features' 1e-30 before the logarithm
-    tiny = mass.new_tensor([P * _TINY, _TINY**2, N * _TINY**2, N * _TINY**2, _TINY**2, _TINY**2, _TINY**2,
-                            _TINY**2, _TINY**2]).unsqueeze(-1)
-    columns = mass.new_empty(9, frame.systems)
-    distance_sum, least_distance2, body_sums, body_largest, free_fall, collision, shortest = (
-        columns[0], columns[1], columns[2:4], columns[4:6], columns[6], columns[7], columns[8])
-    inputs = columns.t()
+    least squared distance, the sums of the bodies' squared speeds and squared accelerations and
+    their largest, the least squared free-fall and collision times and their minimum; then the
+    history rows as they are. The square roots, the means' divisions and the constant features
+    (body count, total mass) are factors and offsets of the map: the same numbers to rounding.
+    Call :meth:`measure` after ``pairs.timescale()``, whose free-fall and collision times it
+    reads, and :meth:`push_change` after each step."""
 
-    def inputs_of(pairs):
-        torch.sum(pairs.distance2 * pairs.inverse_distance, 0, out=distance_sum)
-        torch.amin(pairs.distance2, 0, out=least_distance2)
+    def __init__(self, frame, history_len: int = 0) -> None:
+        mass, N, P, B = frame.mass, frame.bodies, frame.pairs, frame.systems
+        self.history_len = H = history_len
+        log_total = (sum_last(mass) + _TINY).log()
+        zero = torch.zeros_like(log_total)
+        basic = torch.stack([torch.full_like(log_total, math.log(N + _TINY)), log_total, zero - math.log(P), zero,
+                             zero - 0.5 * math.log(N), zero, zero - 0.5 * math.log(N), zero, zero, zero, zero], -1)
+        self.offset = torch.cat([basic, mass.new_zeros(B, DELTA_WIDTH * H)], -1)
+        self.mix = mass.new_zeros(9 + DELTA_WIDTH * H, 11 + DELTA_WIDTH * H)
+        self.mix[0, 2] = 1.0  # mean pair distance
+        for row, feature in ((1, 3), (2, 4), (3, 6), (4, 5), (5, 7), (6, 8), (7, 9), (8, 10)):
+            self.mix[row, feature] = 0.5  # from squares
+        self.mix[9:, 11:] = torch.eye(DELTA_WIDTH * H, dtype=mass.dtype, device=mass.device)
+        # what a column's sum or extreme adds to the features' 1e-30 before the logarithm
+        self.tiny = mass.new_tensor([P * _TINY, _TINY**2, N * _TINY**2, N * _TINY**2, _TINY**2, _TINY**2, _TINY**2,
+                                     _TINY**2, _TINY**2]).unsqueeze(-1)
+        self.raw = mass.new_empty(9, B)
+        self.columns = mass.new_zeros(9 + DELTA_WIDTH * H, B)  # the inputs, one row per input
+        self.inputs = self.columns.t()
+        self.history = self.columns[9:].view(H, DELTA_WIDTH, B)  # newest row first
+        self.scale_factors = mass.new_tensor([1.0, 1.0 / N, 1.0 / N]).unsqueeze(-1)  # r_min^2, v_rms^2, a_rms^2
+
+    def measure(self, pairs) -> torch.Tensor:
+        """The inputs (B, 9 + 7 H) of the state of ``pairs``."""
+        raw = self.raw
+        torch.sum(pairs.distance2 * pairs.inverse_distance, 0, out=raw[0])
+        torch.amin(pairs.distance2, 0, out=raw[1])
         squares = (pairs.motion * pairs.motion).sum(2)  # (2, N, B): |v_i|^2 and |a_i|^2
-        torch.sum(squares, 1, out=body_sums)
-        torch.amax(squares, 1, out=body_largest)
-        torch.amin(pairs.free_fall2, 0, out=free_fall)
-        torch.amin(pairs.collision2, 0, out=collision)
-        torch.minimum(free_fall, collision, out=shortest)
-        columns.add_(tiny).log_()
-        return inputs
-    return inputs_of, (offset, mix)
+        torch.sum(squares, 1, out=raw[2:4])
+        torch.amax(squares, 1, out=raw[4:6])
+        torch.amin(pairs.free_fall2, 0, out=raw[6])
+        torch.amin(pairs.collision2, 0, out=raw[7])
+        torch.minimum(raw[6], raw[7], out=raw[8])
+        torch.add(raw, self.tiny, out=self.columns[:9]).log_()
+        if self.history_len:
+            self.before = pairs.phase.clone()  # the state the coming step starts from
+        return self.inputs
+
+    def resume(self, rows: torch.Tensor) -> None:
+        """Start from the history ``rows`` (B, H, 7) of a :class:`~nbody_engine.learning.network.LearnedCarry`."""
+        self.history.copy_(rows.permute(1, 2, 0))
+
+    def rows(self) -> torch.Tensor:
+        """The history, (B, H, 7)."""
+        return self.history.permute(2, 0, 1).clone()
+
+    def push_change(self, pairs, dt: torch.Tensor) -> None:
+        """Put :func:`change_features` of the step of ``dt`` (B,) that led from the state of the
+        last :meth:`measure` to the state of ``pairs`` in front of the history."""
+        changes = pairs.phase.sub(self.before)  # (3, N, D, B): of positions, velocities, accelerations
+        scales = torch.mul(self.raw[1:4], self.scale_factors).sqrt_().clamp_min_(_TINY)  # r_min, v_rms, a_rms
+        magnitudes = changes.mul_(changes).sum(2).sqrt_().div_(scales.unsqueeze(1))  # (3, N, B)
+        for older in range(self.history_len - 1, 0, -1):
+            self.history[older].copy_(self.history[older - 1])
+        newest = self.history[0]
+        newest[:6].view(3, 2, -1)[:, 0] = magnitudes.mean(1)
+        newest[:6].view(3, 2, -1)[:, 1] = magnitudes.amax(1)
+        torch.div(dt, self.raw[8].sqrt().clamp_min_(_TINY), out=newest[6])
 
 
 def change_features(before: State, acc_before: torch.Tensor, after: State, acc_after: torch.Tensor,
