@@ -11,9 +11,13 @@ record_every=100)`` call, float64, eager, on random systems of N equal-mass bodi
 
 ``--paths`` picks our steps: ``fast`` (the default eager path, :mod:`nbody_engine.integrators.pair_step`
 for N >= 3), ``general`` (the general step it replaces, ``leapfrog_step`` with the policy's ``dt``,
-eight steps a call) and ``learned`` (the learned step on the fast path, an untrained [64, 64]
-network). Each figure is the median of ``--repeats`` timed runs after a warm-up, the paths and
-REBOUND alternated within each repeat, so their ratios come from the same minutes of the machine.
+eight steps a call: the step before issue 32), ``learned`` (the learned step on the fast path, an
+untrained [64, 64] network on the basic features) and ``learned-history`` (the same network on
+the ``delta_mag`` features with a two-step history, as ``configs/kepler.toml`` trains it).
+REBOUND's time per system-step is its time on the first 16 systems of a case (one simulation
+each: a C step's cost does not depend on the batch). Each figure is the median of ``--repeats``
+timed runs after a warm-up, the paths and REBOUND alternated within each repeat, so their ratios
+come from the same minutes of the machine.
 
     python bench/nbody_step.py                       # all cases, all paths (~2 min)
     python bench/nbody_step.py --cases n3-256 --paths fast general
@@ -35,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from _common import REPO, machine, machine_note, markdown_table, median, write_results
 
 CASES = {"n3-1": (3, 1), "n3-256": (3, 256), "n32-64": (32, 64)}
-PATHS = ("fast", "general", "learned")
+PATHS = ("fast", "general", "learned", "learned-history")
 EPS, RECORD_EVERY, DIM = 0.02, 100, 3
 
 
@@ -53,7 +57,7 @@ def ours(state, path: str, steps: int) -> float:
     from nbody_engine.integrators.loop import StopRule, simulate
     from nbody_engine.physics.gravity import Gravity
 
-    policy = learned_policy() if path == "learned" else analytic_policy()
+    policy = {"learned": learned_policy, "learned-history": history_policy}.get(path, analytic_policy)()
     general = pair_step.pair_stepper
     if path == "general":
         pair_step.pair_stepper = lambda *args: None
@@ -77,6 +81,15 @@ def learned_policy():
 
     network = DtNetwork(11, [64, 64], eps=EPS).eval()
     return LearnedDt(network, "basic", 0, Gravity())
+
+
+def history_policy():
+    """configs/kepler.toml's kind of network: [64, 64] on the delta_mag features with a two-step history."""
+    from nbody_engine.learning.network import DtNetwork, LearnedDt
+    from nbody_engine.physics.gravity import Gravity
+
+    network = DtNetwork(11 + 2 * 7, [64, 64], eps=EPS).eval()
+    return LearnedDt(network, "delta_mag", 2, Gravity())
 
 
 def rebound(state, steps: int, systems: int) -> float:
@@ -115,11 +128,13 @@ def measure(case: str, paths: list[str], repeats: int, seconds: float) -> dict:
 def table(results: list[dict]) -> str:
     rows = []
     for r in results:
-        ref = r["median_s_per_system_step"]["rebound"]
-        for path, value in r["median_s_per_system_step"].items():
-            rows.append([r["case"], r["bodies"], r["systems"], path, f"{1e6 * value:.3g}",
-                         "1" if path == "rebound" else f"{value / ref:.2f}"])
-    return markdown_table(["case", "N", "systems", "step", "us per system-step", "/ REBOUND"], rows)
+        times = r["median_s_per_system_step"]
+        ref, analytic = times["rebound"], times.get("fast")
+        for path, value in times.items():
+            rows.append([r["case"], r["bodies"], r["systems"], path, f"{1e6 * value:.3g}", f"{value / ref:.2f}",
+                         f"{value / analytic:.2f}" if analytic and path != "rebound" else "-"])
+    return markdown_table(["case", "N", "systems", "step", "us per system-step", "/ REBOUND", "/ fast analytic"],
+                          rows)
 
 
 def main() -> int:
