@@ -106,7 +106,8 @@ class Pairs:
         self.gathered, self.separation = like.new_empty(2, P, D, B).unbind(0)
         self.weighted = like.new_empty(2, P, D, B)
         (self.distance2, self.inverse_distance, self.cube, self.speed2, self.free_fall2, self.collision2,
-         self.shortest) = like.new_empty(7, P, B).unbind(0)
+         self.shortest, self.guard, self.weighed, self.distance) = like.new_empty(10, P, B).unbind(0)
+        self.motion_squares = like.new_empty(2, N, D, B)  # for a learned step's features
         # m_i m_j |v_j - v_i|^2 / 2M and m_i m_j / r, whose sums over the pairs are T and -W
         self.terms = like.new_empty(2, P, B)
         self.kinetic_terms, self.binding = self.terms.unbind(0)
@@ -169,8 +170,9 @@ class Pairs:
         shortest = torch.minimum(self.free_fall2, self.collision2, out=self.shortest)
         # min over pairs of t g^(2/3), t = shortest^2 and g the guard, is the cube of min t^(3/2) g;
         # t^(3/2) as t^2 / sqrt(t): a reciprocal square root costs half a square root here
-        guard = torch.div(scale, binding).clamp_(max=1.0)
-        return shortest.rsqrt().mul_(shortest).mul_(shortest).mul_(guard).amin(0).pow_(1.0 / 3.0)
+        guard = torch.div(scale, binding, out=self.guard).clamp_(max=1.0)
+        weighed = torch.rsqrt(shortest, out=self.weighed).mul_(shortest).mul_(shortest).mul_(guard)
+        return weighed.amin(0).pow_(1.0 / 3.0)
 
 
 def pair_stepper(policy, gravity, mass: torch.Tensor, t_end: torch.Tensor | None):

@@ -196,21 +196,31 @@ class PairFeatures:
         self.inputs = self.columns.t()
         self.history = self.columns[9:].view(H, DELTA_WIDTH, B)  # newest row first
         self.scale_factors = mass.new_tensor([1.0, 1.0 / N, 1.0 / N]).unsqueeze(-1)  # r_min^2, v_rms^2, a_rms^2
+        self.before = None
+        # views made once: making one costs about as much as an operation on these small arrays
+        raw = self.raw
+        self.distance_sum, self.least_distance2, self.body_sums, self.body_largest = raw[0], raw[1], raw[2:4], raw[4:6]
+        self.free_fall, self.collision, self.shortest, self.squared_scales = raw[6], raw[7], raw[8], raw[1:4]
+        self.logs = self.columns[:9]
+        if H:
+            self.older_rows, self.newer_rows = self.history[1:], self.history[:-1]
+            newest = self.history[0]
+            self.means, self.largest = newest[:6].view(3, 2, B).unbind(1)  # (3, B) each: of |dx|, |dv|, |da|
+            self.step_ratio = newest[6]
 
     def measure(self, pairs) -> torch.Tensor:
         """The inputs (B, 9 + 7 H) of the state of ``pairs``."""
-        raw = self.raw
-        torch.sum(pairs.distance2 * pairs.inverse_distance, 0, out=raw[0])
-        torch.amin(pairs.distance2, 0, out=raw[1])
-        squares = (pairs.motion * pairs.motion).sum(2)  # (2, N, B): |v_i|^2 and |a_i|^2
-        torch.sum(squares, 1, out=raw[2:4])
-        torch.amax(squares, 1, out=raw[4:6])
-        torch.amin(pairs.free_fall2, 0, out=raw[6])
-        torch.amin(pairs.collision2, 0, out=raw[7])
-        torch.minimum(raw[6], raw[7], out=raw[8])
-        torch.add(raw, self.tiny, out=self.columns[:9]).log_()
-        if self.history_len:
-            self.before = pairs.phase.clone()  # the state the coming step starts from
+        torch.sum(torch.mul(pairs.distance2, pairs.inverse_distance, out=pairs.distance), 0, out=self.distance_sum)
+        torch.amin(pairs.distance2, 0, out=self.least_distance2)
+        squares = torch.mul(pairs.motion, pairs.motion, out=pairs.motion_squares).sum(2)  # (2, N, B): |v_i|^2, |a_i|^2
+        torch.sum(squares, 1, out=self.body_sums)
+        torch.amax(squares, 1, out=self.body_largest)
+        torch.amin(pairs.free_fall2, 0, out=self.free_fall)
+        torch.amin(pairs.collision2, 0, out=self.collision)
+        torch.minimum(self.free_fall, self.collision, out=self.shortest)
+        torch.add(self.raw, self.tiny, out=self.logs).log_()
+        if self.history_len:  # the state the coming step starts from
+            self.before = pairs.phase.clone() if self.before is None else self.before.copy_(pairs.phase)
         return self.inputs
 
     def resume(self, rows: torch.Tensor) -> None:
@@ -225,14 +235,13 @@ class PairFeatures:
         """Put :func:`change_features` of the step of ``dt`` (B,) that led from the state of the
         last :meth:`measure` to the state of ``pairs`` in front of the history."""
         changes = pairs.phase.sub(self.before)  # (3, N, D, B): of positions, velocities, accelerations
-        scales = torch.mul(self.raw[1:4], self.scale_factors).sqrt_().clamp_min_(_TINY)  # r_min, v_rms, a_rms
+        scales = torch.mul(self.squared_scales, self.scale_factors).sqrt_().clamp_min_(_TINY)  # r_min, v_rms, a_rms
         magnitudes = changes.mul_(changes).sum(2).sqrt_().div_(scales.unsqueeze(1))  # (3, N, B)
-        for older in range(self.history_len - 1, 0, -1):
-            self.history[older].copy_(self.history[older - 1])
-        newest = self.history[0]
-        newest[:6].view(3, 2, -1)[:, 0] = magnitudes.mean(1)
-        newest[:6].view(3, 2, -1)[:, 1] = magnitudes.amax(1)
-        torch.div(dt, self.raw[8].sqrt().clamp_min_(_TINY), out=newest[6])
+        if self.history_len > 1:
+            self.older_rows.copy_(self.newer_rows.clone())  # they overlap
+        torch.mean(magnitudes, 1, out=self.means)
+        torch.amax(magnitudes, 1, out=self.largest)
+        torch.div(dt, self.shortest.sqrt().clamp_min_(_TINY), out=self.step_ratio)
 
 
 def change_features(before: State, acc_before: torch.Tensor, after: State, acc_after: torch.Tensor,
