@@ -21,6 +21,12 @@ come from the same minutes of the machine.
 
     python bench/nbody_step.py                       # all cases, all paths (~2 min)
     python bench/nbody_step.py --cases n3-256 --paths fast general
+    python bench/nbody_step.py --first-use           # compile = true on one N = 3 system, twice
+
+``--first-use`` runs two fresh processes one after the other with one TorchInductor cache
+directory: the first call of ``simulate(..., compile=True)`` (64 steps) in each is the cold
+compile, then the first use with a warm cache; each process also times 20,000 compiled and
+20,000 eager steps.
 
 Prints a markdown table and writes bench/results/nbody_step.json.
 """
@@ -108,6 +114,26 @@ def rebound(state, steps: int, systems: int) -> float:
     return total / (steps * systems)
 
 
+def first_use() -> str:
+    """One fresh process's figures of ``compile = true`` on one three-body system (see the module's docstring)."""
+    import torch
+
+    from nbody_engine.integrators.loop import StopRule, simulate
+    from nbody_engine.physics.gravity import Gravity
+
+    state, policy, gravity = systems(3, 1), analytic_policy(), Gravity()
+    start = time.perf_counter()
+    simulate(state, policy, gravity, StopRule(max_steps=64), compile=True, record_every=RECORD_EVERY)
+    first = time.perf_counter() - start
+    rates = {}
+    for compile in (True, False):
+        start = time.perf_counter()
+        simulate(state, policy, gravity, StopRule(max_steps=20_000), compile=compile, record_every=RECORD_EVERY)
+        rates[compile] = 1e6 * (time.perf_counter() - start) / 20_000
+    return (f"first compiled call (64 steps) {first:.2f} s; compiled {rates[True]:.1f} us/step; eager "
+            f"{rates[False]:.1f} us/step (torch {torch.__version__})")
+
+
 def measure(case: str, paths: list[str], repeats: int, seconds: float) -> dict:
     bodies, count = CASES[case]
     state = systems(bodies, count)
@@ -143,11 +169,26 @@ def main() -> int:
     p.add_argument("--paths", nargs="+", choices=PATHS, default=list(PATHS))
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--seconds", type=float, default=0.5, help="target duration of one timed run")
+    p.add_argument("--first-use", action="store_true", help="compile = true's first use, cold and warm cache")
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     os.environ.pop("OMP_NUM_THREADS", None)
     import torch
 
     torch.set_num_threads(1)  # the engine's default (runtime.torch_setup)
+    if args.worker:
+        print(first_use())
+        return 0
+    if args.first_use:
+        import subprocess
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="nbody-bench-inductor-") as cache:
+            for label in ("cold cache", "warm cache"):
+                proc = subprocess.run([sys.executable, __file__, "--worker"], capture_output=True, text=True,
+                                      env={**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache}, check=True)
+                print(f"{label}: {proc.stdout.strip()}", flush=True)
+        return 0
     info = machine()
     print(machine_note(info), flush=True)
     results = []
