@@ -3,13 +3,14 @@
 The general step (:func:`~nbody_engine.integrators.leapfrog.leapfrog_step` with a policy's ``dt``) builds
 the (B, N, N, D) matrix of separations twice a step, once for the forces and once for the time
 scale, each in a few dozen small torch operations. Here the state lives in a layout of its own,
-bodies in the middle and systems last, ``x (N, D, B)``, and every pair quantity is a row of
-``(P, B)`` for the P = N (N - 1) / 2 pairs i < j: contiguous rows of B systems, so each
-operation is one vectorized pass over the batch, and the forces on the two bodies of a pair come
-from the same row (one ``index_add_`` adds them to the bodies). The squared separations and
-inverse distances of the forces are kept for the next step's time scale (which the positions
-reached by the drift decide) and for the potential energy; the step's arrays are allocated once
-per call and written in place (``out=``), so a block of steps allocates nothing per pair.
+bodies first and systems last, ``x (N, D, B)``, and every pair quantity is a row of ``(P, B)``
+for the P = N (N - 1) / 2 pairs i < j: contiguous rows of B systems, so each operation is one
+vectorized pass over the batch, and the forces on the two bodies of a pair come from the same
+row (one ``index_add_``, or one product, adds them to the bodies). The squared separations and
+inverse distances the forces compute are the next step's time scale's (which the positions
+reached by the drift decide): its potential energy, free-fall times and energy guard, and a
+learned step's features. The step's arrays are allocated once per block of BLOCK steps and
+written in place (``out=``), so a step allocates nothing of the size of its pairs.
 
 The physics is :func:`~nbody_engine.integrators.leapfrog.leapfrog_step`'s under
 :func:`~nbody_engine.integrators.policies.pairwise_timescale` (or a learned step,
@@ -55,8 +56,8 @@ class Frame:
         m_i, m_j = m.index_select(0, i), m.index_select(0, j)  # (P, B)
         self.mass_product = m_i * m_j
         self.inverse_pair_mass = (m_i + m_j).reciprocal()
-        # body i is pulled along x_j - x_i by m_j, body j back by m_i: (1, 2P, B), scaled per pair below
-        self.pulled_by, self.pulled_back_by = m_j, -m_i  # body i towards j, body j back: (P, B)
+        # body i is pulled along x_j - x_i by m_j / r^3, body j back by m_i / r^3: (2, P, 1, B)
+        self.pulls = torch.stack([m_j, -m_i]).unsqueeze(2)
         self.kinetic_weight = self.mass_product / (2 * m.sum(0))  # T = sum over pairs of this times |v_j - v_i|^2
         self.energy_mix = mass.new_tensor([[1.0, -1.0], [0.01, 0.01]])  # (T, -W) -> (T + W, 0.01 (T - W))
         self.bodies, self.pairs, self.systems = N, i.numel(), B
@@ -68,8 +69,8 @@ class Frame:
             pair_rows = torch.arange(self.pairs, device=mass.device)
             self.difference = mass.new_zeros(self.pairs, N).index_put_((pair_rows, j), mass.new_ones(()))
             self.difference.index_put_((pair_rows, i), mass.new_full((), -1.0))
-            self.gather = mass.new_zeros(N, 2 * self.pairs)
-            self.gather[self.both, torch.arange(2 * self.pairs, device=mass.device)] = 1.0
+            self.onto_bodies = mass.new_zeros(N, 2 * self.pairs)
+            self.onto_bodies[self.both, torch.arange(2 * self.pairs, device=mass.device)] = 1.0
 
     @staticmethod
     def cover(mass: torch.Tensor, gravity) -> bool:
@@ -114,7 +115,7 @@ class Pairs:
         self.sums, self.energies = like.new_empty(2, B), like.new_empty(2, B)
         self.energy, self.energy_spread = self.energies.unbind(0)
         self.strengths = like.new_empty(2, P, 1, B)  # m_j / r^3 and -m_i / r^3
-        self.strength_i, self.strength_j = self.strengths.view(2, P, B).unbind(0)
+        self.cube_per_pair = self.cube.view(1, P, 1, B)
         # views made once: making one costs about as much as an operation on these small arrays
         self.components = self.separation.unbind(1)
         self.contributions = self.weighted.view(2 * P, D, B)
@@ -147,11 +148,11 @@ class Pairs:
             r2.add_(f.softening2)
         torch.rsqrt(r2, out=self.inverse_distance)
         torch.mul(self.inverse_distance, self.inverse_distance, out=self.cube).mul_(self.inverse_distance)
-        torch.mul(self.cube, f.pulled_by, out=self.strength_i)
-        torch.mul(self.cube, f.pulled_back_by, out=self.strength_j)
+        torch.mul(self.cube_per_pair, f.pulls, out=self.strengths)
         torch.mul(d, self.strengths, out=self.weighted)  # the accelerations of body i and of body j
         if f.by_products:
-            return torch.matmul(f.gather, self.contributions.view(2 * f.pairs, -1), out=self.acc.view(f.bodies, -1))
+            return torch.matmul(f.onto_bodies, self.contributions.view(2 * f.pairs, -1),
+                                out=self.acc.view(f.bodies, -1))
         return self.acc.zero_().index_add_(0, f.both, self.contributions)
 
     def timescale(self) -> torch.Tensor:
