@@ -258,3 +258,13 @@ def test_a_single_system_s_start_is_left_as_it_was():
     assert traj.path == "pairs"
     assert torch.equal(state.position, before[0]) and torch.equal(state.velocity, before[1])
     np.testing.assert_array_equal(traj.position[0], before[0].numpy())
+
+
+def test_the_summary_names_the_stepper_a_run_took():
+    from nbody_engine.jobs.simulate import summarize
+
+    runs = {"pairs": (triples(), AnalyticDt(0.02)), "general": (triples(), ClassicDt(0.02)),
+            "two-body": (systems(2, 3, 2), AnalyticDt(0.02))}
+    for path, (state, policy) in runs.items():
+        traj = simulate(state, policy, Gravity(), StopRule(max_steps=20))
+        assert summarize(traj, np.full(state.batch_size, np.inf), state.dim)["stepper"] == path
