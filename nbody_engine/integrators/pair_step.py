@@ -157,7 +157,10 @@ class Pairs:
 
     def timescale(self) -> torch.Tensor:
         """:func:`~nbody_engine.integrators.policies.pairwise_timescale` (B,) of the state (``x``, ``v``),
-        whose positions the last :meth:`forces` saw."""
+        whose positions the last :meth:`forces` saw. A pair's relative speed counts as at least
+        1e-30 (TINY_SPEED2, the features' clamp), not the float's smallest normal number: only a
+        pair at rest relative to each other and more than ~1e30 apart in these units could
+        tell the two apart, since its free-fall time is the shorter of its times otherwise."""
         f = self.frame
         self.differences(self.v)
         v2 = self.squared_length(self.speed2)
