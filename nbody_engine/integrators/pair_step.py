@@ -159,7 +159,7 @@ class Pairs:
         """:func:`~nbody_engine.integrators.policies.pairwise_timescale` (B,) of the state (``x``, ``v``),
         whose positions the last :meth:`forces` saw. A pair's relative speed counts as at least
         1e-30 (TINY_SPEED2, the features' clamp), not the float's smallest normal number: only a
-        pair at rest relative to each other and more than ~1e30 apart in these units could
+        pair at rest relative to each other and more than 1e60 (m_i + m_j) apart could
         tell the two apart, since its free-fall time is the shorter of its times otherwise."""
         f = self.frame
         self.differences(self.v)
