@@ -11,12 +11,17 @@ import torch
 from ..physics.gravity import State
 
 if TYPE_CHECKING:
+    from .pair_step import Frame, Pairs
     from .two_body import Binaries
 
 RelativeRule = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 """``rule(separation (B, D), distance (B, 1), relative_velocity (B, D), drift (B, D)) -> dt (B, 1)``:
 a policy's step for a batch of binaries, from their relative orbit (``distance`` is
 ``|separation|`` softened by the simulation's gravity) and their centre of mass's velocity."""
+
+PairRule = Callable[["Pairs"], torch.Tensor]
+"""``rule(pairs) -> dt (B,)``: a policy's step for systems of three or more bodies from the pair
+quantities :mod:`~nbody_engine.integrators.pair_step` computes once per step."""
 
 
 @runtime_checkable
@@ -33,7 +38,10 @@ class DtPolicy(Protocol):
       :class:`~nbody_engine.integrators.two_body.Binaries`, the same steps as ``dt`` computed from
       the relative orbit, or None where the policy has no such form. The loop steps a binary's
       relative orbit only under a rule the policy returns; it never infers one. A policy that
-      changes ``dt`` (a subclass included) must say what its rule is, None when it has none.
+      changes ``dt`` (a subclass included) must say what its rule is, None when it has none;
+    - ``pair_rule(frame) -> PairRule | None``: the same declaration for
+      :mod:`~nbody_engine.integrators.pair_step`'s path of three or more bodies
+      (:class:`~nbody_engine.integrators.pair_step.Frame`).
     """
 
     def init(self, state: State) -> Any: ...
@@ -43,3 +51,5 @@ class DtPolicy(Protocol):
     def update(self, carry: Any, state: State, dt: torch.Tensor, acc: torch.Tensor | None = None) -> Any: ...
 
     def relative_rule(self, binaries: Binaries) -> RelativeRule | None: ...
+
+    def pair_rule(self, frame: Frame) -> PairRule | None: ...

@@ -14,6 +14,7 @@ from ..config.errors import NonFiniteStateError
 from ..events import Reporter, TrajectoryChunk
 from ..physics.gravity import Gravity, State, angular_momentum, kinetic_energy, momentum, relative_change
 from .leapfrog import leapfrog_step
+from . import pair_step
 from .two_body import BLOCK, relative_stepper
 
 
@@ -46,6 +47,7 @@ class Trajectory:
     mass: np.ndarray
     steps: np.ndarray
     wall_time_s: float
+    path: str = "general"  # the stepper that ran: "two-body", "pairs", "general" or "compiled" (see _stepper)
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {k: v for k, v in self.__dict__.items() if isinstance(v, np.ndarray)}
@@ -166,9 +168,11 @@ STEPS_PER_CALL = 8  # steps fused into one call of the (compiled) stepper
 
 
 def _stepper(policy, gravity: Gravity, t_end: torch.Tensor | None, compile: bool, mass: torch.Tensor):
-    """``(advance, per_call)``: eager runs of a binary take :mod:`.two_body`'s relative
-    coordinates where the policy allows (``per_call`` = two_body.BLOCK steps), everything else
-    the general stepper below (``per_call`` = STEPS_PER_CALL).
+    """``(advance, per_call, path)``: eager runs of a binary take :mod:`.two_body`'s relative
+    coordinates where the policy allows (``per_call`` = two_body.BLOCK steps, path "two-body"),
+    eager runs of three or more bodies :mod:`.pair_step`'s pair layout where the policy allows
+    (pair_step.BLOCK, "pairs"), everything else the general stepper below (STEPS_PER_CALL,
+    "general", or "compiled" with ``compile``): each is the fastest there is for its runs.
 
     ``advance(state, acc, carry, steps, n, keep, out=None)``: ``n <= per_call`` simulation steps;
     per step, the policy's dt (cut to land on ``t_end``), leapfrog, policy update, and each
@@ -208,7 +212,10 @@ def _stepper(policy, gravity: Gravity, t_end: torch.Tensor | None, compile: bool
         return state, acc, carry, steps, None
     if not compile:
         binary = relative_stepper(policy, gravity, mass, t_end)
-        return (steps_of, STEPS_PER_CALL) if binary is None else (binary, BLOCK)
+        if binary is not None:
+            return binary, BLOCK, "two-body"
+        pairs = pair_step.pair_stepper(policy, gravity, mass, t_end)
+        return (steps_of, STEPS_PER_CALL, "general") if pairs is None else (pairs, pair_step.BLOCK, "pairs")
     # Dynamo traces through the lru_cache'd helpers that build constant index and mask tensors
     # from shapes, and says so once per helper; what they return depends on their arguments
     # alone, so tracing them is exact and the note is noise to a user.
@@ -228,7 +235,7 @@ def _stepper(policy, gravity: Gravity, t_end: torch.Tensor | None, compile: bool
         # strided single-orbit call; the views hold their block until the next flush, `chunk` steps on
         rows_kept = slice(keep[0], keep[-1] + 1) if keep[-1] - keep[0] == len(keep) - 1 else list(keep)
         return *moved, tuple(t[rows_kept] for t in rows)
-    return advance, STEPS_PER_CALL
+    return advance, STEPS_PER_CALL, "compiled"
 
 
 def _recorded(first: int, n: int, record_every: int, last: bool) -> tuple[int, ...]:
@@ -259,7 +266,7 @@ def simulate(state: State, policy, gravity: Gravity, stop: StopRule, reporter: R
     """
     reporter = reporter or Reporter()
     start = wallclock.perf_counter()
-    advance, per_call = _stepper(policy, gravity, stop.t_end, compile, state.mass)
+    advance, per_call, path = _stepper(policy, gravity, stop.t_end, compile, state.mass)
     per_call = min(per_call, chunk)
     with torch.inference_mode():
         # inference tensors from the start: a compiled stepper guards on the kind of tensor it
@@ -293,7 +300,7 @@ def simulate(state: State, policy, gravity: Gravity, stop: StopRule, reporter: R
     if stop.t_end is None:
         steps_taken = torch.full_like(steps_taken, step)
     return Trajectory(mass=state.mass.cpu().numpy(), steps=steps_taken.cpu().numpy(),
-                      wall_time_s=wallclock.perf_counter() - start, **data)
+                      wall_time_s=wallclock.perf_counter() - start, path=path, **data)
 
 
 def _reached_end(state: State, stop: StopRule) -> bool:

@@ -1,9 +1,10 @@
 """Time-step policies: given the state of each system, the dt (B,) of its next step.
 
 Every policy implements :class:`~nbody_engine.integrators.dt_policy.DtPolicy` (``init``, ``dt``,
-``update`` and ``relative_rule``), so the integrator never asks which one it holds. Fixed and
-analytic steps declare a relative rule, the two-body fast path
-(:mod:`nbody_engine.integrators.two_body`); the others declare None.
+``update``, ``relative_rule`` and ``pair_rule``), so the integrator never asks which one it
+holds. Fixed and analytic steps declare a relative rule, the two-body fast path
+(:mod:`nbody_engine.integrators.two_body`), and a pair rule, the fast path of three or more bodies
+(:mod:`nbody_engine.integrators.pair_step`); the others declare None.
 
 Fixed (``dt > 0``) and analytic (``dt <= 0``, scaled by ``eps``) live here; the learned
 policies in :mod:`nbody_engine.learning.network` follow the same interface. Every accuracy knob (a fixed
@@ -23,14 +24,15 @@ from .leapfrog import leapfrog_step
 
 class _Memoryless:
     """A policy that keeps nothing between steps: its carry is None. It declares no relative
-    rule unless it defines one; a subclass that redefines ``dt`` without redefining
-    ``relative_rule`` declares none too, since an inherited rule would say something else than
-    its ``dt`` (decided once, when the class is made)."""
+    or pair rule unless it defines one; a subclass that redefines ``dt`` without redefining a
+    rule declares none too, since an inherited rule would say something else than its ``dt``
+    (decided once, when the class is made)."""
 
     def __init_subclass__(cls, **kwargs) -> None:
         super().__init_subclass__(**kwargs)
-        if "dt" in vars(cls) and "relative_rule" not in vars(cls):
-            cls.relative_rule = _Memoryless.relative_rule
+        for rule in ("relative_rule", "pair_rule"):
+            if "dt" in vars(cls) and rule not in vars(cls):
+                setattr(cls, rule, getattr(_Memoryless, rule))
 
     def init(self, state: State):
         return None
@@ -40,6 +42,10 @@ class _Memoryless:
 
     def relative_rule(self, binaries) -> None:
         """No two-body fast path unless the policy declares its own (see ``DtPolicy``)."""
+        return None
+
+    def pair_rule(self, frame) -> None:
+        """No fast path of three or more bodies unless the policy declares its own."""
         return None
 
 
@@ -67,6 +73,12 @@ class FixedDt(_Memoryless):
         dt = torch.as_tensor(self.value, dtype=total_mass.dtype, device=total_mass.device).reshape(-1, 1)
         dt = dt.expand_as(total_mass)
         return lambda separation, distance, relative_velocity, drift: dt
+
+    def pair_rule(self, frame):
+        """:meth:`dt` for :mod:`~nbody_engine.integrators.pair_step`'s path."""
+        mass = frame.mass
+        dt = torch.as_tensor(self.value, dtype=mass.dtype, device=mass.device).expand(frame.systems).contiguous()
+        return lambda pairs: dt
 
 
 def pairwise_timescale(state: State, softening: float = 0.0) -> torch.Tensor:
@@ -181,6 +193,14 @@ class AnalyticDt(_TimescaleDt):
 
     def dt(self, state: State, carry=None, acc=None) -> torch.Tensor:
         return self.eps * pairwise_timescale(state, self.softening)
+
+    def pair_rule(self, frame):
+        """:meth:`dt` for :mod:`~nbody_engine.integrators.pair_step`'s path, or None with a
+        softening of the policy's own."""
+        if self.softening**2 != frame.softening2:
+            return None
+        eps = torch.as_tensor(self.eps, dtype=frame.mass.dtype, device=frame.mass.device)
+        return lambda pairs: pairs.timescale().mul_(eps)
 
     def relative_rule(self, binaries):
         """:meth:`dt` for :mod:`~nbody_engine.integrators.two_body`'s path (see the module's docstring)."""

@@ -301,4 +301,3 @@ def _attached(value: torch.Tensor, tangent: torch.Tensor, shift: torch.Tensor) -
 def _times(k: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """k (B,) times x, (B,) or (B, 3)."""
     return k.view(-1, *([1] * (x.dim() - 1))) * x
-

@@ -126,6 +126,7 @@ def summarize(traj: Trajectory, period: np.ndarray, dim: int) -> dict:
     out = {k: json_safe(v[0] if single else v) for k, v in summary.items()}
     out["num_systems"] = int(traj.energy.shape[1])
     out["wall_time_s"] = traj.wall_time_s
+    out["stepper"] = traj.path
     return out
 
 

@@ -25,7 +25,7 @@ import math
 
 import torch
 
-from ..config.feature_widths import row_width
+from ..config.feature_widths import DELTA_WIDTH, row_width
 from ..physics.gravity import State, squared_halves, sum_last, tightest_pair, upper_pair_differences, upper_pairs
 
 _TINY = 1e-30
@@ -157,6 +157,91 @@ def binary_state_features(feature_type: str, binaries):
     if feature_type == "rich":
         return None
     return binary_basic_features(binaries)
+
+
+class PairFeatures:
+    """:func:`basic_features` of systems of three or more bodies, and with ``history_len`` H > 0
+    the ``delta_mag`` history rows of :func:`change_features`, from the pair quantities of the
+    fast step (:class:`~nbody_engine.integrators.pair_step.Pairs`), in the form of
+    :func:`binary_basic_features`: network inputs (B, 9 + 7 H) and the map ``(offset (B, F),
+    mix (9 + 7 H, F))`` (F = 11 + 7 H) of those inputs to the features, which
+    :meth:`~nbody_engine.learning.network.DtNetwork.frozen` folds into the network's first layer.
+
+    The inputs are the logarithms of nine sums and extremes: the sum of the pair distances, the
+    least squared distance, the sums of the bodies' squared speeds and squared accelerations and
+    their largest, the least squared free-fall and collision times and their minimum; then the
+    history rows as they are. The square roots, the means' divisions and the constant features
+    (body count, total mass) are factors and offsets of the map: the same numbers to rounding.
+    Call :meth:`measure` after ``pairs.timescale()``, whose free-fall and collision times it
+    reads, and :meth:`push_change` after each step."""
+
+    def __init__(self, frame, history_len: int = 0) -> None:
+        mass, N, P, B = frame.mass, frame.bodies, frame.pairs, frame.systems
+        self.history_len = H = history_len
+        log_total = (sum_last(mass) + _TINY).log()
+        zero = torch.zeros_like(log_total)
+        basic = torch.stack([torch.full_like(log_total, math.log(N + _TINY)), log_total, zero - math.log(P), zero,
+                             zero - 0.5 * math.log(N), zero, zero - 0.5 * math.log(N), zero, zero, zero, zero], -1)
+        self.offset = torch.cat([basic, mass.new_zeros(B, DELTA_WIDTH * H)], -1)
+        self.mix = mass.new_zeros(9 + DELTA_WIDTH * H, 11 + DELTA_WIDTH * H)
+        self.mix[0, 2] = 1.0  # mean pair distance
+        for row, feature in ((1, 3), (2, 4), (3, 6), (4, 5), (5, 7), (6, 8), (7, 9), (8, 10)):
+            self.mix[row, feature] = 0.5  # from squares
+        self.mix[9:, 11:] = torch.eye(DELTA_WIDTH * H, dtype=mass.dtype, device=mass.device)
+        # what a column's sum or extreme adds to the features' 1e-30 before the logarithm
+        self.tiny = mass.new_tensor([P * _TINY, _TINY**2, N * _TINY**2, N * _TINY**2, _TINY**2, _TINY**2, _TINY**2,
+                                     _TINY**2, _TINY**2]).unsqueeze(-1)
+        self.raw = mass.new_empty(9, B)
+        self.columns = mass.new_zeros(9 + DELTA_WIDTH * H, B)  # the inputs, one row per input
+        self.inputs = self.columns.t()
+        self.history = self.columns[9:].view(H, DELTA_WIDTH, B)  # newest row first
+        self.scale_factors = mass.new_tensor([1.0, 1.0 / N, 1.0 / N]).unsqueeze(-1)  # r_min^2, v_rms^2, a_rms^2
+        self.before = None
+        # views made once: making one costs about as much as an operation on these small arrays
+        raw = self.raw
+        self.distance_sum, self.least_distance2, self.body_sums, self.body_largest = raw[0], raw[1], raw[2:4], raw[4:6]
+        self.free_fall, self.collision, self.shortest, self.squared_scales = raw[6], raw[7], raw[8], raw[1:4]
+        self.logs = self.columns[:9]
+        if H:
+            self.older_rows, self.newer_rows = self.history[1:], self.history[:-1]
+            newest = self.history[0]
+            self.means, self.largest = newest[:6].view(3, 2, B).unbind(1)  # (3, B) each: of |dx|, |dv|, |da|
+            self.step_ratio = newest[6]
+
+    def measure(self, pairs) -> torch.Tensor:
+        """The inputs (B, 9 + 7 H) of the state of ``pairs``."""
+        torch.sum(torch.mul(pairs.distance2, pairs.inverse_distance, out=pairs.distance), 0, out=self.distance_sum)
+        torch.amin(pairs.distance2, 0, out=self.least_distance2)
+        squares = torch.mul(pairs.motion, pairs.motion, out=pairs.motion_squares).sum(2)  # (2, N, B): |v_i|^2, |a_i|^2
+        torch.sum(squares, 1, out=self.body_sums)
+        torch.amax(squares, 1, out=self.body_largest)
+        torch.amin(pairs.free_fall2, 0, out=self.free_fall)
+        torch.amin(pairs.collision2, 0, out=self.collision)
+        torch.minimum(self.free_fall, self.collision, out=self.shortest)
+        torch.add(self.raw, self.tiny, out=self.logs).log_()
+        if self.history_len:  # the state the coming step starts from
+            self.before = pairs.phase.clone() if self.before is None else self.before.copy_(pairs.phase)
+        return self.inputs
+
+    def resume(self, rows: torch.Tensor) -> None:
+        """Start from the history ``rows`` (B, H, 7) of a :class:`~nbody_engine.learning.network.LearnedCarry`."""
+        self.history.copy_(rows.permute(1, 2, 0))
+
+    def rows(self) -> torch.Tensor:
+        """The history, (B, H, 7)."""
+        return self.history.permute(2, 0, 1).clone()
+
+    def push_change(self, pairs, dt: torch.Tensor) -> None:
+        """Put :func:`change_features` of the step of ``dt`` (B,) that led from the state of the
+        last :meth:`measure` to the state of ``pairs`` in front of the history."""
+        changes = pairs.phase.sub(self.before)  # (3, N, D, B): of positions, velocities, accelerations
+        scales = torch.mul(self.squared_scales, self.scale_factors).sqrt_().clamp_min_(_TINY)  # r_min, v_rms, a_rms
+        magnitudes = changes.mul_(changes).sum(2).sqrt_().div_(scales.unsqueeze(1))  # (3, N, B)
+        if self.history_len > 1:
+            self.older_rows.copy_(self.newer_rows.clone())  # they overlap
+        torch.mean(magnitudes, 1, out=self.means)
+        torch.amax(magnitudes, 1, out=self.largest)
+        torch.div(dt, self.shortest.sqrt().clamp_min_(_TINY), out=self.step_ratio)
 
 
 def change_features(before: State, acc_before: torch.Tensor, after: State, acc_after: torch.Tensor,

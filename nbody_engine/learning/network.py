@@ -33,7 +33,7 @@ from ..config.errors import InputError
 from ..config.feature_widths import input_width
 from ..integrators.policies import pairwise_timescale, two_body_times
 from ..physics.gravity import Gravity, State
-from .features import binary_state_features, empty_rows, history_row, push_row, state_features
+from .features import PairFeatures, binary_state_features, empty_rows, history_row, push_row, state_features
 
 LONGEST, SHORTEST = 10.0, 0.01  # the range of the correction c
 ACTIVATIONS = {"tanh": (nn.Tanh, torch.tanh), "relu": (nn.ReLU, torch.relu), "gelu": (nn.GELU, F.gelu),
@@ -248,6 +248,28 @@ class LearnedDt:
             return step(inputs, shortest.mul(guard).mul(eps))  # two_body_timescale's product
         return rule
 
+    def pair_rule(self, frame):
+        """:meth:`dt` for :mod:`~nbody_engine.integrators.pair_step`'s path, or None for features
+        other than ``basic`` and ``delta_mag`` (``basic`` with a history), or a softening of the
+        policy's own. With a history the rule keeps it (:class:`_PairHistoryRule`)."""
+        if (self.network.training or self.feature_type not in ("basic", "delta_mag")
+                or (self.history_len and self.feature_type != "delta_mag")
+                or self.gravity.softening**2 != frame.softening2):
+            return None
+        features = PairFeatures(frame, self.history_len)
+        offset, mix = features.offset, features.mix
+        log_eta = self._log_eta(offset)
+        if log_eta is not None:  # one more feature, in the offset alone
+            offset, mix = torch.cat([offset, log_eta], -1), torch.cat([mix, mix.new_zeros(mix.shape[0], 1)], -1)
+        step = self.network.frozen((offset, mix))
+        eps = self.eta if self.network.conditioned else self.network.eps
+        eps = torch.as_tensor(eps, dtype=offset.dtype, device=offset.device).reshape(-1, 1)
+
+        def rule(pairs):
+            scaled_tau = pairs.timescale().unsqueeze(-1).mul_(eps)
+            return step(features.measure(pairs), scaled_tau).squeeze(-1)
+        return _PairHistoryRule(rule, features) if self.history_len else rule
+
     def _potential_if_needed(self, state: State) -> torch.Tensor | None:
         """The potential energy, which only the ``rich`` features use."""
         return self.gravity.potential(state) if self.feature_type == "rich" else None
@@ -274,3 +296,25 @@ class LearnedDt:
         row = history_row(self.feature_type, carry.state, carry.acc, carry.potential, state, acc, dt,
                           self.gravity.softening)
         return LearnedCarry(push_row(carry.rows, row), state, acc, pot)
+
+
+class _PairHistoryRule:
+    """A learned step's rule on :mod:`~nbody_engine.integrators.pair_step`'s path with its
+    history: the rule, and the history kept in ``features`` (:class:`PairFeatures`) between the
+    steps, taken from the policy's :class:`LearnedCarry` at the start of a block of steps and
+    given back as one at its end."""
+
+    def __init__(self, rule, features: PairFeatures) -> None:
+        self.rule, self.features = rule, features
+
+    def __call__(self, pairs) -> torch.Tensor:
+        return self.rule(pairs)
+
+    def resume(self, carry: LearnedCarry) -> None:
+        self.features.resume(carry.rows)
+
+    def stepped(self, pairs, dt: torch.Tensor) -> None:
+        self.features.push_change(pairs, dt)
+
+    def carry(self, state: State, acc: torch.Tensor) -> LearnedCarry:
+        return LearnedCarry(self.features.rows(), state, acc, None)
