@@ -44,10 +44,16 @@ def triples(dim: int = 3):
 
 
 class GeneralStep:
-    """``policy`` (its memory included) without its pair rule: the general step."""
+    """``policy`` (its memory included) declaring no fast path: the general step."""
 
     def __init__(self, policy) -> None:
         self.init, self.dt, self.update = policy.init, policy.dt, policy.update
+
+    def relative_rule(self, binaries):
+        return None
+
+    def pair_rule(self, frame):
+        return None
 
 
 def assert_same_run(state, policy, gravity, stop, record_every=1, rtol=1e-9):
