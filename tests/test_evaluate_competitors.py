@@ -64,7 +64,7 @@ def test_without_rebound_its_rows_are_absent_and_the_output_says_so(checkpoint, 
     env = {**__import__("os").environ}
     env["PYTHONPATH"] = f"{hidden}:{env.get('PYTHONPATH', '')}"
     done = runner(root, "evaluate", "--model-path", ckpt, "--eval-suite", "kepler", "--eval-e", "0.6",
-                  "--eval-eps", "0.1", "--Nperiod", "1", "-s", "norebound", env=env)
+                  "--eval-eps", "0.1", "--Nperiod", "1", "--eval-long-periods", "0", "-s", "norebound", env=env)
     assert done.returncode == 0, done.stderr
     assert "note: IAS15 and WHFast rows absent: rebound is not installed" in done.stdout
     table = json.loads((root / "data/norebound/eval/table.json").read_text())
@@ -118,3 +118,22 @@ def test_a_planetary_system_gets_its_own_time_unit_and_every_comparison_is_repor
     assert min(r["eps"] for r in fixed) < 1.0  # the extension's rows are in the table
     learned = next(r for r in table["rows"] if r["policy"] == "learned")
     assert 0 < learned["position_error"] < 1  # in units of the system's size (about the outer planet's orbit)
+
+
+def test_long_runs_tell_a_drifting_error_from_a_bounded_one(checkpoint):
+    """Over 60 periods of an e = 0.7 orbit the plain analytic step's energy error drifts (growth
+    exponent near 1), the one-pass time-symmetric step's barely grows, the TTL's stays at
+    round-off; every row of table.json carries the long-run columns (null where not run)."""
+    root, ckpt = checkpoint
+    done = runner(root, "evaluate", "--model-path", ckpt, "--eval-suite", "kepler", "--eval-e", "0.7",
+                  "--eval-eps", "0.1", "--Nperiod", "1", "--eval-long-periods", "60", "-s", "long")
+    assert done.returncode == 0, done.stderr
+    table = json.loads((root / "data/long/eval/table.json").read_text())
+    assert all({"long_first_dE", "long_last_dE", "growth_exponent", "long_periods"} <= set(r) for r in table["rows"])
+    long = {r["policy"]: r for r in table["rows"] if r["long_periods"] is not None}
+    assert set(long) == {"learned", "analytic", "analytic-midpoint", "analytic-symmetric", "ttl"}
+    assert long["analytic"]["growth_exponent"] > 0.7
+    assert long["analytic"]["long_last_dE"] > 3 * long["analytic"]["long_first_dE"]
+    assert long["analytic-symmetric"]["growth_exponent"] < 0.5
+    assert long["ttl"]["long_last_dE"] < 1e-12
+    assert done.stdout.count("long run, kepler e=0.70, 60 periods") == 5

@@ -273,6 +273,11 @@ class Evaluation(Section):
     eval_reference = param.Selector(default="auto", objects=["auto", "ias15", "leapfrog"],
                                     doc="Reference trajectory: REBOUND's IAS15 (ias15; auto when rebound is "
                                         "installed), else our time-symmetric leapfrog at eps / 16 (leapfrog)")
+    eval_long_periods = param.Number(1000.0, bounds=(0, 10**6), softbounds=(0, 2000),
+                                     doc="Long run of each Kepler orbit for this many periods (triples: a tenth as "
+                                         "many inner periods) by the learned policy and the analytic, midpoint, "
+                                         "time-symmetric and ttl steps at the eval_eps nearest eps: max |dE/E| over "
+                                         "its first and last tenth and the error's growth exponent (0 = off)")
 
 
 SECTIONS: tuple[type[Section], ...] = (

@@ -33,13 +33,14 @@ from ..runs.directory import RunDirectory
 from ..runs.trained_policy import learned_policy_from_checkpoint
 from .baselines import BASELINES
 from .competitors import WHFAST, whfast_rows
+from .long_run import LONG_POLICIES, attach, long_eps, long_metrics
 from .metrics import reference_rows, rows_of
 from .problems import Problem, SUITE, problems_of
 from .reference import rebound_available, reference_for
-from .report import table_text, write_evaluation
+from .report import long_text, table_text, write_evaluation
 from .verdicts import all_verdicts, learned_versus, verdict_text
 
-__all__ = ["SUITE", "evaluate", "learned_versus", "table_text", "verdict_text"]
+__all__ = ["SUITE", "evaluate", "learned_versus", "long_text", "table_text", "verdict_text"]
 
 COST_STEPS = 64  # steps of one system that measure a policy's time per step
 
@@ -65,6 +66,7 @@ def _evaluate_into(run: RunDirectory, cfg: Config, reporter: Reporter) -> dict:
         reference = reference_for(problem, cfg.eval_reference, cfg.eps)
         references[problem.name] = reference.name
         mine, extended[problem.name] = _problem_rows(problem, learned, cfg.eval_eps, reference, reporter)
+        _long_runs(problem, mine, learned, long_eps(cfg.eval_eps, cfg.eps), cfg.eval_long_periods, reporter)
         rows += reference_rows(problem, reference) + mine
         if problem.kepler_split and rebound_available():
             rows += whfast_rows(problem, cfg.eval_eps, reference)
@@ -105,6 +107,20 @@ def _problem_rows(problem: Problem, learned: LearnedDt, eps: list[float], refere
             extended[baseline.name] = sorted({r["eps"] for r in added})
         rows += curve + added
     return rows, extended
+
+
+def _long_runs(problem: Problem, rows: list[dict], learned: LearnedDt, eps: float, periods: float,
+               reporter: Reporter) -> None:
+    """The long-run metrics (:mod:`.long_run`) of LONG_POLICIES at ``eps``, onto their rows."""
+    gravity = Gravity(problem.softening)
+    knob = problem.state.position.new_tensor([eps]).expand(problem.state.batch_size)
+    makers = {b.name: (lambda unit, b=b: b.make(knob, unit, gravity)) for b in BASELINES}
+    learned_eps = eps if learned.network.conditioned else None
+    makers["learned"] = lambda unit: LearnedDt(learned.network, learned.feature_type, learned.history_len, gravity,
+                                               None if learned_eps is None else knob)
+    for name in LONG_POLICIES:
+        attach(rows, name, learned_eps if name == "learned" else eps,
+               long_metrics(problem, makers[name], periods, reporter))
 
 
 EXTENSIONS = 3  # times a sweep is extended on each side, each time by a factor SWEEP_FACTOR in eps

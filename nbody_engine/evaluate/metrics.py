@@ -27,7 +27,10 @@ from .problems import Problem
 from .reference import Reference
 
 COLUMNS = ("problem", "system", "label", "policy", "eps", "steps", "force_evals", "evals_per_period", "max_rel_dE",
-           "final_rel_dE", "max_rel_dL", "final_rel_dL", "position_error", "phase_error", "wall_time_s")
+           "final_rel_dE", "max_rel_dL", "final_rel_dL", "position_error", "phase_error", "wall_time_s", "long_periods",
+           "long_first_dE", "long_last_dE", "growth_exponent")
+NOT_RUN_LONG = {"long_periods": math.nan, "long_first_dE": math.nan, "long_last_dE": math.nan,
+                "growth_exponent": math.nan}  # the long-run columns of a row without a long run
 
 
 def initial_size(problem: Problem) -> np.ndarray:
@@ -101,7 +104,8 @@ def table_rows(problem: Problem, policy: str, eps: list[float | None], final: np
         rows.append({"problem": problem.name, "system": column % systems, "label": problem.labels[column % systems],
                      "policy": policy, "eps": eps[column // systems], **values,
                      "evals_per_period": values["force_evals"] / periods[column],
-                     "position_error": float(position_error[column]), "phase_error": float(phase_error[column])})
+                     "position_error": float(position_error[column]), "phase_error": float(phase_error[column]),
+                     **NOT_RUN_LONG})
     return rows
 
 
@@ -114,5 +118,6 @@ def reference_rows(problem: Problem, reference: Reference) -> list[dict]:
              "evals_per_period": cost["force_evals"] / periods[b], "max_rel_dE": cost["max_rel_dE"],
              "final_rel_dE": float(reference.rel_dE[b]), "max_rel_dL": math.nan, "final_rel_dL": math.nan,
              "position_error": 0.0,
-             "phase_error": 0.0 if problem.state.num_bodies == 2 else math.nan, "wall_time_s": cost["wall_time_s"]}
+             "phase_error": 0.0 if problem.state.num_bodies == 2 else math.nan, "wall_time_s": cost["wall_time_s"],
+             **NOT_RUN_LONG}
             for b, cost in enumerate(reference.cost)]

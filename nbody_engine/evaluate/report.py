@@ -38,6 +38,18 @@ def table_text(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def long_text(rows: list[dict]) -> str:
+    """The long runs' lines: per problem, system and policy, max |dE/E| over the first and the
+    last tenth and the growth exponent."""
+    lines = []
+    for r in rows:
+        if isinstance(r.get("long_periods"), float) and math.isfinite(r["long_periods"]):
+            lines.append(f"long run, {r['problem']} {r['label']}, {r['long_periods']:g} periods, {r['policy']} "
+                         f"(eps {_number(r['eps'], 'g')}): max|dE/E| first tenth {r['long_first_dE']:.2e}, last tenth "
+                         f"{r['long_last_dE']:.2e}, growth exponent {_number(r['growth_exponent'], '.2f')}")
+    return "\n".join(lines)
+
+
 def json_ready(row: dict) -> dict:
     return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in row.items()}
 
