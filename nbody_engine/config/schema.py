@@ -257,8 +257,9 @@ class SimulationExtras(Section):
 class Evaluation(Section):
     title = "Evaluation (nbody-runner evaluate)"
 
-    eval_e = NumberList([0.5, 0.7, 0.9], item_type=(int, float), bounds=(1, None), item_bounds=(0, 0.99),
-                        doc="Held-out eccentricities of the Kepler orbits evaluated (unless ic_path is given)")
+    eval_e = NumberList([0.5, 0.7, 0.9, 0.98], item_type=(int, float), bounds=(1, None), item_bounds=(0, 0.99),
+                        doc="Eccentricities of the Kepler orbits evaluated (unless ic_path is given); each row says "
+                            "whether it lies in the checkpoint's training range (family in) or not (out)")
     eval_a = param.Number(1.0, bounds=(0, UNBOUNDED), inclusive_bounds=(False, True), softbounds=(0.1, 10),
                           doc="Semi-major axis of the evaluated Kepler orbits")
     eval_eps = NumberList([0.0125, 0.025, 0.05, 0.1, 0.2], item_type=(int, float), bounds=(1, None),

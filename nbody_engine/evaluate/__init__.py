@@ -29,13 +29,14 @@ from ..integrators.loop import StopRule, simulate
 from ..learning.network import LearnedDt
 from ..physics.gravity import Gravity, State
 from ..physics.runtime import torch_setup
+from ..runs.checkpoints import load_checkpoint
 from ..runs.directory import RunDirectory
 from ..runs.trained_policy import learned_policy_from_checkpoint
 from .baselines import BASELINES
 from .competitors import WHFAST, whfast_rows
 from .long_run import LONG_POLICIES, attach, long_eps, long_metrics
 from .metrics import reference_rows, rows_of
-from .problems import Problem, SUITE, problems_of
+from .problems import Problem, SUITE, problems_of, training_family
 from .reference import rebound_available, reference_for
 from .report import long_text, table_text, write_evaluation
 from .verdicts import all_verdicts, learned_versus, verdict_text
@@ -70,6 +71,10 @@ def _evaluate_into(run: RunDirectory, cfg: Config, reporter: Reporter) -> dict:
         rows += reference_rows(problem, reference) + mine
         if problem.kepler_split and rebound_available():
             rows += whfast_rows(problem, cfg.eval_eps, reference)
+    trained = load_checkpoint(cfg.model_path).config
+    families = {p.name: training_family(p, trained) for p in problems}
+    for row in rows:
+        row["family"] = families[row["problem"]][row["system"]]
     competitors = [b.name for b in BASELINES] + ([WHFAST] if any(r["policy"] == WHFAST for r in rows) else [])
     verdicts = all_verdicts(rows, competitors)
     notes = [p.unit_note for p in problems if p.unit_note]

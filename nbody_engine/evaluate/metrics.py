@@ -11,6 +11,8 @@
   steps, iterations and landing on the end time; REBOUND's counted by a no-op force) and
   ``evals_per_period``: force evaluations per time unit of the problem (the Kepler period,
   the inner binary's period, ...);
+- ``family``: "in" where the system lies in the checkpoint's training family (its body count,
+  and for binaries its eccentricity and semi-major axis ranges), else "out";
 - ``wall_time_s``: the policy's measured time per step on one system of the problem, times its
   steps: what the system would take alone (a batch shares its steps' cost among its systems).
 """
@@ -26,9 +28,9 @@ from ..reporting.curves import relative_errors
 from .problems import Problem
 from .reference import Reference
 
-COLUMNS = ("problem", "system", "label", "policy", "eps", "steps", "force_evals", "evals_per_period", "max_rel_dE",
-           "final_rel_dE", "max_rel_dL", "final_rel_dL", "position_error", "phase_error", "wall_time_s", "long_periods",
-           "long_first_dE", "long_last_dE", "growth_exponent")
+COLUMNS = ("problem", "system", "label", "family", "policy", "eps", "steps", "force_evals", "evals_per_period",
+           "max_rel_dE", "final_rel_dE", "max_rel_dL", "final_rel_dL", "position_error", "phase_error", "wall_time_s",
+           "long_periods", "long_first_dE", "long_last_dE", "growth_exponent")
 NOT_RUN_LONG = {"long_periods": math.nan, "long_first_dE": math.nan, "long_last_dE": math.nan,
                 "growth_exponent": math.nan}  # the long-run columns of a row without a long run
 

@@ -204,6 +204,27 @@ def dominated(state: State) -> bool:
 DOMINANT_RATIO = 10.0
 
 
+def training_family(problem: Problem, trained: dict) -> tuple[str, ...]:
+    """Per system, "in" where it lies in the family the checkpoint trained on (``trained``: its
+    stored config): the same number of bodies, and for two bodies a bound orbit whose
+    eccentricity and semi-major axis lie within the training ranges; else "out"."""
+    state = problem.state
+    if state.num_bodies != trained["num_particles"]:
+        return ("out",) * state.batch_size
+    if state.num_bodies > 2:
+        return ("in",) * state.batch_size  # random N-body systems of that size: no range to leave
+    total = state.mass.sum(-1)
+    r = state.position[:, 1] - state.position[:, 0]
+    v = state.velocity[:, 1] - state.velocity[:, 0]
+    energy = 0.5 * (v * v).sum(-1) - total / r.norm(dim=-1)
+    a = -total / (2 * energy)
+    h2 = (r.norm(dim=-1) * v.norm(dim=-1)) ** 2 - ((r * v).sum(-1)) ** 2  # |r x v|^2 in any dimension
+    e = (1 - h2 / (total * a)).clamp_min(0).sqrt()
+    inside = (energy < 0) & (e >= trained["e_min"] - 1e-9) & (e <= trained["e_max"] + 1e-9) & \
+        (a >= trained["a_min"] * (1 - 1e-9)) & (a <= trained["a_max"] * (1 + 1e-9))
+    return tuple("in" if flag else "out" for flag in inside.tolist())
+
+
 SUITE = ("kepler", "triples", "scattering", "burrau", "cluster")
 
 

@@ -27,14 +27,16 @@ def _number(value, spec: str) -> str:
 
 def table_text(rows: list[dict]) -> str:
     """The table as aligned text for the console."""
-    head = (f"{'problem':>10} {'system':>26} {'policy':>18} {'eps':>7} {'force evals':>11} {'evals/period':>12} "
-            f"{'max|dE/E|':>10} {'final|dE/E|':>11} {'max|dL/L|':>10} {'pos. error':>10} {'wall s':>8}")
+    head = (f"{'problem':>10} {'system':>26} {'family':>6} {'policy':>18} {'eps':>7} {'force evals':>11} "
+            f"{'evals/period':>12} {'max|dE/E|':>10} {'final|dE/E|':>11} {'max|dL/L|':>10} {'pos. error':>10} "
+            f"{'wall s':>8}")
     lines = [head]
     for r in rows:
-        lines.append(f"{r['problem']:>10} {r['label']:>26} {r['policy']:>18} {_number(r['eps'], '.3g'):>7} "
-                     f"{r['force_evals']:11d} {r['evals_per_period']:12.1f} {_number(r['max_rel_dE'], '10.2e')} "
-                     f"{_number(r['final_rel_dE'], '11.2e')} {_number(r['max_rel_dL'], '10.2e')} "
-                     f"{_number(r['position_error'], '10.2e')} {r['wall_time_s']:8.3f}")
+        lines.append(f"{r['problem']:>10} {r['label']:>26} {r.get('family', '-'):>6} {r['policy']:>18} "
+                     f"{_number(r['eps'], '.3g'):>7} {r['force_evals']:11d} {r['evals_per_period']:12.1f} "
+                     f"{_number(r['max_rel_dE'], '10.2e')} {_number(r['final_rel_dE'], '11.2e')} "
+                     f"{_number(r['max_rel_dL'], '10.2e')} {_number(r['position_error'], '10.2e')} "
+                     f"{r['wall_time_s']:8.3f}")
     return "\n".join(lines)
 
 
