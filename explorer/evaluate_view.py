@@ -2,8 +2,9 @@
 
 Per problem, an interactive Pareto plot (HoloViews on Bokeh: hover names the policy, system,
 eps and figures; zoom and pan) of force evaluations per period against max |dE/E|, a colour per
-policy from a colour-blind-safe palette (no yellow on white), the learned policy as large stars;
-then the verdicts at equal cost as a table, and the full table."""
+policy from a colour-blind-safe palette (no yellow on white), the learned policy as large stars,
+IAS15 as a competitor's point; then the verdicts at equal cost as a table, the long runs' drift
+(first and last tenth, growth exponent), the notes, and the full table."""
 
 from __future__ import annotations
 
@@ -21,12 +22,15 @@ HOVER = ["max_rel_dE", "policy", "label", "eps", "force_evals", "position_error"
 VERDICT_COLUMNS = {"label": "system", "baseline": "baseline", "force_evals": "learned force evals",
                    "learned_max_rel_dE": "learned max|dE/E|", "baseline_max_rel_dE_at_same_evals": "baseline max|dE/E|",
                    "ratio": "ratio at equal evals", "position_ratio": "position-error ratio",
-                   "wall_ratio": "ratio at equal wall time"}
+                   "wall_ratio": "ratio at equal wall time", "outside": "learned costs ... than every point"}
+LONG_COLUMNS = {"label": "system", "policy": "policy", "eps": "eps", "long_periods": "periods",
+                "long_first_dE": "max|dE/E| first tenth", "long_last_dE": "max|dE/E| last tenth",
+                "growth_exponent": "growth exponent"}
 
 
 def pareto_plot(rows: pd.DataFrame, problem: str) -> hv.Overlay:
     """One problem's curves: a line with markers per (policy, system), learned as stars."""
-    mine = rows[(rows.problem == problem) & (rows.policy != "IAS15") & (rows.max_rel_dE > 0)]
+    mine = rows[(rows.problem == problem) & (rows.max_rel_dE > 0)]
     policies = list(dict.fromkeys(mine.policy))
     colors = {p: PALETTE[k % len(PALETTE)] for k, p in enumerate(policies)}
     layers = []
@@ -46,9 +50,17 @@ def verdict_table(verdicts: list[dict], problem: str) -> pd.DataFrame:
     """The verdicts on ``problem``, numbers to three significant digits ("-": no comparison)."""
     mine = pd.DataFrame([v for v in verdicts if v["problem"] == problem], columns=list(VERDICT_COLUMNS))
     shown = mine.rename(columns=VERDICT_COLUMNS)
-    for column in list(VERDICT_COLUMNS.values())[3:]:
+    for column in list(VERDICT_COLUMNS.values())[3:-1]:
         shown[column] = [f"{v:.3g}" if pd.notna(v) else "-" for v in shown[column]]
     return shown
+
+
+def long_table(rows: pd.DataFrame, problem: str) -> pd.DataFrame:
+    """The long runs on ``problem``: a row per policy and system (empty where none ran)."""
+    if "long_periods" not in rows:
+        return pd.DataFrame(columns=list(LONG_COLUMNS.values()))
+    mine = rows[(rows.problem == problem) & rows.long_periods.notna()]
+    return mine[list(LONG_COLUMNS)].rename(columns=LONG_COLUMNS)
 
 
 def evaluation_view(result: dict) -> pn.Column:
@@ -58,12 +70,18 @@ def evaluation_view(result: dict) -> pn.Column:
     sections = []
     for problem, reference in result["references"].items():
         mine = [v for v in result["verdicts"] if v["problem"] == problem]
-        sections.append(pn.Column(
-            pn.pane.Markdown(f"### {problem}\nreference: {reference}. {summary(mine)}."),
-            pn.pane.HoloViews(pareto_plot(rows, problem)),
-            pn.widgets.Tabulator(verdict_table(result["verdicts"], problem), disabled=True, show_index=False,
-                                 sizing_mode="stretch_width"),
-            sizing_mode="stretch_width"))
+        parts = [pn.pane.Markdown(f"### {problem}\nreference: {reference}. {summary(mine)}."),
+                 pn.pane.HoloViews(pareto_plot(rows, problem)),
+                 pn.widgets.Tabulator(verdict_table(result["verdicts"], problem), disabled=True, show_index=False,
+                                      sizing_mode="stretch_width")]
+        drift = long_table(rows, problem)
+        if len(drift):
+            parts += [pn.pane.Markdown("Long runs: energy drift"),
+                      pn.widgets.Tabulator(drift, disabled=True, show_index=False, sizing_mode="stretch_width")]
+        sections.append(pn.Column(*parts, sizing_mode="stretch_width"))
+    notes = result.get("notes") or []
+    if notes:
+        sections.append(pn.pane.Markdown("\n".join(f"- {note}" for note in notes)))
     table = pn.widgets.Tabulator(rows, disabled=True, show_index=False, pagination="local", page_size=20,
                                  sizing_mode="stretch_width")
     return pn.Column(*sections, pn.Card(table, title="All rows", collapsed=True), sizing_mode="stretch_width")

@@ -103,13 +103,16 @@ def run(configs: dict[str, Config], started: Started | None = None) -> dict:
 
 def evaluate(cfg: Config, started: Started | None = None) -> dict:
     """``evaluate`` uses the TOML's simulate phase; prints the table and where it was written."""
-    from .evaluate import run_evaluation, table_text, verdict_text
+    from .evaluate import long_text, run_evaluation, table_text, verdict_text
 
     result = run_evaluation(cfg, Reporter([ConsoleSink(), *([started] if started else [])], TERMINATED))
     for problem, reference in result["references"].items():
         print(f"reference for {problem}: {reference}")
     print(table_text(result["rows"]))
+    print(long_text(result["rows"]))
     print(verdict_text(result["verdicts"]))
+    for note in result["notes"]:
+        print(f"note: {note}")
     print("written: " + ", ".join(result["outputs"].values()))
     return result
 

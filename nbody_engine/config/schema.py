@@ -152,8 +152,10 @@ class Model(Section):
 class Simulation(Section):
     title = "Simulation / integrator"
 
-    integrator_mode = param.Selector(default="analytic", objects=["analytic", "ml", "history"],
-                                     doc="analytic, ml, or history")
+    integrator_mode = param.Selector(default="analytic", objects=["analytic", "ml", "history", "ttl"],
+                                     doc="analytic, ml, history, or ttl: the time-transformed (log-H) leapfrog, "
+                                         "time-reversible at a constant fictitious step h = eps U(q0) tau(q0), "
+                                         "its first step about eps tau(q0) long (docs/SCIENCE.md)")
     dt = param.Number(-1.0, softbounds=(-1, 0.1), doc="Fixed dt (analytic); dt <= 0 means adaptive with eps")
     steps = param.Integer(-1, bounds=(-1, 10**10), softbounds=(-1, 100000), doc="Steps to simulate (-1 = unset)")
     duration = param.Number(None, allow_None=True, bounds=(0, UNBOUNDED), inclusive_bounds=(False, True),
@@ -161,7 +163,7 @@ class Simulation(Section):
     Nperiod = param.Number(10.0, bounds=(0, 10**7), softbounds=(0, 100),
                            doc="Period count: stop after this many orbital periods (two-body bound orbits; 0 = unset)")
     eps = param.Number(0.1, bounds=(0, UNBOUNDED), inclusive_bounds=(False, True), softbounds=(1e-3, 1),
-                       doc="dt update constant of the adaptive criterion")
+                       doc="dt update constant of the adaptive criterion (ttl: of the fictitious step h)")
     model_path = FilePath(None, allow_None=True, doc="Path to checkpoint")
     num_particles = param.Integer(2, bounds=(2, 4096), softbounds=(2, 64),
                                   doc="Particle count (direct summation over every pair)")
@@ -255,8 +257,9 @@ class SimulationExtras(Section):
 class Evaluation(Section):
     title = "Evaluation (nbody-runner evaluate)"
 
-    eval_e = NumberList([0.5, 0.7, 0.9], item_type=(int, float), bounds=(1, None), item_bounds=(0, 0.99),
-                        doc="Held-out eccentricities of the Kepler orbits evaluated (unless ic_path is given)")
+    eval_e = NumberList([0.5, 0.7, 0.9, 0.98], item_type=(int, float), bounds=(1, None), item_bounds=(0, 0.99),
+                        doc="Eccentricities of the Kepler orbits evaluated (unless ic_path is given); each row says "
+                            "whether it lies in the checkpoint's training range (family in) or not (out)")
     eval_a = param.Number(1.0, bounds=(0, UNBOUNDED), inclusive_bounds=(False, True), softbounds=(0.1, 10),
                           doc="Semi-major axis of the evaluated Kepler orbits")
     eval_eps = NumberList([0.0125, 0.025, 0.05, 0.1, 0.2], item_type=(int, float), bounds=(1, None),
@@ -271,6 +274,11 @@ class Evaluation(Section):
     eval_reference = param.Selector(default="auto", objects=["auto", "ias15", "leapfrog"],
                                     doc="Reference trajectory: REBOUND's IAS15 (ias15; auto when rebound is "
                                         "installed), else our time-symmetric leapfrog at eps / 16 (leapfrog)")
+    eval_long_periods = param.Number(1000.0, bounds=(0, 10**6), softbounds=(0, 2000),
+                                     doc="Long run of each Kepler orbit for this many periods (triples: a tenth as "
+                                         "many inner periods) by the learned policy and the analytic, midpoint, "
+                                         "time-symmetric and ttl steps at the eval_eps nearest eps: max |dE/E| over "
+                                         "its first and last tenth and the error's growth exponent (0 = off)")
 
 
 SECTIONS: tuple[type[Section], ...] = (

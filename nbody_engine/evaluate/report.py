@@ -17,8 +17,8 @@ from .metrics import COLUMNS
 
 # Okabe & Ito's colour-blind-safe palette, without its yellow (unreadable on white)
 PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#56B4E9", "#E69F00", "#000000")
-STYLES = {"fixed": "x:", "classic": "s--", "analytic": "o-", "analytic-symmetric": "^-.",
-          "analytic-midpoint": "v-"}  # marker, then line style
+STYLES = {"fixed": "x:", "classic": "s--", "analytic": "o-", "analytic-symmetric": "^-.", "analytic-hmm": "<-.",
+          "analytic-midpoint": "v-", "ttl": "D-", "WHFast": "P:"}  # marker, then line style
 ERRORS = (("max_rel_dE", "max |dE/E|"), ("position_error", "final position error / size"))
 
 
@@ -28,28 +28,41 @@ def _number(value, spec: str) -> str:
 
 def table_text(rows: list[dict]) -> str:
     """The table as aligned text for the console."""
-    head = (f"{'problem':>10} {'system':>26} {'policy':>18} {'eps':>7} {'force evals':>11} {'evals/period':>12} "
-            f"{'max|dE/E|':>10} {'final|dE/E|':>11} {'max|dL/L|':>10} {'pos. error':>10} {'wall s':>8}")
+    head = (f"{'problem':>10} {'system':>26} {'family':>6} {'policy':>18} {'eps':>7} {'force evals':>11} "
+            f"{'evals/period':>12} {'max|dE/E|':>10} {'final|dE/E|':>11} {'max|dL/L|':>10} {'pos. error':>10} "
+            f"{'wall s':>8}")
     lines = [head]
     for r in rows:
-        lines.append(f"{r['problem']:>10} {r['label']:>26} {r['policy']:>18} {_number(r['eps'], '.3g'):>7} "
-                     f"{r['force_evals']:11d} {r['evals_per_period']:12.1f} {_number(r['max_rel_dE'], '10.2e')} "
-                     f"{_number(r['final_rel_dE'], '11.2e')} {_number(r['max_rel_dL'], '10.2e')} "
-                     f"{_number(r['position_error'], '10.2e')} {r['wall_time_s']:8.3f}")
+        lines.append(f"{r['problem']:>10} {r['label']:>26} {r.get('family', '-'):>6} {r['policy']:>18} "
+                     f"{_number(r['eps'], '.3g'):>7} {r['force_evals']:11d} {r['evals_per_period']:12.1f} "
+                     f"{_number(r['max_rel_dE'], '10.2e')} {_number(r['final_rel_dE'], '11.2e')} "
+                     f"{_number(r['max_rel_dL'], '10.2e')} {_number(r['position_error'], '10.2e')} "
+                     f"{r['wall_time_s']:8.3f}")
+    return "\n".join(lines)
+
+
+def long_text(rows: list[dict]) -> str:
+    """The long runs' lines: per problem, system and policy, max |dE/E| over the first and the
+    last tenth and the growth exponent."""
+    lines = []
+    for r in rows:
+        if isinstance(r.get("long_periods"), float) and math.isfinite(r["long_periods"]):
+            lines.append(f"long run, {r['problem']} {r['label']}, {r['long_periods']:g} periods, {r['policy']} "
+                         f"(eps {_number(r['eps'], 'g')}): max|dE/E| first tenth {r['long_first_dE']:.2e}, last tenth "
+                         f"{r['long_last_dE']:.2e}, growth exponent {_number(r['growth_exponent'], '.2f')}")
     return "\n".join(lines)
 
 
 def write_evaluation(rows: list[dict], verdicts: list[dict], references: dict[str, str], directory,
-                     model_path: str) -> dict[str, str]:
+                     model_path: str, notes: list[str]) -> dict[str, str]:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=COLUMNS)
     writer.writeheader()
     writer.writerows(rows)
     paths = {"csv": directory / "table.csv", "json": directory / "table.json", "pareto": directory / "pareto.png"}
     write_text(paths["csv"], buffer.getvalue())
-    write_json(paths["json"], {"model_path": model_path, "references": references,
-                               "rows": json_safe(rows),
-                               "learned_versus_baselines": json_safe(verdicts)})
+    write_json(paths["json"], {"model_path": model_path, "references": references, "notes": notes,
+                               "rows": json_safe(rows), "learned_versus_baselines": json_safe(verdicts)})
     pareto_plot(rows, paths["pareto"])
     return {k: str(v) for k, v in paths.items()}
 

@@ -4,7 +4,8 @@ A baseline's rows for one system trace a curve over its knob; the learned policy
 compared with that curve interpolated log-log at the learned policy's cost: at equal force
 evaluations (the primary comparison) for max |dE/E| and for the position error, and at equal
 wall time for max |dE/E|. A ratio below 1 means the learned policy is better; None means its
-cost lies outside the baseline's sweep (widen ``eval_eps``).
+cost lies outside the baseline's sweep even once extended, and ``outside`` then says on which
+side ("more": the learned point costs more than every point of the baseline; "less").
 """
 
 from __future__ import annotations
@@ -38,8 +39,19 @@ def learned_versus(rows: list[dict], problem: str, system: int, baseline: str, l
             if error == "max_rel_dE" and cost == "force_evals":
                 verdict["baseline_max_rel_dE_at_same_evals"] = theirs
             verdict[name] = point[error] / theirs if theirs and math.isfinite(point[error]) else None
+        verdict["outside"] = _outside([r["force_evals"] for r in mine if r["policy"] == baseline],
+                                      point["force_evals"])
+        verdict["wall_outside"] = _outside([r["wall_time_s"] for r in mine if r["policy"] == baseline],
+                                           point["wall_time_s"])
         verdicts.append(verdict)
     return verdicts
+
+
+def _outside(costs: list[float], cost: float) -> str | None:
+    """"more" or "less" where ``cost`` lies beyond every one of ``costs``; None within them."""
+    if not costs or min(costs) <= cost <= max(costs):
+        return None
+    return "more" if cost > max(costs) else "less"
 
 
 def all_verdicts(rows: list[dict], baselines: list[str]) -> list[dict]:
@@ -49,7 +61,7 @@ def all_verdicts(rows: list[dict], baselines: list[str]) -> list[dict]:
 
 
 def _ratio(value: float | None) -> str:
-    return "  -  " if value is None else f"{value:5.2f}"
+    return "  -  " if value is None else f"{value:5.2f}" if value < 1000 else f"{value:.2g}"
 
 
 def verdict_text(verdicts: list[dict]) -> str:
@@ -58,20 +70,32 @@ def verdict_text(verdicts: list[dict]) -> str:
     for problem in dict.fromkeys(v["problem"] for v in verdicts):
         mine = [v for v in verdicts if v["problem"] == problem]
         for v in mine:
-            lines.append(f"{problem} {v['label']}: at {v['force_evals']} force evals, learned vs {v['baseline']}: "
-                         f"max|dE/E| ratio {_ratio(v['ratio'])}, position error ratio {_ratio(v['position_ratio'])}, "
-                         f"max|dE/E| at equal wall time {_ratio(v['wall_ratio'])}")
+            head = f"{problem} {v['label']}: at {v['force_evals']} force evals, learned vs {v['baseline']}: "
+            if v["outside"]:
+                lines.append(head + f"learned costs {v['outside']} than every point of {v['baseline']}: "
+                                    "no comparison at equal force evaluations")
+                continue
+            lines.append(head + f"max|dE/E| ratio {_ratio(v['ratio'])}, position error ratio "
+                                f"{_ratio(v['position_ratio'])}, max|dE/E| at equal wall time "
+                                f"{_ratio(v['wall_ratio'])}")
         lines.append(f"{problem}: {summary(mine)}")
     return "\n".join(lines)
 
 
 def summary(verdicts: list[dict]) -> str:
-    """Where the learned policy wins and loses on max |dE/E| at equal force evaluations."""
+    """Where the learned policy wins and loses on max |dE/E| at equal force evaluations, and at
+    equal wall time (where a learned run taking longer than every run of a baseline counts as a
+    loss: the baseline reaches its best accuracy sooner)."""
     compared = [v for v in verdicts if v["ratio"] is not None]
     if not compared:
         return "the learned policy's cost lies outside every baseline's sweep: no comparison at equal cost"
     wins = [v for v in compared if v["ratio"] <= 1]
     best, worst = min(compared, key=lambda v: v["ratio"]), max(compared, key=lambda v: v["ratio"])
+    timed = [v for v in verdicts if v["wall_ratio"] is not None]
+    wall_wins = [v for v in timed if v["wall_ratio"] <= 1]
+    slower = [v for v in verdicts if v.get("wall_outside") == "more"]
     return (f"learned on or below the baseline at equal force evaluations in {len(wins)} of {len(compared)} "
             f"comparisons; best {best['ratio']:.2g}x ({best['label']} vs {best['baseline']}), "
-            f"worst {worst['ratio']:.2g}x ({worst['label']} vs {worst['baseline']})")
+            f"worst {worst['ratio']:.2g}x ({worst['label']} vs {worst['baseline']}); at equal wall time in "
+            f"{len(wall_wins)} of {len(timed) + len(slower)} (in {len(slower)} the learned run takes longer than "
+            f"every run of the baseline)")
