@@ -63,9 +63,6 @@ def _activation_and_slope(name: str):
                      f"'{name}'; set activation to tanh, silu or gelu")
 
 
-SMOOTH_ACTIVATIONS = ("tanh", "silu", "gelu")
-
-
 class OmegaNetwork(nn.Module):
     """MLP from the features (B, NUM_FEATURES) to ``g`` (B,), with ``dg/dF`` (B, NUM_FEATURES)."""
 
