@@ -163,10 +163,11 @@ class Model(Section):
 class Simulation(Section):
     title = "Simulation / integrator"
 
-    integrator_mode = param.Selector(default="analytic", objects=["analytic", "ml", "history", "ml_ttl"],
-                                     doc="analytic, ml, history, or ml_ttl (a checkpoint's learned time "
-                                         "transformation in the time-transformed leapfrog; its fictitious step is "
-                                         "eps times Omega times the analytic time scale at the start)")
+    integrator_mode = param.Selector(default="analytic", objects=["analytic", "ml", "history", "ttl", "ml_ttl"],
+                                     doc="analytic, ml, history, ttl: the time-transformed (log-H) leapfrog, "
+                                         "time-reversible at a constant fictitious step h = eps U(q0) tau(q0), "
+                                         "its first step about eps tau(q0) long (docs/SCIENCE.md), or ml_ttl: the "
+                                         "same with a checkpoint's learned time transformation U exp(g(q))")
     dt = param.Number(-1.0, softbounds=(-1, 0.1), doc="Fixed dt (analytic); dt <= 0 means adaptive with eps")
     steps = param.Integer(-1, bounds=(-1, 10**10), softbounds=(-1, 100000), doc="Steps to simulate (-1 = unset)")
     duration = param.Number(None, allow_None=True, bounds=(0, UNBOUNDED), inclusive_bounds=(False, True),
@@ -174,7 +175,7 @@ class Simulation(Section):
     Nperiod = param.Number(10.0, bounds=(0, 10**7), softbounds=(0, 100),
                            doc="Period count: stop after this many orbital periods (two-body bound orbits; 0 = unset)")
     eps = param.Number(0.1, bounds=(0, UNBOUNDED), inclusive_bounds=(False, True), softbounds=(1e-3, 1),
-                       doc="dt update constant of the adaptive criterion")
+                       doc="dt update constant of the adaptive criterion (ttl: of the fictitious step h)")
     model_path = FilePath(None, allow_None=True, doc="Path to checkpoint")
     num_particles = param.Integer(2, bounds=(2, 4096), softbounds=(2, 64),
                                   doc="Particle count (direct summation over every pair)")

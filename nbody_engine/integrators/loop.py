@@ -32,7 +32,9 @@ class Trajectory:
 
     time, dt (S+1, B) (dt[i]: the step that led to row i); position, velocity (S+1, B, N, D); energy (S+1, B);
     momentum (S+1, B, D); angular_momentum (S+1, B) in 2D, (S+1, B, 3) in 3D;
-    steps (B,): steps each system took (systems that reached their end stay frozen).
+    steps (B,): steps each system took (systems that reached their end stay frozen);
+    force_evals (B,): the force evaluations they cost (a step's one, and what the policy adds:
+    trial steps, a time-transformed leapfrog's landing on the end time).
     With ``record_every = k`` the rows are every k-th step and the last one.
     """
 
@@ -45,6 +47,7 @@ class Trajectory:
     angular_momentum: np.ndarray
     mass: np.ndarray
     steps: np.ndarray
+    force_evals: np.ndarray
     wall_time_s: float
 
     def arrays(self) -> dict[str, np.ndarray]:
@@ -183,7 +186,15 @@ def _stepper(policy, gravity: Gravity, t_end: torch.Tensor | None, compile: bool
     Several steps per call because a compiled call costs tens of microseconds of guards and
     wrapping on top of its kernels, as much as a whole step of one orbit. The compiled stepper
     always takes STEPS_PER_CALL steps, returns all their rows, and zeroes dt after the first
-    ``active`` (a tensor, so a run's last, shorter call reuses the same compiled graph)."""
+    ``active`` (a tensor, so a run's last, shorter call reuses the same compiled graph).
+
+    An integrator with its own step (the time-transformed leapfrog, :mod:`.ttl`) offers
+    ``stepper(t_end)``, an ``advance`` of the same shape, and runs eager."""
+    if hasattr(policy, "stepper"):
+        if compile:
+            raise ValueError(f"{type(policy).__name__} runs eager: simulate it with compile=False")
+        return policy.stepper(t_end), STEPS_PER_CALL
+
     def steps_of(state: State, acc: torch.Tensor, carry, steps: torch.Tensor, n: int, keep: tuple[int, ...] | None,
                  active: torch.Tensor | None = None, out: tuple[torch.Tensor, ...] | None = None):
         rows = []
@@ -293,7 +304,15 @@ def simulate(state: State, policy, gravity: Gravity, stop: StopRule, reporter: R
     if stop.t_end is None:
         steps_taken = torch.full_like(steps_taken, step)
     return Trajectory(mass=state.mass.cpu().numpy(), steps=steps_taken.cpu().numpy(),
+                      force_evals=force_evals(policy, carry, steps_taken).cpu().numpy(),
                       wall_time_s=wallclock.perf_counter() - start, **data)
+
+
+def force_evals(policy, carry, steps: torch.Tensor) -> torch.Tensor:
+    """The force evaluations (B,) of ``steps`` (B,) steps of ``policy``: one a step, unless the
+    policy counts its own (``policy.force_evals(carry, steps)``: trial steps, iterations)."""
+    counted = getattr(policy, "force_evals", None)
+    return steps if counted is None else counted(carry, steps)
 
 
 def _reached_end(state: State, stop: StopRule) -> bool:

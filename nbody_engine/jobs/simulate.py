@@ -16,6 +16,7 @@ from ..events import Reporter, RunCancelledEvent, RunFailed, RunFinished, RunSta
 from ..integrators.leapfrog import leapfrog_step
 from ..integrators.loop import StopRule, Trajectory, period_of, simulate
 from ..integrators.policies import analytic_or_fixed, pairwise_timescale
+from ..integrators.ttl import LogHamiltonian, TimeTransformedLeapfrog
 from ..physics.gravity import State
 from ..physics.initial_conditions import check_start, kepler_family, load_ic_file, random_system
 from ..physics.runtime import gravity_of, resolve_seed, torch_setup
@@ -66,16 +67,20 @@ def check_first_step(policy, state: State, gravity, cfg: Config) -> None:
     """One trial step of ``policy`` from ``state`` (not recorded): a step that leaves the state
     non-finite at once is a setting, not a simulation, to report (``dt = 1e300``)."""
     with torch.inference_mode():
-        acc, _ = gravity(state, with_potential=False)
-        dt = policy.dt(state, policy.init(state), acc)
-        after, acc_after, _ = leapfrog_step(state, dt, acc, gravity, with_potential=False)
+        if isinstance(policy, TimeTransformedLeapfrog):
+            dt, after = policy.first_step(state)
+            acc_after, _ = gravity(after, with_potential=False)
+        else:
+            acc, _ = gravity(state, with_potential=False)
+            dt = policy.dt(state, policy.init(state), acc)
+            after, acc_after, _ = leapfrog_step(state, dt, acc, gravity, with_potential=False)
         finite = all(bool(torch.isfinite(t).all()) for t in (dt, after.position, after.velocity, acc_after))
         if finite:
             return
         longest = float(dt.max())
         scale = float(pairwise_timescale(state, gravity.softening).min())
     key = "dt" if cfg.integrator_mode == "analytic" and cfg.dt > 0 else \
-        "eps" if cfg.integrator_mode == "analytic" else "model_path"
+        "eps" if cfg.integrator_mode in ("analytic", "ttl") else "model_path"
     raise InputError(f"the first step (dt = {longest:.3g}) already makes the state non-finite; the systems' "
                      f"shortest time scale is {scale:.3g}: '{key}' = {getattr(cfg, key)} is far too large for them")
 
@@ -101,8 +106,9 @@ def stop_rule(cfg: Config, state: State) -> StopRule:
 
 
 def summarize(traj: Trajectory, period: np.ndarray, dim: int) -> dict:
-    """The run's summary: steps; energy, momentum and angular momentum initial, final and
-    residual (final - initial; for vectors the norm of the difference); max |dE/E|; wall time.
+    """The run's summary: steps and force evaluations; energy, momentum and angular momentum
+    initial, final and residual (final - initial; for vectors the norm of the difference); max
+    |dE/E|; wall time.
     One system gives scalars, a batch gives one list entry per system."""
     E, P, L = traj.energy, traj.momentum, traj.angular_momentum
     rel_dE = np.abs(E - E[0]) / np.abs(E[0])
@@ -110,6 +116,7 @@ def summarize(traj: Trajectory, period: np.ndarray, dim: int) -> dict:
     dL = np.abs(L - L[0]) if dim == 2 else np.linalg.norm(L - L[0], axis=-1)
     summary = {
         "steps": traj.steps,
+        "force_evals": traj.force_evals,
         "time_final": traj.time[-1],
         "energy_initial": E[0], "energy_final": E[-1], "energy_residual": E[-1] - E[0],
         "rel_energy_error_final": rel_dE[-1],
@@ -199,13 +206,16 @@ def _simulate_into(run: RunDirectory, cfg: Config, reporter: Reporter) -> dict:
 
 
 def simulation_policy(cfg: Config, device):
-    """The dt policy ``integrator_mode`` asks for, and the training ICs of its checkpoint (if any)."""
-    if cfg.integrator_mode == "analytic":
+    """The dt policy (or the time-transformed leapfrog) ``integrator_mode`` asks for, and the
+    training ICs of its checkpoint (if any)."""
+    if cfg.integrator_mode in ("analytic", "ttl"):
         if cfg.use_train_ic and not cfg.model_path:
             raise InputError("'use_train_ic' needs 'model_path' (the checkpoint holding the training ICs)")
         train_ic = None
         if cfg.model_path and cfg.use_train_ic:
             train_ic = load_checkpoint(cfg.model_path).train_ic
+        if cfg.integrator_mode == "ttl":
+            return TimeTransformedLeapfrog(LogHamiltonian(), gravity_of(cfg), eps=cfg.eps), train_ic
         return analytic_or_fixed(cfg.dt, cfg.eps, gravity_of(cfg), cfg.time_symmetric), train_ic
     return learned_policy_from_checkpoint(cfg, device)
 
