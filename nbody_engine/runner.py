@@ -99,6 +99,8 @@ def evaluate(cfg: Config) -> dict:
         print(f"reference for {problem}: {reference}")
     print(table_text(result["rows"]))
     print(verdict_text(result["verdicts"]))
+    for note in result["notes"]:
+        print(f"note: {note}")
     print("written: " + ", ".join(result["outputs"].values()))
     return result
 

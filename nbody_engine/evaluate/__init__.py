@@ -32,9 +32,10 @@ from ..physics.runtime import torch_setup
 from ..runs.directory import RunDirectory
 from ..runs.trained_policy import learned_policy_from_checkpoint
 from .baselines import BASELINES
+from .competitors import WHFAST, whfast_rows
 from .metrics import reference_rows, rows_of
 from .problems import Problem, SUITE, problems_of
-from .reference import reference_for
+from .reference import rebound_available, reference_for
 from .report import table_text, write_evaluation
 from .verdicts import all_verdicts, learned_versus, verdict_text
 
@@ -59,36 +60,88 @@ def _evaluate_into(run: RunDirectory, cfg: Config, reporter: Reporter) -> dict:
     learned, _ = learned_policy_from_checkpoint(cfg, device, as_trained=True)
     problems = problems_of(cfg, dtype, device)
     reporter.emit(RunStarted("evaluate", cfg.save_name, len(problems) * (len(BASELINES) + 2)))
-    rows, references = [], {}
+    rows, references, extended = [], {}, {}
     for problem in problems:
         reference = reference_for(problem, cfg.eval_reference, cfg.eps)
         references[problem.name] = reference.name
-        rows += reference_rows(problem, reference) + _problem_rows(problem, learned, cfg.eval_eps, reference, reporter)
-    verdicts = all_verdicts(rows, [b.name for b in BASELINES])
-    outputs = write_evaluation(rows, verdicts, references, run.root / "eval", cfg.model_path)
-    result = {"rows": rows, "verdicts": verdicts, "references": references, "outputs": outputs}
+        mine, extended[problem.name] = _problem_rows(problem, learned, cfg.eval_eps, reference, reporter)
+        rows += reference_rows(problem, reference) + mine
+        if problem.kepler_split and rebound_available():
+            rows += whfast_rows(problem, cfg.eval_eps, reference)
+    competitors = [b.name for b in BASELINES] + ([WHFAST] if any(r["policy"] == WHFAST for r in rows) else [])
+    verdicts = all_verdicts(rows, competitors)
+    notes = [p.unit_note for p in problems if p.unit_note]
+    if not rebound_available():
+        notes.append("IAS15 and WHFast rows absent: rebound is not installed (pip install 'nbody-explorer[reference]')")
+    notes += [f"{problem}: the {name} sweep was extended to eps {', '.join(f'{e:g}' for e in added)} to bracket "
+              f"the learned policy's cost" for problem, by_name in extended.items() for name, added in by_name.items()]
+    outputs = write_evaluation(rows, verdicts, references, run.root / "eval", cfg.model_path, notes)
+    result = {"rows": rows, "verdicts": verdicts, "references": references, "notes": notes, "outputs": outputs}
     reporter.emit(RunFinished("evaluate", result))
     return result
 
 
 def _problem_rows(problem: Problem, learned: LearnedDt, eps: list[float], reference, reporter: Reporter
-                  ) -> list[dict]:
+                  ) -> tuple[list[dict], dict[str, list[float]]]:
     """The learned policy's rows (one point, or a curve over ``eps`` for a network that takes the
-    accuracy asked for), then every baseline's over ``eps``, on one problem."""
+    accuracy asked for), then every baseline's over ``eps`` (extended to bracket the learned
+    policy's cost, :func:`_bracketing`), on one problem; and the eps each sweep was extended by."""
     gravity = Gravity(problem.softening)
     knob = torch.tensor(eps, dtype=problem.state.position.dtype, device=problem.state.position.device)
 
     def mine(eta, _unit):
         return LearnedDt(learned.network, learned.feature_type, learned.history_len, gravity, eta)
     if learned.network.conditioned:  # trained for any accuracy (rollout objective): a curve over eps as well
-        rows = _measured(problem, "learned", list(eps), mine, 1, reference, reporter, knob)
+        rows = _measured(problem, "learned", list(eps), mine, reference, reporter, knob)
     else:
-        rows = _measured(problem, "learned", [None], mine, 1, reference, reporter)
+        rows = _measured(problem, "learned", [None], mine, reference, reporter)
+    learned_rows = list(rows)
+    extended = {}
     for baseline in BASELINES:
         make = lambda values, unit, b=baseline: b.make(values, unit, gravity)  # noqa: E731
-        rows += _measured(problem, baseline.name, list(eps), make, baseline.force_evals_per_step, reference,
-                          reporter, knob)
-    return rows
+        curve = _measured(problem, baseline.name, list(eps), make, reference, reporter, knob)
+        added = _bracketing(problem, baseline.name, make, curve, learned_rows, reference, reporter)
+        if added:
+            extended[baseline.name] = sorted({r["eps"] for r in added})
+        rows += curve + added
+    return rows, extended
+
+
+EXTENSIONS = 3  # times a sweep is extended on each side, each time by a factor SWEEP_FACTOR in eps
+SWEEP_FACTOR = 4.0
+LARGEST_EPS = 2.0  # beyond this no step size rule resolves an orbit
+
+
+def _bracketing(problem: Problem, name: str, make, curve: list[dict], learned: list[dict], reference,
+                reporter: Reporter) -> list[dict]:
+    """Rows at eps beyond the sweep's ends, run until every system's sweep spans the costs of
+    its ``learned`` rows (or EXTENSIONS times a side, or eps beyond LARGEST_EPS, or a run that
+    is no longer finite): without them a learned point outside the sweep has no verdict."""
+    added: list[dict] = []
+    for finer in (True, False):
+        for _ in range(EXTENSIONS):
+            rows = curve + added
+            if not _beyond(rows, learned, finer):
+                break
+            known = [r["eps"] for r in rows]
+            eps = min(known) / SWEEP_FACTOR if finer else max(known) * SWEEP_FACTOR
+            if eps > LARGEST_EPS:
+                break
+            try:
+                added += _measured(problem, name, [eps], make, reference, reporter, problem.state.position.new_tensor(
+                    [eps]))
+            except NonFiniteStateError:
+                break
+    return added
+
+
+def _beyond(rows: list[dict], learned: list[dict], costlier: bool) -> bool:
+    """Whether a learned point costs more (``costlier``) or less than every row of its system."""
+    for point in learned:
+        costs = [r["force_evals"] for r in rows if r["system"] == point["system"]]
+        if (point["force_evals"] > max(costs)) if costlier else (point["force_evals"] < min(costs)):
+            return True
+    return False
 
 
 def _tiled(state: State, copies: int) -> State:
@@ -97,7 +150,7 @@ def _tiled(state: State, copies: int) -> State:
                                                                       state.time)))
 
 
-def _measured(problem: Problem, name: str, eps: list, make, evals_per_step: int, reference, reporter: Reporter,
+def _measured(problem: Problem, name: str, eps: list, make, reference, reporter: Reporter,
               knob: torch.Tensor | None = None) -> list[dict]:
     """Rows of policy ``name`` over every knob value and system of ``problem``, in one batch.
     ``make(knob, unit)`` gives the policy of systems with one knob value and time unit each."""
@@ -115,7 +168,7 @@ def _measured(problem: Problem, name: str, eps: list, make, evals_per_step: int,
         raise NonFiniteStateError(f"evaluate, problem '{problem.name}', policy '{name}': {err}") from None
     first = problem.state.select(slice(0, 1))
     alone = make(None if knob is None else knob[:1], problem.time_unit[:1])
-    return rows_of(problem, name, eps, traj, reference, evals_per_step, _seconds_per_step(first, alone, gravity))
+    return rows_of(problem, name, eps, traj, reference, _seconds_per_step(first, alone, gravity))
 
 
 def _seconds_per_step(state: State, policy, gravity: Gravity) -> float:

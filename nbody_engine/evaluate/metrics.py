@@ -3,10 +3,12 @@
 - ``max_rel_dE``, ``final_rel_dE``: max over the run and final |E(t)/E0 - 1|; ``max_rel_dL``,
   ``final_rel_dL`` the same for the angular momentum (NaN where L0 = 0, as in Burrau's problem);
 - ``position_error``: the largest distance of a body from where the reference puts it at the
-  end, in units of the system's initial size (rms distance of the bodies from their centre of
-  mass); ``phase_error`` (two bodies only): the angle in radians between the final separation
+  end, in units of the system's size (:func:`system_size`: the semi-major axis of a bound
+  binary, else the larger rms distance of the bodies from their centre of mass at the start and
+  at the reference's end); ``phase_error`` (two bodies only): the angle in radians between the final separation
   vectors of run and reference;
-- ``steps``, ``force_evals`` (steps times the policy's force evaluations per step) and
+- ``steps``, ``force_evals`` (counted by the simulation: a step's one plus the policy's trial
+  steps, iterations and landing on the end time; REBOUND's counted by a no-op force) and
   ``evals_per_period``: force evaluations per time unit of the problem (the Kepler period,
   the inner binary's period, ...);
 - ``wall_time_s``: the policy's measured time per step on one system of the problem, times its
@@ -30,10 +32,29 @@ COLUMNS = ("problem", "system", "label", "policy", "eps", "steps", "force_evals"
 
 def initial_size(problem: Problem) -> np.ndarray:
     """rms distance of the bodies from their centre of mass at the start, (B,)."""
+    return _rms_size(problem.state.mass.cpu().numpy(), problem.state.position.cpu().numpy())
+
+
+def system_size(problem: Problem, reference: Reference) -> np.ndarray:
+    """The length (B,) position errors are measured in: the semi-major axis of a bound binary
+    (its initial separation can be 1% of it, at pericentre of an e = 0.99 orbit), else the
+    larger rms size of the system at the start and at the reference's end."""
     state = problem.state
-    mass = state.mass.cpu().numpy()[..., None]
-    position = state.position.cpu().numpy()
-    com = (mass * position).sum(1, keepdims=True) / mass.sum(1, keepdims=True)
+    mass = state.mass.cpu().numpy()
+    if state.num_bodies == 2:
+        separation = (state.position[:, 1] - state.position[:, 0]).norm(dim=-1).cpu().numpy()
+        speed2 = ((state.velocity[:, 1] - state.velocity[:, 0]) ** 2).sum(-1).cpu().numpy()
+        total = mass.sum(-1)
+        energy = 0.5 * speed2 - total / np.hypot(separation, problem.softening)
+        if (energy < 0).all():
+            return -total / (2 * energy)
+    return np.maximum(initial_size(problem), _rms_size(mass, reference.position))
+
+
+def _rms_size(mass: np.ndarray, position: np.ndarray) -> np.ndarray:
+    """rms distance of the bodies (B, N, D) from their centre of mass, (B,)."""
+    weights = mass[..., None]
+    com = (weights * position).sum(1, keepdims=True) / weights.sum(1, keepdims=True)
     return np.sqrt(((position - com) ** 2).sum(-1).mean(-1))
 
 
@@ -53,40 +74,44 @@ def _finite_max(values: np.ndarray) -> np.ndarray:
 
 
 def rows_of(problem: Problem, policy: str, eps: list[float | None], traj: Trajectory, reference: Reference,
-            evals_per_step: int, seconds_per_step: float) -> list[dict]:
+            seconds_per_step: float) -> list[dict]:
     """Rows for a run of ``len(eps)`` copies of the problem's B systems, knob-major: system b at
     knob k is column ``k * B + b`` of the trajectory."""
-    systems = problem.state.batch_size
     rel_dE, rel_dL = relative_errors(traj.energy, traj.angular_momentum)
-    final = traj.position[-1]
-    copies = len(eps)
+    measured = {"steps": traj.steps, "force_evals": traj.force_evals, "max_rel_dE": _finite_max(rel_dE),
+                "final_rel_dE": rel_dE[-1], "max_rel_dL": _finite_max(rel_dL), "final_rel_dL": rel_dL[-1],
+                "wall_time_s": traj.steps * seconds_per_step}
+    return table_rows(problem, policy, eps, traj.position[-1], measured, reference)
+
+
+def table_rows(problem: Problem, policy: str, eps: list[float | None], final: np.ndarray, measured: dict,
+               reference: Reference) -> list[dict]:
+    """Rows of ``len(eps)`` copies of the problem's B systems (knob-major: system b at knob k is
+    column ``k * B + b``) from their final positions (columns, N, D) and the ``measured`` arrays
+    (columns,) of steps, force_evals, max/final rel_dE and rel_dL and wall_time_s."""
+    systems, copies = problem.state.batch_size, len(eps)
     reference_position = np.tile(reference.position, (copies, 1, 1))
-    size = np.tile(initial_size(problem), copies)
+    size = np.tile(system_size(problem, reference), copies)
     position_error = np.linalg.norm(final - reference_position, axis=-1).max(-1) / size
     phase_error = _phase_error(final, reference_position)
-    max_dE, max_dL = _finite_max(rel_dE), _finite_max(rel_dL)
     periods = np.tile((problem.t_end / problem.time_unit).cpu().numpy(), copies)
     rows = []
     for column in range(systems * copies):
-        steps = int(traj.steps[column])
-        evals = steps * evals_per_step
+        values = {k: (int if k in ("steps", "force_evals") else float)(v[column]) for k, v in measured.items()}
         rows.append({"problem": problem.name, "system": column % systems, "label": problem.labels[column % systems],
-                     "policy": policy, "eps": eps[column // systems], "steps": steps,
-                     "force_evals": evals, "evals_per_period": evals / periods[column],
-                     "max_rel_dE": float(max_dE[column]), "final_rel_dE": float(rel_dE[-1, column]),
-                     "max_rel_dL": float(max_dL[column]), "final_rel_dL": float(rel_dL[-1, column]),
-                     "position_error": float(position_error[column]),
-                     "phase_error": float(phase_error[column]), "wall_time_s": steps * seconds_per_step})
+                     "policy": policy, "eps": eps[column // systems], **values,
+                     "evals_per_period": values["force_evals"] / periods[column],
+                     "position_error": float(position_error[column]), "phase_error": float(phase_error[column])})
     return rows
 
 
 def reference_rows(problem: Problem, reference: Reference) -> list[dict]:
-    """IAS15's own cost, for the record (none for the fallback): its final |dE/E| and no error
-    against itself."""
+    """IAS15's own rows (none for the fallback): its cost, its max and final |dE/E| and no
+    error against itself."""
     periods = (problem.t_end / problem.time_unit).cpu().numpy()
     return [{"problem": problem.name, "system": b, "label": problem.labels[b], "policy": "IAS15", "eps": None,
              "steps": cost["steps"], "force_evals": cost["force_evals"],
-             "evals_per_period": cost["force_evals"] / periods[b], "max_rel_dE": math.nan,
+             "evals_per_period": cost["force_evals"] / periods[b], "max_rel_dE": cost["max_rel_dE"],
              "final_rel_dE": float(reference.rel_dE[b]), "max_rel_dL": math.nan, "final_rel_dL": math.nan,
              "position_error": 0.0,
              "phase_error": 0.0 if problem.state.num_bodies == 2 else math.nan, "wall_time_s": cost["wall_time_s"]}

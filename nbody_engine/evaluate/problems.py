@@ -28,13 +28,16 @@ import torch
 from ..config.errors import InputError
 from ..config.schema import Config
 from ..integrators.loop import period_of
-from ..physics.gravity import State, centre_of_mass_frame, kinetic_energy, potential_energy
+from ..physics.gravity import (State, centre_of_mass_frame, diagonals, kinetic_energy, pair_separations,
+                               potential_energy, squared_halves)
 from ..physics.initial_conditions import kepler_orbit, load_ic_file, make_state
 
 
 @dataclass(frozen=True)
 class Problem:
-    """``state``: B systems; ``t_end``, ``time_unit``: (B,); ``labels``: one name per system."""
+    """``state``: B systems; ``t_end``, ``time_unit``: (B,); ``labels``: one name per system;
+    ``kepler_split``: one pair or a dominant mass, where WHFast's Kepler splitting applies;
+    ``unit_note``: which time unit the systems got, where that is worth printing."""
 
     name: str
     state: State
@@ -42,12 +45,15 @@ class Problem:
     time_unit: torch.Tensor
     labels: tuple[str, ...]
     softening: float = 0.0
+    kepler_split: bool = False
+    unit_note: str = ""
 
 
 def kepler_problem(cfg: Config, dtype, device) -> Problem:
     state = kepler_orbit(cfg.eval_e, cfg.eval_a, mass=cfg.mass, dim=cfg.dim, dtype=dtype, device=device)
     period = period_of(state.mass, state.position, state.velocity)
-    return Problem("kepler", state, cfg.Nperiod * period, period, tuple(f"e={e:.2f}" for e in cfg.eval_e))
+    return Problem("kepler", state, cfg.Nperiod * period, period, tuple(f"e={e:.2f}" for e in cfg.eval_e),
+                   kepler_split=True)
 
 
 TRIPLES = ((0.3, 5.0, 30.0), (0.6, 10.0, 45.0), (0.9, 20.0, 60.0), (0.5, 30.0, 20.0))  # e_in, a_out/a_in, degrees
@@ -144,18 +150,58 @@ def cluster_problem(seed: int, dtype, device) -> Problem:
 
 
 def ic_file_problem(cfg: Config, dtype, device) -> Problem:
-    """The systems of ``ic_path``, for ``Nperiod`` periods (bound two-body systems) or ``duration``."""
+    """The systems of ``ic_path``, for ``Nperiod`` periods (bound two-body systems) or ``duration``,
+    each in a time unit of its own dynamics (:func:`own_time_unit`): a baseline's fixed step and
+    the cost per period read in it. ``Problem.unit_note`` says which unit each system got."""
     state = load_ic_file(cfg.ic_path, cfg.dim, dtype, device)
     period = period_of(state.mass, state.position, state.velocity)
     if bool(torch.isfinite(period).all()) and cfg.Nperiod > 0:
-        t_end, unit = cfg.Nperiod * period, period
+        t_end, unit, note = cfg.Nperiod * period, period, "the binary's orbital period"
     elif cfg.duration is not None:
-        t_end, unit = torch.full_like(state.time, cfg.duration), torch.ones_like(state.time)
+        unit, note = own_time_unit(state, cfg.softening)
+        t_end = torch.full_like(state.time, cfg.duration)
     else:
         raise InputError("evaluate runs each system of 'ic_path' for 'Nperiod' periods, which needs bound "
                          "two-body systems; for other ICs set 'duration'")
-    return Problem("ic_file", state, t_end, unit, tuple(f"system {k}" for k in range(state.batch_size)),
-                   cfg.softening)
+    labels = tuple(f"system {k}" for k in range(state.batch_size))
+    units = "; ".join(f"{label}: {u:.4g} ({note})" for label, u in zip(labels, unit.tolist()))
+    return Problem("ic_file", state, t_end, unit, labels, cfg.softening, kepler_split=dominated(state),
+                   unit_note=f"ic_file: time unit {units}")
+
+
+def own_time_unit(state: State, softening: float = 0.0) -> tuple[torch.Tensor, str]:
+    """A time unit (B,) from each system's own dynamics: the shortest orbital period of a pair
+    bound on its own (``2 pi sqrt(a^3 / (m_i + m_j))``, its energy taken as if the pair were
+    alone), else the crossing time ``R / V`` (rms size over rms speed, both mass-weighted, about
+    the centre of mass). Returns the units and what they are."""
+    pairs = pair_separations(torch.cat([state.position, state.velocity], -1))
+    squares = squared_halves(pairs, state.dim)  # r^2 and |v_j - v_i|^2, (B, N, N, 2)
+    total = state.mass.unsqueeze(2) + state.mass.unsqueeze(1)
+    eye, _, inf_diagonal = diagonals(state.num_bodies, state.mass.dtype, state.mass.device)
+    r = (squares[..., 0] + softening**2 + eye).sqrt()
+    energy = 0.5 * squares[..., 1] - total / r + inf_diagonal  # a body is no bound pair with itself
+    a = total / (-2 * energy)
+    period = torch.where(energy < 0, 2 * math.pi * (a.clamp_min(0) ** 3 / total).sqrt(), math.inf)
+    shortest = period.flatten(1).amin(1)
+    frame = centre_of_mass_frame(state)
+    weights = state.mass / state.mass.sum(-1, keepdim=True)
+    size = (weights * (frame.position**2).sum(-1)).sum(-1).sqrt()
+    speed = (weights * (frame.velocity**2).sum(-1)).sum(-1).sqrt()
+    bound = torch.isfinite(shortest)
+    unit = torch.where(bound, shortest, size / speed)
+    what = "shortest pairwise orbital period" if bool(bound.all()) else \
+        "crossing time" if not bool(bound.any()) else "shortest pairwise orbital period, else crossing time"
+    return unit, what
+
+
+def dominated(state: State) -> bool:
+    """Two bodies, or one body at least DOMINANT_RATIO times the mass of all the others together
+    in every system: where a Kepler splitting (WHFast) applies."""
+    heaviest = state.mass.amax(-1)
+    return state.num_bodies == 2 or bool((heaviest >= DOMINANT_RATIO * (state.mass.sum(-1) - heaviest)).all())
+
+
+DOMINANT_RATIO = 10.0
 
 
 SUITE = ("kepler", "triples", "scattering", "burrau", "cluster")

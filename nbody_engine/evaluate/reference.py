@@ -7,21 +7,22 @@ analytic policy at ``eps / 16``, and the output says so. ``eval_reference`` choo
 (IAS15 when installed), ``ias15`` (an error without rebound) or ``leapfrog`` (the fallback).
 
 IAS15's cost is recorded too: its steps, force evaluations (counted by a no-op additional
-force, which REBOUND calls once per evaluation) and wall time per system.
+force, which REBOUND calls once per evaluation), its own max |dE/E| over its steps and wall
+time per system: a competitor's row as well as the yardstick.
 """
 
 from __future__ import annotations
 
-import time as wallclock
 from dataclasses import dataclass
 
 import numpy as np
+
 from ..config.errors import InputError
 from ..integrators.loop import StopRule, simulate
 from ..integrators.policies import AnalyticDt, TimeSymmetricDt
-from ..physics.gravity import Gravity, total_energy
-from ..physics.initial_conditions import make_state
+from ..physics.gravity import Gravity
 from .problems import Problem
+from .rebound_runs import run
 
 FALLBACK_REFINEMENT = 16  # the fallback's eps is the run's eps divided by this
 
@@ -29,7 +30,8 @@ FALLBACK_REFINEMENT = 16  # the fallback's eps is the run's eps divided by this
 @dataclass(frozen=True)
 class Reference:
     """Final positions (B, N, D) of every system; ``name`` says which integrator made them;
-    ``rel_dE``: its own max |dE/E| at the end (B,); ``cost``: IAS15's rows (empty for the fallback)."""
+    ``rel_dE``: its own |dE/E| at the end (B,); ``cost``: IAS15's steps, force evaluations, wall
+    time and max |dE/E| per system (empty for the fallback)."""
 
     name: str
     position: np.ndarray
@@ -56,56 +58,19 @@ def reference_for(problem: Problem, choice: str, eps: float) -> Reference:
     return ias15(problem)
 
 
-def _rebound_simulation(mass, position, velocity, softening: float):
-    import rebound
-
-    sim = rebound.Simulation()
-    sim.integrator = "ias15"
-    sim.softening = softening
-    for m, x, v in zip(mass, position, velocity):
-        x3, v3 = np.zeros(3), np.zeros(3)
-        x3[: len(x)], v3[: len(v)] = x, v
-        sim.add(m=float(m), x=x3[0], y=x3[1], z=x3[2], vx=v3[0], vy=v3[1], vz=v3[2])
-    return sim
-
-
 def ias15(problem: Problem) -> Reference:
-    """Each system integrated to its end time by IAS15, twice: once timed, once counting forces.
-    Energies are ours (REBOUND's ``energy()`` leaves out the softening)."""
+    """Each system integrated to its end time by IAS15 (:func:`.rebound_runs.run`: timed, and
+    again counting its force evaluations and tracking its energy error after every step)."""
     import rebound
 
-    state, dim = problem.state, problem.state.dim
+    state = problem.state
     mass, x0, v0 = (t.detach().cpu().double().numpy() for t in (state.mass, state.position, state.velocity))
     t_end = problem.t_end.detach().cpu().double().numpy()
-    positions, velocities, cost = [], [], []
-    for b in range(state.batch_size):
-        sim = _rebound_simulation(mass[b], x0[b], v0[b], problem.softening)
-        start = wallclock.perf_counter()
-        sim.integrate(float(t_end[b]), exact_finish_time=1)
-        wall = wallclock.perf_counter() - start
-        positions.append([[p.x, p.y, p.z][:dim] for p in sim.particles])
-        velocities.append([[p.vx, p.vy, p.vz][:dim] for p in sim.particles])
-        cost.append({"steps": int(sim.steps_done), "force_evals": _ias15_force_evals(mass[b], x0[b], v0[b],
-                                                                                   problem.softening, t_end[b]),
-                     "wall_time_s": wall})
-    positions, velocities = np.array(positions), np.array(velocities)
-    energy0 = total_energy(state, problem.softening).cpu().numpy()
-    energy1 = total_energy(make_state(mass, positions, velocities), problem.softening).numpy()
-    return Reference(f"IAS15 (REBOUND {rebound.__version__})", positions, velocities,
-                     np.abs(energy1 / energy0 - 1), cost)
-
-
-def _ias15_force_evals(mass, position, velocity, softening: float, t_end: float) -> int:
-    sim = _rebound_simulation(mass, position, velocity, softening)
-    calls = [0]
-
-    def count(_sim) -> None:
-        calls[0] += 1
-
-    sim.additional_forces = count
-    sim.force_is_velocity_dependent = 0  # the no-op force depends on nothing: IAS15 runs as without it
-    sim.integrate(float(t_end), exact_finish_time=1)
-    return calls[0]
+    runs = [run("ias15", mass[b], x0[b], v0[b], problem.softening, t_end[b]) for b in range(state.batch_size)]
+    cost = [{"steps": r.steps, "force_evals": r.force_evals, "wall_time_s": r.wall_time_s,
+             "max_rel_dE": r.max_rel_dE} for r in runs]
+    return Reference(f"IAS15 (REBOUND {rebound.__version__})", np.array([r.position for r in runs]),
+                     np.array([r.velocity for r in runs]), np.array([r.final_rel_dE for r in runs]), cost)
 
 
 def converged_leapfrog(problem: Problem, eps: float) -> Reference:

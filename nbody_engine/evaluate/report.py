@@ -16,8 +16,8 @@ from .metrics import COLUMNS
 
 # Okabe & Ito's colour-blind-safe palette, without its yellow (unreadable on white)
 PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#56B4E9", "#E69F00", "#000000")
-STYLES = {"fixed": "x:", "classic": "s--", "analytic": "o-", "analytic-symmetric": "^-.",
-          "analytic-midpoint": "v-"}  # marker, then line style
+STYLES = {"fixed": "x:", "classic": "s--", "analytic": "o-", "analytic-symmetric": "^-.", "analytic-hmm": "<-.",
+          "analytic-midpoint": "v-", "ttl": "D-", "WHFast": "P:"}  # marker, then line style
 ERRORS = (("max_rel_dE", "max |dE/E|"), ("position_error", "final position error / size"))
 
 
@@ -43,14 +43,14 @@ def json_ready(row: dict) -> dict:
 
 
 def write_evaluation(rows: list[dict], verdicts: list[dict], references: dict[str, str], directory,
-                     model_path: str) -> dict[str, str]:
+                     model_path: str, notes: list[str]) -> dict[str, str]:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=COLUMNS)
     writer.writeheader()
     writer.writerows(rows)
     paths = {"csv": directory / "table.csv", "json": directory / "table.json", "pareto": directory / "pareto.png"}
     write_text(paths["csv"], buffer.getvalue())
-    write_json(paths["json"], {"model_path": model_path, "references": references,
+    write_json(paths["json"], {"model_path": model_path, "references": references, "notes": notes,
                                "rows": [json_ready(r) for r in rows],
                                "learned_versus_baselines": [json_ready(v) for v in verdicts]})
     pareto_plot(rows, paths["pareto"])

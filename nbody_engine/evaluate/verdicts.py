@@ -4,7 +4,8 @@ A baseline's rows for one system trace a curve over its knob; the learned policy
 compared with that curve interpolated log-log at the learned policy's cost: at equal force
 evaluations (the primary comparison) for max |dE/E| and for the position error, and at equal
 wall time for max |dE/E|. A ratio below 1 means the learned policy is better; None means its
-cost lies outside the baseline's sweep (widen ``eval_eps``).
+cost lies outside the baseline's sweep even once extended, and ``outside`` then says on which
+side ("more": the learned point costs more than every point of the baseline; "less").
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ def learned_versus(rows: list[dict], problem: str, system: int, baseline: str, l
             if error == "max_rel_dE" and cost == "force_evals":
                 verdict["baseline_max_rel_dE_at_same_evals"] = theirs
             verdict[name] = point[error] / theirs if theirs and math.isfinite(point[error]) else None
+        costs = [r["force_evals"] for r in mine if r["policy"] == baseline]
+        verdict["outside"] = None if not costs or min(costs) <= point["force_evals"] <= max(costs) else \
+            "more" if point["force_evals"] > max(costs) else "less"
         verdicts.append(verdict)
     return verdicts
 
@@ -49,7 +53,7 @@ def all_verdicts(rows: list[dict], baselines: list[str]) -> list[dict]:
 
 
 def _ratio(value: float | None) -> str:
-    return "  -  " if value is None else f"{value:5.2f}"
+    return "  -  " if value is None else f"{value:5.2f}" if value < 1000 else f"{value:.2g}"
 
 
 def verdict_text(verdicts: list[dict]) -> str:
@@ -58,9 +62,14 @@ def verdict_text(verdicts: list[dict]) -> str:
     for problem in dict.fromkeys(v["problem"] for v in verdicts):
         mine = [v for v in verdicts if v["problem"] == problem]
         for v in mine:
-            lines.append(f"{problem} {v['label']}: at {v['force_evals']} force evals, learned vs {v['baseline']}: "
-                         f"max|dE/E| ratio {_ratio(v['ratio'])}, position error ratio {_ratio(v['position_ratio'])}, "
-                         f"max|dE/E| at equal wall time {_ratio(v['wall_ratio'])}")
+            head = f"{problem} {v['label']}: at {v['force_evals']} force evals, learned vs {v['baseline']}: "
+            if v["outside"]:
+                lines.append(head + f"learned costs {v['outside']} than every point of {v['baseline']}: "
+                                    "no comparison at equal force evaluations")
+                continue
+            lines.append(head + f"max|dE/E| ratio {_ratio(v['ratio'])}, position error ratio "
+                                f"{_ratio(v['position_ratio'])}, max|dE/E| at equal wall time "
+                                f"{_ratio(v['wall_ratio'])}")
         lines.append(f"{problem}: {summary(mine)}")
     return "\n".join(lines)
 
