@@ -179,7 +179,7 @@ def check_consistency(cfg: Config, command: str | None = None) -> None:
     if cfg.time_symmetric and cfg.integrator_mode != "analytic" and command != "evaluate":
         raise InputError(f"'time_symmetric' applies to integrator_mode 'analytic', not {cfg.integrator_mode!r};"
                          " unset it for a learned policy")
-    if cfg.integrator_mode == "ttl" and command != "evaluate":
+    if cfg.integrator_mode in ("ttl", "ml_ttl") and command != "evaluate":
         _check_ttl(cfg)
     if cfg.save_name is not None:
         check_save_name(cfg.save_name)
@@ -189,9 +189,10 @@ def _check_ttl(cfg: Config) -> None:
     """The time-transformed leapfrog's step is set by ``eps`` alone and runs eager."""
     if cfg.dt > 0:
         raise InputError(f"'dt' = {cfg.dt} sets a fixed step of integrator_mode 'analytic'; the time-transformed "
-                         "leapfrog (ttl) takes its fictitious step from 'eps': set dt = -1")
+                         f"leapfrog ({cfg.integrator_mode}) takes its fictitious step from 'eps': set dt = -1")
     if cfg.compile:
-        raise InputError("integrator_mode 'ttl' runs eager; unset 'compile' (it compiles the leapfrog's stepper)")
+        raise InputError(f"integrator_mode '{cfg.integrator_mode}' runs eager; unset 'compile' (it compiles the "
+                         "leapfrog's stepper)")
 
 
 def check_multi_orbit(cfg: Config) -> None:

@@ -118,6 +118,17 @@ class Rollout(Section):
                                       "as |dE/E| ~ h^2, more steps pay until log(eta / h) = 1 / rollout_lambda")
     rollout_clip = param.Number(1.0, bounds=(0, UNBOUNDED), inclusive_bounds=(False, True), softbounds=(0.01, 10),
                                 doc="Rollout: gradient norm clipping")
+    train_family = param.Selector(default="kepler", objects=["kepler", "binaries", "triples", "clusters"],
+                                  doc="Rollout of integrator_mode ml_ttl: the systems trained on: kepler (e_min/e_max, "
+                                      "a_min/a_max), binaries (the same with unequal masses down to "
+                                      "family_mass_ratio), hierarchical triples (inner e from e_min/e_max, a third "
+                                      "body 8-14 inner semi-major axes out), or small bound clusters of "
+                                      "family_cluster_size bodies (docs/SCIENCE.md)")
+    family_mass_ratio = param.Number(0.1, bounds=(1e-4, 1), softbounds=(0.001, 1),
+                                     doc="Training family: the smallest mass ratio of a binary, triple or cluster "
+                                         "(ratios drawn log-uniformly from [family_mass_ratio, 1])")
+    family_cluster_size = param.Integer(5, bounds=(3, 64), softbounds=(3, 16),
+                                        doc="Training family: bodies per cluster (train_family = clusters)")
 
 
 class Features(Section):
@@ -152,10 +163,11 @@ class Model(Section):
 class Simulation(Section):
     title = "Simulation / integrator"
 
-    integrator_mode = param.Selector(default="analytic", objects=["analytic", "ml", "history", "ttl"],
-                                     doc="analytic, ml, history, or ttl: the time-transformed (log-H) leapfrog, "
+    integrator_mode = param.Selector(default="analytic", objects=["analytic", "ml", "history", "ttl", "ml_ttl"],
+                                     doc="analytic, ml, history, ttl: the time-transformed (log-H) leapfrog, "
                                          "time-reversible at a constant fictitious step h = eps U(q0) tau(q0), "
-                                         "its first step about eps tau(q0) long (docs/SCIENCE.md)")
+                                         "its first step about eps tau(q0) long (docs/SCIENCE.md), or ml_ttl: the "
+                                         "same with a checkpoint's learned time transformation U exp(g(q))")
     dt = param.Number(-1.0, softbounds=(-1, 0.1), doc="Fixed dt (analytic); dt <= 0 means adaptive with eps")
     steps = param.Integer(-1, bounds=(-1, 10**10), softbounds=(-1, 100000), doc="Steps to simulate (-1 = unset)")
     duration = param.Number(None, allow_None=True, bounds=(0, UNBOUNDED), inclusive_bounds=(False, True),

@@ -26,12 +26,15 @@ from ..config.errors import InputError, NonFiniteStateError
 from ..config.loading import Config, adopt_ic_file
 from ..events import Reporter, RunFinished, RunStarted
 from ..integrators.loop import StopRule, simulate
+from ..integrators.ttl import TimeTransformedLeapfrog
 from ..learning.network import LearnedDt
+from ..learning.time_transform import LearnedOmega, OmegaNetwork
 from ..physics.gravity import Gravity, State
 from ..physics.runtime import torch_setup
 from ..runs.checkpoints import load_checkpoint
 from ..runs.directory import RunDirectory
-from ..runs.trained_policy import learned_policy_from_checkpoint
+from ..runs.checkpoints import load_checkpoint
+from ..runs.trained_policy import checked_omega_network, learned_policy_from_checkpoint
 from .baselines import BASELINES
 from .competitors import WHFAST, whfast_rows
 from .long_run import LONG_POLICIES, attach, long_eps, long_metrics
@@ -60,7 +63,7 @@ def _evaluate_into(run: RunDirectory, cfg: Config, reporter: Reporter) -> dict:
         raise InputError("evaluate needs 'model_path' (--model-path), the checkpoint whose policy is evaluated, "
                          "or the 'save_name' of the training that wrote it")
     device, dtype = torch_setup(cfg)
-    learned, _ = learned_policy_from_checkpoint(cfg, device, as_trained=True)
+    learned = _learned(cfg, device)
     problems = problems_of(cfg, dtype, device)
     reporter.emit(RunStarted("evaluate", cfg.save_name, len(problems) * (len(BASELINES) + 2)))
     rows, references, extended = [], {}, {}
@@ -89,17 +92,28 @@ def _evaluate_into(run: RunDirectory, cfg: Config, reporter: Reporter) -> dict:
     return result
 
 
-def _problem_rows(problem: Problem, learned: LearnedDt, eps: list[float], reference, reporter: Reporter
-                  ) -> tuple[list[dict], dict[str, list[float]]]:
+def _learned(cfg: Config, device) -> LearnedDt | OmegaNetwork:
+    """The checkpoint's learned dt policy, or its learned time transformation's network (ml_ttl)."""
+    ckpt = load_checkpoint(cfg.model_path)
+    if ckpt.config["integrator_mode"] == "ml_ttl":
+        return checked_omega_network(ckpt).to(device=device)
+    return learned_policy_from_checkpoint(cfg, device, as_trained=True)[0]
+
+
+def _problem_rows(problem: Problem, learned: LearnedDt | OmegaNetwork, eps: list[float], reference,
+                  reporter: Reporter) -> tuple[list[dict], dict[str, list[float]]]:
     """The learned policy's rows (one point, or a curve over ``eps`` for a network that takes the
-    accuracy asked for), then every baseline's over ``eps`` (extended to bracket the learned
-    policy's cost, :func:`_bracketing`), on one problem; and the eps each sweep was extended by."""
+    accuracy asked for, or for a learned time transformation, whose knob is the fictitious step
+    ``h = eps Omega(q0) tau(q0)``), then every baseline's over ``eps`` (extended to bracket the
+    learned policy's cost, :func:`_bracketing`), on one problem; and the eps each sweep was extended by."""
     gravity = Gravity(problem.softening)
     knob = torch.tensor(eps, dtype=problem.state.position.dtype, device=problem.state.position.device)
 
     def mine(eta, _unit):
+        if isinstance(learned, OmegaNetwork):
+            return TimeTransformedLeapfrog(LearnedOmega(learned, gravity.softening), gravity, eps=eta)
         return LearnedDt(learned.network, learned.feature_type, learned.history_len, gravity, eta)
-    if learned.network.conditioned:  # trained for any accuracy (rollout objective): a curve over eps as well
+    if isinstance(learned, OmegaNetwork) or learned.network.conditioned:  # a curve over eps as well
         rows = _measured(problem, "learned", list(eps), mine, reference, reporter, knob)
     else:
         rows = _measured(problem, "learned", [None], mine, reference, reporter)

@@ -23,7 +23,7 @@ from ..reporting.drawing import draw
 from ..reporting.movie import check_encoder, write_run_movie
 from ..runs.checkpoints import load_checkpoint
 from ..runs.directory import RunDirectory, write_json, write_npz
-from ..runs.trained_policy import learned_policy_from_checkpoint
+from ..runs.trained_policy import learned_policy_from_checkpoint, learned_ttl_from_checkpoint
 
 DEFAULT_STEPS = 1000
 
@@ -78,7 +78,7 @@ def check_first_step(policy, state: State, gravity, cfg: Config) -> None:
         longest = float(dt.max())
         scale = float(pairwise_timescale(state, gravity.softening).min())
     key = "dt" if cfg.integrator_mode == "analytic" and cfg.dt > 0 else \
-        "eps" if cfg.integrator_mode in ("analytic", "ttl") else "model_path"
+        "eps" if cfg.integrator_mode in ("analytic", "ttl", "ml_ttl") else "model_path"
     raise InputError(f"the first step (dt = {longest:.3g}) already makes the state non-finite; the systems' "
                      f"shortest time scale is {scale:.3g}: '{key}' = {getattr(cfg, key)} is far too large for them")
 
@@ -206,6 +206,8 @@ def simulation_policy(cfg: Config, device):
         if cfg.integrator_mode == "ttl":
             return TimeTransformedLeapfrog(LogHamiltonian(), gravity_of(cfg), eps=cfg.eps), train_ic
         return analytic_or_fixed(cfg.dt, cfg.eps, gravity_of(cfg), cfg.time_symmetric), train_ic
+    if cfg.integrator_mode == "ml_ttl":
+        return learned_ttl_from_checkpoint(cfg, device)
     return learned_policy_from_checkpoint(cfg, device)
 
 

@@ -12,6 +12,7 @@ from ..config.loading import Config, config_values
 from ..events import (CheckpointWritten, EpochFinished, MetricsFileSink, Reporter, RunCancelledEvent, RunFailed,
                       RunFinished, RunStarted, json_line)
 from ..learning.trainer import Trainer
+from ..learning.ttl_trainer import TTLTrainer
 from ..physics.runtime import gravity_of, resolve_seed, torch_setup
 from ..reporting.drawing import draw
 from ..reporting.movie import check_encoder, write_run_movie
@@ -60,7 +61,8 @@ def _train_into(run: RunDirectory, cfg: Config, reporter: Reporter | None) -> di
     if cfg.movie:
         check_encoder()
     resolve_seed(cfg)
-    trainer = Trainer(cfg, reporter, device, dtype, gravity_of(cfg))
+    trainer = (TTLTrainer if cfg.integrator_mode == "ml_ttl" else Trainer)(cfg, reporter, device, dtype,
+                                                                           gravity_of(cfg))
     if resume_from is not None:
         trainer.restore(resume_from)
         _rewrite_metrics(run, trainer.metrics)

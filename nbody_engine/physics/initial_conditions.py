@@ -1,4 +1,5 @@
-"""Initial conditions: random systems, Kepler orbits and their families, and IC files.
+"""Initial conditions: random systems, Kepler orbits and their families (also with unequal masses),
+hierarchical triples and small bound clusters (the training families of ``train_family``), and IC files.
 
 IC files (``.npy`` or ``.txt``) hold one row per body: ``mass, x.., v..`` (so 1 + 2D columns),
 or a stack of such blocks, shape (B, N, 1 + 2D), for a batch of systems in a ``.npy``.
@@ -14,7 +15,7 @@ import torch
 
 from ..config.errors import InputError
 from ..config.files import read_ic_array
-from .gravity import State, centre_of_mass_frame
+from .gravity import State, centre_of_mass_frame, kinetic_energy, potential_energy
 
 
 def check_start(state: State, gravity, source: str) -> None:
@@ -94,6 +95,114 @@ def kepler_family(num_orbits: int, e_range: tuple[float, float], a_range: tuple[
     e = e_range[0] + (e_range[1] - e_range[0]) * u[0]
     a = a_range[0] + (a_range[1] - a_range[0]) * u[1]
     return kepler_orbit(e, a, mass=mass, dim=dim, dtype=dtype, device=device)
+
+
+def energy_period(state: State) -> torch.Tensor:
+    """``2 pi sqrt(a_E^3 / M)`` per system (B,), with ``a_E = sum_{i<j} m_i m_j / (2 |E|)`` and M
+    the total mass: a bound binary's Kepler period exactly; for more bodies the period of a binary
+    with the system's binding energy (a hierarchical triple: about its inner period; a cluster: a
+    few crossing times). Infinite for unbound systems (E >= 0)."""
+    energy = kinetic_energy(state) + potential_energy(state)
+    i, j = torch.triu_indices(state.num_bodies, state.num_bodies, 1, device=state.mass.device)
+    pair_mass = (state.mass[:, i] * state.mass[:, j]).sum(-1)
+    size = pair_mass / (2 * (-energy).clamp_min(0))
+    return 2 * math.pi * (size**3 / state.mass.sum(-1)).sqrt()
+
+
+def _relative_orbit(e: torch.Tensor, a: torch.Tensor, total: torch.Tensor, anomaly: torch.Tensor,
+                    angle: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Relative position and velocity (B, 2) of a Kepler orbit (eccentricity, semi-major axis,
+    total mass, true anomaly, argument of pericentre; each (B,)) in the x-y plane."""
+    p = a * (1 - e**2)
+    r = p / (1 + e * anomaly.cos())
+    speed = (total / p).sqrt()
+    phase = anomaly + angle
+    position = torch.stack([r * phase.cos(), r * phase.sin()], -1)
+    v_perifocal = torch.stack([-speed * anomaly.sin(), speed * (e + anomaly.cos())], -1)
+    c, s = angle.cos(), angle.sin()
+    vx, vy = v_perifocal.unbind(-1)
+    velocity = torch.stack([c * vx - s * vy, s * vx + c * vy], -1)
+    return position, velocity
+
+
+def _uniform(generator, num: int, low: float, high: float) -> torch.Tensor:
+    return low + (high - low) * torch.rand(num, generator=generator, dtype=torch.float64)
+
+
+def _mass_ratio(generator, num: int, smallest: float) -> torch.Tensor:
+    """Mass ratios (B,) drawn log-uniformly from [smallest, 1]."""
+    return torch.exp(_uniform(generator, num, math.log(smallest), 0.0))
+
+
+def _in_dim(vectors: torch.Tensor, dim: int) -> torch.Tensor:
+    """Planar vectors (..., 2) in ``dim`` dimensions (z = 0 in 3D)."""
+    return vectors if dim == 2 else torch.cat([vectors, torch.zeros_like(vectors[..., :1])], -1)
+
+
+def unequal_binaries(num: int, e_range: tuple[float, float], a_range: tuple[float, float], smallest_ratio: float, *,
+                     mass: float = 1.0, dim: int = 2, generator: torch.Generator | None = None,
+                     dtype=torch.float64, device="cpu") -> State:
+    """``num`` bound binaries of total mass ``2 mass``, mass ratio log-uniform in
+    [``smallest_ratio``, 1], e and a uniform in their ranges, at pericentre."""
+    e, a = _uniform(generator, num, *e_range), _uniform(generator, num, *a_range)
+    q = _mass_ratio(generator, num, smallest_ratio)
+    total = torch.full_like(e, 2.0 * mass)
+    masses = torch.stack([total / (1 + q), total * q / (1 + q)], -1)
+    rel_x, rel_v = _relative_orbit(e, a, total, torch.zeros_like(e), torch.zeros_like(e))
+    share = torch.stack([-masses[:, 1], masses[:, 0]], -1).unsqueeze(-1) / total.view(-1, 1, 1)  # (B, 2, 1)
+    state = State(masses, _in_dim(share * rel_x.unsqueeze(1), dim), _in_dim(share * rel_v.unsqueeze(1), dim),
+                  torch.zeros(num, dtype=torch.float64))
+    return state.to(device=device, dtype=dtype)
+
+
+TRIPLE_RATIO = (8.0, 14.0)  # a_out / a_in: stable (Mardling & Aarseth 2001) for e_out <= 0.3 and these masses
+TRIPLE_OUTER_E = (0.0, 0.3)
+
+
+def hierarchical_triples(num: int, e_range: tuple[float, float], a_range: tuple[float, float],
+                         smallest_ratio: float, *, mass: float = 1.0, dim: int = 2,
+                         generator: torch.Generator | None = None, dtype=torch.float64, device="cpu") -> State:
+    """``num`` hierarchical triples of total mass ``3 mass``: an inner binary (mass ratio
+    log-uniform in [``smallest_ratio``, 1], e and a uniform in their ranges, random phase and
+    orientation) and a third body (mass ratio to the binary the same way) on an orbit with
+    ``a_out / a_in`` uniform in TRIPLE_RATIO and ``e_out`` in TRIPLE_OUTER_E, coplanar (z = 0 in 3D)."""
+    e_in, a_in = _uniform(generator, num, *e_range), _uniform(generator, num, *a_range)
+    q_in, q_out = _mass_ratio(generator, num, smallest_ratio), _mass_ratio(generator, num, smallest_ratio)
+    a_out, e_out = a_in * _uniform(generator, num, *TRIPLE_RATIO), _uniform(generator, num, *TRIPLE_OUTER_E)
+    angles = [_uniform(generator, num, 0.0, 2 * math.pi) for _ in range(4)]
+    total = torch.full_like(e_in, 3.0 * mass)
+    m_c = total * q_out / (1 + q_out)
+    m_in = total - m_c
+    m_a, m_b = m_in / (1 + q_in), m_in * q_in / (1 + q_in)
+    in_x, in_v = _relative_orbit(e_in, a_in, m_in, angles[0], angles[1])
+    out_x, out_v = _relative_orbit(e_out, a_out, total, angles[2], angles[3])
+    # each body: its share of the inner relative vector about the binary's centre, and of the outer about the whole's
+    shares_in = torch.stack([-m_b / m_in, m_a / m_in, torch.zeros_like(m_in)], -1).unsqueeze(-1)
+    shares_out = torch.stack([-m_c / total, -m_c / total, m_in / total], -1).unsqueeze(-1)
+    position = shares_in * in_x.unsqueeze(1) + shares_out * out_x.unsqueeze(1)
+    velocity = shares_in * in_v.unsqueeze(1) + shares_out * out_v.unsqueeze(1)
+    state = State(torch.stack([m_a, m_b, m_c], -1), _in_dim(position, dim), _in_dim(velocity, dim),
+                  torch.zeros(num, dtype=torch.float64))
+    return state.to(device=device, dtype=dtype)
+
+
+CLUSTER_VIRIAL_RATIO = 0.5  # T / |W| of a cluster in virial equilibrium
+
+
+def bound_clusters(num: int, bodies: int, smallest_ratio: float, *, mass: float = 1.0, dim: int = 2,
+                   generator: torch.Generator | None = None, dtype=torch.float64, device="cpu") -> State:
+    """``num`` clusters of ``bodies`` bodies (masses log-uniform in [``smallest_ratio``, 1] times
+    ``mass``), uniform in the unit ball, with Gaussian velocities scaled to virial equilibrium
+    (T / |W| = 0.5, so bound), in the centre-of-mass frame."""
+    shape = (num, bodies, dim)
+    direction = torch.randn(shape, generator=generator, dtype=torch.float64)
+    radius = torch.rand(shape[:2] + (1,), generator=generator, dtype=torch.float64) ** (1 / dim)
+    position = direction / direction.norm(dim=-1, keepdim=True) * radius
+    velocity = torch.randn(shape, generator=generator, dtype=torch.float64)
+    masses = mass * _mass_ratio(generator, num * bodies, smallest_ratio).view(num, bodies)
+    state = centre_of_mass_frame(State(masses, position, velocity, torch.zeros(num, dtype=torch.float64)))
+    scale = (CLUSTER_VIRIAL_RATIO * potential_energy(state).abs() / kinetic_energy(state)).sqrt()
+    return state.replace(velocity=state.velocity * scale.view(-1, 1, 1)).to(device=device, dtype=dtype)
 
 
 def load_ic_file(path: str | Path, dim: int | None = None, dtype=torch.float64, device="cpu") -> State:
