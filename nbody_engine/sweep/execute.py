@@ -249,7 +249,7 @@ class _Execution:
             self.noticed = True
             self.waiting = backend.lost_reason()
             self._write()
-            self._notice(f"no worker alive for {waited:.0f} s: {self.waiting}; "
+            self._notice(f"no worker alive for {NO_WORKER_NOTICE_S:.0f} s: {self.waiting}; "
                          + ("it waits as long as they are queued" if backend.waiting else
                             f"the sweep stops after {self.no_worker_limit:.0f} s without one"))
         if waited >= self.no_worker_limit and not backend.waiting:  # a queued SLURM job may start any time

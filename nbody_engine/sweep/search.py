@@ -109,6 +109,7 @@ class Trials:
         self.live: dict[str, Any] = {}  # run id -> its Trial while it runs
         self.reported: dict[str, int] = {}  # run id -> metrics.jsonl lines reported
         self.epochs: dict[str, int] = {}  # run id -> the last epoch reported
+        self.twins: dict[str, list] = {}  # run id -> later trials that drew the same point while it ran
         self._recover()
 
     def _recover(self) -> None:
@@ -134,27 +135,35 @@ class Trials:
         from optuna.trial import TrialState
 
         finished = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-        return max(0, self.plan.search.trials - len(self.study.get_trials(deepcopy=False, states=finished))
-                   - len(self.live))
+        waiting = len(self.live) + sum(len(twins) for twins in self.twins.values())
+        return max(0, self.plan.search.trials - len(self.study.get_trials(deepcopy=False, states=finished)) - waiting)
 
     def ask(self) -> Run | None:
-        """The next trial's run (None once the study holds ``trials``)."""
-        if self.remaining == 0:
-            return None
-        trial = self.study.ask(self.distributions)
-        values = {a.column: _value(a, trial.params[a.column]) for a in self.plan.axes}
-        try:
-            run = self.plan.make_run(values)
-        except InputError as err:  # a point breaking a cross-key rule: a failed trial, and the next one
-            from optuna.trial import TrialState
+        """The next trial's run (None once the study holds ``trials``). A point that breaks a
+        cross-key rule is a failed trial; a point drawn again is told its run's result (or
+        waits for it, if it is running) instead of running twice."""
+        from optuna.trial import TrialState
 
-            self.study.tell(trial, state=TrialState.FAIL)
-            self.study.set_user_attr(f"refused_{trial.number}", str(err))
-            return self.ask()
-        trial.set_user_attr("run_id", run.id)
-        self.live[run.id] = trial
-        self.plan.add_run(run)
-        return run
+        while self.remaining > 0:
+            trial = self.study.ask(self.distributions)
+            values = {a.column: _value(a, trial.params[a.column]) for a in self.plan.axes}
+            try:
+                run = self.plan.make_run(values)
+            except InputError as err:
+                trial.set_user_attr("refused", str(err))
+                self.study.tell(trial, state=TrialState.FAIL)
+                continue
+            trial.set_user_attr("run_id", run.id)
+            record = read_status(self.plan.run_dir(run))
+            if run.id in self.live:
+                self.twins.setdefault(run.id, []).append(trial)
+            elif any(r.id == run.id for r in self.plan.runs) and record.get("status") in (STATUS_OK, STATUS_PRUNED):
+                self.tell(trial, record)
+            else:
+                self.live[run.id] = trial
+                self.plan.add_run(run)
+                return run
+        return None
 
     def tell(self, trial, record: dict) -> None:
         """Tell the study how the trial's run ended."""
@@ -170,8 +179,8 @@ class Trials:
 
     def ended(self, run: Run, record: dict) -> None:
         trial = self.live.pop(run.id, None)
-        if trial is not None:
-            self.tell(trial, record)
+        for told in ([trial] if trial is not None else []) + self.twins.pop(run.id, []):
+            self.tell(told, record)
 
     def last_epoch(self, run: Run) -> int | None:
         return self.epochs.get(run.id)
