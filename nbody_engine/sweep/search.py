@@ -68,13 +68,16 @@ def open_study(plan: SweepPlan):
     opts = plan.search
     plan.root.mkdir(parents=True, exist_ok=True)
     storage = JournalStorage(JournalFileBackend(str(plan.root / STUDY_FILE)))
-    sampler = (optuna.samplers.TPESampler(seed=plan.seed) if opts.sampler == "tpe"
-               else optuna.samplers.RandomSampler(seed=plan.seed))
     pruner = {"median": optuna.pruners.MedianPruner(n_startup_trials=2),
               "halving": optuna.pruners.SuccessiveHalvingPruner(),
               "none": optuna.pruners.NopPruner()}[opts.pruner]
-    study = optuna.create_study(storage=storage, sampler=sampler, pruner=pruner, study_name=plan.name,
-                                direction=opts.direction, load_if_exists=True)
+    study = optuna.create_study(storage=storage, pruner=pruner, study_name=plan.name, direction=opts.direction,
+                                load_if_exists=True)
+    # seeded by the sweep's seed, moved on by how many trials the study holds: a rerun that
+    # continues it draws new points (the same seed would repeat the first ones), reproducibly
+    seed = (plan.seed + 7919 * len(study.get_trials(deepcopy=False))) % 2**32
+    study.sampler = (optuna.samplers.TPESampler(seed=seed) if opts.sampler == "tpe"
+                     else optuna.samplers.RandomSampler(seed=seed))
     _check_same_search(plan, study)
     return study
 

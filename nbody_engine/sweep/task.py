@@ -135,6 +135,7 @@ def _supervise(proc, watch: _Watch) -> tuple[int | None, tuple[str, str] | None]
     """Wait for the runner; interrupt it (SIGINT to its group, SIGKILL after a grace) when the
     watch says so. Returns (exit code, (status, why) when interrupted)."""
     stop, deadline = None, math.inf
+    watch.started = time.monotonic()  # the run's clock starts with its process, not with a cold zygote
     while True:
         try:
             return proc.wait(timeout=POLL_S), stop

@@ -30,7 +30,10 @@ import traceback
 PR_SET_PDEATHSIG = 1
 READY = "zygote: ready"
 RUN_ENV_FILE = "run_env.json"  # what a child records about itself in the run's folder
-PRELOAD = ("torch", "nbody_engine.runner", "nbody_engine.jobs.phases", "nbody_engine.reporting.plots")
+# what the runner imports, so that a child only runs it (the runner module itself stays out of
+# sys.modules: run as a program, it must be imported fresh)
+PRELOAD = ("torch", "nbody_engine.config.loading", "nbody_engine.events", "nbody_engine.jobs.phases",
+           "nbody_engine.reporting.drawing", "nbody_engine.reporting.plots")
 
 
 def _die_with_parent() -> None:
