@@ -181,3 +181,31 @@ def test_status_plots_the_metric_against_every_key_and_in_parallel_coordinates(t
 
     assert log_spaced([0.003, 0.03, 0.3]) and not log_spaced([0.0, 0.01]) and not log_spaced([1, 2, 3])
     assert log_spaced([0.5, 0.6], {"low": 0.1, "high": 1.0, "log": True})
+
+
+def test_a_rerun_settles_the_trials_a_killed_search_left_running(tmp_path):
+    """Two trials left running by a killed sweep: the one whose run ended ok is told its loss;
+    the other is failed, its point asked again, and not counted against --trials."""
+    from nbody_engine.runs.directory import write_json
+    from nbody_engine.sweep.results import toml_sha1
+    from nbody_engine.sweep.search import Trials
+
+    def plan():
+        return plan_sweep(None, {"lr": {"low": 1e-4, "high": 1e-2, "log": True}},
+                          mode="train", name="s", cwd=tmp_path, data_dir=tmp_path / "data",
+                          search={"trials": 4, "sampler": "random"})
+    first = Trials(plan())
+    finished, lost = first.ask(), first.ask()
+    assert first.remaining == 2
+    run_dir = first.plan.run_dir(finished)
+    run_dir.mkdir(parents=True)
+    write_json(run_dir / "status.json", {"status": "ok", "mode": "train", "loss": 0.25,
+                                         "run_toml_sha1": toml_sha1(finished.toml)})
+    again = Trials(plan())  # the sweep was SIGKILLed: nothing told the study how its runs ended
+    states = {t.user_attrs.get("run_id"): t for t in again.study.trials}
+    assert states[finished.id].state.name == "COMPLETE" and states[finished.id].value == 0.25
+    assert states[lost.id].state.name == "FAIL"
+    assert [r.id for r in again.plan.runs] == [finished.id]
+    assert again.remaining == 3  # one finished; the failed one is redone, not counted
+    redo = again.ask()
+    assert redo.id == lost.id  # the same point, asked again first

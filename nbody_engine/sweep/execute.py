@@ -261,9 +261,7 @@ class _Execution:
         record themselves, settle their rows."""
         client = self.backend.client
         unfinished = {f: run for f, run in self.futures.items() if f.status not in ("finished", "error")}
-        for run in unfinished.values():
-            if read_status(self.plan.run_dir(run)).get("status") == STATUS_RUNNING:
-                self.signals.stop(run.id, STATUS_CANCELLED, INTERRUPTED)
+        self.signals.stop("all", STATUS_CANCELLED, INTERRUPTED)  # the runs running now, and any about to start
         client.cancel(list(unfinished))
         dirs = [self.plan.run_dir(run) for run in unfinished.values()]
         wait_until(lambda: all(lock_holder(d) is None for d in dirs), DRAIN_S)

@@ -117,29 +117,38 @@ class Trials:
 
     def _recover(self) -> None:
         """The runs of the trials so far into the plan; a trial left running by a killed sweep
-        is told from its run's record if it finished, else failed and asked again."""
+        is told from its run's record if it ended, else failed and its point asked again (the
+        failed one is then not counted: ``redone`` in the study's attributes)."""
         from optuna.trial import TrialState
 
         for trial in self.study.get_trials(deepcopy=False):
-            run = self.plan.make_run({a.column: _value(a, trial.params[a.column]) for a in self.plan.axes
-                                      if a.column in trial.params})
+            if trial.state == TrialState.WAITING or set(trial.params) != set(self.distributions):
+                continue  # enqueued, not asked yet
+            if "refused" in trial.user_attrs:
+                continue  # a point that broke a cross-key rule: it has no run
+            run = self.plan.make_run({a.column: _value(a, trial.params[a.column]) for a in self.plan.axes})
             if trial.state == TrialState.RUNNING:
                 record = read_status(self.plan.run_dir(run))
                 if record.get("status") in (STATUS_OK, STATUS_PRUNED):
                     self.tell(trial.number, record)
                 else:
                     self.study.tell(trial.number, state=TrialState.FAIL)
+                    self.study.set_user_attr("redone", [*self.study.user_attrs.get("redone", []), trial.number])
                     self.study.enqueue_trial(trial.params, skip_if_exists=False)
                     continue
             self.plan.add_run(run)
 
     @property
     def remaining(self) -> int:
+        """How many more trials to ask for: ``trials`` less those finished (not counting the
+        ones redone) and those running now."""
         from optuna.trial import TrialState
 
         finished = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+        redone = len(self.study.user_attrs.get("redone", []))
+        done = len(self.study.get_trials(deepcopy=False, states=finished)) - redone
         waiting = len(self.live) + sum(len(twins) for twins in self.twins.values())
-        return max(0, self.plan.search.trials - len(self.study.get_trials(deepcopy=False, states=finished)) - waiting)
+        return max(0, self.plan.search.trials - done - waiting)
 
     def ask(self) -> Run | None:
         """The next trial's run (None once the study holds ``trials``). A point that breaks a

@@ -198,8 +198,10 @@ def _execute(run_dir: Path, mode: str, watch: _Watch) -> dict:
         proc = ZYGOTE.run({"cwd": str(run_dir), "argv": argv, "env": env, "stdout": str(run_dir / "stdout.log"),
                            "stderr": str(run_dir / "stderr.log")})
         code, stop = _supervise(proc, watch)
-    except (OSError, RunnerLost) as exc:
-        error = f"cannot run the runner: {exc}" if code is None else str(exc)
+    except OSError as exc:
+        error = f"cannot start the runner: {exc}"
+    except RunnerLost as exc:
+        error = str(exc)
     finally:
         GPUS.release(gpu)
     row.update(_outcome(run_dir, code, stop, error), wall_time_s=round(time.perf_counter() - t0, 3),

@@ -22,6 +22,7 @@ from pathlib import Path
 from .zygote import READY
 
 ZYGOTE_START_S = 300.0  # how long a zygote may take to import torch and the runner (a busy shared filesystem)
+FORK_S = 60.0  # how long a zygote may take to answer a request with its child's pid
 
 
 class RunnerLost(RuntimeError):
@@ -45,7 +46,12 @@ class WarmRun:
         self.conn.connect(path)
         self.conn.sendall(json.dumps(request).encode() + b"\n")
         self.buffer = b""
-        self.pid = int(self._message(None)["pid"])
+        try:
+            self.pid = int(self._message(FORK_S)["pid"])
+        except subprocess.TimeoutExpired:
+            self.conn.close()
+            raise RunnerLost(f"the worker's warm parent process (zygote) did not start the run within "
+                             f"{FORK_S:.0f} s") from None
         self.returncode: int | None = None
 
     def _message(self, timeout: float | None) -> dict:
