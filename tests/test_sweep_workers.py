@@ -141,3 +141,28 @@ def test_provenance_of_a_sweep_is_recorded_per_invocation(tmp_path):
     repo = Path(__file__).resolve().parents[1]
     if (repo / ".git").exists():
         assert len(latest["git_commit"]) == 40 and isinstance(latest["git_dirty"], bool)
+
+
+def test_slurm_notices_say_where_the_runs_wait(monkeypatch, tmp_path):
+    """Jobs still queued, jobs whose state scontrol cannot give, jobs started whose worker has
+    not connected: each says so (before, a queued job read as 'no Dask worker is connected')."""
+    from types import SimpleNamespace
+
+    from nbody_engine.sweep import cluster
+
+    jobs = {"w1": SimpleNamespace(job_id="101"), "w2": SimpleNamespace(job_id="102")}
+    fake = SimpleNamespace(workers=jobs, worker_spec=dict(jobs), dashboard_link="http://127.0.0.1:1/status")
+    backend = cluster.SlurmBackend(SimpleNamespace(nthreads=dict), fake, 2, 0, tmp_path)
+    states = {"101": ("PENDING", "Resources"), "102": ("PENDING", "Priority")}
+    monkeypatch.setattr(cluster, "job_state", lambda job_id: states[job_id])
+    assert backend.replace_lost() == [] and backend.waiting
+    assert backend.lost_reason() == ("SLURM has not started the worker job(s) yet: 101 pending (Resources), "
+                                     "102 pending (Priority)")
+    states.update({"101": ("UNKNOWN", "Socket timed out"), "102": ("RUNNING", "None")})
+    backend.replace_lost()
+    assert backend.waiting and backend.lost_reason() == ("scontrol cannot say how the worker job(s) are: "
+                                                         "101 unknown (Socket timed out)")
+    states["101"] = ("RUNNING", "None")
+    backend.replace_lost()
+    assert not backend.waiting
+    assert backend.lost_reason().startswith("SLURM job(s) 101, 102 started but no Dask worker of theirs has connected")

@@ -234,7 +234,7 @@ class SlurmBackend(Backend):
         self.log_directory = log_directory
         self.ended: dict[str, str] = {}  # job id -> why it ended, in order
         self.submitted = 0  # replacement jobs
-        self.queued: dict[str, str] = {}  # job id -> reason, for the jobs SLURM has not started yet
+        self.live: dict[str, tuple[str, str]] = {}  # job id -> (state, reason) of the jobs not ended
 
     def _worker_log_line(self, job_id: str) -> str:
         for path in sorted(self.log_directory.glob(f"*-{job_id}.err")):
@@ -258,10 +258,9 @@ class SlurmBackend(Backend):
             if not job_id or job_id in self.ended:
                 continue
             state, reason = job_state(job_id)
-            self.queued.pop(job_id, None)
-            if state == "PENDING":
-                self.queued[job_id] = reason
+            self.live.pop(job_id, None)
             if state in _LIVE_JOB_STATES:
+                self.live[job_id] = (state, reason)
                 continue
             self.cluster.worker_spec.pop(name, None)
             self.ended[job_id] = self._why_ended(job_id, state, reason)
@@ -285,13 +284,22 @@ class SlurmBackend(Backend):
 
     @property
     def waiting(self) -> bool:
-        """Whether worker jobs are queued: no worker yet is no loss then."""
-        return bool(self.queued)
+        """Whether worker jobs are queued (or SLURM cannot say): no worker yet is no loss then."""
+        return any(state in ("PENDING", _UNKNOWN) for state, _ in self.live.values())
 
     def lost_reason(self) -> str:
-        if self.queued:
-            return "SLURM has not started the worker job(s) yet: " + ", ".join(
-                f"{job_id} pending ({reason})" for job_id, reason in self.queued.items())
+        """Where the runs wait: jobs SLURM has not started, jobs started whose worker has not
+        connected, jobs whose state scontrol cannot tell, or the last job that ended."""
+        said = {"PENDING": "SLURM has not started the worker job(s) yet",
+                _UNKNOWN: "scontrol cannot say how the worker job(s) are"}
+        for state, text in said.items():
+            jobs = [f"{job_id} {state.lower()} ({reason or 'no reason given'})"
+                    for job_id, (s, reason) in self.live.items() if s == state]
+            if jobs:
+                return f"{text}: {', '.join(jobs)}"
+        if self.live:
+            return (f"SLURM job(s) {', '.join(self.live)} started but no Dask worker of theirs has connected yet "
+                    f"(their logs: {self.log_directory})")
         return list(self.ended.values())[-1] if self.ended else super().lost_reason()
 
     @property
