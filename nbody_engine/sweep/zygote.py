@@ -2,7 +2,8 @@
 torch and the runner once, then forks one child per run, so a run starts in milliseconds instead of
 paying the ~5 s of Python and torch start-up.
 
-Each child is an ordinary headless run (``nbody_engine.runner.main``) in a process of its own:
+Each child is an ordinary headless run (the runner run as a program, as ``python -m
+nbody_engine.runner`` runs it) in a process of its own:
 its own session and process group (the task interrupts it with ``killpg``), SIGTERM when the
 zygote dies (Linux's parent-death signal, set in the child itself: no ``preexec_fn``), its
 working directory, environment and output files from the request. CUDA is never initialised
@@ -53,9 +54,8 @@ def _run_child(request: dict) -> int:
     sys.stdout.reconfigure(line_buffering=True)
     os.environ.clear()
     os.environ.update(request["env"])
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    for signum in (signal.SIGTERM, signal.SIGCHLD):
-        signal.signal(signum, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # the zygote ignores Ctrl-C; a run answers it
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _record_environment()
     import contextlib
     import runpy
