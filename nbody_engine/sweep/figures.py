@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-JITTER = 0.15  # how far equal points are spread, as a fraction of the gap between neighbouring values
+JITTER = 0.06  # how far equal points are spread, as a fraction of the gap between neighbouring values
 
 
 def _label(value: Any) -> str:
@@ -108,7 +108,7 @@ def metric_by_key(doc: Mapping, metric: str, keys: list[str], path: Path) -> Pat
         ax.set_xlabel(key)
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
-        if others and len(colors) <= 12:
+        if others and 0 < len(colors) <= 12:
             ax.legend(fontsize=7, title=", ".join(others), title_fontsize=7)
     fig.suptitle(f"sweep '{doc.get('sweep')}': {metric} of {len(rows)} ok run(s)")
     fig.tight_layout()
