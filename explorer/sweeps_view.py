@@ -1,5 +1,6 @@
 """The Sweeps tab: run the dashboard's settings over a grid of up to three keys on this
-machine's cores (``nbody_engine.sweep``, what ``nbody-runner sweep`` runs), watch the results
+machine's cores (``nbody_engine.sweep``, what ``nbody-runner sweep`` runs), or search them with
+Optuna (TPE or random, over the typed values or ranges ``1e-4 .. 1e-2 log``), watch the results
 table fill in, and plot a chosen metric against a chosen swept key.
 
 The sweep is an ordinary background job of the session (explorer/jobs.py) whose work is
@@ -31,6 +32,7 @@ from nbody_engine.config.schema import Config, KEYS, PATH_KEYS
 from nbody_engine.runs.directory import DATA_DIR
 from nbody_engine.sweep import ClusterReady, STATUS_OK, SweepPlan, WorkersNotice
 from nbody_engine.sweep.results import STATUSES
+from nbody_engine.sweep.search_options import PRUNERS, SAMPLERS
 
 from .jobs import Job, JobDone
 
@@ -48,9 +50,20 @@ _ACTIVE: set[Path] = set()
 _ACTIVE_LOCK = threading.Lock()
 
 
-def parse_values(key: str, text: str) -> list:
-    """The values typed for ``key``, checked as the CLI checks them; raises InputError."""
-    return sweep.parse_values(key, text, WHERE)
+SEARCHES = ["grid", *SAMPLERS]  # grid: every point; else an Optuna sampler
+
+
+def parse_values(key: str, text: str) -> list | dict:
+    """The values typed for ``key``, checked as the CLI checks them, or a search's range typed
+    as ``low .. high`` (``log`` after it: log-uniform), which the plan checks; raises InputError."""
+    low, dots, rest = (text or "").partition("..")
+    if not dots:
+        return sweep.parse_values(key, text, WHERE)
+    high, _, scale = rest.strip().partition(" ")
+    if scale.strip() not in ("", "log"):
+        raise InputError(f"{WHERE}: '{key}': a range is 'low .. high' or 'low .. high log', not {text!r}")
+    ends = [sweep.parse_values(key, end, WHERE)[0] for end in (low, high)]
+    return {"low": ends[0], "high": ends[1], "log": scale.strip() == "log"}
 
 
 def base_document(toml_text: str, keys) -> dict:
@@ -230,6 +243,11 @@ class SweepsView:
         self.mode = pn.widgets.RadioButtonGroup(label="mode", options=list(sweep.SWEEP_MODES), value="both",
                                                 color="primary", variant="outline")
         self.name = pn.widgets.TextInput(label="Sweep name (its folder under data/)", value=default_name(), width=300)
+        self.search = pn.widgets.Select(label="points", options=SEARCHES, value="grid", width=120,
+                                        description="grid: every combination; tpe / random: an Optuna search")
+        self.trials = pn.widgets.IntInput(label="trials", value=20, start=1, end=MAX_RUNS, width=100)
+        self.pruner = pn.widgets.Select(label="pruner", options=list(PRUNERS), value="median",
+                                        width=120, description="stop trials whose per-epoch loss lags (training)")
         self.run_button = pn.widgets.Button(label="Run sweep", color="primary")
         self.stop_button = pn.widgets.Button(label="Stop sweep", color="danger", disabled=True)
         self.open_button = pn.widgets.Button(label="Open results")
@@ -274,10 +292,18 @@ class SweepsView:
         return {key: parse_values(key, self.value_inputs[key].value if key in self.value_inputs else "")
                 for key in keys}
 
+    def search_options(self) -> dict | None:
+        """The Optuna search the page asks for, or None for a grid."""
+        if self.search.value == "grid":
+            return None
+        pruner = self.pruner.value if self.mode.value != "simulate" else "none"  # simulate has no epochs
+        return {"sampler": self.search.value, "trials": int(self.trials.value), "pruner": pruner}
+
     def plan(self) -> SweepPlan:
         """Check everything and work out the runs, writing nothing; raises InputError."""
         grid = self.grid()
-        size = math.prod(len(v) for v in grid.values())
+        search = self.search_options()
+        size = search["trials"] if search else math.prod(len(v) if isinstance(v, list) else 1 for v in grid.values())
         if size > MAX_RUNS:
             raise InputError(f"the sweep has {size} runs; the dashboard runs at most {MAX_RUNS} "
                              f"(nbody-runner sweep --samples K runs K random points of a bigger grid)")
@@ -286,7 +312,7 @@ class SweepsView:
             name = self.name.value = default_name()
         base = base_document(self.base_toml(), list(grid))
         try:
-            return sweep.plan_sweep(base, grid, mode=self.mode.value, name=name, data_dir=self.data_dir)
+            return sweep.plan_sweep(base, grid, mode=self.mode.value, name=name, data_dir=self.data_dir, search=search)
         except InputError as err:
             raise InputError(str(err).replace("(see --name)", "(the sweep name box)")) from None
 
@@ -319,7 +345,7 @@ class SweepsView:
                           sweep.plot_metrics({"mode": plan.mode, "grid": {a.column: [] for a in plan.axes}}))
         self._show_frame(pd.DataFrame())
         self.progress.value = 0
-        self.status.object = f"Sweep '{plan.name}': {len(plan.runs)} run(s), starting a local cluster..."
+        self.status.object = f"Sweep '{plan.name}': {plan.total or len(plan.runs)} run(s), starting a local cluster..."
         self._set_running(True)
         self.job = Job("sweep", "", work=sweep_work(plan))
         self.job.start()
@@ -390,8 +416,8 @@ class SweepsView:
         self.error.visible = True
 
     def _set_running(self, running: bool) -> None:
-        for widget in (self.keys, self.mode, self.name, self.run_button, self.open_button,
-                       *self.value_inputs.values()):
+        for widget in (self.keys, self.mode, self.name, self.run_button, self.open_button, self.search, self.trials,
+                       self.pruner, *self.value_inputs.values()):
             widget.disabled = running
         self.stop_button.disabled = not running
 
@@ -430,7 +456,7 @@ class SweepsView:
         if self.job.cancel.cancelled:
             self.status.object = f"Sweep '{name}': stopping..."
         elif self._doc is None:
-            self.status.object = f"Sweep '{name}': {len(self.plan_.runs)} run(s), starting{tail}"
+            self.status.object = f"Sweep '{name}': {self.plan_.total or len(self.plan_.runs)} run(s), starting{tail}"
         else:
             self._counts_status(f"Sweep '{name}'", tail)
 
@@ -461,10 +487,14 @@ class SweepsView:
             "commas (`1e-4, 2e-4`; lists in brackets: `[64, 64], [128]`). A swept key applies to every phase "
             "(it replaces a `[simulate]` override). The runs land in `data/<name>/`; running a sweep again "
             "under the same name skips the runs that are done. Every run uses the settings' `seed` (0 when "
-            "it is empty), so the points are compared on the same initial conditions.", sizing_mode="stretch_width")
+            "it is empty), so the points are compared on the same initial conditions. **Search**: choose tpe or "
+            "random under *points* for an Optuna search of *trials* runs over the typed values or ranges "
+            "(`1e-4 .. 1e-2 log`, `0 .. 8`); a search run again under its name continues its study.",
+            sizing_mode="stretch_width")
         return pn.Column(
             intro,
-            pn.Row(self.keys, pn.Column(pn.pane.Markdown("Each run does (`--mode`)"), self.mode)),
+            pn.Row(self.keys, pn.Column(pn.pane.Markdown("Each run does (`--mode`)"), self.mode),
+                   self.search, self.trials, self.pruner),
             self.values_box,
             pn.Row(self.name, self.run_button, self.stop_button, self.open_button),
             self.error, self.status, self.progress,

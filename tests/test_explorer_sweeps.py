@@ -95,6 +95,36 @@ def test_a_local_sweep_fills_the_table_and_the_plot(explorer, tmp_path):
 
 
 @pytest.mark.slow
+def test_a_random_search_over_a_typed_range_runs_its_trials(explorer, tmp_path):
+    view = explorer.sweeps
+    view.set_values({"steps": "20 .. 60"})
+    view.mode.value = "simulate"
+    view.search.value, view.trials.value = "random", 3
+    view.name.value = "steps_search"
+    assert view.start(), view.error.object
+    finish(view)
+    assert not view.error.visible, view.error.object
+    table = view.table.object
+    assert len(table) <= 3 and set(table["status"]) == {"ok"}, table.to_dict("records")  # a point drawn twice runs once
+    assert all(20 <= s <= 60 for s in table["steps"])
+    root = tmp_path / "data" / "steps_search"
+    doc = json.loads((root / "results.json").read_text())
+    assert doc["search"]["sampler"] == "random" and doc["grid"]["steps"]["low"] == 20
+    assert (root / "study.journal").is_file()
+    assert len(points(view.plot)["x"]) == len(table)
+
+
+def test_a_typed_range_is_checked(explorer):
+    assert parse_values("lr", "1e-4 .. 1e-2 log") == {"low": 1e-4, "high": 1e-2, "log": True}
+    assert parse_values("steps", "10..20") == {"low": 10, "high": 20, "log": False}
+    with pytest.raises(InputError, match="a range is 'low .. high' or 'low .. high log'"):
+        parse_values("lr", "1e-4 .. 1e-2 ln")
+    view = explorer.sweeps
+    view.set_values({"lr": "1e-4 .. 1e-2 log"})
+    assert view.start() is False and "only a search can draw from" in view.error.object
+
+
+@pytest.mark.slow
 def test_stop_cancels_the_runs_and_a_second_session_cannot_run_the_same_sweep(explorer, tmp_path):
     view = explorer.sweeps
     view.set_values({"epochs": "100000, 100001, 100002"})  # trainings that cannot end before the stop

@@ -56,8 +56,7 @@ def check_results(root: Path) -> dict[str, dict]:
         assert config["save_name"] == row["id"]
         assert config["num_particles"] == row["num_particles"]
         assert config["simulate"]["multi_orbit_sim"] == row["simulate.multi_orbit_sim"]
-        assert row["id"] == run_id("simulate", {"num_particles": row["num_particles"],
-                                                "simulate.multi_orbit_sim": row["simulate.multi_orbit_sim"]})
+        assert row["id"] == run_id("simulate", config)  # the hash of the run's whole resolved config
         failing = row["num_particles"] == 3 and row["simulate.multi_orbit_sim"]
         if failing:
             assert row["status"] == "failed"
@@ -92,12 +91,20 @@ def test_plan_expands_the_product_with_stable_ids(tmp_path):
     assert doc["simulate"]["ic_path"] == str(tmp_path / "ics" / "two.txt")  # relative paths made absolute
     assert plan.root == (tmp_path / "data" / "g").resolve()
     assert not (tmp_path / "data").exists()  # planning writes nothing
-    # ids depend on the run's values and the mode only: reordering or extending the grid keeps them
+    # ids hash the mode and the whole resolved config: reordering or extending the grid keeps them
     wider = {"simulate": {"steps": [300, 200, 100]}, "train": {"history_len": [5, 0]}, "eps": [0.2, 0.1, 0.05]}
     again = plan_sweep(tmp_path / "base.toml", wider, mode="both", name="g", cwd=tmp_path)
     assert {r.id for r in plan.runs} < {r.id for r in again.runs}
-    other_mode = plan_sweep(tmp_path / "base.toml", {"eps": [0.05]}, mode="simulate", name="g", cwd=tmp_path)
-    assert other_mode.runs[0].id != run_id("both", {"eps": 0.05})
+    narrow = {"eps": [0.05], "train": {"history_len": [0]}, "simulate": {"steps": [100]}}
+    one = plan_sweep(tmp_path / "base.toml", narrow, mode="both", name="g", cwd=tmp_path).runs[0]
+    assert one.id == plan.runs[0].id
+    top_only = {"eps": [0.05]}
+    assert (plan_sweep(tmp_path / "base.toml", top_only, mode="simulate", name="g", cwd=tmp_path).runs[0].id
+            != plan_sweep(tmp_path / "base.toml", top_only, mode="both", name="g", cwd=tmp_path).runs[0].id)
+    # a changed base config makes new runs (nothing of the old ones is overwritten)
+    (tmp_path / "base.toml").write_text(BASE.replace("num_orbits = 2", "num_orbits = 3") + 'ic_path = "ics/two.txt"\n')
+    edited = plan_sweep(tmp_path / "base.toml", narrow, mode="both", name="g", cwd=tmp_path).runs[0]
+    assert edited.id != one.id and edited.values == one.values
 
 
 def test_runs_share_one_seed_unless_the_base_or_the_grid_sets_it(tmp_path):
@@ -447,7 +454,8 @@ def test_a_worker_killed_mid_run_takes_its_runner_and_the_run_is_redone(tmp_path
     proc = start_long_sweep(tmp_path, 300_000, "--scheduler", dask_cluster)
     root = tmp_path / "data" / "long"
     rid, runner = next(iter(runner_pids(root).items()))
-    os.kill(parent_of(runner), signal.SIGKILL)  # the worker process running that run
+    zygote = parent_of(runner)  # runs are forked from the worker's warm zygote, the worker's child
+    os.kill(parent_of(zygote), signal.SIGKILL)  # the worker process running that run
     assert gone(runner, timeout=30), "the runner outlived its worker"
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, out + err

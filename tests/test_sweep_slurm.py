@@ -76,11 +76,20 @@ def finish(proc: subprocess.Popen, timeout: float) -> tuple[str, str]:
         pytest.fail(f"the sweep did not end within {timeout} s:\n{out}\n{err}")
 
 
+def listening(pid: int) -> set[tuple[str, int]]:
+    import psutil
+
+    return {(c.laddr.ip, c.laddr.port) for c in psutil.Process(pid).net_connections(kind="tcp")
+            if c.status == psutil.CONN_LISTEN}
+
+
 @pytest.mark.slow
 def test_a_scancelled_job_is_replaced_and_its_run_redone(tmp_path):
     proc = start_sweep(tmp_path, 300_000, [1, 2, 3, 4], "--workers", "2", "--slurm-walltime", "00:10:00")
     root = tmp_path / "data" / "s"
     job = running_job(root)
+    addresses = listening(proc.pid)  # the scheduler and its dashboard, on the interface given (lo)
+    assert len(addresses) >= 2 and {ip for ip, _ in addresses} <= {"127.0.0.1", "::1"}, addresses
     subprocess.run(["scancel", job], check=True, timeout=30)
     out, err = finish(proc, 400)
     assert proc.returncode == 0, out + err

@@ -33,7 +33,6 @@ from ..physics.gravity import Gravity, State
 from ..physics.runtime import torch_setup
 from ..runs.checkpoints import load_checkpoint
 from ..runs.directory import RunDirectory
-from ..runs.checkpoints import load_checkpoint
 from ..runs.trained_policy import checked_omega_network, learned_policy_from_checkpoint
 from .baselines import BASELINES
 from .competitors import WHFAST, whfast_rows

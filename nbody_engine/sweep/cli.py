@@ -17,9 +17,11 @@ from .execute import run_sweep
 from .plan import MAX_POINTS, SWEEP_MODES, plan_sweep, sweep_root
 from .report import plot_metric, progress_line, table_text
 from .results import read_results
+from .search_options import DIRECTIONS, PRUNERS, SAMPLERS
 
 SLURM_FLAGS = ("queue", "account", "walltime", "cores", "memory", "gpus", "interface", "extra", "prologue",
                "resubmits")
+SEARCH_FLAGS = ("search", "trials", "metric", "direction", "pruner", "prune_on")
 SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 
@@ -64,10 +66,38 @@ def add_sweep_parser(subparsers) -> None:
     where.add_argument("--status", metavar="SWEEP_NAME",
                        help="print the table and progress of the sweep in data/SWEEP_NAME, run nothing")
     _add_slurm_flags(sub.add_argument_group("SLURM jobs (with --slurm)"))
+    sub.add_argument("--run-time-limit", metavar="SECONDS", type=_positive_number, dest="run_time_limit",
+                     help="stop (and record failed) any run that takes longer than this")
+    _add_search_flags(sub.add_argument_group("search (Optuna; see docs/SWEEPS.md)"))
     shown = sub.add_argument_group("with --status")
-    shown.add_argument("--plot", metavar="METRIC", help="write a PNG of METRIC against a swept key (--against)")
-    shown.add_argument("--against", metavar="KEY", help="the swept key of --plot's x axis (default: the first)")
-    shown.add_argument("--out", metavar="FILE.png", help="where --plot writes (default: data/NAME/METRIC_vs_KEY.png)")
+    shown.add_argument("--plot", metavar="METRIC",
+                       help="write PNGs of METRIC against every swept key and in parallel coordinates")
+    shown.add_argument("--against", metavar="KEY", help="draw --plot against this swept key only")
+    shown.add_argument("--out", metavar="FILE.png",
+                       help="where --plot writes (default: data/NAME/METRIC_vs_KEY.png or METRIC_vs_keys.png)")
+
+
+def _positive_number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text!r}")
+    return value
+
+
+def _add_search_flags(group) -> None:
+    group.add_argument("--search", choices=SAMPLERS, help="search with this Optuna sampler instead of running "
+                       "the grid: ranges ({ low, high, log }) and lists of the grid file are its space")
+    group.add_argument("--trials", metavar="N", type=_int_at_least(1), help="trials of the search in all (default 20)")
+    group.add_argument("--metric", metavar="COLUMN", help="the result the search optimises "
+                       "(default max_rel_energy_error; loss for --mode train)")
+    group.add_argument("--direction", choices=DIRECTIONS, help="minimize (default) or maximize --metric")
+    group.add_argument("--pruner", choices=PRUNERS, help="stop trials whose per-epoch metric lags: median "
+                       "(default), halving (successive halving) or none")
+    group.add_argument("--prune-on", metavar="COLUMN", dest="prune_on",
+                       help="the metrics.jsonl column the pruner compares (default: --metric if it is one, else loss)")
 
 
 def _add_slurm_flags(group) -> None:
@@ -106,9 +136,10 @@ def show_status(args) -> int:
     print(table_text(doc))
     print(progress_line(doc))
     if args.plot:
-        key = args.against or next(iter(doc.get("grid") or {}), "")
-        out = Path(args.out) if args.out else root / f"{args.plot}_vs_{key.replace('.', '_')}.png"
-        print(f"written: {plot_metric(doc, args.plot, key, out)}")
+        keys = [args.against] if args.against else None
+        default = f"{args.plot}_vs_{args.against.replace('.', '_')}.png" if args.against else f"{args.plot}_vs_keys.png"
+        for path in plot_metric(doc, args.plot, keys, Path(args.out) if args.out else root / default):
+            print(f"written: {path}")
     return 0
 
 
@@ -119,18 +150,31 @@ def _check_args(args) -> None:
         for flag in ("plot", "against", "out"):
             if getattr(args, flag):
                 raise InputError(f"--{flag} needs --status NAME")
+        if args.search is None:
+            for flag in SEARCH_FLAGS[1:]:
+                if getattr(args, flag) is not None:
+                    raise InputError(f"--{flag.replace('_', '-')} needs --search tpe|random")
         for flag in ("config", "grid"):
             if getattr(args, flag) is None:
                 raise InputError(f"a sweep needs --{flag} FILE (or --status NAME to look at one)")
 
 
+def _search_options(args) -> dict | None:
+    if args.search is None:
+        return None
+    given = {flag: getattr(args, flag) for flag in SEARCH_FLAGS if getattr(args, flag) is not None}
+    return {"sampler": given.pop("search"), **given}
+
+
 def _run(args, cancel: CancelToken) -> dict:
     print(f"planning the sweep of '{args.grid}' (Ctrl-C stops)", flush=True)
     plan = plan_sweep(args.config, args.grid, mode=args.sweep_mode, samples=args.samples, seed=args.seed,
-                      name=args.name, max_points=args.max_points, cancel=cancel)
+                      name=args.name, max_points=args.max_points, cancel=cancel,
+                      search=_search_options(args))
     return run_sweep(plan, scheduler=args.scheduler, slurm=_slurm_options(args), workers=args.workers,
                      cancel=cancel, sink=lambda event: print(event.text, flush=True),
-                     no_worker_limit=args.no_worker_limit)
+                     no_worker_limit=args.no_worker_limit, time_limit=args.run_time_limit,
+                     argv=["nbody-runner", *sys.argv[1:]])
 
 
 def main_from_args(args, prog: str = "nbody-runner") -> int:

@@ -85,15 +85,25 @@ def _check_counts(opts: SlurmOptions) -> None:
             raise InputError(f"{flag} must be a {'positive' if least else 'non-negative'} integer, not {value!r}")
 
 
-def _check_interface(name: str | None) -> None:
-    if name is None:
-        return
+LOOPBACK = "127.0.0.1"
+
+
+def interface_address(name: str) -> str:
+    """The IP address of this machine's network interface ``name`` (IPv4 first), for the
+    servers the sweep starts to listen on; raises InputError for an unknown interface."""
+    import socket
+
     import psutil
 
-    known = sorted(psutil.net_if_addrs())
-    if name not in known:
+    addresses = psutil.net_if_addrs()
+    if name not in addresses:
         raise InputError(f"--slurm-interface {name!r} is not a network interface of this machine; "
-                         f"it has {', '.join(known)}")
+                         f"it has {', '.join(sorted(addresses))}")
+    for family in (socket.AF_INET, socket.AF_INET6):
+        for address in addresses[name]:
+            if address.family == family:
+                return address.address if family == socket.AF_INET else f"[{address.address.split('%')[0]}]"
+    raise InputError(f"--slurm-interface {name!r} has no IP address; choose one that has (ib0, eth0, lo)")
 
 
 def slurm_cluster_kwargs(opts: SlurmOptions | Mapping, log_directory: str | Path | None = None) -> dict:
@@ -114,9 +124,8 @@ def slurm_cluster_kwargs(opts: SlurmOptions | Mapping, log_directory: str | Path
     for flag, value, key in (("--slurm-cores", opts.cores, "cores"), ("--slurm-memory", opts.memory, "memory")):
         if value is None and dask.config.get(f"jobqueue.slurm.{key}", None) is None:
             raise InputError(f"--slurm needs {flag} (or jobqueue.slurm.{key} in Dask's configuration)")
-    _check_interface(opts.interface)
     kwargs: dict[str, Any] = {"processes": 1, "python": sys.executable,
-                              "scheduler_options": {"dashboard_address": ":0"}}
+                              "scheduler_options": _scheduler_options(opts.interface)}
     for key in ("queue", "account", "walltime", "cores", "memory", "interface"):
         if getattr(opts, key) is not None:
             kwargs[key] = getattr(opts, key)
@@ -128,6 +137,31 @@ def slurm_cluster_kwargs(opts: SlurmOptions | Mapping, log_directory: str | Path
     if log_directory is not None:
         kwargs["log_directory"] = str(log_directory)
     return kwargs
+
+
+def _scheduler_options(interface: str | None) -> dict:
+    """Where the SLURM sweep's scheduler and its dashboard listen: on ``interface`` (default:
+    Dask's ``jobqueue.slurm.interface``), else on loopback only, never on every interface (the
+    dashboard is an unauthenticated page)."""
+    import dask
+
+    interface = interface or dask.config.get("jobqueue.slurm.interface", None)
+    if interface is None:
+        return {"host": LOOPBACK, "dashboard_address": f"{LOOPBACK}:0"}
+    return {"interface": interface, "dashboard_address": f"{interface_address(interface)}:0"}
+
+
+def backend_record(scheduler: str | None, slurm, workers: int | None, client, time_limit: float | None) -> dict:
+    """The backend and its options as provenance records them."""
+    if client is not None:
+        kind, options = "client", {"scheduler": getattr(client, "scheduler", None) and client.scheduler.address}
+    elif scheduler is not None:
+        kind, options = "scheduler", {"address": scheduler}
+    elif slurm is not None:
+        kind, options = "slurm", {**vars(_slurm_options(slurm)), "jobs": workers or 1}
+    else:
+        kind, options = "local", {"workers": workers}
+    return {"kind": kind, **options, "run_time_limit_s": time_limit}
 
 
 def local_worker_count() -> int:
@@ -200,7 +234,7 @@ class SlurmBackend(Backend):
         self.log_directory = log_directory
         self.ended: dict[str, str] = {}  # job id -> why it ended, in order
         self.submitted = 0  # replacement jobs
-        self.queued: dict[str, str] = {}  # job id -> reason, for the jobs SLURM has not started yet
+        self.live: dict[str, tuple[str, str]] = {}  # job id -> (state, reason) of the jobs not ended
 
     def _worker_log_line(self, job_id: str) -> str:
         for path in sorted(self.log_directory.glob(f"*-{job_id}.err")):
@@ -224,10 +258,9 @@ class SlurmBackend(Backend):
             if not job_id or job_id in self.ended:
                 continue
             state, reason = job_state(job_id)
-            self.queued.pop(job_id, None)
-            if state == "PENDING":
-                self.queued[job_id] = reason
+            self.live.pop(job_id, None)
             if state in _LIVE_JOB_STATES:
+                self.live[job_id] = (state, reason)
                 continue
             self.cluster.worker_spec.pop(name, None)
             self.ended[job_id] = self._why_ended(job_id, state, reason)
@@ -251,13 +284,22 @@ class SlurmBackend(Backend):
 
     @property
     def waiting(self) -> bool:
-        """Whether worker jobs are queued: no worker yet is no loss then."""
-        return bool(self.queued)
+        """Whether worker jobs are queued (or SLURM cannot say): no worker yet is no loss then."""
+        return any(state in ("PENDING", _UNKNOWN) for state, _ in self.live.values())
 
     def lost_reason(self) -> str:
-        if self.queued:
-            return "SLURM has not started the worker job(s) yet: " + ", ".join(
-                f"{job_id} pending ({reason})" for job_id, reason in self.queued.items())
+        """Where the runs wait: jobs SLURM has not started, jobs started whose worker has not
+        connected, jobs whose state scontrol cannot tell, or the last job that ended."""
+        said = {"PENDING": "SLURM has not started the worker job(s) yet",
+                _UNKNOWN: "scontrol cannot say how the worker job(s) are"}
+        for state, text in said.items():
+            jobs = [f"{job_id} {state.lower()} ({reason or 'no reason given'})"
+                    for job_id, (s, reason) in self.live.items() if s == state]
+            if jobs:
+                return f"{text}: {', '.join(jobs)}"
+        if self.live:
+            return (f"SLURM job(s) {', '.join(self.live)} started but no Dask worker of theirs has connected yet "
+                    f"(their logs: {self.log_directory})")
         return list(self.ended.values())[-1] if self.ended else super().lost_reason()
 
     @property
@@ -293,6 +335,7 @@ def _scheduler_backend(address: str) -> Iterator[Backend]:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise InputError(f"cannot connect to the Dask scheduler at {address!r}: {first}") from None
     try:
+        _warm_workers(client)
         n = len(client.nthreads())
         yield Backend(client, f"scheduler {address} with {n} worker(s)"
                       + ("" if n else f"; waiting for workers (start them with: dask worker {address})"))
@@ -311,6 +354,7 @@ def _slurm_backend(root: Path, opts: SlurmOptions, jobs: int) -> Iterator[Backen
         cluster.scale(jobs=jobs)
         client = Client(cluster)
         try:
+            _warm_workers(client)
             yield SlurmBackend(client, cluster, jobs, opts.resubmits, logs)
         finally:
             client.close()
@@ -322,17 +366,26 @@ def _slurm_backend(root: Path, opts: SlurmOptions, jobs: int) -> Iterator[Backen
 def _local_backend(n: int) -> Iterator[Backend]:
     from distributed import Client, LocalCluster
 
-    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
-                           silence_logs=logging.ERROR)
+    # every server on loopback: the scheduler, the workers and the dashboards
+    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host=LOOPBACK,
+                           dashboard_address=f"{LOOPBACK}:0", silence_logs=logging.ERROR)
     try:
         client = Client(cluster)
         try:
             client.run(_shield_from_ctrl_c)
+            _warm_workers(client)
             yield Backend(client, f"local cluster of {n} worker(s); dashboard {cluster.dashboard_link}")
         finally:
             client.close()
     finally:
         cluster.close()
+
+
+def _warm_workers(client) -> None:
+    """Every worker, now and later, starts its warm zygote (:mod:`.warm`) at once."""
+    from .warm_plugin import WarmRunsPlugin
+
+    client.register_plugin(WarmRunsPlugin(), name=WarmRunsPlugin.name)
 
 
 def wait_until(predicate, timeout: float, poll: float = 0.5) -> bool:

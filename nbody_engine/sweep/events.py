@@ -68,7 +68,7 @@ class SweepEnded:
     @property
     def text(self) -> str:
         d = self.doc
-        counts = ", ".join(f"{d.get(s, 0)} {s}" for s in ("ok", "failed", "cancelled", "pending") if d.get(s, 0)
-                           or s in ("ok", "failed"))
+        shown = ("ok", "failed", "cancelled", "pruned", "pending")
+        counts = ", ".join(f"{d.get(s, 0)} {s}" for s in shown if d.get(s, 0) or s in ("ok", "failed"))
         head = f"sweep '{d['sweep']}' stopped ({self.stopped})" if self.stopped else f"sweep '{d['sweep']}'"
         return f"{head}: {counts}; results in {self.results_path}"

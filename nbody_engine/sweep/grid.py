@@ -1,6 +1,10 @@
 """The grid of a sweep: which keys it varies, where (top level, ``[train]``, ``[simulate]``),
 and their values, every one checked by the schema. Read from TOML (``read_grid``) or from the
-text a person types, ``"1e-4, 2e-4"`` (``parse_values``)."""
+text a person types, ``"1e-4, 2e-4"`` (``parse_values``).
+
+A key takes a list of values (a grid axis; a search's choices) or, for a search, a range:
+``lr = { low = 1e-4, high = 1e-2, log = true }`` (log-uniform), ``eps = { low = 0.01, high = 0.1 }``
+(uniform), with ``step`` for a lattice; an integer key's range draws integers."""
 
 from __future__ import annotations
 
@@ -20,17 +24,41 @@ from ..config.schema import Config, KEYS
 SWEEPABLE = tuple(k for k in KEYS if k != "save_name")  # the sweep names each run itself
 
 
+RANGE_FIELDS = ("low", "high", "log", "step")
+
+
+@dataclass(frozen=True)
+class Range:
+    """A search's range of a numeric key: ``low <= value <= high``, log-uniform when ``log``,
+    on a lattice of ``step`` when given; ``integer`` for an integer key."""
+
+    low: float
+    high: float
+    log: bool = False
+    step: float | None = None
+    integer: bool = False
+
+    def as_dict(self) -> dict:
+        return {"low": self.low, "high": self.high, "log": self.log, "step": self.step}
+
+
 @dataclass(frozen=True)
 class Axis:
-    """One swept key: where it sits (``top``, ``train`` or ``simulate``) and its values."""
+    """One swept key: where it sits (``top``, ``train`` or ``simulate``) and its values, or its
+    ``range`` (a search's continuous or integer range; ``values`` is then empty)."""
 
     layer: str
     key: str
     values: tuple
+    range: Range | None = None
 
     @property
     def column(self) -> str:
         return self.key if self.layer == "top" else f"{self.layer}.{self.key}"
+
+    def describe(self) -> list | dict:
+        """The axis in results.json: its values, or its range."""
+        return self.range.as_dict() if self.range is not None else list(self.values)
 
 
 def read_grid(grid: str | Path | Mapping, mode: str) -> list[Axis]:
@@ -49,7 +77,7 @@ def read_grid(grid: str | Path | Mapping, mode: str) -> list[Axis]:
                 raise InputError(f"{source} sweeps [{key}] keys, but --mode {mode} runs no {key} phase; "
                                  f"move them to the top level or use --mode both")
             axes += [_axis(key, k, v, f"[{key}] of {source}") for k, v in value.items()]
-        elif isinstance(value, Mapping):
+        elif isinstance(value, Mapping) and key not in KEYS:
             match = difflib.get_close_matches(key, PHASES, n=1, cutoff=0.4)
             raise InputError(f"{source}: unknown section [{key}]; the sections are [train] and [simulate]"
                              + (f"; did you mean [{match[0]}]?" if match else ""))
@@ -90,6 +118,8 @@ def _axis(layer: str, key: str, values: Any, where: str) -> Axis:
     p = Config.param[key]
     example = "[[64, 64], [128]]" if isinstance(p, param.List) else "[1, 2]" if isinstance(
         p, (param.Number, param.Integer)) else "[...]"
+    if isinstance(values, Mapping):
+        return Axis(layer, key, (), _range(key, p, values, where))
     if not isinstance(values, list):
         raise InputError(f"{where}: '{key}' must be a list of the values to sweep, e.g. {key} = {example}, "
                          f"not {values!r}")
@@ -99,6 +129,32 @@ def _axis(layer: str, key: str, values: Any, where: str) -> Axis:
         raise InputError(f"{where}: '{key}' takes lists, so sweep it as a list of lists, e.g. {key} = {example}, "
                          f"not {values!r}")
     return Axis(layer, key, tuple(distinct_values(key, values, where)))
+
+
+def _range(key: str, p: param.Parameter, spec: Mapping, where: str) -> Range:
+    """A checked range ``{low, high, log, step}`` of a numeric key."""
+    example = f"{key} = {{ low = 1e-4, high = 1e-2, log = true }}"
+    if not isinstance(p, (param.Number, param.Integer)) or isinstance(p, param.Boolean):
+        raise InputError(f"{where}: '{key}' is not a number, so it has no range; list its values instead, "
+                         f"e.g. {key} = [{example_values(key)}]")
+    unknown = sorted(set(spec) - set(RANGE_FIELDS))
+    if unknown or "low" not in spec or "high" not in spec:
+        problem = f"unknown field '{unknown[0]}'" if unknown else "needs 'low' and 'high'"
+        raise InputError(f"{where}: the range of '{key}' {problem}; write e.g. {example}")
+    low, high = (check_value(key, spec[end], f"{where} ({key}.{end})") for end in ("low", "high"))
+    log, step = spec.get("log", False), spec.get("step")
+    if not isinstance(log, bool):
+        raise InputError(f"{where}: '{key}.log' must be true or false, not {log!r}")
+    if not low < high:
+        raise InputError(f"{where}: the range of '{key}' needs low < high, not {low!r} .. {high!r}")
+    if log and low <= 0:
+        raise InputError(f"{where}: a log range of '{key}' needs low > 0, not {low!r}")
+    integer = isinstance(p, param.Integer)
+    if step is not None and (log or isinstance(step, bool) or not isinstance(step, (int, float)) or step <= 0
+                             or (integer and not isinstance(step, int))):
+        raise InputError(f"{where}: '{key}.step' must be a positive {'integer' if integer else 'number'} "
+                         f"and cannot go with log = true, not {step!r}")
+    return Range(low, high, log, step, integer)
 
 
 def distinct_values(key: str, values: list, where: str) -> list:

@@ -1,10 +1,10 @@
 """A sweep's progress from its folder alone (``nbody-runner sweep --status NAME``): the table
-as text, a one-line progress count, and a PNG of a metric against a swept key, drawn headless."""
+as text, a one-line progress count, and PNGs of a metric against the swept keys and in
+parallel coordinates (:mod:`.figures`), drawn headless."""
 
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -28,11 +28,16 @@ def _cell(value: Any) -> str:
 def progress_line(doc: Mapping) -> str:
     """``3/4 runs ended (2 ok, 1 failed), 1 running`` for a results document."""
     total = int(doc.get("runs_total", 0))
-    ended = sum(int(doc.get(s, 0)) for s in ("ok", "failed", "cancelled"))
-    parts = ", ".join(f"{doc.get(s, 0)} {s}" for s in ("ok", "failed", "cancelled") if doc.get(s, 0))
+    ended_states = ("ok", "failed", "cancelled", "pruned")
+    ended = sum(int(doc.get(s, 0)) for s in ended_states)
+    parts = ", ".join(f"{doc.get(s, 0)} {s}" for s in ended_states if doc.get(s, 0))
     waiting = ", ".join(f"{doc.get(s, 0)} {s}" for s in ("running", "pending") if doc.get(s, 0))
+    if doc.get("waiting") and doc.get("pending"):  # where the pending runs wait, as the sweep last saw it
+        waiting += f" (waiting for a worker: {doc['waiting']})"
+    search = doc.get("search")
+    size = f" of a search of {search['trials']} trial(s)" if search else ""
     stopped = f"; stopped: {doc['stopped']}" if doc.get("stopped") else ""
-    return (f"sweep '{doc.get('sweep')}': {ended}/{total} runs ended" + (f" ({parts})" if parts else "")
+    return (f"sweep '{doc.get('sweep')}': {ended}/{total} runs ended{size}" + (f" ({parts})" if parts else "")
             + (f", {waiting}" if waiting else "") + f"; updated {doc.get('updated', '?')}{stopped}")
 
 
@@ -46,37 +51,18 @@ def table_text(doc: Mapping, width: int = 40) -> str:
     return "\n".join(lines)
 
 
-def _points(doc: Mapping, metric: str, key: str) -> tuple[list, list, list[str]]:
-    xs, ys = [], []
-    for row in doc.get("runs") or []:
-        y = row.get(metric)
-        if row.get("status") == "ok" and isinstance(y, (int, float)) and math.isfinite(y):
-            xs.append(row.get(key))
-            ys.append(y)
-    numeric = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in xs)
-    labels = [] if numeric else list(dict.fromkeys(_cell(x) for x in xs))
-    if not numeric:
-        xs = [labels.index(_cell(x)) for x in xs]
-    return xs, ys, labels
-
-
-def plot_metric(doc: Mapping, metric: str, key: str, path: str | Path) -> Path:
-    """PNG of ``metric`` against the swept ``key`` over the ok runs (raises InputError)."""
+def plot_metric(doc: Mapping, metric: str, keys: list[str] | None, path: str | Path) -> list[Path]:
+    """PNGs of ``metric`` over the ok runs: against each of ``keys`` (default: every swept key)
+    at ``path``, and in parallel coordinates beside it (``*_parallel.png``); raises InputError."""
     grid, metrics = list(doc.get("grid") or {}), plot_metrics(doc)
-    if key not in grid:
-        raise InputError(f"--against {key!r} is not a swept key of this sweep; it sweeps {', '.join(grid)}")
+    keys = keys or grid
+    for key in keys:
+        if key not in grid:
+            raise InputError(f"--against {key!r} is not a swept key of this sweep; it sweeps {', '.join(grid)}")
     if metric not in metrics:
         raise InputError(f"--plot {metric!r} is not a metric of this sweep; choose one of {', '.join(metrics)}")
-    xs, ys, labels = _points(doc, metric, key)
-    from ..reporting.plots import new_figure, save_figure  # matplotlib: only for a plot, not for every command line
+    from .figures import metric_by_key, parallel_coordinates  # matplotlib: only for a plot
 
-    fig, ax = new_figure(1, (6.0, 4.0))
-    ax.plot(xs, ys, "o")
-    if labels:
-        ax.set_xticks(range(len(labels)), labels)
-    if ys and min(ys) > 0 and max(ys) / min(ys) > 100:
-        ax.set_yscale("log")
-    ax.set_xlabel(key)
-    ax.set_ylabel(metric)
-    ax.set_title(f"sweep '{doc.get('sweep')}': {len(ys)} ok run(s)")
-    return save_figure(fig, Path(path))
+    path = Path(path)
+    return [metric_by_key(doc, metric, keys, path),
+            parallel_coordinates(doc, metric, path.with_name(f"{path.stem}_parallel{path.suffix or '.png'}"))]

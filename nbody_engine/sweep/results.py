@@ -2,8 +2,9 @@
 table of all runs, ``results.json`` and ``results.csv`` (written by the sweep as runs end).
 
 A run's status is ``ok`` (the runner exited 0), ``failed``, ``cancelled`` (interrupted: the
-sweep was stopped, or its worker or driver went away), ``running`` (in status.json while a
-runner owns the run) or ``pending`` (not run yet)."""
+sweep was stopped, or its worker or driver went away), ``pruned`` (a search stopped it: its
+per-epoch metric lagged behind the other trials'), ``running`` (in status.json while a runner
+owns the run) or ``pending`` (not run yet)."""
 
 from __future__ import annotations
 
@@ -21,9 +22,11 @@ from ..runs.reader import SIM_METRICS, TRAIN_METRICS
 from .sweep_plan import Run, SweepPlan
 
 STATUS_OK, STATUS_FAILED, STATUS_CANCELLED = "ok", "failed", "cancelled"
-STATUS_RUNNING, STATUS_PENDING = "running", "pending"
-STATUSES = (STATUS_OK, STATUS_FAILED, STATUS_CANCELLED, STATUS_RUNNING, STATUS_PENDING)
-PROVENANCE = ("host", "worker", "slurm_job")  # where a run ran: machine, Dask worker, SLURM job id
+STATUS_RUNNING, STATUS_PENDING, STATUS_PRUNED = "running", "pending", "pruned"
+STATUSES = (STATUS_OK, STATUS_FAILED, STATUS_CANCELLED, STATUS_PRUNED, STATUS_RUNNING, STATUS_PENDING)
+ENDED = (STATUS_OK, STATUS_PRUNED)  # a run that ended like this is done: a rerun keeps it
+# where a run ran: machine, Dask worker, SLURM job id, the GPU it was given and the device it used
+PROVENANCE = ("host", "worker", "slurm_job", "gpu", "device")
 
 
 def metric_columns(mode: str) -> tuple[str, ...]:
@@ -61,13 +64,14 @@ def settled_record(run_dir: str | Path, record: Mapping) -> dict:
 
 
 def is_done(plan: SweepPlan, run: Run, record: Mapping) -> bool:
-    """Whether ``record`` says the run finished ok with the plan's mode and run.toml."""
-    return (record.get("status") == STATUS_OK and record.get("mode") == plan.mode
+    """Whether ``record`` says the run finished (ok, or pruned by a search) with the plan's mode
+    and run.toml."""
+    return (record.get("status") in ENDED and record.get("mode") == plan.mode
             and record.get("run_toml_sha1") == toml_sha1(run.toml))
 
 
 def runs_to_do(plan: SweepPlan) -> list[Run]:
-    """The runs a sweep of ``plan`` executes: all but those ok with an unchanged run.toml."""
+    """The runs a sweep of ``plan`` executes: all but those ended with an unchanged run.toml."""
     return [run for run in plan.runs if not is_done(plan, run, read_status(plan.run_dir(run)))]
 
 
@@ -101,8 +105,9 @@ def write_results(plan: SweepPlan, rows: Mapping[str, dict], **extra) -> dict:
     ordered = [rows[run.id] for run in plan.runs]
     doc = {
         "sweep": plan.name, "mode": plan.mode, "config": plan.config_path,
-        "grid": {a.column: list(a.values) for a in plan.axes},
+        "grid": {a.column: a.describe() for a in plan.axes},
         "grid_size": plan.total, "samples": plan.samples, "seed": plan.seed,
+        "search": None if plan.search is None else vars(plan.search), "provenance": plan.provenance,
         "runs_total": len(ordered), **counts(ordered),
         "updated": datetime.now(UTC).isoformat(timespec="seconds"), **extra,
         "columns": plan.columns, "runs": ordered,
@@ -120,9 +125,9 @@ def write_results(plan: SweepPlan, rows: Mapping[str, dict], **extra) -> dict:
 def read_results(root: str | Path, live: bool = False) -> dict | None:
     """``results.json`` of the sweep folder ``root``, or None while there is none.
 
-    ``live``: the pending rows completed from their runs' ``status.json``, so a run that is
-    running now shows as ``running`` (the table is rewritten only as runs end), and one whose
-    sweep died under it as ``cancelled``.
+    ``live``: every row as its run's own ``status.json`` has it now, so a run that is running
+    shows as ``running``, one that ended after the table was last written (its sweep was
+    killed) with its outcome, and one whose sweep died under it as ``cancelled``.
     The JSON rather than results.csv: it keeps the values' types (lists, booleans, unset)."""
     root = Path(root)
     try:
@@ -130,10 +135,11 @@ def read_results(root: str | Path, live: bool = False) -> dict | None:
     except (OSError, ValueError):
         return None
     if live:
+        keep = {"id", "run_dir", *(doc.get("grid") or {})}
         for row in doc.get("runs") or []:
             run_dir = root / str(row.get("run_dir") or f"runs/{row.get('id')}")
             record = settled_record(run_dir, read_status(run_dir))
-            if record.get("status") in (STATUS_RUNNING, STATUS_CANCELLED) and row.get("status") == STATUS_PENDING:
-                row.update({k: record.get(k) for k in ("status", "error", *PROVENANCE)})
+            if record.get("status") in STATUSES and record.get("mode", doc.get("mode")) == doc.get("mode"):
+                row.update({k: record.get(k) for k in row if k not in keep})
         doc.update(counts(doc.get("runs") or []))
     return doc

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,18 @@ class SweepPlan:
     samples: int | None
     seed: int
     columns: list[str] = field(default_factory=list)
+    # a search: its .search_options.SearchOptions (which need .results, which needs this module);
+    # Optuna draws ``search.trials`` points and ``runs`` grows as it does
+    search: Any = None
+    make_run: Callable[..., Run] | None = None  # values -> a checked Run of this sweep (raises InputError)
+    base_record: dict = field(default_factory=dict)  # the base config's path, text and SHA-1
+    grid_record: dict = field(default_factory=dict)  # the grid's
+    provenance: dict | None = None  # this invocation's record (set by run_sweep)
 
     def run_dir(self, run: Run) -> Path:
         return self.root / "runs" / run.id
+
+    def add_run(self, run: Run) -> None:
+        """A search's new run (a trial's point), once."""
+        if all(r.id != run.id for r in self.runs):
+            self.runs.append(run)

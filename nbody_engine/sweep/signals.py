@@ -1,0 +1,107 @@
+"""How a sweep talks to its running tasks through the scheduler, with Dask's public
+coordination primitives only: a per-run ``Event`` (and a ``Variable`` holding why) asks a run
+to stop (Stop, Ctrl-C, the pruner, the end of the sweep), and a per-sweep ``Variable`` that the
+sweep bumps every second is its heartbeat: a task whose sweep stopped beating (SIGKILLed, its
+machine gone) interrupts its run by itself."""
+
+from __future__ import annotations
+
+import json
+import time
+
+HEARTBEAT_LIMIT_S = 45.0  # a task whose sweep has not beaten for this long stops its run
+HEARTBEAT_CHECK_S = 5.0  # how often a task reads the heartbeat
+
+
+def _names(token: str, run_id: str) -> tuple[str, str]:
+    """The stop event and its reason of one run, or with ``run_id = "all"`` of every run."""
+    return f"nbody-stop-{token}-{run_id}", f"nbody-stop-why-{token}-{run_id}"
+
+
+class SweepSignals:
+    """The sweep's side: beat, and ask runs to stop with a status (``cancelled``, ``pruned``)."""
+
+    def __init__(self, client, token: str) -> None:
+        from distributed import Variable
+
+        self.client, self.token = client, token
+        self.heartbeat = Variable(f"nbody-heartbeat-{token}", client=client)
+        self.beats = 0
+        self.stopped: list[str] = []
+
+    def beat(self) -> None:
+        self.beats += 1
+        try:
+            self.heartbeat.set(self.beats)
+        except (OSError, TimeoutError):  # the scheduler is unreachable: the worker watch says so
+            pass
+
+    def stop(self, run_id: str, status: str, why: str) -> None:
+        """Ask the task of ``run_id`` (``"all"``: every task) to interrupt its run and record
+        ``status`` with ``why``."""
+        from distributed import Event, Variable
+
+        event, reason = _names(self.token, run_id)
+        Variable(reason, client=self.client).set(json.dumps({"status": status, "why": why}))
+        Event(event, client=self.client).set()
+        self.stopped.append(run_id)
+
+    def close(self) -> None:
+        """Forget the sweep's events and variables on the scheduler (a long-lived cluster keeps them)."""
+        from distributed import Event, Variable
+
+        for run_id in self.stopped:
+            event, reason = _names(self.token, run_id)
+            try:
+                Variable(reason, client=self.client).delete()
+                Event(event, client=self.client).clear()
+            except (OSError, TimeoutError):
+                pass
+        try:
+            self.heartbeat.delete()
+        except (OSError, TimeoutError):
+            pass
+
+
+class RunSignals:
+    """A task's side: whether its sweep asked it to stop (and with which status and why), or
+    went silent. ``token`` None (a run executed by hand) never asks."""
+
+    def __init__(self, token: str | None, run_id: str) -> None:
+        self.token, self.run_id = token, run_id
+        self.last_beat: object = None
+        self.last_change = time.monotonic()
+        self.next_check = 0.0
+
+    def stop_request(self) -> tuple[str, str] | None:
+        """(status, why) when the run must stop, else None."""
+        if self.token is None:
+            return None
+        from distributed import Event, Variable
+
+        for target in (self.run_id, "all"):
+            event, reason = _names(self.token, target)
+            try:
+                if Event(event).is_set():
+                    asked = json.loads(Variable(reason).get(timeout=10))
+                    return asked["status"], asked["why"]
+            except (OSError, TimeoutError, ValueError):
+                pass
+        return self._silent_sweep()
+
+    def _silent_sweep(self) -> tuple[str, str] | None:
+        now = time.monotonic()
+        if now < self.next_check:
+            return None
+        self.next_check = now + HEARTBEAT_CHECK_S
+        from distributed import Variable
+
+        try:
+            beat = Variable(f"nbody-heartbeat-{self.token}").get(timeout=HEARTBEAT_CHECK_S)
+        except (OSError, TimeoutError, ValueError):
+            beat = self.last_beat  # unreachable or gone: no news is no beat
+        if beat != self.last_beat:
+            self.last_beat, self.last_change = beat, now
+        elif now - self.last_change > HEARTBEAT_LIMIT_S:
+            return "cancelled", f"its sweep has not been heard from for {HEARTBEAT_LIMIT_S:.0f} s"
+        return None

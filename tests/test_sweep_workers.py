@@ -1,0 +1,168 @@
+"""Where a sweep's servers listen, how its runs start (forked from a warm parent, one GPU each),
+what they record about themselves, and what ``--status`` says after the sweep was SIGKILLed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import psutil
+import pytest
+from test_sweep import dask_cluster, gone, runner_pids, start_long_sweep, sweep_cli  # noqa: F401 - fixture
+
+from nbody_engine.sweep import execute_run, plan_sweep
+
+LOOPBACK = {"127.0.0.1", "::1"}
+
+
+def listening(pid: int) -> set[tuple[str, int]]:
+    """The TCP addresses the process ``pid`` and its descendants listen on."""
+    procs = [psutil.Process(pid)]
+    procs += procs[0].children(recursive=True)
+    found = set()
+    for proc in procs:
+        try:
+            found |= {(c.laddr.ip, c.laddr.port) for c in proc.net_connections(kind="tcp")
+                      if c.status == psutil.CONN_LISTEN}
+        except psutil.NoSuchProcess:
+            pass
+    return found
+
+
+@pytest.mark.slow
+def test_a_local_sweep_listens_on_loopback_only_and_forks_its_runs_from_warm_parents(tmp_path):
+    proc = start_long_sweep(tmp_path, 3_000_000, "--workers", "2")
+    root = tmp_path / "data" / "long"
+    try:
+        pids = runner_pids(root, at_least=2)
+        addresses = listening(proc.pid)
+        # the scheduler, its dashboard, and each worker's server and dashboard
+        assert len(addresses) >= 4, addresses
+        assert {ip for ip, _ in addresses} <= LOOPBACK, addresses
+        for rid, pid in pids.items():
+            runner = psutil.Process(pid)
+            zygote = runner.parent()
+            assert "nbody_engine.sweep.zygote" in " ".join(zygote.cmdline())  # forked, not a fresh Python
+            assert zygote.parent().parent().pid == proc.pid  # zygote <- worker <- the sweep's LocalCluster
+            assert os.getpgid(pid) == pid and os.getsid(pid) == pid  # its own group: killable, shielded from ^C
+            env = json.loads((root / "runs" / rid / "run_env.json").read_text())
+            assert env["pid"] == pid and env["device"] == "cpu"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=120)
+    assert all(gone(pid) for pid in pids.values())
+
+
+def test_each_run_of_a_worker_with_two_gpus_gets_one_of_them(tmp_path, monkeypatch):
+    """Two runs at once on a worker whose job has CUDA_VISIBLE_DEVICES=0,1 see one GPU each
+    (the environment their processes recorded), and a third, after them, the first again."""
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    plan = plan_sweep({"num_particles": 2, "num_orbits": 1, "dt": 0.001, "record_every": 1000, "device": "cpu"},
+                      {"steps": [60_000, 60_001, 20]}, mode="simulate", name="gpus", cwd=tmp_path,
+                      data_dir=tmp_path / "data")
+    for run in plan.runs:
+        plan.run_dir(run).mkdir(parents=True)
+        (plan.run_dir(run) / "run.toml").write_text(run.toml)
+    records: dict[str, dict] = {}
+
+    def execute(run) -> None:
+        records[run.id] = execute_run(str(plan.run_dir(run)), "simulate")
+
+    together = [threading.Thread(target=execute, args=(run,)) for run in plan.runs[:2]]
+    for thread in together:
+        thread.start()
+    for thread in together:
+        thread.join(timeout=300)
+    execute(plan.runs[2])
+    seen = [json.loads((plan.run_dir(run) / "run_env.json").read_text()) for run in plan.runs]
+    assert all(records[run.id]["status"] == "ok" for run in plan.runs), records
+    assert sorted(s["cuda_visible_devices"] for s in seen[:2]) == ["0", "1"]
+    assert seen[2]["cuda_visible_devices"] == "0"
+    assert [records[run.id]["gpu"] for run in plan.runs] == [s["cuda_visible_devices"] for s in seen]
+    record = records[plan.runs[0].id]  # the run's provenance
+    assert record["packages"]["torch"] and record["packages"]["numpy"] and record["python"]
+    assert record["command"] == "nbody-runner simulate --config run.toml"
+    if "git_commit" in record:
+        assert len(record["git_commit"]) == 40 and isinstance(record["git_dirty"], bool)
+
+
+@pytest.mark.slow
+def test_status_after_a_sigkilled_sweep_reads_the_run_folders(tmp_path, dask_cluster):  # noqa: F811
+    """On an existing cluster the runs outlive a SIGKILLed sweep for a while: one that ends ok
+    then shows ok in --status (results.json still says pending), and one that would run on is
+    interrupted once the sweep's heartbeat has stopped."""
+    (tmp_path / "base.toml").write_text('seed = 1\nnum_orbits = 1\nnum_particles = 2\ndt = 0.001\n'
+                                        'record_every = 1000\n')
+    (tmp_path / "grid.toml").write_text("steps = [150000, 20000000]\n")
+    cmd = [sys.executable, "-m", "nbody_engine.runner", "sweep", "--config", "base.toml", "--grid", "grid.toml",
+           "--mode", "simulate", "--name", "killed", "--scheduler", dask_cluster]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    root = tmp_path / "data" / "killed"
+    pids = runner_pids(root, at_least=2)
+    proc.kill()
+    proc.wait(timeout=30)
+    doc = json.loads((root / "results.json").read_text())
+    assert doc["pending"] == 2  # what the sweep last wrote
+    short, long_ = (next(r["id"] for r in doc["runs"] if r["steps"] == n) for n in (150000, 20000000))
+    assert gone(pids[short], timeout=120)
+    assert gone(pids[long_], timeout=150), "a runner outlived its sweep's heartbeat"
+    status = sweep_cli(tmp_path, "--status", "killed")
+    rows = {line.split()[0]: line.split()[1] for line in status.stdout.splitlines()[1:] if line[:1].isalnum()}
+    assert rows[short] == "ok" and rows[long_] == "cancelled", status.stdout
+    assert "2/2 runs ended (1 ok, 1 cancelled)" in status.stdout
+    record = json.loads((root / "runs" / long_ / "status.json").read_text())
+    assert record["error"].startswith("cancelled: its sweep has not been heard from"), record
+
+
+def test_provenance_of_a_sweep_is_recorded_per_invocation(tmp_path):
+    (tmp_path / "base.toml").write_text('seed = 3\nnum_particles = 2\n')
+    (tmp_path / "grid.toml").write_text("steps = [10]\n")
+    args = ("--config", "base.toml", "--grid", "grid.toml", "--mode", "simulate", "--workers", "1", "--name", "prov")
+    for _ in range(2):
+        result = sweep_cli(tmp_path, *args)
+        assert result.returncode == 0, result.stdout + result.stderr
+    root = tmp_path / "data" / "prov"
+    sweeps = json.loads((root / "provenance.json").read_text())["sweeps"]
+    assert len(sweeps) == 2
+    latest = sweeps[-1]
+    assert latest == json.loads((root / "results.json").read_text())["provenance"]
+    assert latest["base_config"]["text"] == (tmp_path / "base.toml").read_text()
+    assert latest["base_config"]["path"] == str(tmp_path / "base.toml")
+    assert latest["grid"]["text"] == "steps = [10]\n"
+    assert latest["command"] == "nbody-runner sweep " + " ".join(args)
+    assert latest["backend"] == {"kind": "local", "workers": 1, "run_time_limit_s": None}
+    assert set(latest["packages"]) >= {"torch", "numpy", "dask", "optuna"} and latest["python"]
+    repo = Path(__file__).resolve().parents[1]
+    if (repo / ".git").exists():
+        assert len(latest["git_commit"]) == 40 and isinstance(latest["git_dirty"], bool)
+
+
+def test_slurm_notices_say_where_the_runs_wait(monkeypatch, tmp_path):
+    """Jobs still queued, jobs whose state scontrol cannot give, jobs started whose worker has
+    not connected: each says so (before, a queued job read as 'no Dask worker is connected')."""
+    from types import SimpleNamespace
+
+    from nbody_engine.sweep import cluster
+
+    jobs = {"w1": SimpleNamespace(job_id="101"), "w2": SimpleNamespace(job_id="102")}
+    fake = SimpleNamespace(workers=jobs, worker_spec=dict(jobs), dashboard_link="http://127.0.0.1:1/status")
+    backend = cluster.SlurmBackend(SimpleNamespace(nthreads=dict), fake, 2, 0, tmp_path)
+    states = {"101": ("PENDING", "Resources"), "102": ("PENDING", "Priority")}
+    monkeypatch.setattr(cluster, "job_state", lambda job_id: states[job_id])
+    assert backend.replace_lost() == [] and backend.waiting
+    assert backend.lost_reason() == ("SLURM has not started the worker job(s) yet: 101 pending (Resources), "
+                                     "102 pending (Priority)")
+    states.update({"101": ("UNKNOWN", "Socket timed out"), "102": ("RUNNING", "None")})
+    backend.replace_lost()
+    assert backend.waiting and backend.lost_reason() == ("scontrol cannot say how the worker job(s) are: "
+                                                         "101 unknown (Socket timed out)")
+    states["101"] = ("RUNNING", "None")
+    backend.replace_lost()
+    assert not backend.waiting
+    assert backend.lost_reason().startswith("SLURM job(s) 101, 102 started but no Dask worker of theirs has connected")
