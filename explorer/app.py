@@ -24,7 +24,7 @@ from nbody_engine.events import CheckpointWritten, EpochFinished, RunFinished, R
 
 from .fields import SettingsPanel
 from .files import check_confined
-from .jobs import Job, JobDone, warm_up
+from .jobs import Job, JobDone, JobSlot, fresh_run_name, run_of_checkpoint, warm_up
 from .live import LivePlots, PROJECTIONS
 from .runs_view import RunsView
 from .schedule import every
@@ -69,6 +69,7 @@ class Explorer(pn.viewable.Viewer):
         self._auto_model_path: str | None = None  # the simulate model_path a finished training filled in
         self.overrides: set[str] = {k for k in KEYS if getattr(self.simulate, k) != getattr(self.train, k)}
         self.job: Job | None = None
+        self.run_folder: str | None = None  # the folder of the last job's run
         self.live = LivePlots()
         self._callback = None
         self._started = 0.0
@@ -116,8 +117,10 @@ class Explorer(pn.viewable.Viewer):
         return to_toml(self.configs(), skip_defaults=True)
 
     def command(self, mode: str | None = None) -> str:
-        name = self.train.save_name or "run"
-        return f"nbody-runner {mode or self.export_mode} --config {name}.toml"
+        """The headless command of the exported TOML: it writes a run folder that none has yet
+        (never over a run of this page), as the page's own jobs do."""
+        file = self.train.save_name or "run"
+        return f"nbody-runner {mode or self.export_mode} --config {file}.toml --save-name {fresh_run_name(file)}"
 
     def load_toml(self, text: str, source: str = "uploaded TOML") -> None:
         """Apply a TOML document through the CLI's loader; raises InputError on bad input."""
@@ -223,50 +226,59 @@ class Explorer(pn.viewable.Viewer):
 
     # jobs ----------------------------------------------------------------------------------
     def start(self, mode: str) -> bool:
-        """Start a job of ``mode`` in the background; False (with the reason shown) if not."""
+        """Start a job of ``mode`` in the background; False (with the reason shown) if not.
+        Every train, simulate or both job writes a run folder of its own (:meth:`run_name`)."""
         if self.job is not None and self.job.running:
             self._show_error("a job is already running in this session; stop it first")
             return False
         try:
-            self._fill_run_identity()
+            self._fill_seed()
             for cfg in self.configs().values():
                 check_consistency(cfg, mode)
                 check_confined(cfg, "the dashboard's settings")
         except InputError as err:
             self._show_error(str(err))
             return False
-        if not Job.slot_free():
-            self._show_error("the server is busy: every job slot is taken; try again when a run ends")
-            return False
-        if mode == "both" and self.simulate.model_path is not None and \
-                self.simulate.model_path == self._auto_model_path:
-            # 'Train + simulate' simulates the checkpoint this training writes, not the one an
-            # earlier 'Train' left in the Simulate settings.
-            self.simulate.model_path = self.train.model_path
+        with JobSlot() as slot:
+            if not slot.taken:
+                self._show_error("the server is busy: every job slot is taken; try again when a run ends")
+                return False
+            if mode == "both" and self.simulate.model_path is not None and \
+                    self.simulate.model_path == self._auto_model_path:
+                # 'Train + simulate' simulates the checkpoint this training writes, not the one an
+                # earlier 'Train' left in the Simulate settings.
+                self.simulate.model_path = self.train.model_path
+            self.live.reset({"E": (self.train.E_lower, self.train.E_upper),
+                             "L": (self.train.L_lower, self.train.L_upper), "threshold": self.train.energy_threshold})
+            name = self.run_name(mode)
+            job = Job(mode, self.toml_text(), save_name=name)
+            slot.start(job)
+        self.job, self.run_folder = job, name
         self.error.visible = False
         if mode in MODES:
             self.export_mode = mode
-        self.live.reset({"E": (self.train.E_lower, self.train.E_upper), "L": (self.train.L_lower, self.train.L_upper),
-                         "threshold": self.train.energy_threshold})
-        self.job = Job(mode, self.toml_text())
         self._started = time.monotonic()
         self._epochs_total = self.train.epochs if mode != "simulate" else 0
         self.last_checkpoint = None
         self._set_progress(0)
-        self._set_status(f"{LABELS[mode]}: starting '{self.train.save_name}'...")
+        self._set_status(f"{LABELS[mode]}: starting '{name or self.train.save_name}'...")
         self._set_running(True)
-        self.job.start()
+        self._refresh_export()  # the command names a folder this run does not take
         self._callback = every(self.drain, DRAIN_PERIOD_MS)  # a server session or a notebook kernel
         return True
 
-    def _fill_run_identity(self) -> None:
-        """A run needs a name and a seed, so that its export reproduces it."""
-        import random
-        import secrets
+    def run_name(self, mode: str) -> str | None:
+        """The run folder a job of ``mode`` writes: a new one for train, simulate and both (the
+        settings' ``save_name`` if no folder has it yet, else a numbered variant); Evaluate writes
+        into the run of the checkpoint it evaluates (None: the settings' ``save_name``)."""
+        if mode == "evaluate":
+            return run_of_checkpoint(self.simulate.model_path)
+        return fresh_run_name(self.train.save_name)
 
-        if not self.train.save_name:
-            # the random part keeps two sessions that start in the same second apart
-            self.train.save_name = f"explorer_{time.strftime('%Y%m%d_%H%M%S')}_{secrets.token_hex(3)}"
+    def _fill_seed(self) -> None:
+        """A run needs a seed, so that its export reproduces it."""
+        import random
+
         if self.train.seed is None:
             self.train.seed = random.randrange(2**31)
 
@@ -282,9 +294,10 @@ class Explorer(pn.viewable.Viewer):
             self.job.stop(timeout=0)  # never block the event loop: the drain reports the end
 
     def close(self) -> None:
-        """Stop this session's job and its callback (called when the browser tab goes away)."""
+        """Stop this session's job and its callback (called when the server drops the session,
+        a few seconds after its tab closed: explorer/serve.py); never blocks the server."""
         if self.job is not None:
-            self.job.stop(timeout=5)
+            self.job.stop(timeout=0)  # the job's thread ends at its next step and gives its slot back
         self._stop_callback()
         for view in (self._runs, self._sweeps):
             if view is not None:
@@ -296,16 +309,9 @@ class Explorer(pn.viewable.Viewer):
             self._callback = None
 
     def drain(self) -> None:
-        """Move what the job reported into the plots and the status line (session thread).
-        A job whose browser tab has gone stops here, at once: the server would tell the
-        session only 15-25 s later."""
-        if self.job is None:
-            return
-        if _browser_gone():
-            self.job.stop(timeout=0)  # never block the server's loop: the thread ends on its own
-            self._stop_callback()
-            return
-        self.consume(self.job.poll())
+        """Move what the job reported into the plots and the status line (session thread)."""
+        if self.job is not None:
+            self.consume(self.job.poll())
 
     def consume(self, events: list, started_at: float | None = None) -> None:
         """Show engine events in the plots (``self.live.ingest``) and the header (:meth:`track`):
@@ -368,7 +374,8 @@ class Explorer(pn.viewable.Viewer):
         elif done.cancelled:
             self._set_status(f"{LABELS[done.kind]} stopped after {elapsed:.1f}s{self._kept(done.kind)}.")
         else:
-            self._set_status(f"{LABELS[done.kind]} finished in {elapsed:.1f}s.")
+            where = f": data/{self.run_folder}" if self.run_folder and done.kind in MODES else ""
+            self._set_status(f"{LABELS[done.kind]} finished in {elapsed:.1f}s{where}.")
         checkpoint = done.results.get("train", {}).get("checkpoint")
         if checkpoint and done.kind in ("train", "both"):
             self.simulate.model_path = self._auto_model_path = checkpoint
@@ -447,11 +454,3 @@ def _pane(fig) -> pn.pane.Bokeh:
 def _lazy(build) -> pn.param.ParamFunction:
     """A tab's content, built when the tab is first shown."""
     return pn.param.ParamFunction(pn.bind(build), lazy=True, sizing_mode="stretch_width")
-
-
-def _browser_gone() -> bool:
-    """Whether this server session has lost its browser (its websocket closed). False outside a
-    server (Jupyter, tests), where there is no connection to lose."""
-    context = pn.state.curdoc.session_context if pn.state.curdoc is not None else None
-    session = getattr(context, "_session", None)  # bokeh's ServerSession, set once the page connected
-    return session is not None and session.connection_count == 0

@@ -32,7 +32,7 @@ from nbody_engine.runs.directory import DATA_DIR
 from nbody_engine.sweep import ClusterReady, STATUS_OK, SweepPlan, WorkersNotice
 from nbody_engine.sweep.results import STATUSES
 
-from .jobs import Job, JobDone
+from .jobs import Job, JobDone, JobSlot
 
 MAX_KEYS = 3
 # file paths are not swept from the page: the page reads files only where the server allows
@@ -308,10 +308,18 @@ class SweepsView:
         if not _claim(plan.root):
             self._show_error(f"sweep '{plan.name}' is running in another session; choose another name")
             return False
-        if not Job.slot_free():
-            _unclaim(plan.root)
-            self._show_error("the server is busy: every job slot is taken; try again when a run ends")
-            return False
+        with JobSlot() as slot:
+            if not slot.taken:
+                _unclaim(plan.root)
+                self._show_error("the server is busy: every job slot is taken; try again when a run ends")
+                return False
+            job = Job("sweep", "", work=sweep_work(plan))
+            try:
+                slot.start(job)
+            except BaseException:
+                _unclaim(plan.root)  # the job's work gives the claim back only once it runs
+                raise
+        self.job = job
         self.error.visible = False
         self.plan_, self._root, self._doc, self._cluster, self._notice = plan, plan.root, None, "", ""
         self._started = time.monotonic()
@@ -321,8 +329,6 @@ class SweepsView:
         self.progress.value = 0
         self.status.object = f"Sweep '{plan.name}': {len(plan.runs)} run(s), starting a local cluster..."
         self._set_running(True)
-        self.job = Job("sweep", "", work=sweep_work(plan))
-        self.job.start()
         if pn.state.curdoc is not None:
             self._callback = pn.state.add_periodic_callback(self.refresh, period=REFRESH_PERIOD_MS)
         return True

