@@ -157,7 +157,7 @@ class Explorer(pn.viewable.Viewer):
         self.upload = pn.widgets.FileInput(accept=".toml", label="Import TOML")
         self.upload.param.watch(self._on_upload, "value")
         self.mode_select = pn.widgets.RadioButtonGroup(options=list(MODES), value=self.export_mode)
-        self.mode_select.link(self, value="export_mode")
+        self.mode_select.link(self, value="export_mode", bidirectional=True)  # a job's mode shows here too
         self.param.watch(lambda _e: self._refresh_export(), "export_mode")
         self.sim_view = pn.Column(sizing_mode="stretch_width")
         self.eval_view = pn.Column(sizing_mode="stretch_width")
@@ -220,6 +220,7 @@ class Explorer(pn.viewable.Viewer):
             self.load_toml(event.new.decode("utf-8", errors="replace"), f"'{self.upload.filename}'")
         except InputError as err:
             self._show_error(str(err))
+            self._set_status(f"Import of {self.upload.filename} refused; no setting was changed.")
             return
         self.error.visible = False
         self._set_status(f"Loaded {self.upload.filename}.")
@@ -392,8 +393,10 @@ class Explorer(pn.viewable.Viewer):
     def header(self) -> pn.Row:
         """Run controls, status line and progress: the part of the page that never scrolls away."""
         b = self.buttons
-        status = pn.pane.Markdown(self.param.status, margin=(0, 10), styles={"font-size": "13px"},
-                                  sizing_mode="stretch_width")
+        # a widget, not a Markdown pane: in a notebook an updated pane sends its stylesheets again,
+        # as links to Panel's CDN (which an offline node cannot reach)
+        status = pn.widgets.StaticText(value=self.param.status, margin=(0, 10), styles={"font-size": "13px"},
+                                       sizing_mode="stretch_width")
         progress = pn.indicators.Progress(value=self.param.progress, max=100, bar_color="primary", height=12,
                                           margin=(6, 10), sizing_mode="stretch_width")
         for button in (*b.values(), self.stop_button):
@@ -442,9 +445,22 @@ class Explorer(pn.viewable.Viewer):
         tabs.param.watch(lambda e: self._runs and self._runs.set_shown(tabs.objects[e.new] is runs), "active")
         return tabs
 
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        """In a notebook, ``Explorer()`` alone shows the dashboard: it loads what it needs into the
+        kernel itself (Panel's extension and Tabulator, inline: nothing from the internet)."""
+        load_notebook_extension()
+        return super()._repr_mimebundle_(include, exclude)
+
     def __panel__(self):
         return pn.Column(self.header(), pn.Row(pn.Column(self.sidebar(), width=360), self.main(),
                                                sizing_mode="stretch_width"), sizing_mode="stretch_width")
+
+
+def load_notebook_extension() -> None:
+    """Load Panel's notebook extension with Tabulator into this kernel, with its resources
+    inline, unless that is done (what ``pn.extension('tabulator', inline=True)`` would do)."""
+    if not pn.extension._loaded or "tabulator" not in pn.extension._loaded_extensions:
+        pn.extension("tabulator", inline=True)
 
 
 def _pane(fig) -> pn.pane.Bokeh:

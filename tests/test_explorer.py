@@ -463,3 +463,27 @@ def test_track_shows_a_followed_runs_progress_and_eta_in_the_header(explorer):
     e.track(EpochFinished(9, {"accepted_steps": 4, "retrain_iterations": 0}))
     assert e.progress == 25
     assert e.status.startswith("epoch 10/40 ") and "ETA" in e.status
+
+
+def test_a_refused_import_names_every_bad_key_and_clears_the_stale_status(explorer):
+    e = explorer
+    e.upload.filename = "good.toml"
+    e.upload.value = b"epochs = 9\n"
+    assert e.status == "Loaded good.toml."
+    loaded = config_values(e.train)
+    e.upload.filename = "bad.toml"
+    e.upload.value = b"learning_rate = 0.01\nreplay_stpes = 3\n[simulate]\nstpes = 4\n"
+    message = e.error.object
+    assert "unknown key 'learning_rate'" in message and "did you mean 'lr'" in message  # an alias
+    assert "'replay_stpes'" in message and "did you mean 'replay_steps'" in message
+    assert "'stpes' in [simulate]" in message and "did you mean 'steps'" in message
+    assert "good.toml" not in e.status and "refused" in e.status
+    assert config_values(e.train) == loaded
+
+
+def test_the_export_mode_buttons_follow_the_mode_of_the_last_job(explorer):
+    e = explorer
+    e.mode_select.value = "both"
+    assert e.start("train")
+    assert e.mode_select.value == "train" and e.command_box.value.startswith("nbody-runner train ")
+    finish(e)

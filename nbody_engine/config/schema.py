@@ -296,6 +296,10 @@ def section_keys(section: type[Section]) -> list[str]:
 KEYS: dict[str, type[Section]] = {key: sec for sec in SECTIONS for key in section_keys(sec)}
 
 
+# Names other tools give keys of this schema: an unknown key suggests these before close spellings.
+ALIASES = {"learning_rate": "lr", "num_epochs": "epochs", "n_epochs": "epochs", "batch_size": "replay_batch_size",
+           "num_bodies": "num_particles", "n_bodies": "num_particles", "hidden_sizes": "hidden_dims",
+           "hidden_layers": "hidden_dims", "run_name": "save_name", "name": "save_name"}
 PATH_KEYS: tuple[str, ...] = tuple(key for key in KEYS if isinstance(Config.param[key], FilePath))
 
 
