@@ -20,7 +20,8 @@ import param
 from nbody_engine.config.errors import InputError
 from nbody_engine.config.loading import check_consistency, config_values, load_configs, parse_toml, to_toml
 from nbody_engine.config.schema import Config, KEYS
-from nbody_engine.events import CheckpointWritten, EpochFinished, RunFinished, RunStarted, TrajectoryChunk, epoch_counts
+from nbody_engine.events import (CheckpointWritten, EpochFinished, PolicyMeasured, RunFinished, RunStarted,
+                                 TrajectoryChunk, epoch_counts)
 
 from .fields import SettingsPanel
 from .files import check_confined
@@ -73,7 +74,8 @@ class Explorer(pn.viewable.Viewer):
         self.live = LivePlots()
         self._callback = None
         self._started = 0.0
-        self._epochs_total = 0
+        self._epochs_total = 0  # epochs of a training, measurements of an evaluation
+        self._measured = 0
         self._runs: RunsView | None = None
         self._sweeps: SweepsView | None = None
         self._build_widgets()
@@ -334,6 +336,8 @@ class Explorer(pn.viewable.Viewer):
             self._epoch_status(event)
         elif isinstance(event, TrajectoryChunk) and event.phase == "simulate":
             self._set_progress(100 * event.progress)
+        elif isinstance(event, PolicyMeasured):
+            self._evaluation_status(event)
         elif isinstance(event, CheckpointWritten):
             self.last_checkpoint = event.path
         elif isinstance(event, RunFinished):  # a job's own end (JobDone) follows; a followed run has no other
@@ -343,8 +347,9 @@ class Explorer(pn.viewable.Viewer):
             self._finish(event)
 
     def _run_started(self, event: RunStarted) -> None:
-        if event.phase == "train":
+        if event.phase in ("train", "evaluate"):
             self._epochs_total = event.total
+            self._measured = 0
         if self.job is None or not self.job.running:  # a run followed from disk: its clock starts now
             self._started = time.monotonic()
         self._set_status(f"{event.phase}: '{event.save_name}' running...")
@@ -357,6 +362,16 @@ class Explorer(pn.viewable.Viewer):
         self._set_progress(100 * done / total)
         counts = epoch_counts(event.metrics, sep=" · ")
         self._set_status(f"epoch {done}/{total} · {counts} · elapsed {elapsed:.0f}s · ETA {eta:.0f}s")
+
+    def _evaluation_status(self, event: PolicyMeasured) -> None:
+        """Evaluate's progress: the problem and policy being measured, elapsed time and ETA."""
+        self._measured += 1
+        total = max(self._epochs_total, self._measured)
+        elapsed = time.monotonic() - self._started
+        eta = elapsed / max(self._measured - 1, 1) * (total - self._measured + 1) if self._measured > 1 else None
+        self._set_progress(100 * (self._measured - 1) / total)
+        self._set_status(f"Evaluate: {event.problem} · {event.policy} ({self._measured}/{total}) · elapsed "
+                         f"{elapsed:.0f}s" + (f" · ETA {eta:.0f}s" if eta is not None else ""))
 
     def _kept(self, kind: str) -> str:
         """What a stopped job leaves for the status line: the checkpoint of a training."""

@@ -27,7 +27,9 @@ AXIS_LABELS = {"rel_dE": "|dE/E| (relative energy error)", "rel_dL": "|dL/L| (re
                "dt": "dt (code units)"}
 MAX_SYSTEMS = 10  # systems drawn per run; titles say when there are more
 MAX_POINTS = 2_000  # rows drawn per system (evenly spaced, the last one kept)
-PLOT_OPTS = dict(logy=True, responsive=True, min_height=240, show_grid=True, legend_position="bottom_right")
+# the wheel scrolls the page (the toolbar turns wheel zoom on); legends can be clicked to mute a curve
+PLOT_OPTS = dict(logy=True, responsive=True, min_height=240, show_grid=True, legend_position="bottom_right",
+                 active_tools=["pan"], legend_opts={"click_policy": "mute"})
 
 
 def sim_series(path: str | Path) -> dict[str, np.ndarray]:
@@ -72,7 +74,8 @@ def orbit_overlay(position: np.ndarray, title: str) -> hv.Overlay:
     # A fixed square frame keeps data_aspect=1 honest (a responsive one stretches without bound).
     return hv.Overlay(paths).opts(data_aspect=1, frame_width=ORBIT_FRAME, frame_height=ORBIT_FRAME,
                                   xlabel="x (code units)", ylabel="y (code units)",
-                                  title=f"{title}: {systems_note(systems)} (x-y)", legend_position="right")
+                                  title=f"{title}: {systems_note(systems)} (x-y)", legend_position="right",
+                                  active_tools=["pan"])
 
 
 def summary_value(summary: dict, key: str):
@@ -163,5 +166,5 @@ def _epoch_overlay(frames: dict[str, pd.DataFrame], colors: dict, y: str, label:
         curves.append(hv.Curve((epochs, values), "epoch", hv.Dimension(y, label=label), label=name)
                       .opts(color=colors[name]))
     return hv.Overlay(curves).opts(title=f"{label} per epoch", show_grid=True, responsive=True, logy=log_y,
-                                   legend_position="top_right")
+                                   legend_position="top_right", active_tools=["pan"])
 

@@ -28,6 +28,7 @@ from nbody_engine.runs.directory import DATA_DIR
 
 MAX_JOBS = int(os.environ.get("NBODY_EXPLORER_MAX_JOBS", "2"))
 QUEUE_SIZE = 20_000
+POLL_LIMIT = 2_000  # events taken per drain: bounded work on the session's loop, the rest waits
 _SLOTS = threading.BoundedSemaphore(MAX_JOBS)
 
 
@@ -134,7 +135,7 @@ class Job:
     def running(self) -> bool:
         return self.thread.is_alive()
 
-    def poll(self, limit: int = 50_000) -> list:
+    def poll(self, limit: int = POLL_LIMIT) -> list:
         """What the job reported since the last poll, at most ``limit`` items (the rest waits)."""
         items = []
         try:

@@ -27,7 +27,8 @@ from .compare import runs_overlay, summary_table
 from .live import LivePlots
 from .schedule import every
 
-FOLLOW_PERIOD_MS = 1000
+FOLLOW_PERIOD_MS = 500
+FOLLOW_CHUNK_BYTES = 256_000  # of a followed run's log per poll: replaying a long run never freezes the page
 REFRESH_PERIOD_MS = 2000
 ENDINGS = {"RunFinished": "finished", "RunCancelledEvent": "stopped", "RunFailed": "failed"}
 SETTINGS = {"N": "num_particles", "orbits": "num_orbits", "epochs": "epochs", "lr": "lr",
@@ -243,7 +244,7 @@ class RunsView:
         if self._reader is None:
             return 0
         if self._reader.path.is_file():
-            events = self._reader.read()
+            events = self._reader.read(max_bytes=FOLLOW_CHUNK_BYTES)
             if self._reader.restarted:  # a new run in that directory
                 self._reset_plots()
         else:

@@ -161,7 +161,7 @@ class MetricPlot:
 
     def _figure(self, log_y: bool):
         fig = figure(height=320, sizing_mode="stretch_width", y_axis_type="log" if log_y else "linear",
-                     tools="pan,box_zoom,wheel_zoom,reset,save")
+                     tools="pan,box_zoom,wheel_zoom,reset,save", active_scroll=None)
         fig.toolbar.logo = None
         fig.multi_line("xs", "ys", source=self.lines, color="color", line_width=2)
         dots = fig.scatter("x", "y", source=self.points, color="color", size=9, legend_field="group")

@@ -81,6 +81,15 @@ class TrajectoryChunk:
 
 
 @dataclass(frozen=True)
+class PolicyMeasured:
+    """An evaluation starts measuring ``policy`` on ``problem``: one of the ``total`` its
+    RunStarted announced."""
+
+    problem: str
+    policy: str
+
+
+@dataclass(frozen=True)
 class RunFinished:
     phase: str
     summary: dict

@@ -39,7 +39,8 @@ def finish(e: Explorer, timeout: float = 120.0) -> None:
         e.drain()
         time.sleep(0.05)
     assert not e.job.running, f"job still running after {timeout}s"
-    e.drain()
+    while not e.job.queue.empty():  # a drain takes a bounded number of events
+        e.drain()
 
 
 def wait_for_steps(e: Explorer, timeout: float = 30.0) -> None:
@@ -487,3 +488,20 @@ def test_the_export_mode_buttons_follow_the_mode_of_the_last_job(explorer):
     assert e.start("train")
     assert e.mode_select.value == "train" and e.command_box.value.startswith("nbody-runner train ")
     finish(e)
+
+
+def test_evaluate_shows_the_problem_and_policy_it_measures_and_stop_stops_it(explorer):
+    e = explorer
+    assert e.start("train")
+    finish(e)
+    e.simulate.param.update(eval_suite="kepler", eval_e=[0.6], eval_eps=[0.05, 0.2], Nperiod=1)
+    assert e.start("evaluate")
+    deadline = time.monotonic() + 120
+    while not e.status.startswith("Evaluate: kepler") and time.monotonic() < deadline:
+        e.drain()
+        time.sleep(0.02)
+    assert re.match(r"Evaluate: kepler · learned \(1/\d+\) · elapsed \d+s$", e.status), e.status
+    e.stop()
+    finish(e)
+    assert e.status.startswith("Evaluate stopped after"), e.status
+    assert not e.eval_view.objects and not e.error.visible

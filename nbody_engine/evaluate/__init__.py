@@ -24,7 +24,7 @@ import torch
 
 from ..config.errors import InputError, NonFiniteStateError
 from ..config.loading import Config
-from ..events import Reporter, RunFinished, RunStarted
+from ..events import PolicyMeasured, Reporter, RunFinished, RunStarted
 from ..integrators.loop import StopRule, simulate
 from ..learning.network import LearnedDt
 from ..physics.gravity import Gravity, State
@@ -102,6 +102,7 @@ def _measured(problem: Problem, name: str, eps: list, make, evals_per_step: int,
     """Rows of policy ``name`` over every knob value and system of ``problem``, in one batch.
     ``make(knob, unit)`` gives the policy of systems with one knob value and time unit each."""
     reporter.cancel.raise_if_cancelled()
+    reporter.emit(PolicyMeasured(problem.name, name))
     systems = problem.state.batch_size
     copies = len(eps)
     per_column = None if knob is None else knob.repeat_interleave(systems)
