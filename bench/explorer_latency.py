@@ -65,10 +65,10 @@ def serve(cwd: Path, port: int, tree: Path = REPO) -> subprocess.Popen:
                              "--address", "127.0.0.1", "--allow-websocket-origin", f"127.0.0.1:{port}",
                              "--check-unused-sessions", "1000", "--unused-session-lifetime", "5000"],
                             cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 300  # a first page builds slowly on a loaded machine
     while time.monotonic() < deadline:
         try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/explorer", timeout=60)
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/explorer", timeout=300)
             return proc
         except OSError:
             time.sleep(0.3)

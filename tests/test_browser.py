@@ -68,7 +68,7 @@ def test_training_streams_into_the_plots_and_stop_stops_it(page, server):
     page.screenshot(path=str(SCREENSHOT))
     assert page.get_by_role("button", name="Stop", exact=True).is_enabled()
     assert page.get_by_role("button", name="Train", exact=True).is_disabled()
-    page.wait_for_function(f"{source_length('energy_error')} > {n}", timeout=15_000)  # still streaming
+    page.wait_for_function(f"{source_length('energy_error')} > {n}", timeout=60_000)  # still streaming
     page.get_by_role("button", name="Stop", exact=True).click()
     text = wait_for_status(page, r"stopped", timeout=STOP_TIMEOUT)
     assert text.startswith("Train stopped after")
