@@ -285,8 +285,10 @@ def stop_latency(browser, port: int, cwd: Path) -> float:
     time.sleep(1)
     page.get_by_role("button", name="Train", exact=True).click()
     page.get_by_text(re.compile(r"^epoch ([3-9]|\d{2,})/100000")).filter(visible=True).first.wait_for(timeout=300_000)
+    stop = page.get_by_role("button", name="Stop", exact=True)
+    stop.wait_for(timeout=300_000)
     start = time.perf_counter()
-    page.get_by_role("button", name="Stop", exact=True).click()
+    stop.click(force=True, timeout=300_000)  # a page redrawn by the stream never looks 'stable' to Playwright
     page.get_by_text(re.compile("stopped after")).filter(visible=True).first.wait_for(timeout=300_000)
     took = time.perf_counter() - start
     page.close()

@@ -435,8 +435,7 @@ class Explorer(pn.viewable.Viewer):
     def _simulation_tab(self) -> pn.Column:
         return pn.Column(pn.Row(*(_pane(p) for p in self.live.simulation_plots())),
                          _pane(self.live.orbit_plot("sim_orbit")),
-                         pn.pane.Markdown("### Learned against analytic on the same initial conditions"),
-                         self.sim_view,
+                         self.sim_view,  # headed by what it compares (explorer/compare.py)
                          pn.pane.Markdown("### Is the learned step worth it?\n\nEvaluate compares the Simulate tab's "
                                           "`model_path` (empty: the checkpoint training with these settings "
                                           "writes) with five baselines (fixed, classic, analytic, time-symmetric, "

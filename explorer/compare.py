@@ -94,23 +94,34 @@ def summary_table(summaries: dict[str, dict]) -> pd.DataFrame:
                         index=list(SUMMARY_ROWS))
 
 
+def _nothing_to_draw(series: dict, y: str) -> str:
+    """A title's note when no run has a point a log axis can show (an error exactly 0 throughout,
+    as |dL/L| of a leapfrog on Kepler orbits to round-off)."""
+    drawable = any(np.any(np.isfinite(s[y][1:]) & (s[y][1:] > 0)) for s in series.values())
+    return "" if drawable else ": exactly 0 throughout, nothing to draw on a log axis"
+
+
 TABLE_NOTE = "Batches of systems: the largest value over the systems (the smallest for `dt_min`)."
 
 
 def comparison_view(results: dict) -> pn.Column:
     """Plots and a summary table for ``results`` of a job (keys 'simulate' and maybe 'analytic')."""
     runs = {name: results[name] for name in ("simulate", "analytic") if name in results}
-    labels = {"simulate": "learned / simulated", "analytic": "analytic"}
+    mode = Path(runs["simulate"]["outputs"]["trajectory"]).parent.name  # sim/<mode>/trajectory.npz
+    labels = {"simulate": mode if "analytic" not in runs else f"learned ({mode})", "analytic": "analytic"}
+    heading = "### Learned against analytic on the same initial conditions" if "analytic" in runs else \
+        f"### The simulation ({mode}; a learned policy is compared with the analytic one here)"
     series = {name: sim_series(r["outputs"]["trajectory"]) for name, r in runs.items()}
     note = systems_note(series["simulate"]["time"].shape[1])
     # One pane per plot: responsive plots inside one hv.Layout collapse to zero height in Panel.
     plots = [hv.Overlay([error_path(s, y, labels[name], POLICY_COLORS[name]) for name, s in series.items()]).opts(
-        title=f"{title} ({note})", **PLOT_OPTS)
+        title=f"{title} ({note}){_nothing_to_draw(series, y)}", **PLOT_OPTS)
         for y, title in (("rel_dE", "|dE/E| against time"), ("rel_dL", "|dL/L| against time"),
                          ("dt", "dt against time"))]
     orbit = orbit_overlay(series["simulate"]["position"], "orbits")
     table = summary_table({labels[n]: r for n, r in runs.items()})
-    return pn.Column(pn.Row(*(pn.pane.HoloViews(p, sizing_mode="stretch_width", height=280) for p in plots),
+    return pn.Column(pn.pane.Markdown(heading, sizing_mode="stretch_width"),
+                     pn.Row(*(pn.pane.HoloViews(p, sizing_mode="stretch_width", height=280) for p in plots),
                             sizing_mode="stretch_width"),
                      pn.Row(pn.pane.HoloViews(orbit),
                             pn.Column(pn.pane.DataFrame(table, float_format="{:.4g}".format),

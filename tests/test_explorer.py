@@ -164,7 +164,8 @@ def test_both_with_the_learned_policy_compares_with_analytic(explorer, tmp_path)
     assert e.live.frame("simulation").groupby("label")["time"].apply(lambda t: t.is_monotonic_increasing).all()
     assert len(e.sim_view.objects) == 1
     (table,) = [p.object for p in e.sim_view.select(pn.pane.DataFrame)]
-    assert list(table.columns) == ["learned / simulated", "analytic"]
+    assert list(table.columns) == ["learned (ml_multi)", "analytic"]
+    assert "Learned against analytic" in e.sim_view.objects[0].objects[0].object
     assert table.loc["steps"].tolist() == [20, 20]
 
 
