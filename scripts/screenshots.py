@@ -93,7 +93,7 @@ def main() -> int:
             with sync_playwright() as pw:
                 browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
                 page = browser.new_page(viewport={"width": 1600, "height": 1000})
-                page.goto(f"http://127.0.0.1:{port}/explorer")
+                page.goto(f"http://127.0.0.1:{port}/explorer", timeout=600_000)
                 page.wait_for_function("window.Bokeh !== undefined && Bokeh.documents.length > 0", timeout=120_000)
                 page.get_by_role("button", name="Train + simulate", exact=True).click()
                 wait_for_text(page, r"finished in", timeout=SLOW)
