@@ -131,7 +131,7 @@ class RunsView:
         self.table = pn.widgets.Tabulator(runs_table(self.data_dir), selectable="checkbox", disabled=True,
                                           show_index=False, header_filters=True, layout="fit_data_table",
                                           sorters=[{"field": "started", "dir": "desc"}],
-                                          height=280, sizing_mode="stretch_width")
+                                          height=440, sizing_mode="stretch_width")  # 10+ rows in view
         self.table_slot = pn.Column(self.table, sizing_mode="stretch_width")
         self._shown = True
         self.follow = pn.widgets.Toggle(label="Follow the last ticked run live (Training and Simulation tabs)",

@@ -35,6 +35,8 @@ from nbody_engine.sweep.results import STATUSES
 from .jobs import Job, JobDone, JobSlot
 
 MAX_KEYS = 3
+# columns of results.json for the machinery (where a run ran, its files), not for reading results
+INTERNAL_COLUMNS = ("run_dir", "worker", "slurm_job", "host", "run_toml_sha1")
 # file paths are not swept from the page: the page reads files only where the server allows
 # (explorer/files.py), and a swept path would go round that check
 SWEEPABLE_HERE = [k for k in sweep.SWEEPABLE if k not in PATH_KEYS]
@@ -412,7 +414,7 @@ class SweepsView:
 
     def _show_frame(self, frame: pd.DataFrame) -> None:
         self.frame = frame
-        self.table.object = frame.drop(columns=["run_dir"], errors="ignore")
+        self.table.object = frame.drop(columns=list(INTERNAL_COLUMNS), errors="ignore")
         self._draw()
 
     def _draw(self) -> None:
