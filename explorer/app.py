@@ -20,11 +20,12 @@ import param
 from nbody_engine.config.errors import InputError
 from nbody_engine.config.loading import check_consistency, config_values, load_configs, parse_toml, to_toml
 from nbody_engine.config.schema import Config, KEYS
-from nbody_engine.events import CheckpointWritten, EpochFinished, RunFinished, RunStarted, TrajectoryChunk, epoch_counts
+from nbody_engine.events import (CheckpointWritten, EpochFinished, PolicyMeasured, RunFinished, RunStarted,
+                                 TrajectoryChunk, epoch_counts)
 
 from .fields import SettingsPanel
 from .files import check_confined
-from .jobs import Job, JobDone, warm_up
+from .jobs import Job, JobDone, JobSlot, fresh_run_name, run_of_checkpoint, warm_up
 from .live import LivePlots, PROJECTIONS
 from .runs_view import RunsView
 from .schedule import every
@@ -69,10 +70,12 @@ class Explorer(pn.viewable.Viewer):
         self._auto_model_path: str | None = None  # the simulate model_path a finished training filled in
         self.overrides: set[str] = {k for k in KEYS if getattr(self.simulate, k) != getattr(self.train, k)}
         self.job: Job | None = None
+        self.run_folder: str | None = None  # the folder of the last job's run
         self.live = LivePlots()
         self._callback = None
         self._started = 0.0
-        self._epochs_total = 0
+        self._epochs_total = 0  # epochs of a training, measurements of an evaluation
+        self._measured = 0
         self._runs: RunsView | None = None
         self._sweeps: SweepsView | None = None
         self._build_widgets()
@@ -116,8 +119,10 @@ class Explorer(pn.viewable.Viewer):
         return to_toml(self.configs(), skip_defaults=True)
 
     def command(self, mode: str | None = None) -> str:
-        name = self.train.save_name or "run"
-        return f"nbody-runner {mode or self.export_mode} --config {name}.toml"
+        """The headless command of the exported TOML: it writes a run folder that none has yet
+        (never over a run of this page), as the page's own jobs do."""
+        file = self.train.save_name or "run"
+        return f"nbody-runner {mode or self.export_mode} --config {file}.toml --save-name {fresh_run_name(file)}"
 
     def load_toml(self, text: str, source: str = "uploaded TOML") -> None:
         """Apply a TOML document through the CLI's loader; raises InputError on bad input."""
@@ -154,7 +159,7 @@ class Explorer(pn.viewable.Viewer):
         self.upload = pn.widgets.FileInput(accept=".toml", label="Import TOML")
         self.upload.param.watch(self._on_upload, "value")
         self.mode_select = pn.widgets.RadioButtonGroup(options=list(MODES), value=self.export_mode)
-        self.mode_select.link(self, value="export_mode")
+        self.mode_select.link(self, value="export_mode", bidirectional=True)  # a job's mode shows here too
         self.param.watch(lambda _e: self._refresh_export(), "export_mode")
         self.sim_view = pn.Column(sizing_mode="stretch_width")
         self.eval_view = pn.Column(sizing_mode="stretch_width")
@@ -217,56 +222,66 @@ class Explorer(pn.viewable.Viewer):
             self.load_toml(event.new.decode("utf-8", errors="replace"), f"'{self.upload.filename}'")
         except InputError as err:
             self._show_error(str(err))
+            self._set_status(f"Import of {self.upload.filename} refused; no setting was changed.")
             return
         self.error.visible = False
         self._set_status(f"Loaded {self.upload.filename}.")
 
     # jobs ----------------------------------------------------------------------------------
     def start(self, mode: str) -> bool:
-        """Start a job of ``mode`` in the background; False (with the reason shown) if not."""
+        """Start a job of ``mode`` in the background; False (with the reason shown) if not.
+        Every train, simulate or both job writes a run folder of its own (:meth:`run_name`)."""
         if self.job is not None and self.job.running:
             self._show_error("a job is already running in this session; stop it first")
             return False
         try:
-            self._fill_run_identity()
+            self._fill_seed()
             for cfg in self.configs().values():
                 check_consistency(cfg, mode)
                 check_confined(cfg, "the dashboard's settings")
         except InputError as err:
             self._show_error(str(err))
             return False
-        if not Job.slot_free():
-            self._show_error("the server is busy: every job slot is taken; try again when a run ends")
-            return False
-        if mode == "both" and self.simulate.model_path is not None and \
-                self.simulate.model_path == self._auto_model_path:
-            # 'Train + simulate' simulates the checkpoint this training writes, not the one an
-            # earlier 'Train' left in the Simulate settings.
-            self.simulate.model_path = self.train.model_path
+        with JobSlot() as slot:
+            if not slot.taken:
+                self._show_error("the server is busy: every job slot is taken; try again when a run ends")
+                return False
+            if mode == "both" and self.simulate.model_path is not None and \
+                    self.simulate.model_path == self._auto_model_path:
+                # 'Train + simulate' simulates the checkpoint this training writes, not the one an
+                # earlier 'Train' left in the Simulate settings.
+                self.simulate.model_path = self.train.model_path
+            self.live.reset({"E": (self.train.E_lower, self.train.E_upper),
+                             "L": (self.train.L_lower, self.train.L_upper), "threshold": self.train.energy_threshold})
+            name = self.run_name(mode)
+            job = Job(mode, self.toml_text(), save_name=name)
+            slot.start(job)
+        self.job, self.run_folder = job, name
         self.error.visible = False
         if mode in MODES:
             self.export_mode = mode
-        self.live.reset({"E": (self.train.E_lower, self.train.E_upper), "L": (self.train.L_lower, self.train.L_upper),
-                         "threshold": self.train.energy_threshold})
-        self.job = Job(mode, self.toml_text())
         self._started = time.monotonic()
         self._epochs_total = self.train.epochs if mode != "simulate" else 0
         self.last_checkpoint = None
         self._set_progress(0)
-        self._set_status(f"{LABELS[mode]}: starting '{self.train.save_name}'...")
+        self._set_status(f"{LABELS[mode]}: starting '{name or self.train.save_name}'...")
         self._set_running(True)
-        self.job.start()
+        self._refresh_export()  # the command names a folder this run does not take
         self._callback = every(self.drain, DRAIN_PERIOD_MS)  # a server session or a notebook kernel
         return True
 
-    def _fill_run_identity(self) -> None:
-        """A run needs a name and a seed, so that its export reproduces it."""
-        import random
-        import secrets
+    def run_name(self, mode: str) -> str | None:
+        """The run folder a job of ``mode`` writes: a new one for train, simulate and both (the
+        settings' ``save_name`` if no folder has it yet, else a numbered variant); Evaluate writes
+        into the run of the checkpoint it evaluates (None: the settings' ``save_name``)."""
+        if mode == "evaluate":
+            return run_of_checkpoint(self.simulate.model_path)
+        return fresh_run_name(self.train.save_name)
 
-        if not self.train.save_name:
-            # the random part keeps two sessions that start in the same second apart
-            self.train.save_name = f"explorer_{time.strftime('%Y%m%d_%H%M%S')}_{secrets.token_hex(3)}"
+    def _fill_seed(self) -> None:
+        """A run needs a seed, so that its export reproduces it."""
+        import random
+
         if self.train.seed is None:
             self.train.seed = random.randrange(2**31)
 
@@ -282,9 +297,10 @@ class Explorer(pn.viewable.Viewer):
             self.job.stop(timeout=0)  # never block the event loop: the drain reports the end
 
     def close(self) -> None:
-        """Stop this session's job and its callback (called when the browser tab goes away)."""
+        """Stop this session's job and its callback (called when the server drops the session,
+        a few seconds after its tab closed: explorer/serve.py); never blocks the server."""
         if self.job is not None:
-            self.job.stop(timeout=5)
+            self.job.stop(timeout=0)  # the job's thread ends at its next step and gives its slot back
         self._stop_callback()
         for view in (self._runs, self._sweeps):
             if view is not None:
@@ -296,16 +312,9 @@ class Explorer(pn.viewable.Viewer):
             self._callback = None
 
     def drain(self) -> None:
-        """Move what the job reported into the plots and the status line (session thread).
-        A job whose browser tab has gone stops here, at once: the server would tell the
-        session only 15-25 s later."""
-        if self.job is None:
-            return
-        if _browser_gone():
-            self.job.stop(timeout=0)  # never block the server's loop: the thread ends on its own
-            self._stop_callback()
-            return
-        self.consume(self.job.poll())
+        """Move what the job reported into the plots and the status line (session thread)."""
+        if self.job is not None:
+            self.consume(self.job.poll())
 
     def consume(self, events: list, started_at: float | None = None) -> None:
         """Show engine events in the plots (``self.live.ingest``) and the header (:meth:`track`):
@@ -327,6 +336,8 @@ class Explorer(pn.viewable.Viewer):
             self._epoch_status(event)
         elif isinstance(event, TrajectoryChunk) and event.phase == "simulate":
             self._set_progress(100 * event.progress)
+        elif isinstance(event, PolicyMeasured):
+            self._evaluation_status(event)
         elif isinstance(event, CheckpointWritten):
             self.last_checkpoint = event.path
         elif isinstance(event, RunFinished):  # a job's own end (JobDone) follows; a followed run has no other
@@ -336,8 +347,9 @@ class Explorer(pn.viewable.Viewer):
             self._finish(event)
 
     def _run_started(self, event: RunStarted) -> None:
-        if event.phase == "train":
+        if event.phase in ("train", "evaluate"):
             self._epochs_total = event.total
+            self._measured = 0
         if self.job is None or not self.job.running:  # a run followed from disk: its clock starts now
             self._started = time.monotonic()
         self._set_status(f"{event.phase}: '{event.save_name}' running...")
@@ -350,6 +362,16 @@ class Explorer(pn.viewable.Viewer):
         self._set_progress(100 * done / total)
         counts = epoch_counts(event.metrics, sep=" · ")
         self._set_status(f"epoch {done}/{total} · {counts} · elapsed {elapsed:.0f}s · ETA {eta:.0f}s")
+
+    def _evaluation_status(self, event: PolicyMeasured) -> None:
+        """Evaluate's progress: the problem and policy being measured, elapsed time and ETA."""
+        self._measured += 1
+        total = max(self._epochs_total, self._measured)
+        elapsed = time.monotonic() - self._started
+        eta = elapsed / max(self._measured - 1, 1) * (total - self._measured + 1) if self._measured > 1 else None
+        self._set_progress(100 * (self._measured - 1) / total)
+        self._set_status(f"Evaluate: {event.problem} · {event.policy} ({self._measured}/{total}) · elapsed "
+                         f"{elapsed:.0f}s" + (f" · ETA {eta:.0f}s" if eta is not None else ""))
 
     def _kept(self, kind: str) -> str:
         """What a stopped job leaves for the status line: the checkpoint of a training."""
@@ -368,7 +390,8 @@ class Explorer(pn.viewable.Viewer):
         elif done.cancelled:
             self._set_status(f"{LABELS[done.kind]} stopped after {elapsed:.1f}s{self._kept(done.kind)}.")
         else:
-            self._set_status(f"{LABELS[done.kind]} finished in {elapsed:.1f}s.")
+            where = f": data/{self.run_folder}" if self.run_folder and done.kind in MODES else ""
+            self._set_status(f"{LABELS[done.kind]} finished in {elapsed:.1f}s{where}.")
         checkpoint = done.results.get("train", {}).get("checkpoint")
         if checkpoint and done.kind in ("train", "both"):
             self.simulate.model_path = self._auto_model_path = checkpoint
@@ -385,8 +408,10 @@ class Explorer(pn.viewable.Viewer):
     def header(self) -> pn.Row:
         """Run controls, status line and progress: the part of the page that never scrolls away."""
         b = self.buttons
-        status = pn.pane.Markdown(self.param.status, margin=(0, 10), styles={"font-size": "13px"},
-                                  sizing_mode="stretch_width")
+        # a widget, not a Markdown pane: in a notebook an updated pane sends its stylesheets again,
+        # as links to Panel's CDN (which an offline node cannot reach)
+        status = pn.widgets.StaticText(value=self.param.status, margin=(0, 10), styles={"font-size": "13px"},
+                                       sizing_mode="stretch_width")
         progress = pn.indicators.Progress(value=self.param.progress, max=100, bar_color="primary", height=12,
                                           margin=(6, 10), sizing_mode="stretch_width")
         for button in (*b.values(), self.stop_button):
@@ -410,8 +435,7 @@ class Explorer(pn.viewable.Viewer):
     def _simulation_tab(self) -> pn.Column:
         return pn.Column(pn.Row(*(_pane(p) for p in self.live.simulation_plots())),
                          _pane(self.live.orbit_plot("sim_orbit")),
-                         pn.pane.Markdown("### Learned against analytic on the same initial conditions"),
-                         self.sim_view,
+                         self.sim_view,  # headed by what it compares (explorer/compare.py)
                          pn.pane.Markdown("### Is the learned step worth it?\n\nEvaluate compares the Simulate tab's "
                                           "`model_path` (empty: the checkpoint training with these settings "
                                           "writes) with five baselines (fixed, classic, analytic, time-symmetric, "
@@ -435,9 +459,22 @@ class Explorer(pn.viewable.Viewer):
         tabs.param.watch(lambda e: self._runs and self._runs.set_shown(tabs.objects[e.new] is runs), "active")
         return tabs
 
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        """In a notebook, ``Explorer()`` alone shows the dashboard: it loads what it needs into the
+        kernel itself (Panel's extension and Tabulator, inline: nothing from the internet)."""
+        load_notebook_extension()
+        return super()._repr_mimebundle_(include, exclude)
+
     def __panel__(self):
         return pn.Column(self.header(), pn.Row(pn.Column(self.sidebar(), width=360), self.main(),
                                                sizing_mode="stretch_width"), sizing_mode="stretch_width")
+
+
+def load_notebook_extension() -> None:
+    """Load Panel's notebook extension with Tabulator into this kernel, with its resources
+    inline, unless that is done (what ``pn.extension('tabulator', inline=True)`` would do)."""
+    if not pn.extension._loaded or "tabulator" not in pn.extension._loaded_extensions:
+        pn.extension("tabulator", inline=True)
 
 
 def _pane(fig) -> pn.pane.Bokeh:
@@ -447,11 +484,3 @@ def _pane(fig) -> pn.pane.Bokeh:
 def _lazy(build) -> pn.param.ParamFunction:
     """A tab's content, built when the tab is first shown."""
     return pn.param.ParamFunction(pn.bind(build), lazy=True, sizing_mode="stretch_width")
-
-
-def _browser_gone() -> bool:
-    """Whether this server session has lost its browser (its websocket closed). False outside a
-    server (Jupyter, tests), where there is no connection to lose."""
-    context = pn.state.curdoc.session_context if pn.state.curdoc is not None else None
-    session = getattr(context, "_session", None)  # bokeh's ServerSession, set once the page connected
-    return session is not None and session.connection_count == 0

@@ -29,7 +29,9 @@ AXIS_LABELS = {"rel_dE": "|dE/E| (relative energy error)", "rel_dL": "|dL/L| (re
                "dt": "dt (code units)"}
 MAX_SYSTEMS = 10  # systems drawn per run; titles say when there are more
 MAX_POINTS = 2_000  # rows drawn per system (evenly spaced, the last one kept)
-PLOT_OPTS = dict(logy=True, responsive=True, min_height=240, show_grid=True, legend_position="bottom_right")
+# the wheel scrolls the page (the toolbar turns wheel zoom on); legends can be clicked to mute a curve
+PLOT_OPTS = dict(logy=True, responsive=True, min_height=240, show_grid=True, legend_position="bottom_right",
+                 active_tools=["pan"], legend_opts={"click_policy": "mute"})
 
 
 def loggable(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -64,7 +66,8 @@ def orbit_overlay(position: np.ndarray, title: str) -> hv.Overlay:
     # A fixed square frame keeps data_aspect=1 honest (a responsive one stretches without bound).
     return hv.Overlay(paths).opts(data_aspect=1, frame_width=ORBIT_FRAME, frame_height=ORBIT_FRAME,
                                   xlabel="x (code units)", ylabel="y (code units)",
-                                  title=f"{title}: {systems_note(systems)} (x-y)", legend_position="right")
+                                  title=f"{title}: {systems_note(systems)} (x-y)", legend_position="right",
+                                  active_tools=["pan"])
 
 
 def summary_table(summaries: dict[str, dict]) -> pd.DataFrame:
@@ -74,6 +77,13 @@ def summary_table(summaries: dict[str, dict]) -> pd.DataFrame:
                         index=list(SUMMARY_ROWS))
 
 
+def _nothing_to_draw(series: dict, y: str) -> str:
+    """A title's note when no run has a point a log axis can show (an error exactly 0 throughout,
+    as |dL/L| of a leapfrog on Kepler orbits to round-off)."""
+    drawable = any(np.any(np.isfinite(s[y][1:]) & (s[y][1:] > 0)) for s in series.values())
+    return "" if drawable else ": exactly 0 throughout, nothing to draw on a log axis"
+
+
 TABLE_NOTE = ("Batches of systems: the largest value over the systems (the smallest for `dt_min`, the mean for "
               "`steps_per_period`).")
 
@@ -81,17 +91,21 @@ TABLE_NOTE = ("Batches of systems: the largest value over the systems (the small
 def comparison_view(results: dict) -> pn.Column:
     """Plots and a summary table for ``results`` of a job (keys 'simulate' and maybe 'analytic')."""
     runs = {name: results[name] for name in ("simulate", "analytic") if name in results}
-    labels = {"simulate": "learned / simulated", "analytic": "analytic"}
+    mode = Path(runs["simulate"]["outputs"]["trajectory"]).parent.name  # sim/<mode>/trajectory.npz
+    labels = {"simulate": mode if "analytic" not in runs else f"learned ({mode})", "analytic": "analytic"}
+    heading = "### Learned against analytic on the same initial conditions" if "analytic" in runs else \
+        f"### The simulation ({mode}; a learned policy is compared with the analytic one here)"
     series = {name: sim_series(r["outputs"]["trajectory"]) for name, r in runs.items()}
     note = systems_note(series["simulate"]["time"].shape[1])
     # One pane per plot: responsive plots inside one hv.Layout collapse to zero height in Panel.
     plots = [hv.Overlay([error_path(s, y, labels[name], POLICY_COLORS[name]) for name, s in series.items()]).opts(
-        title=f"{title} ({note})", **PLOT_OPTS)
+        title=f"{title} ({note}){_nothing_to_draw(series, y)}", **PLOT_OPTS)
         for y, title in (("rel_dE", "|dE/E| against time"), ("rel_dL", "|dL/L| against time"),
                          ("dt", "dt against time"))]
     orbit = orbit_overlay(series["simulate"]["position"], "orbits")
     table = summary_table({labels[n]: r for n, r in runs.items()})
-    return pn.Column(pn.Row(*(pn.pane.HoloViews(p, sizing_mode="stretch_width", height=280) for p in plots),
+    return pn.Column(pn.pane.Markdown(heading, sizing_mode="stretch_width"),
+                     pn.Row(*(pn.pane.HoloViews(p, sizing_mode="stretch_width", height=280) for p in plots),
                             sizing_mode="stretch_width"),
                      pn.Row(pn.pane.HoloViews(orbit),
                             pn.Column(pn.pane.DataFrame(table, float_format="{:.4g}".format),
@@ -147,5 +161,5 @@ def _epoch_overlay(frames: dict[str, pd.DataFrame], colors: dict, y: str, label:
         curves.append(hv.Curve((epochs, values), "epoch", hv.Dimension(y, label=label), label=name)
                       .opts(color=colors[name]))
     return hv.Overlay(curves).opts(title=f"{label} per epoch", show_grid=True, responsive=True, logy=log_y,
-                                   legend_position="top_right")
+                                   legend_position="top_right", active_tools=["pan"])
 

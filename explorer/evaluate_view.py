@@ -42,8 +42,12 @@ def pareto_plot(rows: pd.DataFrame, problem: str) -> hv.Overlay:
                    hv.Scatter(curve, "evals_per_period", HOVER, label=policy).opts(
                        color=colors[policy], size=14 if learned else 6, marker="star" if learned else "circle",
                        line_color="black" if learned else colors[policy], tools=["hover"])]
-    return hv.Overlay(layers).opts(logx=True, logy=True, width=620, height=360, title=problem, legend_position="right",
-                                   xlabel="force evaluations per period", ylabel="max |dE/E|", show_grid=True)
+    # the legend sits where Pareto curves leave room (cheap and accurate is never reached), and a
+    # click on a policy mutes it; the wheel scrolls the page until the toolbar turns zooming on
+    return hv.Overlay(layers).opts(logx=True, logy=True, width=620, height=360, title=problem,
+                                   legend_position="bottom_left", legend_opts={"click_policy": "mute"},
+                                   active_tools=["pan"], xlabel="force evaluations per period", ylabel="max |dE/E|",
+                                   show_grid=True)
 
 
 def verdict_table(verdicts: list[dict], problem: str) -> pd.DataFrame:

@@ -56,7 +56,8 @@ def positive(values) -> np.ndarray:
 
 def _figure(title: str, x: str, y: str, log_y: bool = True, height: int = 250, **kwargs):
     fig = figure(title=title, x_axis_label=x, y_axis_label=y, y_axis_type="log" if log_y else "linear",
-                 height=height, sizing_mode="stretch_width", tools="pan,box_zoom,wheel_zoom,reset,save", **kwargs)
+                 height=height, sizing_mode="stretch_width", tools="pan,box_zoom,wheel_zoom,reset,save",
+                 active_scroll=None, **kwargs)  # the wheel scrolls the page; the toolbar turns zooming on
     fig.add_tools(HoverTool(tooltips=[(x, "$x"), (y, "$y")]))
     fig.toolbar.logo = None
     fig.y_range.only_visible = True  # a hidden band does not stretch the axis

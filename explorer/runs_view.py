@@ -27,7 +27,8 @@ from .compare import runs_overlay, summary_table
 from .live import LivePlots
 from .schedule import every
 
-FOLLOW_PERIOD_MS = 1000
+FOLLOW_PERIOD_MS = 500
+FOLLOW_CHUNK_BYTES = 256_000  # of a followed run's log per poll: replaying a long run never freezes the page
 REFRESH_PERIOD_MS = 2000
 SETTINGS = {"N": "num_particles", "orbits": "num_orbits", "epochs": "epochs", "lr": "lr",
             "threshold": "energy_threshold", "features": "feature_type"}
@@ -80,7 +81,7 @@ class RunsView:
         self.table = pn.widgets.Tabulator(runs_table(self.data_dir), selectable="checkbox", disabled=True,
                                           show_index=False, header_filters=True, layout="fit_data_table",
                                           sorters=[{"field": "started", "dir": "desc"}],
-                                          height=280, sizing_mode="stretch_width")
+                                          height=440, sizing_mode="stretch_width")  # 10+ rows in view
         self.table_slot = pn.Column(self.table, sizing_mode="stretch_width")
         self._shown = True
         self.follow = pn.widgets.Toggle(label="Follow the last ticked run live (Training and Simulation tabs)",
@@ -193,7 +194,7 @@ class RunsView:
         if self._reader is None:
             return 0
         if self._reader.path.is_file():
-            events = self._reader.read()
+            events = self._reader.read(max_bytes=FOLLOW_CHUNK_BYTES)
             if self._reader.restarted:  # a new run in that directory
                 self._reset_plots()
         else:

@@ -4,6 +4,11 @@
   websocket connections from pages served as ``localhost:PORT`` or ``127.0.0.1:PORT``. To expose
   it, pass ``--address 0.0.0.0 --allow-websocket-origin HOST:PORT`` yourself, behind a login
   (``--basic-auth`` or ``--oauth-provider``, see ``panel serve --help``).
+- A closed tab's session is dropped within seconds (``--unused-session-lifetime``, checked every
+  ``--check-unused-sessions`` milliseconds; Bokeh's default is 15 s, checked every 17 s), and
+  with it the session's job (the Explorer stops it in ``on_session_destroyed``). The lifetime
+  also counts from a page's request to its websocket connection, so it leaves a slow browser
+  time to connect.
 - The page reads and writes files only under the working directory; each
   ``--allow-files-under DIR`` allows one more directory (paths in an imported TOML or typed
   into the page are checked against these, see :mod:`explorer.files`).
@@ -21,6 +26,7 @@ from pathlib import Path
 from .files import FILE_ROOTS_ENV
 
 APP = Path(__file__).resolve().parent
+SESSION_DEFAULTS = {"--check-unused-sessions": "1000", "--unused-session-lifetime": "5000"}  # milliseconds
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -43,6 +49,9 @@ def panel_serve_args(argv: list[str]) -> tuple[list[str], list[Path]]:
     serve = [str(APP), "--port", str(args.port), "--address", args.address]
     for origin in origins:
         serve += ["--allow-websocket-origin", origin]
+    for flag, default in SESSION_DEFAULTS.items():
+        if not any(arg == flag or arg.startswith(f"{flag}=") for arg in rest):
+            serve += [flag, default]
     roots = [Path.cwd(), *(Path(d).resolve() for d in args.allow_files_under)]
     return serve + rest, roots
 

@@ -34,9 +34,11 @@ from nbody_engine.sweep import ClusterReady, STATUS_OK, SweepPlan, WorkersNotice
 from nbody_engine.sweep.results import STATUSES
 from nbody_engine.sweep.search_options import PRUNERS, SAMPLERS
 
-from .jobs import Job, JobDone
+from .jobs import Job, JobDone, JobSlot
 
 MAX_KEYS = 3
+# columns of results.json for the machinery (where a run ran, its files), not for reading results
+INTERNAL_COLUMNS = ("run_dir", "worker", "slurm_job", "host", "run_toml_sha1")
 # file paths are not swept from the page: the page reads files only where the server allows
 # (explorer/files.py), and a swept path would go round that check
 SWEEPABLE_HERE = [k for k in sweep.SWEEPABLE if k not in PATH_KEYS]
@@ -174,7 +176,7 @@ class MetricPlot:
 
     def _figure(self, log_y: bool):
         fig = figure(height=320, sizing_mode="stretch_width", y_axis_type="log" if log_y else "linear",
-                     tools="pan,box_zoom,wheel_zoom,reset,save")
+                     tools="pan,box_zoom,wheel_zoom,reset,save", active_scroll=None)
         fig.toolbar.logo = None
         fig.multi_line("xs", "ys", source=self.lines, color="color", line_width=2)
         dots = fig.scatter("x", "y", source=self.points, color="color", size=9, legend_field="group")
@@ -334,10 +336,18 @@ class SweepsView:
         if not _claim(plan.root):
             self._show_error(f"sweep '{plan.name}' is running in another session; choose another name")
             return False
-        if not Job.slot_free():
-            _unclaim(plan.root)
-            self._show_error("the server is busy: every job slot is taken; try again when a run ends")
-            return False
+        with JobSlot() as slot:
+            if not slot.taken:
+                _unclaim(plan.root)
+                self._show_error("the server is busy: every job slot is taken; try again when a run ends")
+                return False
+            job = Job("sweep", "", work=sweep_work(plan))
+            try:
+                slot.start(job)
+            except BaseException:
+                _unclaim(plan.root)  # the job's work gives the claim back only once it runs
+                raise
+        self.job = job
         self.error.visible = False
         self.plan_, self._root, self._doc, self._cluster, self._notice = plan, plan.root, None, "", ""
         self._started = time.monotonic()
@@ -347,8 +357,6 @@ class SweepsView:
         self.progress.value = 0
         self.status.object = f"Sweep '{plan.name}': {plan.total or len(plan.runs)} run(s), starting a local cluster..."
         self._set_running(True)
-        self.job = Job("sweep", "", work=sweep_work(plan))
-        self.job.start()
         if pn.state.curdoc is not None:
             self._callback = pn.state.add_periodic_callback(self.refresh, period=REFRESH_PERIOD_MS)
         return True
@@ -432,7 +440,7 @@ class SweepsView:
 
     def _show_frame(self, frame: pd.DataFrame) -> None:
         self.frame = frame
-        self.table.object = frame.drop(columns=["run_dir"], errors="ignore")
+        self.table.object = frame.drop(columns=list(INTERNAL_COLUMNS), errors="ignore")
         self._draw()
 
     def _draw(self) -> None:

@@ -81,6 +81,15 @@ class TrajectoryChunk:
 
 
 @dataclass(frozen=True)
+class PolicyMeasured:
+    """An evaluation starts measuring ``policy`` on ``problem``: one of the ``total`` its
+    RunStarted announced."""
+
+    problem: str
+    policy: str
+
+
+@dataclass(frozen=True)
 class RunFinished:
     phase: str
     summary: dict
@@ -130,6 +139,11 @@ class Reporter:
     def emit(self, event: Event) -> None:
         for sink in self.sinks:
             sink(event)
+
+    def filtered(self, keep: Callable[[Event], bool]) -> Reporter:
+        """A reporter with the same cancellation token whose sinks receive only the events
+        ``keep`` accepts (a dashboard keeps many short runs' trajectories out of its plots)."""
+        return Reporter([lambda event: self.emit(event) if keep(event) else None], self.cancel)
 
 
 class ConsoleSink:

@@ -41,15 +41,16 @@ def serve(cwd: Path, port: int) -> subprocess.Popen:
     """``nbody-explorer`` in ``cwd``, once it answers."""
     proc = subprocess.Popen([sys.executable, "-m", "explorer.serve", "--port", str(port)], cwd=cwd,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 600  # a first page builds slowly on a loaded machine: wait for it
     while time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/explorer", timeout=5):
+            wait = max(5.0, deadline - time.monotonic())
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/explorer", timeout=wait):
                 return proc
         except OSError:
             time.sleep(0.5)
     proc.terminate()
-    raise SystemExit("screenshots: the dashboard did not answer within 120 s")
+    raise SystemExit("screenshots: the dashboard did not answer within 600 s")
 
 
 def wait_for_text(page: Page, pattern: str, timeout: float = 60_000) -> None:
@@ -92,7 +93,7 @@ def main() -> int:
             with sync_playwright() as pw:
                 browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
                 page = browser.new_page(viewport={"width": 1600, "height": 1000})
-                page.goto(f"http://127.0.0.1:{port}/explorer")
+                page.goto(f"http://127.0.0.1:{port}/explorer", timeout=600_000)
                 page.wait_for_function("window.Bokeh !== undefined && Bokeh.documents.length > 0", timeout=120_000)
                 page.get_by_role("button", name="Train + simulate", exact=True).click()
                 wait_for_text(page, r"finished in", timeout=SLOW)

@@ -74,7 +74,7 @@ def server(tmp_path_factory):
     proc = subprocess.Popen(cmd, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}/explorer"
     try:
-        wait_until_it_answers(proc, url, cwd / "server.log", "panel serve", 90)
+        wait_until_it_answers(proc, url, cwd / "server.log", "panel serve", 180)
         yield {"url": url, "cwd": cwd, "port": port}
     finally:
         stop(proc, 10)

@@ -37,7 +37,9 @@ def wait_until_it_answers(proc: subprocess.Popen, url: str, log: Path, name: str
         if proc.poll() is not None:
             pytest.fail(f"{name} exited with {proc.returncode}:\n{log.read_text()}")
         try:
-            with urllib.request.urlopen(url, timeout=5) as response:
+            # a page's first build can take many seconds on a loaded machine: an answer given up
+            # on still costs the server a whole session, so wait for it
+            with urllib.request.urlopen(url, timeout=max(5.0, deadline - time.monotonic())) as response:
                 if response.status == 200:
                     return
         except OSError:

@@ -68,7 +68,7 @@ def test_training_streams_into_the_plots_and_stop_stops_it(page, server):
     page.screenshot(path=str(SCREENSHOT))
     assert page.get_by_role("button", name="Stop", exact=True).is_enabled()
     assert page.get_by_role("button", name="Train", exact=True).is_disabled()
-    page.wait_for_function(f"{source_length('energy_error')} > {n}", timeout=15_000)  # still streaming
+    page.wait_for_function(f"{source_length('energy_error')} > {n}", timeout=60_000)  # still streaming
     page.get_by_role("button", name="Stop", exact=True).click()
     text = wait_for_status(page, r"stopped", timeout=STOP_TIMEOUT)
     assert text.startswith("Train stopped after")
@@ -108,6 +108,25 @@ def test_downloaded_toml_reproduces_the_run_headless(page, server, tmp_path):
     headless = metrics_rows(cli_dir / "data" / "repro" / "metrics.jsonl")
     assert len(dashboard) == 3
     assert headless == dashboard
+
+
+def test_two_trains_in_one_tab_leave_two_runs(page, server):
+    """Each job writes a run folder of its own (the settings' save_name, then numbered ones),
+    and the exported command names a folder neither took."""
+    open_dashboard(page, server)
+    open_card(page, "Training / optimization")
+    set_setting(page, "epochs", 2)
+    open_card(page, "Logging / misc")
+    set_setting(page, "save_name", "twice")
+    wait_until_changed(page, "Logging / misc")
+    for folder in ("twice", "twice_2"):
+        page.get_by_role("button", name="Train", exact=True).click()
+        wait_for_status(page, rf"^Train finished in .*data/{folder}\.$", timeout=120_000)
+    for folder in ("twice", "twice_2"):
+        assert len(metrics_rows(server["cwd"] / "data" / folder / "metrics.jsonl")) == 2, folder
+    page.get_by_text("Export / import", exact=True).filter(visible=True).first.click()
+    command = page.get_by_label("Headless command").filter(visible=True).first
+    expect(command).to_have_value("nbody-runner train --config twice.toml --save-name twice_3", timeout=15_000)
 
 
 def test_an_invalid_upload_shows_the_error(page, server, tmp_path):
@@ -324,8 +343,8 @@ def test_the_run_controls_and_status_stay_in_view(page, server):
 
 
 def test_closing_the_tab_stops_its_job(browser, server):
-    """The job of a closed tab stops at once (the server itself drops the session only after
-    15 s or more), leaving its checkpoint."""
+    """The job of a closed tab stops when the server drops its session (nbody-explorer drops an
+    unused session after 5 s, checked every second), leaving its checkpoint."""
     ctx = browser.new_context(viewport={"width": 1400, "height": 900})
     page = ctx.new_page()
     open_dashboard(page, server)
@@ -347,7 +366,7 @@ def test_closing_the_tab_stops_its_job(browser, server):
             size, quiet_since = metrics.stat().st_size, time.monotonic()
         time.sleep(0.1)
     took = metrics.stat().st_mtime - closed
-    assert took < 10, f"the job went on for {took:.1f}s after its tab closed"
+    assert took < 30, f"the job went on for {took:.1f}s after its tab closed"  # Bokeh's defaults: 15-32 s
     assert list((metrics.parent / "model").glob("*.pt")), "no checkpoint kept"
 
 

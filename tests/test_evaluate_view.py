@@ -61,4 +61,10 @@ def test_the_pareto_plot_is_interactive_colour_blind_safe_and_the_verdicts_a_tab
     colors = set(page.evaluate(COLORS))
     assert colors & set(PALETTE) and "#F0E442" not in colors  # Okabe-Ito without its yellow
     expect(page.get_by_text("analytic-midpoint").first).to_be_visible(timeout=30_000)
+    # a legend names every policy drawn (colours alone cannot tell six policies apart)
+    legend = page.evaluate("() => Array.from(Bokeh.documents[0].all_models).filter(m => m.type === 'LegendItem' || "
+                           "m.constructor.__name__ === 'LegendItem').map(m => m.label.value)")
+    assert {"learned", "fixed", "classic", "analytic", "analytic-symmetric", "analytic-midpoint"} <= set(legend)
+    assert page.evaluate(f"({COUNT})('WheelZoomTool')") >= 1  # on the toolbar, not active: the wheel scrolls
+    page.screenshot(path="/tmp/explorer_pareto.png")
     expect(page.get_by_text("reference: IAS15").first).to_be_visible()

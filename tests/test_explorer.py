@@ -40,7 +40,8 @@ def finish(e: Explorer, timeout: float = 120.0) -> None:
         return not e.job.running
 
     wait_until(ended, f"the job to end (still running after {timeout}s)", timeout=timeout, poll=0.05)
-    e.drain()
+    while not e.job.queue.empty():  # a drain takes a bounded number of events
+        e.drain()
 
 
 def wait_for_steps(e: Explorer, timeout: float = 30.0) -> None:
@@ -52,8 +53,9 @@ def wait_for_steps(e: Explorer, timeout: float = 30.0) -> None:
     wait_until(stepped, "the job's first step", timeout=timeout, poll=0.02)
 
 
-def stop_and_wait(e: Explorer, limit: float = 2.0) -> float:
-    """Press Stop; return how long the job took to end (asserting it ended within ``limit`` s)."""
+def stop_and_wait(e: Explorer, limit: float = 60.0) -> float:
+    """Press Stop; return how long the job took to end (asserting it ended at all within a
+    generous ``limit``: how fast it ends is measured in bench/explorer_latency.py)."""
     start = time.monotonic()
     e.stop()
     while e.job.running and time.monotonic() - start < limit:
@@ -95,7 +97,7 @@ def test_stop_ends_a_long_run_quickly(explorer):
     assert e.start("train")
     wait_for_steps(e)
     assert e.job.running
-    stop_and_wait(e, limit=2.0)
+    stop_and_wait(e)
     finish(e)
     assert "stopped" in e.status
     kept = re.search(r"checkpoint kept: (\S+\.pt)", e.status)  # the status says what is left
@@ -169,7 +171,8 @@ def test_both_with_the_learned_policy_compares_with_analytic(explorer, tmp_path)
     assert e.live.frame("simulation").groupby("label")["time"].apply(lambda t: t.is_monotonic_increasing).all()
     assert len(e.sim_view.objects) == 1
     (table,) = [p.object for p in e.sim_view.select(pn.pane.DataFrame)]
-    assert list(table.columns) == ["learned / simulated", "analytic"]
+    assert list(table.columns) == ["learned (ml_multi)", "analytic"]
+    assert "Learned against analytic" in e.sim_view.objects[0].objects[0].object
     assert table.loc["steps"].tolist() == [20, 20]
 
 
@@ -186,8 +189,42 @@ def test_train_then_both_simulates_the_new_checkpoint(explorer, tmp_path):
     assert e.start("both")
     finish(e)
     assert "finished" in e.status, e.error.object
-    resolved = tomllib.loads((tmp_path / "data" / "t1" / "config.toml").read_text())
-    assert resolved["simulate"]["model_path"].endswith("model_epoch_0003.pt")
+    resolved = tomllib.loads((tmp_path / "data" / "t1_2" / "config.toml").read_text())  # a run folder of its own
+    assert resolved["simulate"]["model_path"] == "data/t1_2/model/model_epoch_0003.pt"
+
+
+def test_every_job_writes_a_run_folder_of_its_own(explorer, tmp_path):
+    """Two Trains in one session leave two complete runs; the settings keep the name typed,
+    and the exported command names a third folder."""
+    e = explorer
+    for epochs in (3, 2):
+        e.train.epochs = epochs
+        assert e.start("train")
+        finish(e)
+        assert "finished" in e.status and not e.error.visible, e.error.object
+    data = tmp_path / "data"
+    assert sorted(p.name for p in data.iterdir()) == ["t1", "t1_2"]
+    assert [(data / run / "metrics.jsonl").read_text().count("\n") for run in ("t1", "t1_2")] == [3, 2]
+    assert e.status.endswith("data/t1_2.") and e.train.save_name == "t1"
+    assert e.command("train") == "nbody-runner train --config t1.toml --save-name t1_3"
+
+
+def test_a_job_slot_is_given_back_when_starting_fails(explorer, monkeypatch):
+    """Regression: a slot taken by start() leaked when something after it raised (live.reset
+    did, with two quick Train messages), and every later Train said 'busy'."""
+    e = explorer
+
+    def broken(_bands):
+        raise RuntimeError("broken plots")
+    for _ in range(explorer_jobs.MAX_JOBS + 1):
+        monkeypatch.setattr(e.live, "reset", broken)
+        with pytest.raises(RuntimeError, match="broken plots"):
+            e.start("train")
+    monkeypatch.undo()
+    assert not e.buttons["train"].disabled and e.job is None
+    assert e.start("train")
+    finish(e)
+    assert "finished" in e.status, e.error.object
 
 
 # --- settings ----------------------------------------------------------------------------
@@ -441,3 +478,44 @@ def test_track_shows_a_followed_runs_progress_and_eta_in_the_header(explorer):
     e.track(EpochFinished(9, {"accepted_steps": 4, "retrain_iterations": 0}))
     assert e.progress == 25
     assert e.status.startswith("epoch 10/40 ") and "ETA" in e.status
+
+
+def test_a_refused_import_names_every_bad_key_and_clears_the_stale_status(explorer):
+    e = explorer
+    e.upload.filename = "good.toml"
+    e.upload.value = b"epochs = 9\n"
+    assert e.status == "Loaded good.toml."
+    loaded = config_values(e.train)
+    e.upload.filename = "bad.toml"
+    e.upload.value = b"learning_rate = 0.01\nreplay_stpes = 3\n[simulate]\nstpes = 4\n"
+    message = e.error.object
+    assert "unknown key 'learning_rate'" in message and "did you mean 'lr'" in message  # an alias
+    assert "'replay_stpes'" in message and "did you mean 'replay_steps'" in message
+    assert "'stpes' in [simulate]" in message and "did you mean 'steps'" in message
+    assert "good.toml" not in e.status and "refused" in e.status
+    assert config_values(e.train) == loaded
+
+
+def test_the_export_mode_buttons_follow_the_mode_of_the_last_job(explorer):
+    e = explorer
+    e.mode_select.value = "both"
+    assert e.start("train")
+    assert e.mode_select.value == "train" and e.command_box.value.startswith("nbody-runner train ")
+    finish(e)
+
+
+def test_evaluate_shows_the_problem_and_policy_it_measures_and_stop_stops_it(explorer):
+    e = explorer
+    assert e.start("train")
+    finish(e)
+    e.simulate.param.update(eval_suite="kepler", eval_e=[0.6], eval_eps=[0.05, 0.2], Nperiod=1)
+    assert e.start("evaluate")
+    deadline = time.monotonic() + 120
+    while not e.status.startswith("Evaluate: kepler") and time.monotonic() < deadline:
+        e.drain()
+        time.sleep(0.02)
+    assert re.match(r"Evaluate: kepler · learned \(1/\d+\) · elapsed \d+s$", e.status), e.status
+    e.stop()
+    finish(e)
+    assert e.status.startswith("Evaluate stopped after"), e.status
+    assert not e.eval_view.objects and not e.error.visible

@@ -62,6 +62,7 @@ def test_a_local_sweep_fills_the_table_and_the_plot(explorer, tmp_path):
     assert not view.error.visible, view.error.object
     table = view.table.object
     assert len(table) == 2
+    assert not {"worker", "slurm_job", "run_dir"} & set(table.columns)  # where runs ran is not a result
     assert list(table["status"]) == ["ok", "ok"], table.to_dict("records")
     assert sorted(table["steps"]) == [20, 40]
     assert (table["max_rel_energy_error"] > 0).all()

@@ -1,7 +1,9 @@
 """The explorer in a real JupyterLab: a server started on loopback with a token (no browser, a
-temporary root directory), a notebook that builds ``Explorer()`` run from Chromium, and the live
-plots filling while a training runs, with no ``drain()`` call anywhere: the kernel's event loop
-drives the Explorer's periodic callback.
+temporary root directory), a notebook run from Chromium whose first cell is the README's one line
+(``from explorer import Explorer; Explorer()``, no ``pn.extension`` anywhere), and the live plots
+filling while a training runs, with no ``drain()`` call anywhere: the kernel's event loop drives
+the Explorer's periodic callback. As on an offline node, a request that leaves the machine fails
+the test (tests/conftest.py's ``offline``).
 
 Uses tests/conftest.py's Chromium settings.
 """
@@ -20,15 +22,13 @@ from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from dashboard_page import REPO, free_port, stop, wait_until_it_answers
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("offline")]
 pytest.importorskip("jupyterlab", reason="the test extra installs jupyterlab (pip install -e '.[test]')")
 
-EPOCHS = 400
+EPOCHS = 20_000  # more than the test can see end, however fast the machine
 CELLS = [
+    "from explorer import Explorer; Explorer()",  # the README's line, alone in a fresh kernel
     "import os, tempfile\n"
-    "import panel as pn\n"
-    "from explorer import Explorer\n"
-    "pn.extension('tabulator', inline=True)  # BokehJS and Tabulator from this Python, not a CDN\n"
     "os.chdir(tempfile.mkdtemp(prefix='lab_run_'))\n"
     "e = Explorer()\n"
     f"e.train.param.update(save_name='lab', seed=2, num_orbits=2, epochs={EPOCHS}, steps_per_epoch=2, n_steps=3,\n"
@@ -74,10 +74,10 @@ def run_all_cells(page) -> None:
 
 
 def source_length(name: str) -> str:
-    """Rows of the named source, in whichever Bokeh document of the page holds it (JupyterLab
-    pages hold several)."""
+    """Rows of the named source in the last Bokeh document of the page that holds it (JupyterLab
+    pages hold one per output: the last is the training's dashboard)."""
     return (f"(() => {{ const s = window.Bokeh && Bokeh.documents.map(d => d.get_model_by_name('{name}'))"
-            f".find(Boolean); return s ? s.get_length() : -1; }})()")
+            f".filter(Boolean).pop(); return s ? s.get_length() : -1; }})()")
 
 
 def test_the_explorer_in_jupyterlab_plots_a_training_live(page, jupyterlab):
@@ -93,6 +93,10 @@ def test_the_explorer_in_jupyterlab_plots_a_training_live(page, jupyterlab):
         pass
     page.get_by_text("Kernel status: Idle").first.wait_for(state="attached", timeout=120_000)  # the kernel is up
     run_all_cells(page)
+    # the README's one line renders the whole dashboard, with no pn.extension() before it
+    page.wait_for_function("window.Bokeh && Bokeh.documents.some(d => d.get_model_by_name('energy_error'))",
+                           timeout=180_000)
+    assert page.get_by_text("requires the panel extension").count() == 0
     # the dashboard renders into the output, then the training streams into its plots
     for name in ("energy_error", "angular_momentum_error", "epoch_metrics", "orbit"):
         page.wait_for_function(f"{source_length(name)} > 0", timeout=180_000)

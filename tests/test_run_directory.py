@@ -43,8 +43,8 @@ def test_a_second_run_with_the_same_name_is_refused_naming_the_pid(tmp_path):
         first.wait(60)
     assert not (tmp_path / "data/shared/.lock").exists()  # the first run let go of it on its way out
     ok = subprocess.run([sys.executable, "-m", "nbody_engine.runner", "train", *LONG_TRAINING[:-4], "--epochs", "1",
-                         "-s", "shared"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
-    assert ok.returncode == 0, ok.stderr  # and the name is free again
+                         "-s", "shared", "--overwrite"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0, ok.stderr  # and the name is free again (the stopped run replaced only when asked)
 
 
 @pytest.mark.slow

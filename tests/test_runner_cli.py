@@ -149,7 +149,8 @@ def test_cli_overrides_config_file(tmp_path):
     assert summary["steps"] == 50
     recorded = tomllib.loads((tmp_path / "data" / "ov" / "config.toml").read_text())
     assert (recorded["steps"], recorded["num_particles"], recorded["seed"]) == (50, 3, 4)
-    assert ok(tmp_path, "simulate", "--config", "run.toml")["steps"] == 30  # [simulate] over top level
+    # [simulate] over top level (a second simulation into that folder replaces the first only when asked)
+    assert ok(tmp_path, "simulate", "--config", "run.toml", "--overwrite")["steps"] == 30
 
 
 BAD_FILES = {

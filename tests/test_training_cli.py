@@ -321,3 +321,39 @@ def test_simulating_into_a_training_run_keeps_its_training_settings(tmp_path):
     simulate = {**recorded, **recorded.get("simulate", {})}
     assert train["epochs"] == 2 and train.get("integrator_mode", "analytic") == "analytic"
     assert simulate["integrator_mode"] == "ml" and simulate["steps"] == 20
+
+
+# --- a run is never written over unasked ------------------------------------------------------
+
+def refused(cwd: Path, *args: str) -> str:
+    """Run, require exit status 2 with one line on stderr; return it."""
+    result = run_cli(cwd, *args)
+    assert result.returncode == 2, result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"{PROG}: error: ")
+    return line
+
+
+def test_a_finished_run_is_kept_unless_overwrite_or_resume(tmp_path):
+    """train, simulate and both refuse a folder whose run they would write over, naming it;
+    --overwrite replaces that run (a training: the whole folder), --resume continues it."""
+    toml = write_toml(tmp_path / "run.toml", {"save_name": "kept", "epochs": 2, "steps": 5})
+    run = tmp_path / "data" / "kept"
+    ok(tmp_path, "train", "--config", str(toml))
+    before = (run / "metrics.jsonl").read_text()
+    for mode in ("train", "both"):
+        line = refused(tmp_path, mode, "--config", str(toml))
+        assert "'data/kept' holds a training run already" in line and "--resume" in line and "--overwrite" in line
+    assert (run / "metrics.jsonl").read_text() == before and not (run / "sim").exists()
+    ok(tmp_path, "simulate", "--config", str(toml), "--integrator-mode", "analytic")  # a simulation adds to the run
+    summary = (run / "sim" / "analytic" / "summary.json").read_text()
+    line = refused(tmp_path, "simulate", "--config", str(toml), "--integrator-mode", "analytic", "--steps", "7")
+    assert "'data/kept/sim/analytic' holds a simulation already" in line and "--overwrite" in line
+    assert (run / "sim" / "analytic" / "summary.json").read_text() == summary
+    ok(tmp_path, "simulate", "--config", str(toml), "--integrator-mode", "analytic", "--steps", "7", "--overwrite")
+    assert json.loads((run / "sim" / "analytic" / "summary.json").read_text())["steps"] == 7
+    ok(tmp_path, "train", "--config", str(toml), "-n", "3", "--resume")
+    assert len(read_metrics(run / "metrics.jsonl")) == 3
+    ok(tmp_path, "train", "--config", str(toml), "-n", "1", "--overwrite")
+    assert len(read_metrics(run / "metrics.jsonl")) == 1
+    assert [p.name for p in (run / "model").glob("*.pt")] == ["model_epoch_0000.pt"] and not (run / "sim").exists()

@@ -22,7 +22,7 @@ import tomli_w
 from .errors import InputError
 from .files import CONFIG_MAX_BYTES, ic_shape, open_input
 from .keytypes import Refused, item_bounds, key_type
-from .schema import Config, KEYS, PATH_KEYS, SECTIONS, LossBounds, Rollout, Training, section_keys
+from .schema import ALIASES, Config, KEYS, PATH_KEYS, SECTIONS, LossBounds, Rollout, Training, section_keys
 
 PHASES = ("train", "simulate")
 TRAINING_SECTIONS = (Training, LossBounds, Rollout)  # keys only training reads: never in [simulate]
@@ -34,8 +34,23 @@ def _closest(word: str, choices) -> str:
     return f"; did you mean '{match[0]}'?" if match else ""
 
 
+def _unknown_key(key: str, where: str) -> str:
+    hint = f"; did you mean '{ALIASES[key]}'?" if key in ALIASES else _closest(key, KEYS)
+    return f"unknown key '{key}' in {where}{hint}"
+
+
 def unknown_key_error(key: str, where: str) -> InputError:
-    return InputError(f"unknown key '{key}' in {where}{_closest(key, KEYS)}")
+    return InputError(_unknown_key(key, where))
+
+
+def _check_known(data: Mapping, source: str) -> None:
+    """Every unknown key of a parsed TOML document in one InputError (each with its suggestion)."""
+    unknown = [_unknown_key(key, f"{source} (top level)") for key, value in data.items()
+               if key not in KEYS and key not in PHASES and not isinstance(value, dict)]
+    unknown += [_unknown_key(key, f"[{phase}] of {source}") for phase in PHASES
+                if isinstance(data.get(phase), dict) for key in data[phase] if key not in KEYS]
+    if unknown:
+        raise InputError(" Also ".join(unknown))
 
 
 def check_value(key: str, value: Any, where: str) -> Any:
@@ -119,6 +134,7 @@ def _parsed(text: str, source: str) -> dict:
 def split_layers(data: Mapping, source: str) -> dict[str, dict]:
     """Check a parsed TOML document and split it into its top level and phase sections."""
     layers: dict[str, dict] = {"top": {}, "train": {}, "simulate": {}}
+    _check_known(data, source)
     for key, value in data.items():
         if key in PHASES:
             if not isinstance(value, dict):

@@ -226,6 +226,7 @@ class Logging(Section):
     flags = {"save_name": ("--save-name", "-s")}
 
     save_name = param.String(None, allow_None=True, doc="Output name under data/")
+    overwrite = param.Boolean(False, doc="Replace the run that data/<save_name> already holds (refused otherwise)")
     seed = param.Integer(None, allow_None=True, bounds=(0, 2**32 - 1), doc="RNG seed")
     debug = param.Boolean(False, doc="Enable debug logs")
     debug_every = param.Integer(1, bounds=(1, 10**9), doc="Debug print interval")
@@ -315,6 +316,10 @@ def section_keys(section: type[Section]) -> list[str]:
 KEYS: dict[str, type[Section]] = {key: sec for sec in SECTIONS for key in section_keys(sec)}
 
 
+# Names other tools give keys of this schema: an unknown key suggests these before close spellings.
+ALIASES = {"learning_rate": "lr", "num_epochs": "epochs", "n_epochs": "epochs", "batch_size": "replay_batch_size",
+           "num_bodies": "num_particles", "n_bodies": "num_particles", "hidden_sizes": "hidden_dims",
+           "hidden_layers": "hidden_dims", "run_name": "save_name", "name": "save_name"}
 PATH_KEYS: tuple[str, ...] = tuple(key for key in KEYS if isinstance(Config.param[key], FilePath))
 
 

@@ -24,7 +24,7 @@ import torch
 
 from ..config.errors import InputError, NonFiniteStateError
 from ..config.loading import Config, adopt_ic_file
-from ..events import Reporter, RunFinished, RunStarted
+from ..events import PolicyMeasured, Reporter, RunFinished, RunStarted
 from ..integrators.loop import StopRule, simulate
 from ..integrators.ttl import TimeTransformedLeapfrog
 from ..learning.network import LearnedDt
@@ -43,7 +43,7 @@ from .reference import rebound_available, reference_for
 from .report import long_text, table_text, write_evaluation
 from .verdicts import all_verdicts, learned_versus, verdict_text
 
-__all__ = ["SUITE", "evaluate", "learned_versus", "long_text", "table_text", "verdict_text"]
+__all__ = ["SUITE", "run_evaluation", "learned_versus", "long_text", "table_text", "verdict_text"]
 
 COST_STEPS = 64  # steps of one system that measure a policy's time per step
 
@@ -190,6 +190,7 @@ def _measured(problem: Problem, name: str, eps: list, make, reference, reporter:
     """Rows of policy ``name`` over every knob value and system of ``problem``, in one batch.
     ``make(knob, unit)`` gives the policy of systems with one knob value and time unit each."""
     reporter.cancel.raise_if_cancelled()
+    reporter.emit(PolicyMeasured(problem.name, name))
     systems = problem.state.batch_size
     copies = len(eps)
     per_column = None if knob is None else knob.repeat_interleave(systems)

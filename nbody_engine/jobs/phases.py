@@ -11,7 +11,7 @@ from ..events import Reporter, RunStarted
 from ..physics.runtime import resolve_seed
 from ..runs.directory import RunDirectory, write_text
 from ..runs.progress_log import ProgressLog
-from .simulate import run_simulation
+from .simulate import run_simulation, sim_label
 from .train import run_training
 
 
@@ -36,7 +36,26 @@ def run_phases(configs: dict[str, Config], reporter: Reporter | None = None, dat
         seed = resolve_seed(cfg)
     run = RunDirectory(next(iter(configs.values())).save_name, data_dir)
     with run.lock():
+        _make_room(configs, run)
         return _run_locked(configs, run, reporter, data_dir)
+
+
+def _make_room(configs: dict[str, Config], run: RunDirectory) -> None:
+    """Nothing a run wrote is replaced unasked: a training refuses a directory that holds one
+    (unless ``resume`` continues it or ``overwrite`` replaces the whole run), a simulation one
+    whose ``sim/<label>/`` is written (unless ``overwrite`` replaces that simulation). Raises
+    InputError naming the folder before anything is written."""
+    train, sim = configs.get("train"), configs.get("simulate")
+    if train is not None and not train.resume and run.holds_training():
+        if not train.overwrite:
+            raise InputError(f"'{run.root}' holds a training run already; --resume continues it, --overwrite "
+                             "replaces it, or choose another save_name (-s)")
+        run.clear()
+    if sim is not None and run.sim_dir(sim_label(sim)).is_dir():
+        if not sim.overwrite:
+            raise InputError(f"'{run.sim_dir(sim_label(sim))}' holds a simulation already; --overwrite replaces "
+                             "it, or choose another save_name (-s)")
+        run.clear(run.sim_dir(sim_label(sim)))
 
 
 def _run_locked(configs: dict[str, Config], run: RunDirectory, reporter: Reporter | None, data_dir) -> dict[str, dict]:

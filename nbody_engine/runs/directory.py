@@ -19,6 +19,7 @@ import itertools
 import json
 import os
 import secrets
+import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -113,6 +114,19 @@ class RunDirectory:
     def checkpoints(self) -> list[Path]:
         """Checkpoints present, oldest epoch first."""
         return sorted(self.model_dir.glob("model_epoch_*.pt"))
+
+    def holds_training(self) -> bool:
+        """Whether a training wrote here (epochs or checkpoints, finished or stopped)."""
+        return (self.metrics_path.is_file() and self.metrics_path.stat().st_size > 0) or bool(self.checkpoints())
+
+    def clear(self, part: Path | None = None) -> None:
+        """Delete ``part`` of the run (a path under its root), or everything in it but the lock
+        the caller holds (``--overwrite``)."""
+        for path in [part] if part is not None else [p for p in self.root.iterdir() if p.name != DirectoryLock.FILE]:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
 
 
 class DirectoryLock:

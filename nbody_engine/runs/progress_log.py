@@ -131,7 +131,10 @@ class ProgressReader:
         self._inode: int | None = None
         self._offset = 0
 
-    def read(self) -> list[Event]:
+    def read(self, max_bytes: int | None = None) -> list[Event]:
+        """The events of the lines completed since the last read; at most about ``max_bytes``
+        of them (a reader replaying a long log takes it in bounded pieces; a longer line is read
+        whole)."""
         try:
             with self.path.open("rb") as fh:
                 inode = os.fstat(fh.fileno()).st_ino
@@ -139,7 +142,9 @@ class ProgressReader:
                 if inode != self._inode:
                     self._inode, self._offset = inode, 0
                 fh.seek(self._offset)
-                chunk = fh.read()
+                chunk = fh.read(max_bytes) if max_bytes else fh.read()
+                if max_bytes and len(chunk) == max_bytes and not chunk.endswith(b"\n"):
+                    chunk += fh.readline()
         except FileNotFoundError:
             self.restarted = False
             return []
