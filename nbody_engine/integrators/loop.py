@@ -50,7 +50,7 @@ class Trajectory:
     steps: np.ndarray
     force_evals: np.ndarray
     wall_time_s: float
-    path: str = "general"  # the stepper that ran: "two-body", "pairs", "general" or "compiled" (see _stepper)
+    path: str = "general"  # the stepper: "two-body", "pairs", "general", "compiled" or "time-transformed" (_stepper)
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {k: v for k, v in self.__dict__.items() if isinstance(v, np.ndarray)}
@@ -193,11 +193,11 @@ def _stepper(policy, gravity: Gravity, t_end: torch.Tensor | None, compile: bool
     ``active`` (a tensor, so a run's last, shorter call reuses the same compiled graph).
 
     An integrator with its own step (the time-transformed leapfrog, :mod:`.ttl`) offers
-    ``stepper(t_end)``, an ``advance`` of the same shape, and runs eager."""
+    ``stepper(t_end)``, an ``advance`` of the same shape, and runs eager (path "time-transformed")."""
     if hasattr(policy, "stepper"):
         if compile:
             raise ValueError(f"{type(policy).__name__} runs eager: simulate it with compile=False")
-        return policy.stepper(t_end), STEPS_PER_CALL
+        return policy.stepper(t_end), STEPS_PER_CALL, "time-transformed"
 
     def steps_of(state: State, acc: torch.Tensor, carry, steps: torch.Tensor, n: int, keep: tuple[int, ...] | None,
                  active: torch.Tensor | None = None, out: tuple[torch.Tensor, ...] | None = None):

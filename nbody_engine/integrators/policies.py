@@ -306,6 +306,14 @@ class IteratedTimeSymmetricDt:
         self.criterion, self.gravity = criterion, gravity
         self.tolerance, self.max_iterations = tolerance, max_iterations
 
+    def relative_rule(self, binaries) -> None:
+        """No two-body fast path: each step iterates trial steps of the general one."""
+        return None
+
+    def pair_rule(self, frame) -> None:
+        """No pair fast path, for the same reason."""
+        return None
+
     def init(self, state: State) -> torch.Tensor:
         """(2, B): each system's trial force evaluations so far (row 0), and those of the step
         being taken (row 1), which :meth:`update` adds where the step moved the system."""
