@@ -26,7 +26,7 @@ from nbody_engine.events import CancelToken
 from nbody_engine.runs.checkpoints import content_hash
 from nbody_engine.runs.directory import lock_holder
 from nbody_engine.sweep import plan_sweep
-from test_bad_input import SIM, TINY, altered, assert_refused, checkpoint, ic_file, run_cli, set_in  # noqa: F401
+from test_bad_input import FROM_FILE, SIM, TINY, altered, assert_refused, checkpoint, ic_file, run_cli, set_in  # noqa: F401
 
 KEPLER = [[1, 0.5, 0, 0, 0.5], [1, -0.5, 0, 0, -0.5]]
 
@@ -135,7 +135,7 @@ def test_an_ic_file_that_contradicts_num_particles(tmp_path):
 
 def test_training_takes_the_orbit_count_of_its_ic_file(tmp_path):
     np.save(tmp_path / "three_orbits.npy", np.stack([np.asarray(KEPLER)] * 3))
-    result = run_cli(tmp_path, "train", "--ic-path", "three_orbits.npy", *TINY[2:], "--epochs", "1", "-s", "t")
+    result = run_cli(tmp_path, "train", "--ic-path", "three_orbits.npy", *FROM_FILE, "--epochs", "1", "-s", "t")
     assert result.returncode == 0, result.stderr
     assert tomllib.loads((tmp_path / "data/t/config.toml").read_text())["num_orbits"] == 3
 
