@@ -31,7 +31,7 @@ def runner(cwd, *args):
     if args[0] == "evaluate" and "--eval-long-periods" not in args:
         args = (*args, "--eval-long-periods", "20")
     return subprocess.run([sys.executable, "-m", "nbody_engine.runner", *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=600)
+                          text=True, timeout=1800)
 
 
 BASELINE_NAMES = ("fixed", "classic", "analytic", "analytic-symmetric", "analytic-hmm", "analytic-midpoint", "ttl")
