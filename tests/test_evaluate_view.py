@@ -33,7 +33,8 @@ def served(tmp_path_factory):
     ckpt = run_training(load_configs("train", cli=TINY_TRAIN)["train"], data_dir=root / "data")["checkpoint"]
     done = subprocess.run([sys.executable, "-m", "nbody_engine.runner", "evaluate", "--model-path", ckpt,
                            "--eval-suite", "kepler", "--eval-e", "0.7", "--eval-eps", "0.05", "0.2", "--Nperiod", "1",
-                           "-s", "view"], cwd=root, capture_output=True, text=True, timeout=300)
+                           "--eval-long-periods", "20", "-s", "view"], cwd=root, capture_output=True, text=True,
+                          timeout=900)
     assert done.returncode == 0, done.stderr
     table = json.loads((root / "data/view/eval/table.json").read_text())
     app = root / "app.py"
