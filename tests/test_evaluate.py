@@ -25,7 +25,7 @@ def runner(cwd, *args):
     """The real CLI; an evaluate's long runs last 20 periods unless asked (1000 by default)."""
     if args[0] == "evaluate" and "--eval-long-periods" not in args:
         args = (*args, "--eval-long-periods", "20")
-    return run_cli(cwd, *args, timeout=600)
+    return run_cli(cwd, *args, timeout=1800)
 
 
 BASELINE_NAMES = ("fixed", "classic", "analytic", "analytic-symmetric", "analytic-hmm", "analytic-midpoint", "ttl")
@@ -51,8 +51,9 @@ def test_evaluate_writes_table_and_pareto_plot(checkpoint):
         curve = {(r["label"], float(r["eps"])): r for r in rows if r["policy"] == baseline}
         for label in ("e=0.50", "e=0.80"):
             coarse, fine = curve[(label, 0.2)], curve[(label, 0.05)]
-            # a smaller eps costs more force evaluations and makes smaller errors (leapfrog order 2)
-            assert int(fine["force_evals"]) > 3 * int(coarse["force_evals"])
+            # a smaller eps takes more steps (the iterated step fewer iterates each) and makes smaller errors
+            assert int(fine["steps"]) > 3 * int(coarse["steps"])
+            assert int(fine["force_evals"]) > 2 * int(coarse["force_evals"])
             assert float(fine["position_error"]) < float(coarse["position_error"])
             if baseline == "ttl":  # log-H: the Kepler orbit is exact, its energy error round-off at any eps
                 assert float(fine["max_rel_dE"]) < 1e-12 and float(coarse["max_rel_dE"]) < 1e-12
@@ -80,7 +81,8 @@ def test_evaluate_writes_table_and_pareto_plot(checkpoint):
 @pytest.mark.slow
 def test_forced_fallback_reference_is_named_and_agrees_with_ias15(checkpoint):
     """eval_reference = "leapfrog": our converged run (time-symmetric, eps / 16) is the reference,
-    the output says so, and the errors measured against it are those against IAS15."""
+    the output says so, and the errors measured against it are those against IAS15 wherever they
+    are well above the fallback's own."""
     root, ckpt = checkpoint
     tables = {}
     for choice in ("ias15", "leapfrog"):
@@ -92,7 +94,10 @@ def test_forced_fallback_reference_is_named_and_agrees_with_ias15(checkpoint):
     assert "IAS15" not in {r["policy"] for r in tables["leapfrog"]["rows"]}
     against = {choice: {r["policy"]: r["position_error"] for r in t["rows"] if r["policy"] != "IAS15"}
                for choice, t in tables.items()}
-    for policy, error in against["ias15"].items():
+    # well above the fallback's own error (~3e-5 here): the TTL and WHFast come closer than that
+    compared = {policy: error for policy, error in against["ias15"].items() if error > 3e-3}
+    assert len(compared) >= 5
+    for policy, error in compared.items():
         assert against["leapfrog"][policy] == pytest.approx(error, rel=0.05)
 
 

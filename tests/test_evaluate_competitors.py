@@ -137,3 +137,24 @@ def test_long_runs_tell_a_drifting_error_from_a_bounded_one(checkpoint):
     assert long["analytic-symmetric"]["growth_exponent"] < 0.5
     assert long["ttl"]["long_last_dE"] < 1e-12
     assert done.stdout.count("long run, kepler e=0.70, 60 periods") == 5
+
+
+@pytest.mark.parametrize("dim", [2, 3])
+def test_the_exact_kepler_orbit_closes_after_a_period_and_the_phase_error_converges_at_order_two(dim):
+    from nbody_engine.evaluate.kepler_phase import exact_relative_orbit, phase_metrics
+    from nbody_engine.integrators.loop import period_of
+
+    orbit = kepler_orbit([0.3, 0.9], 1.0, dim=dim)
+    period = period_of(orbit.mass, orbit.position, orbit.velocity).numpy()
+    start = (orbit.position[:, 1] - orbit.position[:, 0]).numpy()
+    speed = (orbit.velocity[:, 1] - orbit.velocity[:, 0]).numpy()
+    times = np.stack([np.zeros(2), 0.5 * period, period])
+    exact, a, exact_period = exact_relative_orbit(start, speed, orbit.mass.sum(-1).numpy(), times)
+    assert np.allclose(exact_period, period, rtol=1e-13) and np.allclose(a, 1.0, rtol=1e-13)
+    assert np.allclose(exact[0], start, atol=1e-13) and np.allclose(exact[2], start, atol=1e-9)
+    assert np.allclose(exact[1][:, 0], [-1.3, -1.9])  # apocentre, a (1 + e) away on the far side
+    errors = []
+    for eps in (0.02, 0.01):
+        traj = simulate(orbit, AnalyticDt(eps), Gravity(), StopRule(t_end=torch.as_tensor(3 * period)))
+        errors.append(phase_metrics(traj.mass, traj.position, traj.velocity, traj.time)["error_one_period"])
+    assert np.all((errors[0] / errors[1] > 3.5) & (errors[0] / errors[1] < 4.5))

@@ -383,17 +383,20 @@ def test_evaluate_compares_the_checkpoint_with_the_baselines_in_the_page(explore
     assert e.start("train")
     finish(e)
     assert e.simulate.model_path  # the finished training hands its checkpoint to the Simulate tab
-    e.simulate.param.update(eval_suite="kepler", eval_e=[0.6], eval_eps=[0.05, 0.2], Nperiod=1)
+    e.simulate.param.update(eval_suite="kepler", eval_e=[0.6], eval_eps=[0.05, 0.2], Nperiod=1, eval_long_periods=20)
     assert e.start("evaluate")
     finish(e)
     assert not e.error.visible, e.error.object
     assert "Evaluate finished" in e.status
-    table = (tmp_path / "data" / "t1" / "eval" / "table.csv").read_text().splitlines()
-    assert len(table) == 1 + 2 + 5 * 2  # header, IAS15 and the learned policy, five baselines at two eps each
+    rows = json.loads((tmp_path / "data" / "t1" / "eval" / "table.json").read_text())["rows"]
+    # IAS15 and the learned policy, seven baselines and WHFast at two eps each (a sweep extended to
+    # bracket the learned cost adds rows at other eps)
+    assert len([r for r in rows if r["eps"] in (None, 0.05, 0.2)]) == 2 + 8 * 2
     (view,) = e.eval_view.objects
     assert view.select(pn.pane.HoloViews)
     verdicts = view.select(pn.widgets.Tabulator)[0].value
-    assert set(verdicts["baseline"]) == {"fixed", "classic", "analytic", "analytic-symmetric", "analytic-midpoint"}
+    assert set(verdicts["baseline"]) == {"fixed", "classic", "analytic", "analytic-symmetric", "analytic-hmm",
+                                         "analytic-midpoint", "ttl", "WHFast"}
     assert len(e.live.frame("simulation")) == 0  # the evaluation's many runs stay out of the live plots
 
 
@@ -406,7 +409,8 @@ def test_evaluate_after_train_and_simulate_takes_the_checkpoint_that_training_wr
     assert e.start("both")
     finish(e)
     assert e.simulate.model_path.endswith("model_epoch_0002.pt")
-    e.simulate.param.update(model_path=None, eval_suite="kepler", eval_e=[0.6], eval_eps=[0.05, 0.2], Nperiod=1)
+    e.simulate.param.update(model_path=None, eval_suite="kepler", eval_e=[0.6], eval_eps=[0.05, 0.2], Nperiod=1,
+                            eval_long_periods=20)
     assert e.start("evaluate")
     finish(e)
     assert not e.error.visible, e.error.object

@@ -11,6 +11,9 @@
   steps, iterations and landing on the end time; REBOUND's counted by a no-op force) and
   ``evals_per_period``: force evaluations per time unit of the problem (the Kepler period,
   the inner binary's period, ...);
+- ``error_one_period``, ``periods_to_tenth`` (bound binaries, against the exact Kepler orbit:
+  :mod:`.kepler_phase`): the relative orbit's position error one period in, in semi-major axes,
+  and the periods until it first exceeds 0.1 of one (NaN: never within the run, or not a binary);
 - ``family``: "in" where the system lies in the checkpoint's training family (its body count,
   and for binaries its eccentricity and semi-major axis ranges), else "out";
 - ``wall_time_s``: the policy's measured time per step on one system of the problem, times its
@@ -22,15 +25,17 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import torch
 
-from ..integrators.loop import Trajectory
+from ..integrators.loop import Trajectory, period_of
 from ..physics.gravity import relative_errors
+from .kepler_phase import phase_metrics
 from .problems import Problem
 from .reference import Reference
 
 COLUMNS = ("problem", "system", "label", "family", "policy", "eps", "steps", "force_evals", "evals_per_period",
            "max_rel_dE", "final_rel_dE", "max_rel_dL", "final_rel_dL", "position_error", "phase_error", "wall_time_s",
-           "long_periods", "long_first_dE", "long_last_dE", "growth_exponent")
+           "error_one_period", "periods_to_tenth", "long_periods", "long_first_dE", "long_last_dE", "growth_exponent")
 NOT_RUN_LONG = {"long_periods": math.nan, "long_first_dE": math.nan, "long_last_dE": math.nan,
                 "growth_exponent": math.nan}  # the long-run columns of a row without a long run
 
@@ -86,7 +91,21 @@ def rows_of(problem: Problem, policy: str, eps: list[float | None], traj: Trajec
     measured = {"steps": traj.steps, "force_evals": traj.force_evals, "max_rel_dE": _finite_max(rel_dE),
                 "final_rel_dE": rel_dE[-1], "max_rel_dL": _finite_max(rel_dL), "final_rel_dL": rel_dL[-1],
                 "wall_time_s": traj.steps * seconds_per_step}
+    if bound_binaries(problem):
+        measured |= phase_metrics(traj.mass, traj.position, traj.velocity, traj.time)
+    else:
+        measured |= {key: np.full(len(traj.steps), math.nan) for key in PHASE_COLUMNS}
     return table_rows(problem, policy, eps, traj.position[-1], measured, reference)
+
+
+PHASE_COLUMNS = ("error_one_period", "periods_to_tenth")
+
+
+def bound_binaries(problem: Problem) -> bool:
+    """Whether every system of ``problem`` is a bound two-body orbit (its exact solution known)."""
+    state = problem.state
+    return bool(torch.isfinite(period_of(state.mass, state.position, state.velocity)).all()) and \
+        problem.softening == 0
 
 
 def table_rows(problem: Problem, policy: str, eps: list[float | None], final: np.ndarray, measured: dict,
@@ -103,6 +122,7 @@ def table_rows(problem: Problem, policy: str, eps: list[float | None], final: np
     rows = []
     for column in range(systems * copies):
         values = {k: (int if k in ("steps", "force_evals") else float)(v[column]) for k, v in measured.items()}
+        values = {**dict.fromkeys(PHASE_COLUMNS, math.nan), **values}
         rows.append({"problem": problem.name, "system": column % systems, "label": problem.labels[column % systems],
                      "policy": policy, "eps": eps[column // systems], **values,
                      "evals_per_period": values["force_evals"] / periods[column],
@@ -121,5 +141,5 @@ def reference_rows(problem: Problem, reference: Reference) -> list[dict]:
              "final_rel_dE": float(reference.rel_dE[b]), "max_rel_dL": math.nan, "final_rel_dL": math.nan,
              "position_error": 0.0,
              "phase_error": 0.0 if problem.state.num_bodies == 2 else math.nan, "wall_time_s": cost["wall_time_s"],
-             **NOT_RUN_LONG}
+             "error_one_period": math.nan, "periods_to_tenth": math.nan, **NOT_RUN_LONG}
             for b, cost in enumerate(reference.cost)]
