@@ -56,3 +56,15 @@ def test_a_model_trained_on_cuda_simulates_on_a_cpu(tmp_path):
     summary = json.loads(runner(tmp_path, "simulate", "--config", str(REPO / "configs" / "quick.toml"), "--model-path",
                      str(checkpoint), "--integrator-mode", "ml", "--device", "cpu", "-s", "gpu_on_cpu"))
     assert np.isfinite(summary["max_rel_energy_error"]).all() and np.isfinite(summary["energy_final"]).all()
+
+
+def test_ml_ttl_trains_on_cuda_and_simulates_as_on_the_cpu(tmp_path):
+    """The learned time transformation: trained on the GPU, its TTL run on the GPU follows the CPU's."""
+    runner(tmp_path, "train", "--integrator-mode", "ml_ttl", "--objective", "rollout", "--train-family", "triples",
+           "--num-orbits", "4", "--e-min", "0.3", "--e-max", "0.7", "--epochs", "2", "--steps-per-epoch", "1",
+           "--rollout-periods", "1", "--rollout-eta", "0.5", "1.0", "--seed", "0", "--device", "cuda", "-s", "ttl")
+    common = ("simulate", "--integrator-mode", "ml_ttl", "--model-path", "data/ttl/model/model_epoch_0001.pt",
+              "--use-train-ic", "--duration", "20", "--eps", "0.3")
+    cuda = json.loads(runner(tmp_path, *common, "--device", "cuda", "-s", "on_cuda"))
+    cpu = json.loads(runner(tmp_path, *common, "--device", "cpu", "-s", "on_cpu"))
+    same_run(cuda, cpu)

@@ -125,3 +125,19 @@ def test_checkpoints_of_the_other_kind_are_refused(tmp_path):
     done = runner(tmp_path, "simulate", "--integrator-mode", "ml", "--model-path", "omega.pt", "--steps", "5",
                   "-s", "y")
     assert done.returncode == 2 and "use integrator_mode = 'ml_ttl'" in done.stderr
+
+
+def test_evaluate_runs_a_learned_pareto_curve_beside_log_h(tmp_path, trained):
+    """evaluate with an ml_ttl checkpoint: learned rows over eval_eps through the TTL. On a Kepler
+    orbit g is a constant, so each learned point is log-H's: same force evaluations, round-off energy."""
+    save_checkpoint(tmp_path / "omega.pt", trained.checkpoint(trained.snapshot(), tmp_path))
+    done = runner(tmp_path, "evaluate", "--model-path", "omega.pt", "--eval-suite", "kepler", "--eval-e", "0.7",
+                  "--Nperiod", "1", "--eval-eps", "0.2", "0.4", "-s", "ev")
+    assert done.returncode == 0, done.stderr
+    rows = json.loads((tmp_path / "data/ev/eval/table.json").read_text())["rows"]
+    learned = {r["eps"]: r for r in rows if r["policy"] == "learned"}
+    log_h = {r["eps"]: r for r in rows if r["policy"] == "ttl"}
+    assert sorted(learned) == [0.2, 0.4]
+    for eps, row in learned.items():
+        assert row["force_evals"] == log_h[eps]["force_evals"] and row["max_rel_dE"] < 1e-12
+    assert "learned vs ttl" in done.stdout
