@@ -111,8 +111,9 @@ def dashboard_run(cwd: Path, epochs: int, chromium: str) -> dict:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=chromium, args=ARGS)
             page = browser.new_page(viewport={"width": 1500, "height": 1000})
+            page.set_default_timeout(300_000)  # a loaded machine builds the page slowly
             page.goto(f"http://127.0.0.1:{port}/explorer")
-            page.wait_for_function("window.Bokeh && Bokeh.documents.length > 0", timeout=60_000)
+            page.wait_for_function("window.Bokeh && Bokeh.documents.length > 0")
             set_epochs(page, epochs)
             page.evaluate("""() => { window.__seen = []; let last = 0;
                 setInterval(() => { const s = Bokeh.documents[0].get_model_by_name('epoch_metrics');
@@ -364,9 +365,9 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         sessions = before_and_after(args.before, args.sessions, args.chromium, Path(tmp))
+        print_sessions(sessions, args.before)  # before the long stage: a failure there keeps these
         dash = dashboard_run(Path(tmp), args.epochs, args.chromium)
         headless = headless_run(Path(tmp), dash["config"])
-    print_sessions(sessions, args.before)
     lat = sorted(dash["latencies"])
     result = {
         "sessions": sessions,

@@ -93,6 +93,7 @@ def main() -> int:
             with sync_playwright() as pw:
                 browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
                 page = browser.new_page(viewport={"width": 1600, "height": 1000})
+                page.set_default_timeout(SLOW)  # a tab builds slowly on a loaded machine
                 page.goto(f"http://127.0.0.1:{port}/explorer", timeout=600_000)
                 page.wait_for_function("window.Bokeh !== undefined && Bokeh.documents.length > 0", timeout=120_000)
                 page.get_by_role("button", name="Train + simulate", exact=True).click()
