@@ -40,7 +40,7 @@ def files_under(root: Path) -> dict[Path, bytes]:
 @pytest.mark.parametrize("args", [
     ["simulate", *SIM, "--dt", "1e-320"],
     ["simulate", *SIM, "--eps", "4e-310"],
-    ["train", *TINY, "--lr", "1e-45", "-s", "bad"],
+    ["train", *TINY, "--lr", "1e-315", "-s", "bad"],
     ["simulate", "--steps", "\u0661\u0662", "-s", "bad"],  # Arabic-Indic digits: Python's int() reads them as 12
     ["train", *TINY, "--hidden-dims", "\uff11\uff16", "-s", "bad"],  # fullwidth digits
 ])
@@ -50,7 +50,12 @@ def test_numbers_python_reads_but_a_run_cannot_use(tmp_path, args):
 
 def test_a_subnormal_step_names_the_smallest_usable_value(tmp_path):
     line = assert_refused(tmp_path, run_cli(tmp_path, "simulate", *SIM, "--dt", "1e-320"))
-    assert "'dt'" in line and "1.18e-38" in line
+    assert "'dt'" in line and "2.23e-308" in line
+
+
+def test_a_tiny_but_normal_step_runs(tmp_path):
+    result = run_cli(tmp_path, "simulate", *SIM, "--dt", "1e-300")
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
 
 
 # --- config files ---------------------------------------------------------------------------

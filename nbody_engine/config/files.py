@@ -1,4 +1,4 @@
-"""Opening the files a run reads (configs, grids, IC files, checkpoints): regular files only,
+"""Opening the files a run reads (configs, grids, IC files, training trajectories): regular files only,
 of a bounded size, refused in one line before anything is read.
 
 A path naming a FIFO would block the open until a writer comes, and a device (a link to
@@ -48,7 +48,8 @@ def open_input(path: str | Path, what: str, named_by: str, max_bytes: int | None
     except OSError as err:
         raise InputError(f"cannot read {what} '{path}': {err.strerror}; check {named_by}") from None
     try:
-        mode, size = (lambda st: (st.st_mode, st.st_size))(os.fstat(fd))
+        info = os.fstat(fd)
+        mode, size = info.st_mode, info.st_size
         if stat.S_ISDIR(mode):
             raise InputError(f"{what} '{path}' is a directory; give a file to {named_by}")
         if not stat.S_ISREG(mode):

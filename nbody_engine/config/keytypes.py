@@ -45,8 +45,8 @@ def _is_number(value: Any) -> bool:
 
 
 LARGEST = 1e150  # a number key's magnitude: the physics squares and cubes them, and float64 ends at 1.8e308
-SMALLEST = 2.0**-126  # a nonzero number key's magnitude: float32's smallest normal number (1.18e-38); below it
-# a value loses its digits in float32 or becomes 0 there (a dt of 1e-320 is 0 in the policy's tensor)
+SMALLEST = 2.0**-1022  # a nonzero number key's magnitude: float64's smallest normal number (2.23e-308); below
+# it (subnormal) a value has lost digits already, and the policy's float32 tensors make it 0
 
 
 def _finite(value: int | float) -> int | float:
@@ -55,8 +55,8 @@ def _finite(value: int | float) -> int | float:
     if abs(value) > LARGEST:
         raise Refused(f"must be at most {LARGEST:g} in magnitude (it is squared and cubed on the way), not {value:g}")
     if value and abs(value) < SMALLEST:
-        raise Refused(f"must be 0 or at least {SMALLEST:.3g} in magnitude (the smallest normal float32 number; "
-                      f"smaller ones are 0 or lose their digits in float32), not {value:g}")
+        raise Refused(f"must be 0 or at least {SMALLEST:.3g} in magnitude (the smallest normal float64 number; "
+                      f"smaller, subnormal ones have lost digits), not {value:g}")
     return value
 
 

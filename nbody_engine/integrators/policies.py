@@ -51,7 +51,7 @@ class _Memoryless:
 
 def _check_positive(what: str, value) -> None:
     """``value``, a number or a tensor of one per system, must be positive."""
-    if not bool((torch.as_tensor(value) > 0).all()):
+    if not bool((torch.as_tensor(value, dtype=torch.float64) > 0).all()):  # float32 would make 1e-300 zero
         raise ValueError(f"{what} must be positive, not {value}")
 
 

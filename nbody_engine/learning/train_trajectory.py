@@ -130,6 +130,8 @@ class TrainTrajectory:
             record = _record_dtype(fields)
         except (TypeError, ValueError):  # fields that are no record this tool writes
             raise _malformed(checkpoint) from None
+        if record.hasobject:  # no file of numbers holds Python objects
+            raise _malformed(checkpoint)
         if not path.exists():
             raise InputError(f"checkpoint '{checkpoint}' continues its training trajectory in '{path}', which is "
                              "missing; keep the files of a run's model directory together")
