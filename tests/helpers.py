@@ -23,11 +23,13 @@ TINY = {"num_particles": 2, "num_orbits": 2, "epochs": 2, "n_steps": 3, "steps_p
 
 
 def flags(values: dict) -> list[str]:
-    """``values`` as the runner's command-line flags (``--hidden-dims 8 8``, ``--seed 3``)."""
+    """``values`` as the runner's command-line flags (``--hidden-dims 8 8``, ``--seed 3``), spelled
+    as the schema declares them."""
+    from nbody_engine.config.schema import flags_for
+
     out = []
     for key, value in values.items():
-        out.append("--" + key.replace("_", "-") if key not in ("E_lower", "E_upper", "L_lower", "L_upper", "Nperiod")
-                   else "--" + key)
+        out.append(flags_for(key)[0])
         out.extend(str(v) for v in (value if isinstance(value, list) else [value]))
     return out
 

@@ -62,6 +62,7 @@ def test_in_a_helper_block_the_run_never_imports_matplotlib(tmp_path):
         os.kill(int(helper), 0)
 
 
+@pytest.mark.slow
 def test_an_error_in_the_helper_is_raised_in_the_run(tmp_path):
     with drawing.helper():
         finished = drawing.draw("simulation_report", {}, tmp_path / "r.png", "no curves")

@@ -188,6 +188,7 @@ def test_a_rollout_checkpoint_is_evaluated_over_the_eps_sweep_like_a_baseline(tm
     assert sorted({v["learned_eps"] for v in table["learned_versus_baselines"]}) == [0.05, 0.2]
 
 
+@pytest.mark.slow
 def test_the_drift_corrected_step_cancels_most_of_the_secular_drift_at_high_eccentricity():
     """The analytic step taken at its midpoint: at nearly the same steps per period it ends 10
     periods of an e = 0.9 orbit with a smaller max |dE/E| than the plain analytic step."""

@@ -86,6 +86,7 @@ def test_ias15_reference_conserves_energy_to_1e_10(make):
     assert reference.position.shape == tuple(problem.state.position.shape)
 
 
+@pytest.mark.slow
 def test_fallback_reference_agrees_with_ias15_on_a_hierarchical_triple():
     """Our converged run (time-symmetric, small eps) ends where IAS15 does, to a small fraction
     of the system's size, and names itself."""

@@ -191,6 +191,7 @@ def test_a_run_to_t_end_ends_there_whatever_record_every():
         np.testing.assert_array_equal(getattr(sparse, key)[-1], getattr(every, key)[-1], err_msg=key)
 
 
+@pytest.mark.slow
 def test_a_run_longer_than_its_first_guess_of_rows_records_the_same_rows():
     """A run to t_end does not know its number of rows: its arrays start at 4 chunks and double.
     Each row's diagnostics must sit in the same row as its state after every growth."""
@@ -441,6 +442,7 @@ def _energy_error_by_quarter(policy, state, steps):
     return [error[k * steps // 4: (k + 1) * steps // 4 + 1].max() for k in range(4)], traj
 
 
+@pytest.mark.slow
 def test_time_symmetric_step_bounds_the_energy_error_the_plain_adaptive_step_drifts():
     """~75 periods of an e = 0.7 Kepler orbit at eps 0.1: a step chosen from its start alone
     makes the leapfrog irreversible and its energy error grows every period; the step

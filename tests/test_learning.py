@@ -469,6 +469,7 @@ def test_max_retrain_steps_stops_a_stalled_run_with_a_clear_message():
     assert sum(isinstance(e, StepRejected) for e in events) == 3  # exactly max_retrain_steps optimizer steps
 
 
+@pytest.mark.slow
 def test_a_stall_after_some_epochs_leaves_the_last_finished_epoch_checkpointed(tmp_path):
     cfg = make_cfg(epochs=6, max_retrain_steps=2)
 
@@ -492,6 +493,7 @@ def test_duration_is_a_wall_clock_budget(tmp_path):
     assert len((tmp_path / "t" / "metrics.jsonl").read_text().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_resume_without_a_seed_continues_with_the_checkpoints_seed(tmp_path):
     import tomllib
 
@@ -514,6 +516,7 @@ def test_wandb_sink_without_the_package_is_a_clear_input_error(monkeypatch):
         WandbSink()
 
 
+@pytest.mark.slow
 def test_wandb_sink_logs_every_epoch(monkeypatch, tmp_path):
     calls: list = []
     fake = types.SimpleNamespace(init=lambda **kw: calls.append(("init", kw)),
@@ -577,6 +580,7 @@ def test_a_rejected_step_is_always_pushed_shorter():
     assert dt2.grad.item() == 0.0  # 1e-5 is inside [E_lower, E_upper]: nothing to learn
 
 
+@pytest.mark.slow
 def test_resume_is_refused_when_an_architecture_key_differs(tmp_path):
     """Resuming checks the checkpoint's architecture keys, the same list a simulation checks
     (runs.checkpoints.ARCHITECTURE_KEYS), plus what the trainer's state is shaped by."""

@@ -219,6 +219,7 @@ def test_frame_indices_never_exceed_max_frames(max_frames):
         assert 299 in idx and 1 <= len(set(idx) & {299, 298, 297}), "the smallest steps are the last rows here"
 
 
+@pytest.mark.slow
 def test_write_movie_draws_the_first_system_of_a_3d_batch(tmp_path):
     S, B, N = 12, 2, 3
     rng = np.random.default_rng(1)

@@ -120,6 +120,7 @@ def test_the_reader_returns_complete_lines_and_notices_a_new_run(tmp_path):
     assert reader.read() == [] and not reader.restarted
 
 
+@pytest.mark.slow
 def test_a_real_run_leaves_a_log_that_replays_its_metrics_and_summary(tmp_path):
     (tmp_path / "run.toml").write_text(TINY_TOML + 'save_name = "traced"\n')
     configs = load_configs("both", tmp_path / "run.toml")

@@ -28,6 +28,7 @@ def tiny_policy(seed: int = 0) -> LearnedDt:
     return LearnedDt(build_network(values).double(), "radial", 0, Gravity())
 
 
+@pytest.mark.slow
 def test_an_untrained_rollout_is_the_analytic_policy_with_the_analytic_step_count():
     """The last layer starts at zero: c = 1, so the rollout is the analytic policy at eta, takes
     its steps, covers its time (log h = log eta) and makes its energy error."""
@@ -46,6 +47,7 @@ def test_an_untrained_rollout_is_the_analytic_policy_with_the_analytic_step_coun
     assert (elapsed >= t_end).all() and torch.allclose(elapsed, t_end, rtol=1e-3)
 
 
+@pytest.mark.slow
 def test_rollout_steps_decrease_the_loss_on_a_tiny_family():
     orbits = kepler_orbit([0.6, 0.8], 1.0)
     eta = torch.tensor([0.1, 0.1], dtype=torch.float64)

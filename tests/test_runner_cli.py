@@ -39,6 +39,7 @@ def s3(tmp_path_factory):
     return cwd, result
 
 
+@pytest.mark.slow
 def test_simulate_prints_summary(s3):
     _, result = s3
     assert result.returncode == 0, result.stderr
@@ -61,6 +62,7 @@ def test_time_symmetric_flag_bounds_the_energy_drift(tmp_path):
     assert "time_symmetric = true" in (tmp_path / "data" / "sym" / "config.toml").read_text()
 
 
+@pytest.mark.slow
 def test_simulate_writes_run_directory(s3):
     cwd, result = s3
     run = cwd / "data" / "s3"
@@ -247,6 +249,7 @@ def test_non_finite_run_reports_the_step(tmp_path):
     assert not sim.exists() or not any(p.is_file() for p in sim.rglob("*"))
 
 
+@pytest.mark.slow
 def test_module_help():
     result = run_cli(Path.cwd(), "--help")
     assert result.returncode == 0, result.stderr

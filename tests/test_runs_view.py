@@ -68,6 +68,7 @@ def test_list_runs_finds_run_directories(tmp_path):
     assert list_runs(data) == ["r1"]
 
 
+@pytest.mark.slow
 def test_the_table_has_a_row_per_run_with_mode_status_settings_and_final_metrics(data):
     table = runs_table(data).set_index("run")
     assert set(table.index) == {"both_run", "train_run"}
@@ -90,6 +91,7 @@ def test_a_damaged_run_is_a_row_that_says_so(tmp_path):
     assert row["run"] == "broken" and row["status"].startswith("unreadable:")
 
 
+@pytest.mark.slow
 def test_a_new_run_appears_by_itself_and_ticks_stay_on_their_runs(data, tmp_path):
     view = RunsView(LivePlots(), data)
     view.table.selection = [list(view.table.value["run"]).index("train_run")]
@@ -105,6 +107,7 @@ def test_a_new_run_appears_by_itself_and_ticks_stay_on_their_runs(data, tmp_path
     view.close()
 
 
+@pytest.mark.slow
 def test_ticked_runs_are_overlaid_and_a_run_without_a_simulation_says_so(data):
     view = RunsView(LivePlots(), data)
     names = list(view.table.value["run"])
@@ -120,6 +123,7 @@ def test_ticked_runs_are_overlaid_and_a_run_without_a_simulation_says_so(data):
     view.close()
 
 
+@pytest.mark.slow
 def test_following_a_finished_run_replays_it_into_every_plot_and_the_header(data, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     e = Explorer()

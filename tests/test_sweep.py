@@ -205,6 +205,7 @@ def test_slurm_options(monkeypatch):
     ("steps = [20, \"many\"]\n", "grid 'grid.toml' (top level): 'steps' must be an integer, not 'many'"),
     ("steps = 20\n", "'steps' must be a list of the values to sweep"),
 ])
+@pytest.mark.slow
 def test_cli_bad_grid_is_one_line_exit_2(tmp_path, grid, message):
     write_inputs(tmp_path, grid)
     result = sweep_cli(tmp_path, "--config", "base.toml", "--grid", "grid.toml", "--mode", "simulate")
@@ -214,6 +215,7 @@ def test_cli_bad_grid_is_one_line_exit_2(tmp_path, grid, message):
     assert not (tmp_path / "data").exists()
 
 
+@pytest.mark.slow
 def test_cli_usage_errors(tmp_path):
     write_inputs(tmp_path)
     for args, message in ((["--slurm-queue", "q"], "--slurm-queue needs --slurm"),

@@ -104,6 +104,7 @@ def test_a_checkpoint_before_the_first_accepted_step_covers_no_rows(tmp_path):
     assert all(torch.equal(back[key], full.columns()[key]) for key in COLUMNS)
 
 
+@pytest.mark.slow
 def test_a_fresh_training_leaves_the_file_of_the_checkpoints_it_replaces_alone(tmp_path):
     train(tmp_path, "a", epochs=20)
     old = tmp_path / "a" / "model" / "model_epoch_0019.pt"
@@ -128,6 +129,7 @@ def test_a_missing_or_short_trajectory_file_is_one_line_naming_it(tmp_path):
         train(tmp_path, "a", epochs=20, resume=True)
 
 
+@pytest.mark.slow
 def test_resuming_continues_the_trajectory_exactly(tmp_path):
     train(tmp_path, "whole", epochs=20)
     train(tmp_path, "halves", epochs=10)
@@ -138,6 +140,7 @@ def test_resuming_continues_the_trajectory_exactly(tmp_path):
 
 
 @pytest.mark.parametrize("fmt", [2, 3])
+@pytest.mark.slow
 def test_a_format_2_or_3_checkpoint_holding_its_trajectory_still_resumes(tmp_path, fmt):
     train(tmp_path, "whole", epochs=20)
     path = Path(train(tmp_path, "old", epochs=10)["checkpoint"])
