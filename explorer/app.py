@@ -18,7 +18,8 @@ import panel as pn
 import param
 
 from nbody_engine.config.errors import InputError
-from nbody_engine.config.loading import check_consistency, config_values, load_configs, parse_toml, to_toml
+from nbody_engine.config.export import to_toml
+from nbody_engine.config.loading import check_consistency, config_values, load_configs, parse_toml
 from nbody_engine.config.schema import Config, KEYS
 from nbody_engine.events import (CheckpointWritten, EpochFinished, PolicyMeasured, RunFinished, RunStarted,
                                  TrajectoryChunk, epoch_counts)

@@ -28,7 +28,7 @@ without waiting for torch to import.
 import importlib
 
 _EXPORTS = {
-    "load_configs": "config.loading", "to_toml": "config.loading", "Config": "config.schema",
+    "load_configs": "config.loading", "to_toml": "config.export", "Config": "config.schema",
     "InputError": "config.errors", "NonFiniteStateError": "config.errors", "RunCancelled": "config.errors",
     "TrainingStalled": "config.errors",
     "CancelToken": "events", "Reporter": "events",

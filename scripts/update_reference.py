@@ -3,7 +3,7 @@
 import re
 from pathlib import Path
 
-from nbody_engine.config.loading import sections_table
+from nbody_engine.config.export import sections_table
 
 START, END = "<!-- config-reference:start -->", "<!-- config-reference:end -->"
 readme = Path(__file__).resolve().parent.parent / "README.md"

@@ -11,7 +11,8 @@ import pytest
 
 from nbody_engine import runner
 from nbody_engine.config.errors import InputError
-from nbody_engine.config.loading import config_values, load_configs, sections_table, to_toml
+from nbody_engine.config.export import sections_table, to_toml
+from nbody_engine.config.loading import config_values, load_configs
 from nbody_engine.config.schema import Config, KEYS, SECTIONS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -374,7 +375,7 @@ def test_readme_reference_is_the_generated_table():
     assert text.count(START) == 1 and text.count(END) == 1, "README.md needs the config-reference markers once"
     embedded = text.split(START, 1)[1].split(END, 1)[0]
     assert embedded.strip() == sections_table().strip(), (
-        "README.md's config reference is stale: paste nbody_engine.config.loading.sections_table() between the markers")
+        "README.md's config reference is stale: paste nbody_engine.config.export.sections_table() between the markers")
 
 
 def test_evaluate_defaults_model_path_to_the_named_runs_last_checkpoint(tmp_path):
@@ -412,8 +413,8 @@ def test_refused_values_name_the_key(key, value, message):
 
 
 def test_every_key_has_a_kind_and_a_value_range():
+    from nbody_engine.config.export import value_range
     from nbody_engine.config.keytypes import key_type
-    from nbody_engine.config.loading import value_range
     from nbody_engine.config.schema import Config, KEYS
 
     for key in KEYS:

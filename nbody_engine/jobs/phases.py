@@ -6,7 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..config.errors import InputError
-from ..config.loading import Config, PHASES, adopt_ic_file, check_multi_orbit, load_configs, to_toml
+from ..config.export import to_toml
+from ..config.loading import Config, PHASES, adopt_ic_file, check_multi_orbit, load_configs
 from ..events import Reporter, RunStarted
 from ..physics.runtime import resolve_seed
 from ..runs.directory import RunDirectory, write_text
