@@ -13,7 +13,8 @@ import pytest
 from helpers import wait_until
 from explorer import Explorer
 from explorer import jobs as explorer_jobs
-from explorer.sweeps_view import MetricPlot, SweepsView, base_document, parse_values
+from explorer.sweep_plot import MetricPlot
+from explorer.sweeps_view import SweepsView, base_document, parse_values
 from nbody_engine.config.errors import InputError
 
 
