@@ -21,13 +21,12 @@ from nbody_engine.config.errors import InputError
 from nbody_engine.config.export import to_toml
 from nbody_engine.config.loading import check_consistency, config_values, load_configs, parse_toml
 from nbody_engine.config.schema import Config, KEYS
-from nbody_engine.events import (CheckpointWritten, EpochFinished, PolicyMeasured, RunFinished, RunStarted,
-                                 TrajectoryChunk, epoch_counts)
 
 from .fields import SettingsPanel
 from .files import check_confined
 from .jobs import Job, JobDone, JobSlot, fresh_run_name, run_of_checkpoint, warm_up
 from .live import LivePlots, PROJECTIONS
+from .progress import RunProgress
 from .runs_view import RunsView
 from .schedule import every
 from .sweeps_view import SweepsView
@@ -67,16 +66,13 @@ class Explorer(pn.viewable.Viewer):
         params.setdefault("simulate", _default_config(**SIMULATE_START))
         super().__init__(**params)
         self._mirroring = self._loading = False
-        self.last_checkpoint: str | None = None
         self._auto_model_path: str | None = None  # the simulate model_path a finished training filled in
         self.overrides: set[str] = {k for k in KEYS if getattr(self.simulate, k) != getattr(self.train, k)}
         self.job: Job | None = None
         self.run_folder: str | None = None  # the folder of the last job's run
         self.live = LivePlots()
         self._callback = None
-        self._started = 0.0
-        self._epochs_total = 0  # epochs of a training, measurements of an evaluation
-        self._measured = 0
+        self.run_progress = RunProgress()
         self._runs: RunsView | None = None
         self._sweeps: SweepsView | None = None
         self._build_widgets()
@@ -261,9 +257,7 @@ class Explorer(pn.viewable.Viewer):
         self.error.visible = False
         if mode in MODES:
             self.export_mode = mode
-        self._started = time.monotonic()
-        self._epochs_total = self.train.epochs if mode != "simulate" else 0
-        self.last_checkpoint = None
+        self.run_progress.start(self.train.epochs if mode != "simulate" else 0)
         self._set_progress(0)
         self._set_status(f"{LABELS[mode]}: starting '{name or self.train.save_name}'...")
         self._set_running(True)
@@ -326,70 +320,34 @@ class Explorer(pn.viewable.Viewer):
                 for event in events:
                     self.track(event)
         if started_at is not None:  # after its RunStarted, which starts the clock at the first sight
-            self._started = time.monotonic() - (time.time() - started_at)
+            self.run_progress.started = time.monotonic() - (time.time() - started_at)
 
     def track(self, event) -> None:
         """Show an engine event (or a job's JobDone) in the header: status, progress, ETA and
-        the last checkpoint. The live plots take events through ``self.live.ingest``."""
-        if isinstance(event, RunStarted):
-            self._run_started(event)
-        elif isinstance(event, EpochFinished):
-            self._epoch_status(event)
-        elif isinstance(event, TrajectoryChunk) and event.phase == "simulate":
-            self._set_progress(100 * event.progress)
-        elif isinstance(event, PolicyMeasured):
-            self._evaluation_status(event)
-        elif isinstance(event, CheckpointWritten):
-            self.last_checkpoint = event.path
-        elif isinstance(event, RunFinished):  # a job's own end (JobDone) follows; a followed run has no other
-            self._set_progress(100)
-            self._set_status(f"{event.phase} finished.")
-        elif isinstance(event, JobDone):
+        the last checkpoint (:class:`~explorer.progress.RunProgress`). The live plots take
+        events through ``self.live.ingest``."""
+        if isinstance(event, JobDone):
             self._finish(event)
+            return
+        status, percent = self.run_progress.update(event, followed=self.job is None or not self.job.running)
+        if percent is not None:
+            self._set_progress(percent)
+        if status is not None:
+            self._set_status(status)
 
-    def _run_started(self, event: RunStarted) -> None:
-        if event.phase in ("train", "evaluate"):
-            self._epochs_total = event.total
-            self._measured = 0
-        if self.job is None or not self.job.running:  # a run followed from disk: its clock starts now
-            self._started = time.monotonic()
-        self._set_status(f"{event.phase}: '{event.save_name}' running...")
-
-    def _epoch_status(self, event: EpochFinished) -> None:
-        done = event.epoch + 1
-        total = max(self._epochs_total, done)
-        elapsed = time.monotonic() - self._started
-        eta = elapsed / done * (total - done)
-        self._set_progress(100 * done / total)
-        counts = epoch_counts(event.metrics, sep=" · ")
-        self._set_status(f"epoch {done}/{total} · {counts} · elapsed {elapsed:.0f}s · ETA {eta:.0f}s")
-
-    def _evaluation_status(self, event: PolicyMeasured) -> None:
-        """Evaluate's progress: the problem and policy being measured, elapsed time and ETA."""
-        self._measured += 1
-        total = max(self._epochs_total, self._measured)
-        elapsed = time.monotonic() - self._started
-        eta = elapsed / max(self._measured - 1, 1) * (total - self._measured + 1) if self._measured > 1 else None
-        self._set_progress(100 * (self._measured - 1) / total)
-        self._set_status(f"Evaluate: {event.problem} · {event.policy} ({self._measured}/{total}) · elapsed "
-                         f"{elapsed:.0f}s" + (f" · ETA {eta:.0f}s" if eta is not None else ""))
-
-    def _kept(self, kind: str) -> str:
-        """What a stopped job leaves for the status line: the checkpoint of a training."""
-        if self.last_checkpoint:
-            return f"; checkpoint kept: {self.last_checkpoint}"
-        trained = kind in ("train", "both")
-        return "; stopped before its first epoch ended, so no checkpoint was written" if trained else ""
+    @property
+    def last_checkpoint(self) -> str | None:
+        return self.run_progress.last_checkpoint
 
     def _finish(self, done: JobDone) -> None:
         self._set_running(False)
         self._stop_callback()
-        elapsed = time.monotonic() - self._started
+        elapsed = self.run_progress.elapsed()
         if done.error:
             self._show_error(done.error)
             self._set_status(f"{LABELS[done.kind]} failed after {elapsed:.1f}s.")
         elif done.cancelled:
-            self._set_status(f"{LABELS[done.kind]} stopped after {elapsed:.1f}s{self._kept(done.kind)}.")
+            self._set_status(f"{LABELS[done.kind]} stopped after {elapsed:.1f}s{self.run_progress.kept(done.kind)}.")
         else:
             where = f": data/{self.run_folder}" if self.run_folder and done.kind in MODES else ""
             self._set_status(f"{LABELS[done.kind]} finished in {elapsed:.1f}s{where}.")
