@@ -128,15 +128,21 @@ def _problem_rows(problem: Problem, learned: LearnedDt | OmegaNetwork, eps: list
     return rows, extended
 
 
-def _long_runs(problem: Problem, rows: list[dict], learned: LearnedDt, eps: float, periods: float,
+def _long_runs(problem: Problem, rows: list[dict], learned: LearnedDt | OmegaNetwork, eps: float, periods: float,
                reporter: Reporter) -> None:
-    """The long-run metrics (:mod:`.long_run`) of LONG_POLICIES at ``eps``, onto their rows."""
+    """The long-run metrics (:mod:`.long_run`) of LONG_POLICIES at ``eps``, onto their rows (a
+    learned time transformation, or a network that takes the accuracy asked for, at ``eps`` too)."""
     gravity = Gravity(problem.softening)
     knob = problem.state.position.new_tensor([eps]).expand(problem.state.batch_size)
     makers = {b.name: (lambda unit, b=b: b.make(knob, unit, gravity)) for b in BASELINES}
-    learned_eps = eps if learned.network.conditioned else None
-    makers["learned"] = lambda unit: LearnedDt(learned.network, learned.feature_type, learned.history_len, gravity,
-                                               None if learned_eps is None else knob)
+    if isinstance(learned, OmegaNetwork):
+        learned_eps = eps
+        makers["learned"] = lambda unit: TimeTransformedLeapfrog(LearnedOmega(learned, gravity.softening), gravity,
+                                                                 eps=knob)
+    else:
+        learned_eps = eps if learned.network.conditioned else None
+        makers["learned"] = lambda unit: LearnedDt(learned.network, learned.feature_type, learned.history_len,
+                                                   gravity, None if learned_eps is None else knob)
     for name in LONG_POLICIES:
         attach(rows, name, learned_eps if name == "learned" else eps,
                long_metrics(problem, makers[name], periods, reporter))
