@@ -282,7 +282,7 @@ def test_a_bad_file_inside_is_reported_without_its_contents(page, server):
     wait_until_changed(page, "Initial conditions")
     page.get_by_role("button", name="Simulate", exact=True).click()
     text = page_text(page, "IC file 'notes.txt'", timeout=60_000)
-    assert "not a table of numbers" in text
+    assert "not a table of real numbers" in text
     assert "TOPSECRET" not in page.content()
 
 
