@@ -26,6 +26,7 @@ from .fields import SettingsPanel
 from .files import check_confined
 from .jobs import Job, JobDone, JobSlot, fresh_run_name, run_of_checkpoint, warm_up
 from .live import LivePlots, PROJECTIONS
+from .page import export_tab, header, lazy, load_notebook_extension, simulation_tab, training_tab
 from .progress import RunProgress
 from .runs_view import RunsView
 from .schedule import every
@@ -365,55 +366,19 @@ class Explorer(pn.viewable.Viewer):
 
     # layout --------------------------------------------------------------------------------
     def header(self) -> pn.Row:
-        """Run controls, status line and progress: the part of the page that never scrolls away."""
-        b = self.buttons
-        # a widget, not a Markdown pane: in a notebook an updated pane sends its stylesheets again,
-        # as links to Panel's CDN (which an offline node cannot reach)
-        status = pn.widgets.StaticText(value=self.param.status, margin=(0, 10), styles={"font-size": "13px"},
-                                       sizing_mode="stretch_width")
-        progress = pn.indicators.Progress(value=self.param.progress, max=100, bar_color="primary", height=12,
-                                          margin=(6, 10), sizing_mode="stretch_width")
-        for button in (*b.values(), self.stop_button):
-            button.param.update(width=150 if button is b["both"] else 100, height=36, sizing_mode="fixed")
-        return pn.Row(b["train"], b["simulate"], b["both"], self.stop_button,
-                      pn.Column(progress, status, min_width=300, sizing_mode="stretch_width"),
-                      sizing_mode="stretch_width")
+        return header(self)
 
     def sidebar(self) -> pn.Column:
-        tabs = pn.Tabs(("Settings", self.train_settings), ("Simulate", _lazy(lambda: self.sim_settings)), dynamic=True,
+        tabs = pn.Tabs(("Settings", self.train_settings), ("Simulate", lazy(lambda: self.sim_settings)), dynamic=True,
                        sizing_mode="stretch_width")
         return pn.Column(self.error, tabs, sizing_mode="stretch_width")
 
-    def _training_tab(self) -> pn.Column:
-        epochs = pn.GridBox(*(_pane(p) for p in self.live.per_epoch()), ncols=2, sizing_mode="stretch_width")
-        return pn.Column(
-            pn.Row(_pane(self.live.energy_error()), _pane(self.live.angular_momentum_error())),
-            pn.Row(epochs, pn.Column(self.projection, _pane(self.live.orbit_plot()), sizing_mode="stretch_width")),
-            sizing_mode="stretch_width")
-
-    def _simulation_tab(self) -> pn.Column:
-        return pn.Column(pn.Row(*(_pane(p) for p in self.live.simulation_plots())),
-                         _pane(self.live.orbit_plot("sim_orbit")),
-                         self.sim_view,  # headed by what it compares (explorer/compare.py)
-                         pn.pane.Markdown("### Is the learned step worth it?\n\nEvaluate compares the Simulate tab's "
-                                          "`model_path` (empty: the checkpoint training with these settings "
-                                          "writes) with five baselines (fixed, classic, analytic, time-symmetric, "
-                                          "drift-corrected) at each `eval_eps`, on the problems of `eval_suite` "
-                                          "(`nbody-runner evaluate`; docs/SCIENCE.md)."),
-                         self.evaluate_button, self.eval_view, sizing_mode="stretch_width")
-
-    def _export_tab(self) -> pn.Column:
-        return pn.Column(pn.pane.Markdown("Export the settings as the runner's TOML and run them headless "
-                                          "with the command below; or import a TOML."),
-                         pn.Row(self.mode_select, self.download, self.upload), self.command_box, self.toml_preview,
-                         sizing_mode="stretch_width")
-
     def main(self) -> pn.Tabs:
         """The tabs; each is built the first time it is shown."""
-        runs = _lazy(lambda: self.runs.panel())
-        tabs = pn.Tabs(("Training", self._training_tab()), ("Simulation", _lazy(self._simulation_tab)),
-                       ("Export / import", self._export_tab()), ("Runs", runs),
-                       ("Sweeps", _lazy(lambda: self.sweeps.panel())), dynamic=True, sizing_mode="stretch_width")
+        runs = lazy(lambda: self.runs.panel())
+        tabs = pn.Tabs(("Training", training_tab(self)), ("Simulation", lazy(lambda: simulation_tab(self))),
+                       ("Export / import", export_tab(self)), ("Runs", runs),
+                       ("Sweeps", lazy(lambda: self.sweeps.panel())), dynamic=True, sizing_mode="stretch_width")
         # the runs table lives (and refreshes) only while its tab is shown
         tabs.param.watch(lambda e: self._runs and self._runs.set_shown(tabs.objects[e.new] is runs), "active")
         return tabs
@@ -427,19 +392,3 @@ class Explorer(pn.viewable.Viewer):
     def __panel__(self):
         return pn.Column(self.header(), pn.Row(pn.Column(self.sidebar(), width=360), self.main(),
                                                sizing_mode="stretch_width"), sizing_mode="stretch_width")
-
-
-def load_notebook_extension() -> None:
-    """Load Panel's notebook extension with Tabulator into this kernel, with its resources
-    inline, unless that is done (what ``pn.extension('tabulator', inline=True)`` would do)."""
-    if not pn.extension._loaded or "tabulator" not in pn.extension._loaded_extensions:
-        pn.extension("tabulator", inline=True)
-
-
-def _pane(fig) -> pn.pane.Bokeh:
-    return pn.pane.Bokeh(fig, sizing_mode="stretch_width")
-
-
-def _lazy(build) -> pn.param.ParamFunction:
-    """A tab's content, built when the tab is first shown."""
-    return pn.param.ParamFunction(pn.bind(build), lazy=True, sizing_mode="stretch_width")

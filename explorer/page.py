@@ -1,0 +1,66 @@
+"""The Explorer's tabs as layouts of its widgets and live plots (built once per session, the
+Simulation tab when first shown)."""
+
+from __future__ import annotations
+
+import panel as pn
+
+
+def header(e) -> pn.Row:
+    """Run controls, status line and progress: the part of the page that never scrolls away."""
+    b = e.buttons
+    # a widget, not a Markdown pane: in a notebook an updated pane sends its stylesheets again,
+    # as links to Panel's CDN (which an offline node cannot reach)
+    status = pn.widgets.StaticText(value=e.param.status, margin=(0, 10), styles={"font-size": "13px"},
+                                   sizing_mode="stretch_width")
+    progress = pn.indicators.Progress(value=e.param.progress, max=100, bar_color="primary", height=12,
+                                      margin=(6, 10), sizing_mode="stretch_width")
+    for button in (*b.values(), e.stop_button):
+        button.param.update(width=150 if button is b["both"] else 100, height=36, sizing_mode="fixed")
+    return pn.Row(b["train"], b["simulate"], b["both"], e.stop_button,
+                  pn.Column(progress, status, min_width=300, sizing_mode="stretch_width"),
+                  sizing_mode="stretch_width")
+
+
+def training_tab(e) -> pn.Column:
+    """The Training tab: the live errors, per-epoch curves and orbits of ``e``'s jobs."""
+    epochs = pn.GridBox(*(pane(p) for p in e.live.per_epoch()), ncols=2, sizing_mode="stretch_width")
+    return pn.Column(
+        pn.Row(pane(e.live.energy_error()), pane(e.live.angular_momentum_error())),
+        pn.Row(epochs, pn.Column(e.projection, pane(e.live.orbit_plot()), sizing_mode="stretch_width")),
+        sizing_mode="stretch_width")
+
+def simulation_tab(e) -> pn.Column:
+    """The Simulation tab: the live simulation, the comparison of a finished one, Evaluate."""
+    return pn.Column(pn.Row(*(pane(p) for p in e.live.simulation_plots())),
+                     pane(e.live.orbit_plot("sim_orbit")),
+                     e.sim_view,  # headed by what it compares (explorer/compare.py)
+                     pn.pane.Markdown("### Is the learned step worth it?\n\nEvaluate compares the Simulate tab's "
+                                      "`model_path` (empty: the checkpoint training with these settings "
+                                      "writes) with five baselines (fixed, classic, analytic, time-symmetric, "
+                                      "drift-corrected) at each `eval_eps`, on the problems of `eval_suite` "
+                                      "(`nbody-runner evaluate`; docs/SCIENCE.md)."),
+                     e.evaluate_button, e.eval_view, sizing_mode="stretch_width")
+
+def export_tab(e) -> pn.Column:
+    """The Export / import tab: the TOML, the headless command, the import."""
+    return pn.Column(pn.pane.Markdown("Export the settings as the runner's TOML and run them headless "
+                                      "with the command below; or import a TOML."),
+                     pn.Row(e.mode_select, e.download, e.upload), e.command_box, e.toml_preview,
+                     sizing_mode="stretch_width")
+
+
+def pane(fig) -> pn.pane.Bokeh:
+    return pn.pane.Bokeh(fig, sizing_mode="stretch_width")
+
+
+def lazy(build) -> pn.param.ParamFunction:
+    """A tab's content, built when the tab is first shown."""
+    return pn.param.ParamFunction(pn.bind(build), lazy=True, sizing_mode="stretch_width")
+
+
+def load_notebook_extension() -> None:
+    """Load Panel's notebook extension with Tabulator into this kernel, with its resources
+    inline, unless that is done (what ``pn.extension('tabulator', inline=True)`` would do)."""
+    if not pn.extension._loaded or "tabulator" not in pn.extension._loaded_extensions:
+        pn.extension("tabulator", inline=True)
