@@ -51,3 +51,13 @@ def step_loss(rel_dE: torch.Tensor, rel_dL: torch.Tensor, dt: torch.Tensor, cfg:
     bands = band_loss(torch.stack([safe_E, safe_L], -1), (cfg.E_lower, cfg.L_lower), (cfg.E_upper, cfg.L_upper),
                       floor)
     return torch.where(finite, bands[:, 0] + bands[:, 1], NONFINITE_PENALTY * dt / dt.detach())
+
+
+def clipped_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor, parameters, clip: float) -> None:
+    """One optimizer step on ``loss`` (a scalar), its gradient norm clipped to ``clip``; a
+    non-finite loss (a rollout that blew up) takes no step."""
+    optimizer.zero_grad(set_to_none=True)
+    if bool(torch.isfinite(loss)):
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(parameters, clip)
+        optimizer.step()

@@ -40,6 +40,7 @@ from ..integrators.leapfrog import leapfrog_step
 from ..integrators.loop import StopRule, period_of, simulate
 from ..integrators.policies import AnalyticDt
 from ..physics.gravity import Gravity, State, kinetic_energy, relative_change
+from .losses import clipped_step
 from .network import LearnedDt
 
 TINY_ERROR = 1e-300  # a rollout's max |dE/E| floor, before its logarithm
@@ -113,10 +114,5 @@ def rollout_step(policy: LearnedDt, optimizer: torch.optim.Optimizer, initial: S
     """One optimizer step on the mean rollout loss, its gradient norm clipped to ``clip``.
     A non-finite loss (a rollout that blew up) takes no step."""
     result = rollout_loss(policy, initial, eta, periods, weight, gravity)
-    loss = result.loss.mean()
-    optimizer.zero_grad(set_to_none=True)
-    if bool(torch.isfinite(loss)):
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(policy.network.parameters(), clip)
-        optimizer.step()
+    clipped_step(optimizer, result.loss.mean(), policy.network.parameters(), clip)
     return result

@@ -39,6 +39,7 @@ from ..integrators.ttl import LogHamiltonian, ttl_step
 from ..physics.gravity import Gravity, State
 from ..physics.initial_conditions import (bound_clusters, energy_period, hierarchical_triples, kepler_family,
                                           load_ic_file, unequal_binaries)
+from .losses import clipped_step
 from .rollout import TINY_ERROR
 from .time_transform import LearnedOmega
 
@@ -134,10 +135,5 @@ def ttl_rollout_step(omega: LearnedOmega, optimizer: torch.optim.Optimizer, init
     """One optimizer step on the mean rollout loss, its gradient norm clipped to ``clip``.
     A non-finite loss (a rollout that blew up) takes no step."""
     result = ttl_rollout_loss(omega, initial, t_end, eta, weight, gravity)
-    loss = result.loss.mean()
-    optimizer.zero_grad(set_to_none=True)
-    if bool(torch.isfinite(loss)):
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(omega.network.parameters(), clip)
-        optimizer.step()
+    clipped_step(optimizer, result.loss.mean(), omega.network.parameters(), clip)
     return result
