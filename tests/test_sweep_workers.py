@@ -58,6 +58,20 @@ def test_a_local_sweep_listens_on_loopback_only_and_forks_its_runs_from_warm_par
     assert all(gone(pid) for pid in pids.values())
 
 
+@pytest.mark.slow
+def test_a_sweep_leaves_no_zygote_sockets_behind(tmp_path, monkeypatch):
+    """Each worker's zygote listens on a socket in a folder of its own; both go when it ends."""
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setenv("TMPDIR", str(scratch))
+    (tmp_path / "base.toml").write_text('seed = 1\n\n[simulate]\nsteps = 20\n')
+    (tmp_path / "grid.toml").write_text("seed = [1, 2]\n")
+    result = sweep_cli(tmp_path, "--config", "base.toml", "--grid", "grid.toml", "--mode", "simulate",
+                       "--name", "tidy", "--workers", "2")
+    assert result.returncode == 0, result.stderr
+    assert not list(scratch.glob("nbody-zygote-*")), sorted(p.name for p in scratch.iterdir())
+
+
 def test_each_run_of_a_worker_with_two_gpus_gets_one_of_them(tmp_path, monkeypatch):
     """Two runs at once on a worker whose job has CUDA_VISIBLE_DEVICES=0,1 see one GPU each
     (the environment their processes recorded), and a third, after them, the first again."""

@@ -119,6 +119,7 @@ class Zygote:
     """The zygote's loop: accept requests, fork children, report their ends."""
 
     def __init__(self, path: str) -> None:
+        self.path = path
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.listener.bind(path)
         self.listener.listen(64)
@@ -188,8 +189,12 @@ class Zygote:
                     pass
 
     def _end(self) -> None:
+        """End the children, and remove the socket and its folder (made for this zygote)."""
         for pid in self.children:
             _kill_group(pid, signal.SIGTERM)
+        self.listener.close()
+        os.unlink(self.path)
+        os.rmdir(os.path.dirname(self.path))
 
 
 def _kill_group(pid: int, signum: int) -> None:
