@@ -1,5 +1,8 @@
-"""Background jobs of one browser session: the engine runs in a daemon thread and reports
-through its events into a bounded queue that the session drains on its own event loop.
+"""Background jobs of one browser session. An engine job (train, simulate, both, evaluate) runs
+in a child process (explorer/job_process.py), supervised by a daemon thread that forwards its
+events into a bounded queue the session drains on its own event loop: the engine's work neither
+holds the server's GIL nor delays its pages, and trains at the headless runner's speed. A job
+given a ``work`` function (a sweep, which starts processes of its own) runs in the thread itself.
 
 The worker never touches Panel, HoloViews or Bokeh objects. A process-wide semaphore caps the
 number of concurrent jobs so one server cannot be swamped.
@@ -9,73 +12,39 @@ from __future__ import annotations
 
 import functools
 import itertools
+import multiprocessing
 import os
 import queue
 import secrets
 import threading
 import time
-import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
-from nbody_engine.config.errors import InputError, NonFiniteStateError, RunCancelled, TrainingStalled
-from nbody_engine.config.loading import load_configs, parse_toml
-from nbody_engine.events import CancelToken, Reporter, TrajectoryChunk
-from nbody_engine.jobs.phases import run_phases
-from nbody_engine.jobs.simulate import compare_with_analytic
+from nbody_engine.events import CancelToken, Reporter, StepAccepted, TrajectoryChunk
 from nbody_engine.runs.directory import DATA_DIR
+
+from .job_process import PRELOAD, JobDone, JobRequest, QueueSink, child_main, run_reporting_the_end
 
 MAX_JOBS = int(os.environ.get("NBODY_EXPLORER_MAX_JOBS", "2"))
 QUEUE_SIZE = 20_000
 POLL_LIMIT = 2_000  # events taken per drain: bounded work on the session's loop, the rest waits
+PLOTS_ONLY = (StepAccepted, TrajectoryChunk)  # what a stopped job's plots no longer need
+LAST_WORDS_S = 2.0  # how long a dead child's queue is still read for what it put there
 _SLOTS = threading.BoundedSemaphore(MAX_JOBS)
-
-
-def _warm_up() -> None:
-    """The engine's one-time costs: torch imports its compiler front end (torch._dynamo, seconds:
-    docs/BENCHMARKS.md) when the first optimizer is made, and the reports import matplotlib."""
-    import torch
-
-    from nbody_engine.reporting import plots  # noqa: F401
-
-    torch.optim.Adam([torch.zeros(1, requires_grad=True)])
-
+CHILDREN = multiprocessing.get_context("forkserver")
+CHILDREN.set_forkserver_preload(PRELOAD)
 
 @functools.cache
 def warm_up() -> threading.Thread:
-    """Pay the engine's one-time costs once per process, in the background, so that the first
-    run a user starts does not (called when a page has loaded)."""
-    thread = threading.Thread(target=_warm_up, name="nbody-warm-up", daemon=True)
+    """Start the fork server of the jobs' child processes once per process, in the background
+    (it imports torch, the engine and matplotlib once: seconds), so that the first run a user
+    starts does not wait for it (called when a page has loaded)."""
+    from multiprocessing import forkserver
+
+    thread = threading.Thread(target=forkserver.ensure_running, name="nbody-warm-up", daemon=True)
     thread.start()
     return thread
-
-
-@dataclass(frozen=True)
-class JobDone:
-    """The last item a job puts on its queue. ``error`` is one line, or None."""
-
-    kind: str
-    results: dict
-    error: str | None = None
-    cancelled: bool = False
-
-
-class QueueSink:
-    """Puts events on a bounded queue; when it is full, trajectory chunks are dropped (the
-    plots decimate anyway) while every other event waits for room."""
-
-    def __init__(self, q: queue.Queue) -> None:
-        self.queue = q
-
-    def __call__(self, event) -> None:
-        if isinstance(event, TrajectoryChunk):
-            try:
-                self.queue.put_nowait(event)
-            except queue.Full:
-                pass
-        else:
-            self.queue.put(event)
 
 
 class JobSlot:
@@ -106,27 +75,27 @@ class JobSlot:
 
 class Job:
     """One run of ``kind`` ('train', 'simulate', 'both' or 'evaluate') from TOML text, in a
-    thread, writing to run folder ``save_name`` (None: the TOML's); or, given ``work``, that
-    function of the job's Reporter (its result is the job's results)."""
+    child process, writing to run folder ``save_name`` (None: the TOML's); or, given ``work``,
+    that function of the job's Reporter, in a thread (its result is the job's results)."""
 
     def __init__(self, kind: str, toml_text: str, compare: bool = True,
                  work: Callable[[Reporter], dict] | None = None, save_name: str | None = None) -> None:
         self.kind = kind
         self.work = work
-        self.toml_text = toml_text
-        self.save_name = save_name
-        self.compare = compare
+        self.request = JobRequest(kind, toml_text, save_name, compare, os.getcwd(), dict(os.environ))
         self.queue: queue.Queue = queue.Queue(maxsize=QUEUE_SIZE)
-        self.cancel = CancelToken()
+        self.cancel = CancelToken() if work is not None else CancelToken(CHILDREN.Event())
         self.thread = threading.Thread(target=self._work, name=f"nbody-{kind}", daemon=True)
+        self.process = None
         self._on_end: Callable[[], object] | None = None
 
     def start(self, on_end: Callable[[], object] | None = None) -> None:
-        """Start the thread; ``on_end()`` is called when it ends, however it ends."""
+        """Start the job; ``on_end()`` is called when it ends, however it ends."""
         self._on_end = on_end
         self.thread.start()
 
     def stop(self, timeout: float = 1.0) -> None:
+        """Ask the job to stop at its next step; wait up to ``timeout`` s for it to end."""
         self.cancel.cancel()
         if self.thread.is_alive() and threading.current_thread() is not self.thread:
             self.thread.join(timeout)
@@ -136,60 +105,60 @@ class Job:
         return self.thread.is_alive()
 
     def poll(self, limit: int = POLL_LIMIT) -> list:
-        """What the job reported since the last poll, at most ``limit`` items (the rest waits)."""
+        """What the job reported since the last poll, at most ``limit`` items (the rest waits).
+        Once Stop was pressed, what only the live plots would show is dropped, so the job's end
+        is reported at the next poll however much was queued."""
+        stopping = self.cancel.cancelled
         items = []
-        try:
-            while len(items) < limit:
-                items.append(self.queue.get_nowait())
-        except queue.Empty:
-            pass
+        while stopping or len(items) < limit:
+            try:
+                item = self.queue.get_nowait()
+            except queue.Empty:
+                break
+            if not (stopping and isinstance(item, PLOTS_ONLY)):
+                items.append(item)
         return items
 
     def _work(self) -> None:
-        results: dict = {}
-        error, cancelled = None, False
+        done = JobDone(self.kind, {}, "the job did not start")
         try:
-            results = self._run(Reporter([QueueSink(self.queue)], self.cancel))
-        except (RunCancelled, KeyboardInterrupt):
-            cancelled = True
-        except (InputError, NonFiniteStateError, TrainingStalled) as err:
-            error = str(err)
-        except Exception as err:  # a failing job must leave the server healthy
-            # the page gets no exception text: it may quote a file the server read
-            error = f"the job failed with an unexpected {type(err).__name__}; the server's log has the traceback"
-            traceback.print_exc()
+            if self.work is not None:
+                reporter = Reporter([QueueSink(self.queue)], self.cancel)
+                done = run_reporting_the_end(self.kind, lambda: self.work(reporter))
+            else:
+                done = self._supervise()
         finally:
             if self._on_end is not None:
                 self._on_end()
-            self.queue.put(JobDone(self.kind, results, error, cancelled))
+            self.queue.put(done)
 
-    def _run(self, reporter: Reporter) -> dict:
-        if self.work is not None:
-            return self.work(reporter)
-        configs = _configs_from_text(self.kind, self.toml_text, self.save_name)
-        if self.kind == "evaluate":
-            from nbody_engine.evaluate import run_evaluation
+    def _supervise(self) -> JobDone:
+        """Run the job in a child process; forward its events until its JobDone."""
+        events = CHILDREN.Queue(maxsize=QUEUE_SIZE)
+        self.process = CHILDREN.Process(target=child_main, args=(self.request, events, self.cancel.event),
+                                        name=f"nbody-{self.kind}", daemon=True)
+        self.process.start()
+        try:
+            return self._forward(events)
+        finally:
+            self.process.join()
+            events.close()
 
-            # many short runs: their trajectories stay out of the live plots
-            return {"evaluate": run_evaluation(configs["simulate"], reporter.filtered(_not_a_trajectory))}
-        results = run_phases(configs, reporter)
-        sim_cfg = configs.get("simulate")
-        if self.compare and sim_cfg is not None and sim_cfg.integrator_mode != "analytic":
-            # the live simulation plots keep the learned run; the comparison view shows both
-            results["analytic"] = compare_with_analytic(sim_cfg, reporter.filtered(_not_a_trajectory))
-        return results
-
-
-def _not_a_trajectory(event) -> bool:
-    return not isinstance(event, TrajectoryChunk)
-
-
-def _configs_from_text(kind: str, toml_text: str, save_name: str | None = None):
-    """The configs of a job, through the very loader the CLI uses (``save_name`` as a
-    ``--save-name`` flag would give it)."""
-    source = "the dashboard's settings"
-    flags = {"save_name": save_name} if save_name else {}
-    return load_configs(kind, parse_toml(toml_text, source), flags, source=source)
+    def _forward(self, events) -> JobDone:
+        forward = QueueSink(self.queue)
+        while True:
+            alive = self.process.is_alive()
+            try:
+                item = events.get(timeout=0.2 if alive else LAST_WORDS_S)
+            except queue.Empty:
+                if alive:
+                    continue
+                return JobDone(self.kind, {}, f"the job's process ended without a word (exit status "
+                                              f"{self.process.exitcode}); the server's log may say why")
+            if isinstance(item, JobDone):
+                return item
+            if not (self.cancel.cancelled and isinstance(item, PLOTS_ONLY)):
+                forward(item)
 
 
 def fresh_run_name(base: str | None, data_dir: Path = DATA_DIR) -> str:

@@ -112,10 +112,17 @@ Sink = Callable[[Event], None]
 
 
 class CancelToken:
-    """Set from any thread; the running job stops cleanly at its next step."""
+    """Set from any thread; the running job stops cleanly at its next step. ``event`` is what
+    holds the flag (default a ``threading.Event``); a ``multiprocessing`` Event lets the process
+    that starts a job stop it in a child process."""
 
-    def __init__(self) -> None:
-        self._event = threading.Event()
+    def __init__(self, event=None) -> None:
+        self._event = event if event is not None else threading.Event()
+
+    @property
+    def event(self):
+        """The flag's holder, to hand to a child process."""
+        return self._event
 
     def cancel(self) -> None:
         self._event.set()

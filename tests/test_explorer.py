@@ -6,12 +6,14 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import time
 import tomllib
 from pathlib import Path
 
 import panel as pn
 import param
+import psutil
 import pytest
 
 from helpers import wait_until
@@ -105,6 +107,39 @@ def test_stop_ends_a_long_run_quickly(explorer):
     assert not e.error.visible
     assert e.stop_button.disabled  # Stop is disabled again
     assert not e.buttons["train"].disabled
+
+
+@pytest.mark.slow
+def test_a_job_runs_in_a_child_process_and_a_stop_is_reported_at_the_next_drain(explorer):
+    """The engine's work is not in the server's process (its GIL stays with the pages); once
+    Stop is pressed, the queued steps are dropped, so one bounded poll reaches the job's end."""
+    e = explorer
+    e.train.epochs = 1000
+    assert e.start("train")
+    wait_for_steps(e)
+    child = psutil.Process(e.job.process.pid)
+    assert child.pid != os.getpid() and child.is_running()
+    wait_until(lambda: e.job.queue.qsize() > 3, "steps to queue up undrained", timeout=60)
+    e.job.stop(timeout=60)
+    assert not e.job.running and not child.is_running()
+    items = e.job.poll(limit=1)
+    assert isinstance(items[-1], explorer_jobs.JobDone) and items[-1].cancelled, items
+
+
+@pytest.mark.slow
+def test_a_job_whose_process_dies_says_so_and_gives_its_slot_back(explorer):
+    e = explorer
+    e.train.epochs = 1000
+    assert e.start("train")
+    wait_for_steps(e)
+    os.kill(e.job.process.pid, signal.SIGKILL)
+    finish(e)
+    assert e.error.visible and "exit status -9" in e.error.object, e.error.object
+    assert "failed" in e.status
+    e.train.epochs = 3
+    assert e.start("train")
+    finish(e)
+    assert "finished" in e.status, e.status
 
 
 @pytest.mark.slow
