@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import time
 
-from nbody_engine.events import (CheckpointWritten, EpochFinished, PolicyMeasured, RunFinished, RunStarted,
-                                 TrajectoryChunk, epoch_counts)
+from nbody_engine.events import (CheckpointWritten, EpochFinished, PolicyMeasured, RunCancelledEvent, RunFinished,
+                                 RunStarted, TrajectoryChunk, epoch_counts)
 
 
 class RunProgress:
@@ -19,14 +19,16 @@ class RunProgress:
         self.total = 0  # epochs of a training, measurements of an evaluation
         self.measured = 0
         self.last_checkpoint: str | None = None
+        self.stopped_after: float | None = None  # when this session's job said it had stopped
 
     def start(self, total: int, started_at: float | None = None) -> None:
         """A job starts now (or a followed run started at wall time ``started_at``)."""
         self.started = time.monotonic() if started_at is None else time.monotonic() - (time.time() - started_at)
-        self.total, self.measured, self.last_checkpoint = total, 0, None
+        self.total, self.measured, self.last_checkpoint, self.stopped_after = total, 0, None, None
 
     def elapsed(self) -> float:
-        return time.monotonic() - self.started
+        """Seconds since the start; once stopped, when it stopped (not when its outputs were written)."""
+        return self.stopped_after if self.stopped_after is not None else time.monotonic() - self.started
 
     def update(self, event, followed: bool) -> tuple[str | None, float | None]:
         """``followed``: the run is read from disk, not this session's job (its clock starts at
@@ -47,6 +49,10 @@ class RunProgress:
             self.last_checkpoint = event.path
         elif isinstance(event, RunFinished):  # a job's own end (JobDone) follows; a followed run has no other
             return f"{event.phase} finished.", 100
+        elif isinstance(event, RunCancelledEvent) and not followed:  # its JobDone follows once the outputs are written
+            self.stopped_after = self.elapsed()
+            return f"{event.phase.capitalize()} stopped after {self.stopped_after:.1f}s{self.kept(event.phase)}; " \
+                   "writing its outputs...", None
         return None, None
 
     def _epoch(self, event: EpochFinished) -> tuple[str, float]:

@@ -70,11 +70,14 @@ def test_training_streams_into_the_plots_and_stop_stops_it(page, server):
     assert page.get_by_role("button", name="Train", exact=True).is_disabled()
     page.wait_for_function(f"{source_length('energy_error')} > {n}", timeout=60_000)  # still streaming
     page.get_by_role("button", name="Stop", exact=True).click()
-    text = wait_for_status(page, r"stopped", timeout=STOP_TIMEOUT)
+    text = wait_for_status(page, r"stopped", timeout=STOP_TIMEOUT)  # said at once; the report is drawn after
     assert text.startswith("Train stopped after")
     kept = re.search(r"checkpoint kept: (\S+\.pt)", text)
     assert kept and (server["cwd"] / kept.group(1)).is_file(), text
-    assert page.get_by_role("button", name="Train", exact=True).is_enabled()
+    expect(page.get_by_role("button", name="Train", exact=True)).to_be_enabled(timeout=STOP_TIMEOUT)
+    assert (server["cwd"] / kept.group(1)).parents[1].joinpath("train_report.png").is_file()
+    final = wait_for_status(page, r"^Train stopped after")
+    assert "writing" not in final and final.split(";")[0] == text.split(";")[0], (text, final)  # the time it stopped
 
 
 def test_downloaded_toml_reproduces_the_run_headless(page, server, tmp_path):

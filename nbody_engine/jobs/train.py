@@ -96,11 +96,10 @@ def _train_loop(trainer: Trainer, run: RunDirectory, reporter: Reporter) -> dict
     except (RunCancelled, KeyboardInterrupt, TrainingStalled) as stop:
         if snapshot is not None:
             last_saved = _save(run, trainer.checkpoint(snapshot, run.model_dir), reporter)
+        # said before the report is drawn (seconds): the run has stopped, its checkpoint is safe
+        reporter.emit(RunFailed("train", str(stop)) if isinstance(stop, TrainingStalled)
+                      else RunCancelledEvent("train", _stop_reason(stop)))
         _write_outputs(run, trainer)
-        if isinstance(stop, TrainingStalled):
-            reporter.emit(RunFailed("train", str(stop)))
-        else:
-            reporter.emit(RunCancelledEvent("train", _stop_reason(stop)))
         raise
     except Exception as err:
         reporter.emit(RunFailed("train", str(err)))
