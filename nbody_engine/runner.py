@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -171,5 +172,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def entry() -> None:
+    """The command (``nbody-runner``, ``python -m nbody_engine.runner``): :func:`main`'s exit
+    status. A run stopped by Ctrl-C or SIGTERM has recorded everything by the time ``main``
+    returns, so the process ends at once instead of spending seconds finalizing torch and Dask."""
+    code = main()
+    if code in (130, 143):
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

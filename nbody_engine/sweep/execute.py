@@ -27,7 +27,7 @@ from .signals import SweepSignals
 from .sweep_plan import Run, SweepPlan
 from .task import execute_run
 
-POLL_S = 1.0  # how often the sweep looks at its futures, its cancellation and its workers
+POLL_S = 0.2  # how often the sweep looks at its futures, its cancellation and its workers (Ctrl-C: at once)
 NO_WORKER_NOTICE_S = 15.0  # no worker alive this long: the sweep says so, and why
 NO_WORKER_LIMIT_S = 300.0  # no worker alive this long (and no SLURM job queued): the sweep stops
 SLURM_CHECK_S = 5.0  # how often the SLURM jobs' states are read
@@ -266,7 +266,7 @@ class _Execution:
         self.signals.stop("all", STATUS_CANCELLED, INTERRUPTED)  # the runs running now, and any about to start
         client.cancel(list(unfinished))
         dirs = [self.plan.run_dir(run) for run in unfinished.values()]
-        wait_until(lambda: all(lock_holder(d) is None for d in dirs), DRAIN_S)
+        wait_until(lambda: all(lock_holder(d) is None for d in dirs), DRAIN_S, poll=0.1)
         for run in unfinished.values():
             self.rows[run.id] = result_row(self.plan, run, self._settled(run, reason))
 

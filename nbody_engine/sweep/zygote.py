@@ -209,3 +209,6 @@ def main(path: str) -> None:
     for module in PRELOAD:  # the point of the zygote: imported once, shared by every child
         importlib.import_module(module)
     Zygote(path).serve()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)  # its children ended and its socket is gone: skip the seconds of finalizing torch
