@@ -127,8 +127,9 @@ def test_ic_files_that_are_not_what_they_say(tmp_path, checkpoint, make, says, m
     path = make(tmp_path)
     extra = {"simulate": SIM, "train": [*TINY, "-s", "bad"],
              "evaluate": ["--model-path", str(checkpoint), "--eval-eps", "0.1", "--Nperiod", "1", "-s", "bad"]}[mode]
-    run = run_cli if says == "not a regular file" else run_in_process  # a subprocess: a reader that hangs fails on
-    line = assert_refused(tmp_path, run(tmp_path, mode, "--ic-path", str(path), *extra))  # run_cli's timeout
+    # a pipe or a device in a subprocess: a reader that hangs on it fails on run_cli's timeout
+    run = run_cli if says == "not a regular file" else run_in_process
+    line = assert_refused(tmp_path, run(tmp_path, mode, "--ic-path", str(path), *extra))
     assert says in line and str(path) in line
 
 
