@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import os
 import signal
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -51,15 +53,16 @@ def cli_ok(cwd: Path, *args: str, timeout: float = 300) -> subprocess.CompletedP
 def run_in_process(cwd: Path, *args: str) -> subprocess.CompletedProcess:
     """``nbody-runner *args`` as :func:`run_cli` reports it, run by ``runner.main`` in this process
     (no interpreter and torch to start: for the many bad-input cases whose exit-code contract a
-    subprocess test already covers once per kind). The working directory and the SIGTERM handler
-    are restored afterwards."""
+    subprocess test already covers once per kind). Its stderr holds what a fresh interpreter's
+    would (:func:`_stderr_as_in_a_fresh_interpreter`); the working directory and the SIGTERM
+    handler are restored afterwards."""
     from nbody_engine import runner
 
     out, err = io.StringIO(), io.StringIO()
     before, handler = Path.cwd(), signal.getsignal(signal.SIGTERM)
     os.chdir(cwd)
     try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), _stderr_as_in_a_fresh_interpreter():
             try:
                 code = runner.main(list(args))
             except SystemExit as exit_:  # argparse's own errors
@@ -68,6 +71,32 @@ def run_in_process(cwd: Path, *args: str) -> subprocess.CompletedProcess:
         os.chdir(before)
         signal.signal(signal.SIGTERM, handler)
     return subprocess.CompletedProcess(["nbody-runner", *args], code, out.getvalue(), err.getvalue())
+
+
+@contextlib.contextmanager
+def _stderr_as_in_a_fresh_interpreter():
+    """Warnings and log records reach ``sys.stderr`` as they would in ``nbody-runner``'s own
+    process, so a test that wants one line on stderr still sees a warning or a log line before it:
+    pytest would otherwise record the warnings itself and its handlers would keep the root logger
+    from being configured (``logging.basicConfig`` is a no-op when the root has handlers)."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    root.handlers = []
+    try:
+        with warnings.catch_warnings():
+            warnings.resetwarnings()  # Python's default filters, not pytest's
+            for category in (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning):
+                warnings.simplefilter("ignore", category)
+            warnings.showwarning = _warning_to_stderr
+            yield
+    finally:
+        for added in root.handlers:
+            added.close()
+        root.handlers, root.level = handlers, level
+
+
+def _warning_to_stderr(message, category, filename, lineno, file=None, line=None) -> None:
+    sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
 
 
 def wait_until(predicate: Callable[[], object], what: str, timeout: float = 120, poll: float = 0.2):

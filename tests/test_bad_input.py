@@ -11,8 +11,10 @@ are not portable folder names."""
 
 from __future__ import annotations
 
+import logging
 import pickle
 import subprocess
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -22,6 +24,8 @@ import torch
 
 from helpers import TINY as TINY_VALUES
 from helpers import flags, run_cli, run_in_process
+from nbody_engine import runner
+from nbody_engine.config.errors import InputError
 from nbody_engine.runs.checkpoints import save_checkpoint
 
 TINY = flags({k: v for k, v in TINY_VALUES.items() if k != "epochs"})
@@ -128,6 +132,25 @@ def assert_refused(cwd: Path, result: subprocess.CompletedProcess, *absent: str)
     for text in absent:
         assert text not in result.stderr
     return lines[0]
+
+
+def test_in_process_the_stderr_holds_a_warning_or_log_line_before_the_error(tmp_path, monkeypatch):
+    """run_in_process stands in for the real command only if its stderr holds what the command's
+    would: a warning or a log line before the error line is seen, and a test of one line fails."""
+    def run(configs, started):
+        warnings.warn("a warning before the error", UserWarning, stacklevel=2)
+        logging.getLogger("nbody_engine").info("a log line before the error")
+        raise InputError("the error")
+
+    monkeypatch.setattr(runner, "run", run)
+    handlers = logging.getLogger().handlers[:]
+    result = run_in_process(tmp_path, "simulate", *SIM)
+    assert result.returncode == 2 and "UserWarning: a warning before the error" in result.stderr, result.stderr
+    assert "a log line before the error" in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == "nbody-runner: error: the error"
+    with pytest.raises(AssertionError):
+        assert_refused(tmp_path, result)
+    assert logging.getLogger().handlers == handlers  # pytest's own, put back
 
 
 @pytest.mark.parametrize("case", list(FLAG_CASES))

@@ -1,8 +1,14 @@
-"""Bad input at the edge of the machine, through the real CLI in a subprocess: numbers at the
-limits of float, files that are not what their names say (pipes, devices, headers that lie),
-sizes, checkpoints that disagree with themselves, and errors of the operating system (a file in
-the way, read-only or full file systems). Each ends with one line on stderr, exit status 2 (1
-for a run that failed after it started), nothing new under data/ and the lock released.
+"""Bad input at the edge of the machine, through the CLI: numbers at the limits of float, files
+that are not what their names say (pipes, devices, headers that lie), sizes, checkpoints that
+disagree with themselves, and errors of the operating system (a file in the way, read-only or
+full file systems). Each ends with one line on stderr, exit status 2 (1 for a run that failed
+after it started), nothing new under data/ and the lock released.
+
+The real command runs in a subprocess where the case needs a process of its own (a signal, a
+read-only or full file system, a pipe or a device that could hang the reader) or is the first of
+its kind here (an operating system's error before the run starts, a sweep refused); the rest run
+``runner.main`` in this process (:func:`helpers.run_in_process`), whose exit-code contract
+tests/test_bad_input.py checks in a subprocess once per class of bad input.
 
 File-system faults use small tmpfs mounts, which need root and a kernel that lets this process
 mount (a CI container usually does not): those tests are skipped there, saying so."""
@@ -10,6 +16,7 @@ mount (a CI container usually does not): those tests are skipped there, saying s
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -26,6 +33,7 @@ from nbody_engine.events import CancelToken
 from nbody_engine.runs.checkpoints import content_hash
 from nbody_engine.runs.directory import lock_holder
 from nbody_engine.sweep import plan_sweep
+from helpers import run_in_process
 from test_bad_input import FROM_FILE, SIM, TINY, altered, assert_refused, checkpoint, ic_file, run_cli, set_in  # noqa: F401
 
 KEPLER = [[1, 0.5, 0, 0, 0.5], [1, -0.5, 0, 0, -0.5]]
@@ -45,16 +53,16 @@ def files_under(root: Path) -> dict[Path, bytes]:
     ["train", *TINY, "--hidden-dims", "\uff11\uff16", "-s", "bad"],  # fullwidth digits
 ])
 def test_numbers_python_reads_but_a_run_cannot_use(tmp_path, args):
-    assert_refused(tmp_path, run_cli(tmp_path, *args))
+    assert_refused(tmp_path, run_in_process(tmp_path, *args))
 
 
 def test_a_subnormal_step_names_the_smallest_usable_value(tmp_path):
-    line = assert_refused(tmp_path, run_cli(tmp_path, "simulate", *SIM, "--dt", "1e-320"))
+    line = assert_refused(tmp_path, run_in_process(tmp_path, "simulate", *SIM, "--dt", "1e-320"))
     assert "'dt'" in line and "2.23e-308" in line
 
 
 def test_a_tiny_but_normal_step_runs(tmp_path):
-    result = run_cli(tmp_path, "simulate", *SIM, "--dt", "1e-300")
+    result = run_in_process(tmp_path, "simulate", *SIM, "--dt", "1e-300")
     assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
 
 
@@ -66,7 +74,7 @@ DEEP = {"arrays": "dt = " + "[" * 5000 + "]" * 5000, "tables": "[train]\nx = " +
 @pytest.mark.parametrize("kind", list(DEEP))
 def test_a_deeply_nested_config(tmp_path, kind):
     (tmp_path / "deep.toml").write_text(DEEP[kind])
-    assert "too deeply" in assert_refused(tmp_path, run_cli(tmp_path, "train", "--config", "deep.toml"))
+    assert "too deeply" in assert_refused(tmp_path, run_in_process(tmp_path, "train", "--config", "deep.toml"))
 
 
 @pytest.mark.parametrize("kind", list(DEEP))
@@ -85,13 +93,13 @@ def test_a_deeply_nested_config_in_the_dashboard(tmp_path, monkeypatch, kind):
 def test_a_50_mb_list_is_refused_before_it_is_parsed(tmp_path):
     with open(tmp_path / "big.toml", "w") as fh:
         fh.write("eval_eps = [" + "0.1, " * 10_000_000 + "0.1]\n")
-    line = assert_refused(tmp_path, run_cli(tmp_path, "simulate", "--config", "big.toml"))
+    line = assert_refused(tmp_path, run_in_process(tmp_path, "simulate", "--config", "big.toml"))
     assert "big.toml" in line and "MiB" in line
 
 
 def test_training_keys_in_the_simulate_section(tmp_path):
     (tmp_path / "run.toml").write_text("[simulate]\nsteps = 5\nlr = 0.01\n")
-    line = assert_refused(tmp_path, run_cli(tmp_path, "both", "--config", "run.toml"))
+    line = assert_refused(tmp_path, run_in_process(tmp_path, "both", "--config", "run.toml"))
     assert "'lr'" in line and "[train]" in line
 
 
@@ -119,13 +127,15 @@ def test_ic_files_that_are_not_what_they_say(tmp_path, checkpoint, make, says, m
     path = make(tmp_path)
     extra = {"simulate": SIM, "train": [*TINY, "-s", "bad"],
              "evaluate": ["--model-path", str(checkpoint), "--eval-eps", "0.1", "--Nperiod", "1", "-s", "bad"]}[mode]
-    line = assert_refused(tmp_path, run_cli(tmp_path, mode, "--ic-path", str(path), *extra))  # a hang fails on timeout
+    # a pipe or a device in a subprocess: a reader that hangs on it fails on run_cli's timeout
+    run = run_cli if says == "not a regular file" else run_in_process
+    line = assert_refused(tmp_path, run(tmp_path, mode, "--ic-path", str(path), *extra))
     assert says in line and str(path) in line
 
 
 def test_an_ic_file_sets_the_body_count_it_holds(tmp_path):
     path = ic_file(tmp_path, "three.txt", [[1, 1, 0, 0, 0.5], [1, -1, 0, 0, -0.5], [0.1, 0, 3, 0.4, 0]])
-    result = run_cli(tmp_path, "simulate", "--ic-path", str(path), "--steps", "5", "-s", "three")
+    result = run_in_process(tmp_path, "simulate", "--ic-path", str(path), "--steps", "5", "-s", "three")
     assert result.returncode == 0, result.stderr
     recorded = tomllib.loads((tmp_path / "data/three/config.toml").read_text())
     assert recorded["num_particles"] == 3
@@ -133,14 +143,14 @@ def test_an_ic_file_sets_the_body_count_it_holds(tmp_path):
 
 def test_an_ic_file_that_contradicts_num_particles(tmp_path):
     path = ic_file(tmp_path, "two.txt", KEPLER)
-    line = assert_refused(tmp_path, run_cli(tmp_path, "simulate", "--ic-path", str(path), "--num-particles", "4",
-                                            *SIM))
+    line = assert_refused(tmp_path, run_in_process(tmp_path, "simulate", "--ic-path", str(path), "--num-particles",
+                                                   "4", *SIM))
     assert "'num_particles' = 4" in line and "set num_particles = 2" in line
 
 
 def test_training_takes_the_orbit_count_of_its_ic_file(tmp_path):
     np.save(tmp_path / "three_orbits.npy", np.stack([np.asarray(KEPLER)] * 3))
-    result = run_cli(tmp_path, "train", "--ic-path", "three_orbits.npy", *FROM_FILE, "--epochs", "1", "-s", "t")
+    result = run_in_process(tmp_path, "train", "--ic-path", "three_orbits.npy", *FROM_FILE, "--epochs", "1", "-s", "t")
     assert result.returncode == 0, result.stderr
     assert tomllib.loads((tmp_path / "data/t/config.toml").read_text())["num_orbits"] == 3
 
@@ -149,7 +159,7 @@ def test_the_memory_estimate_counts_the_systems_and_bodies_of_an_ic_file(tmp_pat
     rng = np.random.default_rng(0)
     systems = np.concatenate([np.ones((8, 4000, 1)), rng.normal(size=(8, 4000, 4))], 2)
     np.save(tmp_path / "big.npy", systems)
-    line = assert_refused(tmp_path, run_cli(tmp_path, "simulate", "--ic-path", "big.npy", *SIM))
+    line = assert_refused(tmp_path, run_in_process(tmp_path, "simulate", "--ic-path", "big.npy", *SIM))
     assert "'num_particles' = 4000" in line and "8 system(s)" in line and "GB" in line
 
 
@@ -172,17 +182,25 @@ def unhashed(checkpoint: Path, tmp: Path) -> Path:  # noqa: F811
 ])
 def test_checkpoints_that_cannot_be_trusted(tmp_path, checkpoint, make, says):  # noqa: F811
     path = make(checkpoint, tmp_path)
-    line = assert_refused(tmp_path, run_cli(tmp_path, "simulate", "--integrator-mode", "ml", "--model-path",
-                                            str(path), *SIM))
+    line = assert_refused(tmp_path, run_in_process(tmp_path, "simulate", "--integrator-mode", "ml", "--model-path",
+                                                   str(path), *SIM))
     assert says in line and str(path) in line
 
 
-@pytest.fixture
-def trained_run(tmp_path) -> Path:
-    """tmp_path/data/r: 10 epochs of a tiny training, its checkpoint at epoch 9."""
-    result = run_cli(tmp_path, "train", *TINY, "--epochs", "10", "-s", "r")
+@pytest.fixture(scope="module")
+def ten_epochs(tmp_path_factory) -> Path:
+    """A run folder of 10 epochs of a tiny training, its checkpoint at epoch 9: trained once for the
+    module, read only (:func:`trained_run` gives each test a copy to change)."""
+    root = tmp_path_factory.mktemp("ten_epochs")
+    result = run_in_process(root, "train", *TINY, "--epochs", "10", "-s", "r")
     assert result.returncode == 0, result.stderr
-    return tmp_path / "data/r"
+    return root / "data/r"
+
+
+@pytest.fixture
+def trained_run(ten_epochs, tmp_path) -> Path:
+    """tmp_path/data/r: a copy of :func:`ten_epochs`."""
+    return Path(shutil.copytree(ten_epochs, tmp_path / "data/r"))
 
 
 def replace_checkpoint(run: Path, change) -> None:
@@ -196,7 +214,7 @@ def replace_checkpoint(run: Path, change) -> None:
 
 def refused_resume(run: Path, says: str) -> None:
     before = files_under(run)
-    result = run_cli(run.parent.parent, "train", *TINY, "--epochs", "20", "--resume", "-s", "r")
+    result = run_in_process(run.parent.parent, "train", *TINY, "--epochs", "20", "--resume", "-s", "r")
     line = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else ""
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert line.startswith("nbody-runner: error: ") and says in line, line
@@ -219,7 +237,7 @@ def test_stale_temporary_files_go_when_the_next_run_starts(trained_run):
     stale = [trained_run / "model/.model_epoch_0019.pt.0123456789ab.tmp", trained_run / ".config.toml.ba98.tmp"]
     for path in stale:
         path.write_bytes(b"half a file")
-    result = run_cli(trained_run.parent.parent, "simulate", *SIM[:2], "-s", "r")
+    result = run_in_process(trained_run.parent.parent, "simulate", *SIM[:2], "-s", "r")
     assert result.returncode == 0, result.stderr
     assert not any(path.exists() for path in stale)
 
@@ -235,7 +253,7 @@ def test_a_file_where_data_should_be(tmp_path):
 def test_a_file_where_the_run_folder_should_be(tmp_path):
     (tmp_path / "data").mkdir()
     (tmp_path / "data/bad").write_text("not a folder")
-    line = assert_refused_beside(tmp_path, run_cli(tmp_path, "simulate", *SIM))
+    line = assert_refused_beside(tmp_path, run_in_process(tmp_path, "simulate", *SIM))
     assert str(tmp_path / "data/bad") in line
 
 
@@ -272,10 +290,10 @@ def test_a_read_only_file_system(tmp_path, where):
     assert not any(p for p in target.rglob("*")) if target.exists() else True
 
 
-def test_a_full_disk_during_a_checkpoint_keeps_the_last_one_and_resumes(tmp_path):
+@pytest.mark.slow
+def test_a_full_disk_during_a_checkpoint_keeps_the_last_one_and_resumes(tmp_path, ten_epochs):
     with tmpfs(tmp_path / "disk", "8m") as disk:
-        assert run_cli(disk, "train", *TINY, "--epochs", "10", "-s", "r").returncode == 0
-        run = disk / "data/r"
+        run = Path(shutil.copytree(ten_epochs, disk / "data/r"))
         good = (run / "model/model_epoch_0009.pt").read_bytes()
         filler = disk / "filler"
         with open(filler, "wb") as fh:  # leave 48 kB: the logs of ten epochs fit, their checkpoint does not
@@ -306,8 +324,9 @@ def grid(tmp: Path, *sizes: int) -> Path:
 @pytest.mark.parametrize("sizes, count", [((50, 50), "2,500"), ((1000, 1000, 1000), "1,000,000,000")])
 def test_a_sweep_of_too_many_points_is_refused_with_the_count(tmp_path, sizes, count):
     path = grid(tmp_path, *sizes)
-    line = assert_refused(tmp_path, run_cli(tmp_path, "sweep", "--mode", "simulate", "--grid", str(path),
-                                            "--config", str(ic_config(tmp_path))))
+    run = run_cli if count == "2,500" else run_in_process
+    line = assert_refused(tmp_path, run(tmp_path, "sweep", "--mode", "simulate", "--grid", str(path), "--config",
+                                        str(ic_config(tmp_path))))
     assert count in line and "--samples" in line and "--max-points" in line
 
 

@@ -56,6 +56,7 @@ def checkpoint(tmp_path_factory):
     return root, run_training(cfg, data_dir=root / "data")["checkpoint"]
 
 
+@pytest.mark.slow
 def test_without_rebound_its_rows_are_absent_and_the_output_says_so(checkpoint, tmp_path):
     root, ckpt = checkpoint
     hidden = tmp_path / "no_rebound"
@@ -92,6 +93,7 @@ def test_own_time_unit_is_the_shortest_pairwise_period_or_the_crossing_time(tmp_
     assert what == "crossing time" and 0 < float(unit[0]) < 1
 
 
+@pytest.mark.slow
 def test_a_planetary_system_gets_its_own_time_unit_and_every_comparison_is_reported(checkpoint, tmp_path):
     """The learned policy costs more than the coarse sweep given: each baseline's sweep is
     extended toward it and the output says so; WHFast's is not, and its verdict says that the
@@ -120,6 +122,7 @@ def test_a_planetary_system_gets_its_own_time_unit_and_every_comparison_is_repor
     assert 0 < learned["position_error"] < 1  # in units of the system's size (about the outer planet's orbit)
 
 
+@pytest.mark.slow
 def test_long_runs_tell_a_drifting_error_from_a_bounded_one(checkpoint):
     """Over 60 periods of an e = 0.7 orbit the plain analytic step's energy error drifts (growth
     exponent near 1), the one-pass time-symmetric step's barely grows, the TTL's stays at

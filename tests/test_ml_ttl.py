@@ -11,6 +11,7 @@ import sys
 
 import pytest
 import torch
+from helpers import run_in_process
 
 from nbody_engine.config.loading import build_config
 from nbody_engine.events import Reporter
@@ -105,28 +106,30 @@ def test_cli_trains_checkpoints_and_simulates_ml_ttl(tmp_path):
     (("simulate", "--integrator-mode", "ml_ttl", "--steps", "5"), "'model_path'"),
 ])
 def test_cli_ml_ttl_refuses_what_it_cannot_honour(tmp_path, args, needle):
-    done = runner(tmp_path, *args, "--epochs", "1", "-s", "bad")
+    run = runner if args[-1] == "band" else run_in_process  # the real command once, then in this process
+    done = run(tmp_path, *args, "--epochs", "1", "-s", "bad")
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0] and lines[0].startswith("nbody-runner: error:")
     assert not (tmp_path / "data/bad/model").exists()
 
 
-def test_checkpoints_of_the_other_kind_are_refused(tmp_path):
-    """A dt network's checkpoint for ml_ttl, and an ml_ttl checkpoint for ml: one line each, exit 2."""
-    done = runner(tmp_path, "train", "--epochs", "1", "--steps-per-epoch", "1", "--replay-steps", "0", "-s", "dt")
-    assert done.returncode == 0, done.stderr
-    done = runner(tmp_path, "simulate", "--integrator-mode", "ml_ttl", "--model-path",
-                  "data/dt/model/model_epoch_0000.pt", "--steps", "5", "-s", "x")
+def test_checkpoints_of_the_other_kind_are_refused(tmp_path, tiny_checkpoint, trained):
+    """A dt network's checkpoint for ml_ttl, and an ml_ttl checkpoint for ml: one line each, exit 2
+    (in this process: test_cli_ml_ttl_refuses_what_it_cannot_honour runs the real command)."""
+    done = run_in_process(tmp_path, "simulate", "--integrator-mode", "ml_ttl", "--model-path", str(tiny_checkpoint),
+                          "--steps", "5", "-s", "x")
     assert done.returncode == 2 and "not a time transformation" in done.stderr
-    trainer = _trainer()
-    trainer.run_epoch()
-    save_checkpoint(tmp_path / "omega.pt", trainer.checkpoint(trainer.snapshot(), tmp_path))
-    done = runner(tmp_path, "simulate", "--integrator-mode", "ml", "--model-path", "omega.pt", "--steps", "5",
-                  "-s", "y")
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    save_checkpoint(tmp_path / "omega.pt", trained.checkpoint(trained.snapshot(), tmp_path))
+    done = run_in_process(tmp_path, "simulate", "--integrator-mode", "ml", "--model-path", "omega.pt", "--steps", "5",
+                          "-s", "y")
     assert done.returncode == 2 and "use integrator_mode = 'ml_ttl'" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert not (tmp_path / "data").exists()
 
 
+@pytest.mark.slow
 def test_evaluate_runs_a_learned_pareto_curve_beside_log_h(tmp_path, trained):
     """evaluate with an ml_ttl checkpoint: learned rows over eval_eps through the TTL. On a Kepler
     orbit g is a constant, so each learned point is log-H's: same force evaluations, round-off energy."""

@@ -134,6 +134,7 @@ def test_status_after_a_sigkilled_sweep_reads_the_run_folders(tmp_path, dask_clu
     assert record["error"].startswith("cancelled: its sweep has not been heard from"), record
 
 
+@pytest.mark.slow
 def test_provenance_of_a_sweep_is_recorded_per_invocation(tmp_path):
     (tmp_path / "base.toml").write_text('seed = 3\nnum_particles = 2\n')
     (tmp_path / "grid.toml").write_text("steps = [10]\n")

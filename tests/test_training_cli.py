@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -325,15 +326,17 @@ def test_simulating_into_a_training_run_keeps_its_training_settings(tmp_path):
 
 # --- a run is never written over unasked ------------------------------------------------------
 
-def refused(cwd: Path, *args: str) -> str:
-    """Run, require exit status 2 with one line on stderr; return it."""
-    result = run_cli(cwd, *args)
+def refused(cwd: Path, *args: str, run=run_cli) -> str:
+    """Run (the real command unless ``run`` says otherwise), require exit status 2 with one line on
+    stderr; return it."""
+    result = run(cwd, *args)
     assert result.returncode == 2, result.stderr
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith(f"{PROG}: error: ")
     return line
 
 
+@pytest.mark.slow
 def test_a_finished_run_is_kept_unless_overwrite_or_resume(tmp_path):
     """train, simulate and both refuse a folder whose run they would write over, naming it;
     --overwrite replaces that run (a training: the whole folder), --resume continues it."""
@@ -357,3 +360,21 @@ def test_a_finished_run_is_kept_unless_overwrite_or_resume(tmp_path):
     ok(tmp_path, "train", "--config", str(toml), "-n", "1", "--overwrite")
     assert len(read_metrics(run / "metrics.jsonl")) == 1
     assert [p.name for p in (run / "model").glob("*.pt")] == ["model_epoch_0000.pt"] and not (run / "sim").exists()
+
+
+def test_a_training_run_and_a_simulation_are_not_written_over(tmp_path, tiny_checkpoint):
+    """The fast lane's share of the test above, in this process on a copy of the session's tiny
+    run: train and both refuse its folder, and simulate a simulation it holds, each naming it."""
+    run = Path(shutil.copytree(tiny_checkpoint.parent.parent, tmp_path / "data" / "tiny"))
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    tiny = [*helpers.flags(helpers.TINY), "-s", "tiny"]
+    for mode in ("train", "both"):
+        line = refused(tmp_path, mode, *tiny, run=run_in_process)
+        assert "'data/tiny' holds a training run already" in line and "--resume" in line and "--overwrite" in line
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+    simulate = ["simulate", *tiny, "--integrator-mode", "analytic", "--steps", "5"]
+    assert run_in_process(tmp_path, *simulate).returncode == 0
+    summary = (run / "sim" / "analytic" / "summary.json").read_text()
+    line = refused(tmp_path, *simulate, run=run_in_process)
+    assert "'data/tiny/sim/analytic' holds a simulation already" in line and "--overwrite" in line
+    assert (run / "sim" / "analytic" / "summary.json").read_text() == summary
