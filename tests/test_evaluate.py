@@ -204,3 +204,24 @@ def test_the_drift_corrected_step_cancels_most_of_the_secular_drift_at_high_ecce
     errors = {name: abs(t.energy[:, 0] / t.energy[0, 0] - 1).max() for name, t in runs.items()}
     assert abs(runs["midpoint"].steps[0] / runs["plain"].steps[0] - 1) < 0.02
     assert errors["midpoint"] < 0.8 * errors["plain"]
+
+
+def test_the_pareto_plot_draws_ias15_beside_the_curves(monkeypatch, tmp_path):
+    """IAS15, the adaptive reference, is one open hexagon per system in both panels' data and
+    named in the legend; a baseline is a curve over its knob."""
+    from nbody_engine.evaluate import report
+
+    drawn = {}
+    monkeypatch.setattr(report, "save_figure", lambda fig, path: drawn.setdefault("fig", fig))
+
+    def row(policy, evals, dE, system=0):
+        return {"problem": "kepler", "system": system, "label": f"e={system}", "policy": policy,
+                "evals_per_period": evals, "force_evals": evals, "max_rel_dE": dE, "position_error": dE}
+
+    rows = [row("IAS15", 300.0, 1e-15), row("analytic", 50.0, 1e-4), row("analytic", 100.0, 1e-6),
+            row("learned", 80.0, 1e-5), row("IAS15", 320.0, 2e-15, system=1)]
+    report.pareto_plot(rows, tmp_path / "pareto.png")
+    fig = drawn["fig"]
+    hexagons = [line for line in fig.axes[0].get_lines() if line.get_marker() == "h"]
+    assert [tuple(line.get_xdata()) for line in hexagons] == [(300.0,), (320.0,)]
+    assert "IAS15" in [t.get_text() for t in fig.legends[0].get_texts()]

@@ -18,7 +18,7 @@ from .metrics import COLUMNS
 # Okabe & Ito's colour-blind-safe palette, without its yellow (unreadable on white)
 PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#56B4E9", "#E69F00", "#000000")
 STYLES = {"fixed": "x:", "classic": "s--", "analytic": "o-", "analytic-symmetric": "^-.", "analytic-hmm": "<-.",
-          "analytic-midpoint": "v-", "ttl": "D-", "WHFast": "P:"}  # marker, then line style
+          "analytic-midpoint": "v-", "ttl": "D-", "WHFast": "P:", "IAS15": "h "}  # marker, then line style
 ERRORS = (("max_rel_dE", "max |dE/E|"), ("position_error", "final position error / size"))
 
 
@@ -72,15 +72,15 @@ def _curves(rows: list[dict]):
     for system in sorted({r["system"] for r in rows}):
         mine = [r for r in rows if r["system"] == system]
         for policy in dict.fromkeys(r["policy"] for r in mine):
-            if policy != "IAS15":
-                yield system, mine[0]["label"], policy, sorted((r for r in mine if r["policy"] == policy),
-                                                               key=lambda r: r["force_evals"])
+            yield system, mine[0]["label"], policy, sorted((r for r in mine if r["policy"] == policy),
+                                                           key=lambda r: r["force_evals"])
 
 
 def pareto_plot(rows: list[dict], path) -> None:
     """Per problem (a row of panels), force evaluations per period against max |dE/E| and against
-    the final position error: a colour per system, a line style per baseline over its knob, the
-    learned policy as stars. Lower left is better."""
+    the final position error: a colour per system, a line style per baseline over its knob
+    (IAS15, adaptive to machine precision, one open hexagon), the learned policy as stars. Lower
+    left is better."""
     problems = list(dict.fromkeys(r["problem"] for r in rows))
     fig, axes = new_figure(2, (11, 3.2 * len(problems)), nrows=len(problems))
     axes = np.asarray(axes).reshape(len(problems), 2)
@@ -93,7 +93,9 @@ def pareto_plot(rows: list[dict], path) -> None:
             for ax, (key, _) in zip(row_axes, ERRORS):
                 x = [r["evals_per_period"] for r in curve]
                 y = positive([r[key] for r in curve])
-                if policy in STYLES:
+                if policy == "IAS15":
+                    ax.loglog(x, y, "h", color=color, ms=7, mfc="none", mew=1.2)
+                elif policy in STYLES:
                     ax.loglog(x, y, STYLES[policy], color=color, ms=3, lw=1)
                 else:
                     ax.loglog(x, y, "*-", color=color, ms=12, markeredgecolor="k", lw=0.8,
@@ -104,8 +106,8 @@ def pareto_plot(rows: list[dict], path) -> None:
             ax.set_ylabel(name)
             ax.grid(alpha=0.3, which="both")
         row_axes[0].legend(fontsize=7, title="learned (stars), by system", title_fontsize=7)
-    handles = [Line2D([], [], color="k", linestyle=STYLES[p][1:], marker=STYLES[p][0], ms=4, lw=1, label=p)
-               for p in STYLES if p in policies]
+    handles = [Line2D([], [], color="k", linestyle=STYLES[p][1:].strip() or "none", marker=STYLES[p][0], ms=4, lw=1,
+                      mfc="none" if p == "IAS15" else None, label=p) for p in STYLES if p in policies]
     fig.legend(handles=handles, loc="upper center", ncol=len(handles), fontsize=8, frameon=False)
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.25 / len(problems)))
     save_figure(fig, path)
