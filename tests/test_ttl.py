@@ -200,3 +200,12 @@ def test_cli_ttl_refuses_keys_it_cannot_honour(tmp_path, args, needle):
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0] and lines[0].startswith("nbody-runner: error:")
     assert not (tmp_path / "data/bad").exists()
+
+
+def test_the_ttl_declares_its_own_step_and_a_dt_policy_does_not():
+    """The loop runs an integrator's own step only where the policy declares one (OwnStep)."""
+    from nbody_engine.integrators.dt_policy import OwnStep
+    from nbody_engine.integrators.policies import AnalyticDt
+
+    assert isinstance(TimeTransformedLeapfrog(LogHamiltonian(), Gravity(), eps=0.2), OwnStep)
+    assert not isinstance(AnalyticDt(0.02), OwnStep)

@@ -53,3 +53,12 @@ class DtPolicy(Protocol):
     def relative_rule(self, binaries: Binaries) -> RelativeRule | None: ...
 
     def pair_rule(self, frame: Frame) -> PairRule | None: ...
+
+
+@runtime_checkable
+class OwnStep(Protocol):
+    """A policy that brings its own integrator (the time-transformed leapfrog,
+    :class:`~nbody_engine.integrators.ttl.TimeTransformedLeapfrog`): the simulation loop runs its
+    ``stepper(t_end)``, an ``advance`` of the loop's shape, instead of the leapfrog with a dt."""
+
+    def stepper(self, t_end: torch.Tensor | None) -> Callable: ...

@@ -13,6 +13,7 @@ import torch
 from ..config.errors import NonFiniteStateError
 from ..events import Reporter, TrajectoryChunk
 from ..physics.gravity import Gravity, State, angular_momentum, kinetic_energy, momentum, relative_change
+from .dt_policy import OwnStep
 from .leapfrog import leapfrog_step
 from . import pair_step
 from .two_body import BLOCK, relative_stepper
@@ -192,9 +193,9 @@ def _stepper(policy, gravity: Gravity, t_end: torch.Tensor | None, compile: bool
     always takes STEPS_PER_CALL steps, returns all their rows, and zeroes dt after the first
     ``active`` (a tensor, so a run's last, shorter call reuses the same compiled graph).
 
-    An integrator with its own step (the time-transformed leapfrog, :mod:`.ttl`) offers
-    ``stepper(t_end)``, an ``advance`` of the same shape, and runs eager (path "time-transformed")."""
-    if hasattr(policy, "stepper"):
+    An integrator with its own step (:class:`~.dt_policy.OwnStep`: the time-transformed leapfrog)
+    offers ``stepper(t_end)``, an ``advance`` of the same shape, and runs eager (path "time-transformed")."""
+    if isinstance(policy, OwnStep):
         if compile:
             raise ValueError(f"{type(policy).__name__} runs eager: simulate it with compile=False")
         return policy.stepper(t_end), STEPS_PER_CALL, "time-transformed"
