@@ -22,7 +22,7 @@ import numpy as np
 from ..config.errors import NonFiniteStateError
 from ..events import Reporter
 from ..integrators.loop import StopRule, simulate
-from ..physics.gravity import Gravity
+from ..physics.gravity import Gravity, relative_change
 from .problems import Problem
 
 LONG_POLICIES = ("learned", "analytic", "analytic-midpoint", "analytic-symmetric", "ttl")
@@ -53,7 +53,7 @@ def long_metrics(problem: Problem, make, periods: float, reporter: Reporter) -> 
     except NonFiniteStateError:  # the policy did not survive the long run: an infinite error, said as such
         return [{"long_periods": float(periods * PERIOD_SCALE[problem.name]), "long_first_dE": math.inf,
                  "long_last_dE": math.inf, "growth_exponent": math.nan} for _ in range(problem.state.batch_size)]
-    rel_dE = np.abs(traj.energy / traj.energy[0] - 1)
+    rel_dE = relative_change(traj.energy, traj.energy[0], vector=False)
     return [_windows(traj.time[:, b], rel_dE[:, b], float(t_end[b]), periods * PERIOD_SCALE[problem.name])
             for b in range(problem.state.batch_size)]
 
