@@ -61,7 +61,7 @@ def test_a_local_sweep_fills_the_table_and_the_plot(explorer, tmp_path):
     assert free_slots() == slots - 1  # the sweep holds one job slot
     finish(view)
     assert not view.error.visible, view.error.object
-    table = view.table.object
+    table = view.results.table.value
     assert len(table) == 2
     assert not {"worker", "slurm_job", "run_dir"} & set(table.columns)  # where runs ran is not a result
     assert list(table["status"]) == ["ok", "ok"], table.to_dict("records")
@@ -72,15 +72,15 @@ def test_a_local_sweep_fills_the_table_and_the_plot(explorer, tmp_path):
     assert view.run_button.disabled is False and view.stop_button.disabled
     assert free_slots() == slots
     # the plot: the chosen metric against the swept key, one point per run
-    assert (view.x_select.value, view.metric_select.value) == ("steps", "max_rel_energy_error")
-    assert "steps" not in view.metric_select.options  # a swept key is no metric
-    plotted = points(view.plot)
+    assert (view.results.x_select.value, view.results.metric_select.value) == ("steps", "max_rel_energy_error")
+    assert "steps" not in view.results.metric_select.options  # a swept key is no metric
+    plotted = points(view.results.plot)
     assert plotted["x"] == [20, 40]
     assert plotted["y"] == [table.set_index("steps").loc[s, "max_rel_energy_error"] for s in (20, 40)]
-    view.metric_select.value = "wall_time_s"
-    assert points(view.plot)["y"] == [table.set_index("steps").loc[s, "wall_time_s"] for s in (20, 40)]
-    assert view.plot.figures[False].yaxis.axis_label == "wall_time_s"
-    assert list(view.plot.figures[False].xaxis.ticker.ticks) == [20, 40]
+    view.results.metric_select.value = "wall_time_s"
+    assert points(view.results.plot)["y"] == [table.set_index("steps").loc[s, "wall_time_s"] for s in (20, 40)]
+    assert view.results.plot.figures[False].yaxis.axis_label == "wall_time_s"
+    assert list(view.results.plot.figures[False].xaxis.ticker.ticks) == [20, 40]
     # what it wrote: the ordinary sweep folder, the dashboard's settings as the base
     root = tmp_path / "data" / "steps_scan"
     doc = json.loads((root / "results.json").read_text())
@@ -92,7 +92,7 @@ def test_a_local_sweep_fills_the_table_and_the_plot(explorer, tmp_path):
     assert view.start()
     finish(view, timeout=30)
     assert view._cluster == ""  # no cluster was started
-    assert list(view.table.object["attempts"]) == [1, 1]
+    assert list(view.results.table.value["attempts"]) == [1, 1]
     assert "2 ok" in view.status.object
 
 
@@ -106,14 +106,14 @@ def test_a_random_search_over_a_typed_range_runs_its_trials(explorer, tmp_path):
     assert view.start(), view.error.object
     finish(view)
     assert not view.error.visible, view.error.object
-    table = view.table.object
+    table = view.results.table.value
     assert len(table) <= 3 and set(table["status"]) == {"ok"}, table.to_dict("records")  # a point drawn twice runs once
     assert all(20 <= s <= 60 for s in table["steps"])
     root = tmp_path / "data" / "steps_search"
     doc = json.loads((root / "results.json").read_text())
     assert doc["search"]["sampler"] == "random" and doc["grid"]["steps"]["low"] == 20
     assert (root / "study.journal").is_file()
-    assert len(points(view.plot)["x"]) == len(table)
+    assert len(points(view.results.plot)["x"]) == len(table)
 
 
 def test_a_typed_range_is_checked(explorer):
@@ -153,7 +153,7 @@ def test_stop_cancels_the_runs_and_a_second_session_cannot_run_the_same_sweep(ex
     finish(view, timeout=40)
     assert not view.error.visible, view.error.object
     assert "stopped" in view.status.object
-    table = view.table.object
+    table = view.results.table.value
     assert set(table["status"]) <= {"cancelled", "pending"} and "cancelled" in set(table["status"])
     for row in table.to_dict("records"):  # the cancelled runs say so; none reads like a crash
         assert row["error"] in ("cancelled: the sweep was interrupted", "not run: the sweep was cancelled"), row
