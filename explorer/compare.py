@@ -12,6 +12,7 @@ import holoviews.plotting.bokeh  # noqa: F401 (registers HoloViews' Bokeh backen
 import numpy as np
 import pandas as pd
 import panel as pn
+from bokeh.models import ScientificFormatter
 from bokeh.palettes import Category10_10
 
 from nbody_engine.runs.reader import read_metrics, sim_series, summary_value
@@ -22,6 +23,12 @@ ORBIT_FRAME = 340  # px, the orbit plot's square frame
 POLICY_COLORS = {"simulate": "#1f77b4", "analytic": "#ff7f0e"}
 SUMMARY_ROWS = ("steps", "steps_per_period", "max_rel_energy_error", "rel_energy_error_final",
                 "max_rel_angular_momentum_error", "dt_min", "dt_max", "wall_time_s")
+
+
+def scientific_formatters(columns) -> dict[str, ScientificFormatter]:
+    """Tabulator formatters that show ``columns``' numbers in scientific notation: an energy
+    error of 3e-9 reads as such, not as Tabulator's default 0.000000; a cell with none is empty."""
+    return {c: ScientificFormatter(precision=3, nan_format="", null_format="") for c in columns}
 
 
 TIME_DIM = hv.Dimension("time", label="time (code units, G = 1)")

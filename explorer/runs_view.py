@@ -25,7 +25,7 @@ from nbody_engine.runs.progress_log import ProgressReader
 from nbody_engine.runs.reader import (last_metrics, list_runs, phase_setting, read_config, read_metrics, read_notes,
                                       run_status, sim_summaries, summary_value)
 
-from .compare import runs_overlay, summary_table
+from .compare import runs_overlay, scientific_formatters, summary_table
 from .live import LivePlots
 from .run_notes import NotesEditor
 from .schedule import every
@@ -35,10 +35,19 @@ FOLLOW_CHUNK_BYTES = 256_000  # of a followed run's log per poll: replaying a lo
 REFRESH_PERIOD_MS = 2000
 SETTINGS = {"N": "num_particles", "orbits": "num_orbits", "epochs": "epochs", "lr": "lr",
             "threshold": "energy_threshold", "features": "feature_type"}
-METRICS = ("epochs done", "final loss", "train max |dE/E|", "sim max |dE/E|")
-COLUMNS = ("run", "tags", "mode", "started", "status", *SETTINGS, "policy", *METRICS, "notes")
-# what the column chooser starts with: the metrics in view beside the run at 1600 px
-SHOWN = ("tags", "mode", "started", "status", "N", "orbits", "epochs", *METRICS, "notes")
+METRICS = ("sim max |dE/E|", "train max |dE/E|", "final loss", "epochs done")
+REAL_NUMBERS = ("lr", "threshold", "final loss", "train max |dE/E|", "sim max |dE/E|")
+# the final metrics next to the run and its status: in view at 1600 px however long the run's name
+COLUMNS = ("run", "tags", "status", *METRICS, "started", "mode", *SETTINGS, "policy", "notes")
+SHOWN = ("tags", "status", *METRICS, "started", "mode", "N", "orbits", "notes")  # what the chooser starts with
+# compact rows, so 10+ show (the Bootstrap template's Tabulator theme makes a row at least 40 px
+# high, with a large font: 4 rows were in view)
+COMPACT_ROWS = """
+:host .tabulator { font-size: 13px; }
+:host .tabulator .tabulator-row { min-height: 24px; }
+:host .tabulator-row .tabulator-cell { padding: 3px 6px; }
+:host .tabulator-col .tabulator-col-content { padding: 3px 6px; }
+"""
 ANNOTATIONS = ("tags", "notes")  # the researcher's, not the run's: a change to them redraws no overlay
 
 
@@ -108,9 +117,11 @@ class RunsView:
         self.table = pn.widgets.Tabulator(runs_table(self.data_dir), selectable="checkbox", disabled=True,
                                           show_index=False, header_filters=True, layout="fit_data_table",
                                           sorters=[{"field": "started", "dir": "desc"}], hidden_columns=self._hidden(),
-                                          widths={"notes": 320, "tags": 160}, frozen_columns=["run"],
+                                          widths={"notes": 240, "tags": 120}, frozen_columns=["run"],
+                                          formatters=scientific_formatters(REAL_NUMBERS),
                                           configuration={"columnDefaults": {"tooltip": True}},
-                                          height=440, sizing_mode="stretch_width")  # 10+ rows in view
+                                          stylesheets=[COMPACT_ROWS], height=440,
+                                          sizing_mode="stretch_width")  # 10+ rows in view
         self.table.add_filter(pn.bind(tagged, tags=self.tag_filter))
         self._update_tag_choices()
         self.notes_editor = NotesEditor(self.data_dir, on_saved=lambda _run: self.refresh())

@@ -9,8 +9,8 @@ from collections.abc import Mapping
 
 import pandas as pd
 import panel as pn
-from bokeh.models import ScientificFormatter
 
+from .compare import scientific_formatters
 from .sweep_plot import MetricPlot, ParallelPlot, table_frame
 
 # the metric a plot opens on: the worst energy error of the simulations, else of the training
@@ -18,13 +18,6 @@ from .sweep_plot import MetricPlot, ParallelPlot, table_frame
 ERROR_METRICS = ("max_rel_energy_error", "rel_dE_max", "loss")
 VIEWS = ("against a key", "parallel coordinates")
 TABLE_HEIGHT = 420  # px: 12 rows in view, the rest a scroll away
-
-
-def numbers_formatters(frame: pd.DataFrame) -> dict[str, ScientificFormatter]:
-    """Scientific notation for the float columns of a table: an energy error of 3e-9 reads as
-    such, not as 0.000000 (Tabulator's default)."""
-    return {c: ScientificFormatter(precision=3, nan_format="", null_format="")
-            for c in frame if pd.api.types.is_float_dtype(frame[c])}
 
 
 class SweepResults:
@@ -67,7 +60,7 @@ class SweepResults:
         if grid:
             self.grid = dict(grid)
         shown = table_frame(frame)
-        formatters = numbers_formatters(shown)
+        formatters = scientific_formatters(c for c in shown if pd.api.types.is_float_dtype(shown[c]))
         if formatters.keys() != self.table.formatters.keys():
             self.table.formatters = formatters
         self.table.value = shown
