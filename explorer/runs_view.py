@@ -25,7 +25,7 @@ from nbody_engine.runs.progress_log import ProgressReader
 from nbody_engine.runs.reader import (last_metrics, list_runs, phase_setting, read_config, read_metrics, read_notes,
                                       run_status, sim_summaries, summary_value)
 
-from .compare import runs_overlay, scientific_formatters, summary_table
+from .compare import COMPACT_TABLE, runs_overlay, scientific_formatters, summary_table
 from .live import LivePlots
 from .run_notes import NotesEditor
 from .schedule import every
@@ -40,14 +40,6 @@ REAL_NUMBERS = ("lr", "threshold", "final loss", "train max |dE/E|", "sim max |d
 # the final metrics next to the run and its status: in view at 1600 px however long the run's name
 COLUMNS = ("run", "tags", "status", *METRICS, "started", "mode", *SETTINGS, "policy", "notes")
 SHOWN = ("tags", "status", *METRICS, "started", "mode", "N", "orbits", "notes")  # what the chooser starts with
-# compact rows, so 10+ show (the Bootstrap template's Tabulator theme makes a row at least 40 px
-# high, with a large font: 4 rows were in view)
-COMPACT_ROWS = """
-:host .tabulator { font-size: 13px; }
-:host .tabulator .tabulator-row { min-height: 24px; }
-:host .tabulator-row .tabulator-cell { padding: 3px 6px; }
-:host .tabulator-col .tabulator-col-content { padding: 3px 6px; }
-"""
 ANNOTATIONS = ("tags", "notes")  # the researcher's, not the run's: a change to them redraws no overlay
 
 
@@ -120,7 +112,7 @@ class RunsView:
                                           widths={"notes": 240, "tags": 120}, frozen_columns=["run"],
                                           formatters=scientific_formatters(REAL_NUMBERS),
                                           configuration={"columnDefaults": {"tooltip": True}},
-                                          stylesheets=[COMPACT_ROWS], height=440,
+                                          stylesheets=[COMPACT_TABLE], height=440,
                                           sizing_mode="stretch_width")  # 10+ rows in view
         self.table.add_filter(pn.bind(tagged, tags=self.tag_filter))
         self._update_tag_choices()

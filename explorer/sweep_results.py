@@ -10,7 +10,7 @@ from collections.abc import Mapping
 import pandas as pd
 import panel as pn
 
-from .compare import scientific_formatters
+from .compare import COMPACT_TABLE, scientific_formatters
 from .sweep_plot import MetricPlot, ParallelPlot, table_frame
 
 # the metric a plot opens on: the worst energy error of the simulations, else of the training
@@ -28,7 +28,8 @@ class SweepResults:
         self.frame = pd.DataFrame()
         self.grid: dict = {}  # the swept keys and their values or ranges, as results.json has them
         self.view = pn.widgets.RadioButtonGroup(label="plot", options=list(VIEWS), value=VIEWS[0],
-                                                color="primary", variant="outline", align="end")
+                                                color="primary", variant="outline", align="end",
+                                                width=320, sizing_mode="fixed")
         self.x_select = pn.widgets.Select(label="against key", options=[], width=220)
         self.metric_select = pn.widgets.Select(label="metric", options=[], width=220,
                                                description="the metric plotted, and the colour of the parallel lines")
@@ -37,7 +38,8 @@ class SweepResults:
         self.parallel = ParallelPlot()
         self.plot_box = self.plot.panel()  # one layout, shown or hidden with its view
         self.table = pn.widgets.Tabulator(pd.DataFrame(), disabled=True, show_index=False, layout="fit_data_table",
-                                          selectable=False, max_height=TABLE_HEIGHT, sizing_mode="stretch_width")
+                                          selectable=False, max_height=TABLE_HEIGHT, stylesheets=[COMPACT_TABLE],
+                                          sizing_mode="stretch_width")
         for widget in (self.x_select, self.metric_select, self.log_y, self.view):
             widget.param.watch(lambda _e: self.draw(), "value")
 
