@@ -104,9 +104,16 @@ def test_a_grid_sweeps_table_sorts_its_plot_opens_on_the_error_and_draws_paralle
     expect(page.locator('.tabulator-col[tabulator-field="max_rel_energy_error"]').first).to_have_attribute(
         "aria-sort", "ascending")
     assert header_cells(page, "id") == sorted(errors_by_id, key=errors_by_id.get)
-    page.locator('.tabulator-col[tabulator-field="steps"] .tabulator-col-title').first.click()
-    expect(page.locator('.tabulator-col[tabulator-field="steps"]').first).to_have_attribute("aria-sort", "ascending")
-    assert [int(s) for s in header_cells(page, "steps")] == [30, 30, 60, 60]
+    eps = page.locator('.tabulator-col[tabulator-field="eps"]').first
+    for _ in range(2):  # ascending, then descending
+        eps.locator(".tabulator-col-title").click()
+    expect(eps).to_have_attribute("aria-sort", "descending")
+    assert [float(s) for s in header_cells(page, "eps")] == [0.1, 0.1, 0.01, 0.01]  # not the grid's order
+    # the table read again (as while a sweep runs): it keeps its order
+    page.get_by_role("button", name="Open results", exact=True).click()
+    wait_for_status(page, r"^Sweep 'browser_grid': 4/4 runs finished")
+    expect(eps).to_have_attribute("aria-sort", "descending")
+    assert [float(s) for s in header_cells(page, "eps")] == [0.1, 0.1, 0.01, 0.01]
     # parallel coordinates: one line per run, coloured by the chosen metric
     page.get_by_role("button", name="parallel coordinates", exact=True).click()
     page.wait_for_function(f"{source_length('sweep_parallel')} == 4", timeout=30_000)
@@ -120,7 +127,7 @@ def test_a_grid_sweeps_table_sorts_its_plot_opens_on_the_error_and_draws_paralle
     wait_until(lambda: page.evaluate(source_column("sweep_parallel", "value")) == values,
                "the parallel lines coloured by the error again", timeout=30)
     # pictures of the results (plot and table in view), in both views
-    page.get_by_text(re.compile(r"^Sweep 'browser_grid' finished in")).first.evaluate(
+    page.get_by_text(re.compile(r"^Sweep 'browser_grid'")).first.evaluate(
         "el => el.scrollIntoView({block: 'start'})")
     page.wait_for_timeout(1500)  # the page settles before its picture
     page.screenshot(path=str(SCREENSHOTS / "tab_sweeps_parallel.png"))
