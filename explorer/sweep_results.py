@@ -44,7 +44,8 @@ class SweepResults:
             widget.param.watch(lambda _e: self.draw(), "value")
 
     def set_choices(self, grid: Mapping, metrics: list[str]) -> None:
-        """Offer the swept keys of ``grid`` and ``metrics``; a choice that is still offered stays."""
+        """Offer the swept keys of ``grid`` and ``metrics``; a choice that is still offered stays,
+    else the plot opens on an error metric, on a log axis."""
         self.grid = dict(grid)
         keys = list(self.grid)
         previous = self.metric_select.value  # before the options: a Select takes their first for a lost value
@@ -55,6 +56,7 @@ class SweepResults:
         if previous not in metrics:
             preferred = [m for m in ERROR_METRICS if m in metrics]
             self.metric_select.value = (preferred or metrics or [None])[0]
+            self.log_y.value = bool(preferred)  # errors and losses span decades
 
     def show(self, frame: pd.DataFrame, grid: Mapping | None = None) -> None:
         """The runs of ``frame`` (:func:`~explorer.sweep_plot.results_frame`) in the table and the plots."""

@@ -278,10 +278,10 @@ def test_the_plot_opens_on_an_error_metric_and_keeps_a_chosen_one(mode, metric):
 
     results = SweepResults()
     results.set_choices({"eps": [0.1, 0.2]}, plot_metrics({"mode": mode, "grid": {"eps": []}}))
-    assert results.metric_select.value == metric
-    results.metric_select.value = "wall_time_s"
+    assert results.metric_select.value == metric and results.log_y.value
+    results.metric_select.value, results.log_y.value = "wall_time_s", False
     results.set_choices({"lr": [0.1, 0.2]}, plot_metrics({"mode": mode, "grid": {"lr": []}}))
-    assert results.metric_select.value == "wall_time_s"
+    assert results.metric_select.value == "wall_time_s" and not results.log_y.value
 
 
 def test_parallel_coordinates_draw_one_line_per_ok_run_coloured_by_the_metric():
