@@ -12,6 +12,7 @@ import holoviews.plotting.bokeh  # noqa: F401 (registers HoloViews' Bokeh backen
 import numpy as np
 import pandas as pd
 import panel as pn
+from bokeh.models import ScientificFormatter
 from bokeh.palettes import Category10_10
 
 from nbody_engine.runs.reader import read_metrics, sim_series, summary_value
@@ -22,6 +23,23 @@ ORBIT_FRAME = 340  # px, the orbit plot's square frame
 POLICY_COLORS = {"simulate": "#1f77b4", "analytic": "#ff7f0e"}
 SUMMARY_ROWS = ("steps", "steps_per_period", "max_rel_energy_error", "rel_energy_error_final",
                 "max_rel_angular_momentum_error", "dt_min", "dt_max", "wall_time_s")
+
+
+# compact table rows (the Bootstrap template's Tabulator theme makes a row at least 40 px high,
+# in a large font: the Runs tab showed 4 rows)
+COMPACT_TABLE = """
+:host .tabulator { font-size: 13px; }
+:host .tabulator .tabulator-row { min-height: 24px; }
+:host .tabulator-row .tabulator-cell { padding: 3px 6px; }
+:host .tabulator-col .tabulator-col-content { padding: 3px 6px; }
+"""
+
+
+def scientific_formatters(columns) -> dict[str, ScientificFormatter]:
+    """Tabulator formatters for ``columns``' numbers: four significant digits, in scientific
+    notation below 0.1 (an energy error of 3e-9 reads as such, not as Tabulator's default
+    0.000000, and 2.4e-3 not as 0.002); a cell with none is empty."""
+    return {c: ScientificFormatter(precision=3, power_limit_low=-1, nan_format="", null_format="") for c in columns}
 
 
 TIME_DIM = hv.Dimension("time", label="time (code units, G = 1)")

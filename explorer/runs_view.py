@@ -1,6 +1,8 @@
 """The Runs tab: every run directory under data/ in a table that keeps itself up to date
-(name, mode, start, status, key settings, final metrics; sortable, filterable), the runs ticked
-there overlaid (:func:`explorer.compare.runs_overlay`), and a run followed live.
+(name, tags, mode, start, status, key settings, final metrics, notes; sortable, filterable by
+any column and by tag, its columns chosen), the runs ticked there overlaid
+(:func:`explorer.compare.runs_overlay`), the notes and tags of the last one edited
+(:mod:`explorer.run_notes`), and a run followed live.
 
 Following reads the run's ``progress.jsonl`` (:mod:`nbody_engine.runs.progress_log`), written by
 ``nbody-runner`` and by the dashboard's own jobs alike, and hands its events to ``feed``: the
@@ -20,11 +22,12 @@ import panel as pn
 from nbody_engine.events import EpochFinished
 from nbody_engine.runs.directory import DATA_DIR, RunDirectory
 from nbody_engine.runs.progress_log import ProgressReader
-from nbody_engine.runs.reader import (last_metrics, list_runs, phase_setting, read_config, read_metrics, run_status,
-                                      sim_summaries, summary_value)
+from nbody_engine.runs.reader import (last_metrics, list_runs, phase_setting, read_config, read_metrics, read_notes,
+                                      run_status, sim_summaries, summary_value)
 
-from .compare import runs_overlay, summary_table
+from .compare import COMPACT_TABLE, runs_overlay, scientific_formatters, summary_table
 from .live import LivePlots
+from .run_notes import NotesEditor
 from .schedule import every
 
 FOLLOW_PERIOD_MS = 500
@@ -32,8 +35,12 @@ FOLLOW_CHUNK_BYTES = 256_000  # of a followed run's log per poll: replaying a lo
 REFRESH_PERIOD_MS = 2000
 SETTINGS = {"N": "num_particles", "orbits": "num_orbits", "epochs": "epochs", "lr": "lr",
             "threshold": "energy_threshold", "features": "feature_type"}
-COLUMNS = ("run", "mode", "started", "status", *SETTINGS, "policy", "epochs done", "final loss",
-           "train max |dE/E|", "sim max |dE/E|")
+METRICS = ("sim max |dE/E|", "train max |dE/E|", "final loss", "epochs done")
+REAL_NUMBERS = ("lr", "threshold", "final loss", "train max |dE/E|", "sim max |dE/E|")
+# the final metrics next to the run and its status: in view at 1600 px however long the run's name
+COLUMNS = ("run", "tags", "status", *METRICS, "started", "mode", *SETTINGS, "policy", "notes")
+SHOWN = ("tags", "status", *METRICS, "started", "mode", "N", "orbits", "notes")  # what the chooser starts with
+ANNOTATIONS = ("tags", "notes")  # the researcher's, not the run's: a change to them redraws no overlay
 
 
 def run_row(root: Path) -> dict:
@@ -42,14 +49,19 @@ def run_row(root: Path) -> dict:
     phases = [p for p, there in (("train", (root / "metrics.jsonl").is_file()), ("simulate", (root / "sim").is_dir()))
               if there]
     last_epoch = last_metrics(root)
-    return {"run": root.name, "mode": "both" if len(phases) == 2 else "".join(phases) or "starting",
+    try:
+        notes = read_notes(root)
+    except ValueError as err:  # a damaged notes.json spoils no more than its own cells
+        notes = {"notes": f"unreadable: {err}", "tags": []}
+    return {"run": root.name, "tags": ", ".join(notes["tags"]),
+            "mode": "both" if len(phases) == 2 else "".join(phases) or "starting",
             "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime((root / "config.toml").stat().st_mtime)),
             "status": run_status(root),
             **{column: phase_setting(doc, "train", key) for column, key in SETTINGS.items()},
             "policy": phase_setting(doc, "simulate", "integrator_mode") if "simulate" in phases else None,
             "epochs done": last_epoch["epoch"] + 1 if "epoch" in last_epoch else None,
             "final loss": last_epoch.get("loss"), "train max |dE/E|": last_epoch.get("rel_dE_max"),
-            "sim max |dE/E|": _worst(sim_summaries(root))}
+            "sim max |dE/E|": _worst(sim_summaries(root)), "notes": notes["notes"]}
 
 
 def _worst(summaries: dict[str, dict]) -> float | None:
@@ -69,6 +81,17 @@ def runs_table(data_dir: Path) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=list(COLUMNS))
 
 
+def run_tags(frame: pd.DataFrame) -> pd.Series:
+    """Each row's tags as a set (the table holds them joined by commas)."""
+    return frame["tags"].map(lambda text: {t.strip() for t in text.split(",") if t.strip()} if isinstance(text, str)
+                             else set())
+
+
+def tagged(frame: pd.DataFrame, tags: list[str]) -> pd.DataFrame:
+    """The rows that carry every one of ``tags`` (all rows for none)."""
+    return frame[run_tags(frame).map(set(tags).issubset)] if tags else frame
+
+
 class RunsView:
     """The runs table, the overlay of the ticked runs, one run's details, and following a run.
 
@@ -78,10 +101,22 @@ class RunsView:
         self.live = live
         self.data_dir = Path(data_dir)
         self.feed = feed or (lambda events, _started_at: live.ingest(events))
+        self.columns = pn.widgets.MultiChoice(label="Columns", options=list(COLUMNS[1:]), value=list(SHOWN),
+                                              sizing_mode="stretch_width")
+        self.tag_filter = pn.widgets.MultiChoice(label="Runs tagged (all of)", options=[], placeholder="any tags",
+                                                 width=320)
+        # long notes are cut at the column's edge (the whole text on hover), so rows stay one line high
         self.table = pn.widgets.Tabulator(runs_table(self.data_dir), selectable="checkbox", disabled=True,
                                           show_index=False, header_filters=True, layout="fit_data_table",
-                                          sorters=[{"field": "started", "dir": "desc"}],
-                                          height=440, sizing_mode="stretch_width")  # 10+ rows in view
+                                          sorters=[{"field": "started", "dir": "desc"}], hidden_columns=self._hidden(),
+                                          widths={"notes": 240, "tags": 120}, frozen_columns=["run"],
+                                          formatters=scientific_formatters(REAL_NUMBERS),
+                                          configuration={"columnDefaults": {"tooltip": True}},
+                                          stylesheets=[COMPACT_TABLE], height=440,
+                                          sizing_mode="stretch_width")  # 10+ rows in view
+        self.table.add_filter(pn.bind(tagged, tags=self.tag_filter))
+        self._update_tag_choices()
+        self.notes_editor = NotesEditor(self.data_dir, on_saved=lambda _run: self.refresh())
         self.table_slot = pn.Column(self.table, sizing_mode="stretch_width")
         self._shown = True
         self.follow = pn.widgets.Toggle(label="Follow the last ticked run live (Training and Simulation tabs)",
@@ -95,6 +130,7 @@ class RunsView:
         self._follow_callback = None
         self._refresh_callback = every(self.refresh, REFRESH_PERIOD_MS)
         self.table.param.watch(lambda _e: self.show_selection(), "selection")
+        self.columns.param.watch(lambda _e: setattr(self.table, "hidden_columns", self._hidden()), "value")
         self.follow.param.watch(self._toggle_follow, "value")
 
     # the table -----------------------------------------------------------------------------
@@ -103,6 +139,14 @@ class RunsView:
         """The ticked runs, in the order of the table."""
         frame = self.table.value
         return [frame["run"].iloc[i] for i in sorted(self.table.selection) if i < len(frame)]
+
+    def _hidden(self) -> list[str]:
+        return [c for c in COLUMNS[1:] if c not in self.columns.value]
+
+    def _update_tag_choices(self) -> None:
+        """Offer every tag of the table (and keep those chosen, so a filter never drops by itself)."""
+        known = set().union(*run_tags(self.table.value)) if len(self.table.value) else set()
+        self.tag_filter.options = sorted(known | set(self.tag_filter.value))
 
     def set_shown(self, shown: bool) -> None:
         """Put the table on the page, brought up to date, or take it off (then it is not refreshed
@@ -124,16 +168,18 @@ class RunsView:
         if frame.equals(shown):
             return
         ticked = self.selected
-        fresh, old = frame.set_index("run"), shown.set_index("run")
+        fresh, old = (f.set_index("run").drop(columns=list(ANNOTATIONS)) for f in (frame, shown))
         changed = {run for run in ticked if run not in fresh.index or not fresh.loc[run].equals(old.loc[run])}
         with pn.io.hold():
             self.table.value = frame
             self.table.selection = [i for i, name in enumerate(frame["run"]) if name in ticked]
+            self._update_tag_choices()
         if changed:
             self.show_selection()
 
     def show_selection(self) -> None:
         runs = self.selected
+        self.notes_editor.show(runs[-1] if runs else None)
         if not runs:
             self.message.object = "Tick runs in the table to overlay them."
             self.overlay.objects, self.details.objects = [], []
@@ -221,9 +267,11 @@ class RunsView:
     def panel(self) -> pn.Column:
         return pn.Column(pn.pane.Markdown("Every run under `data/`, headless or from this dashboard; the table "
                                           "updates itself. Click a header to sort, type in the row under it to "
-                                          "filter, tick runs to overlay them."),
+                                          "filter, choose the columns and the tags to show, tick runs to overlay "
+                                          "them; the last one ticked gets its notes and tags edited below."),
+                         pn.Row(self.tag_filter, self.columns, sizing_mode="stretch_width"),
                          self.table_slot, pn.Row(self.follow, self.message, sizing_mode="stretch_width"),
-                         self.overlay, self.details, sizing_mode="stretch_width")
+                         self.notes_editor.panel(), self.overlay, self.details, sizing_mode="stretch_width")
 
 
 

@@ -1,18 +1,28 @@
-"""The Sweeps tab's results: the table of a sweep's runs as a DataFrame, and the plot of a
-metric against one swept key, coloured by the values of the others."""
+"""The Sweeps tab's results: the table of a sweep's runs as a DataFrame (and as shown, without
+the machinery's columns), the plot of a metric against one swept key, coloured by the values of
+the others, and the runs in parallel coordinates coloured by a metric."""
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 
+import numpy as np
 import pandas as pd
 import panel as pn
-from bokeh.models import ColumnDataSource, FixedTicker, HoverTool
-from bokeh.palettes import Category10_10
+from bokeh.models import ColorBar, ColumnDataSource, FixedTicker, HoverTool, LinearColorMapper, LogColorMapper
+from bokeh.palettes import Category10_10, Viridis256
 from bokeh.plotting import figure
 
 from nbody_engine.sweep import STATUS_OK
+from nbody_engine.sweep.figures import parallel_lines, spans_decades
+
+# columns of results.json for the machinery, not for reading results: where a run's files are,
+# which Dask worker ran it, the hash that tells a rerun whether its run.toml changed
+INTERNAL_COLUMNS = ("run_dir", "worker", "run_toml_sha1")
+WHERE_COLUMNS = ("host", "slurm_job", "gpu", "device")  # shown only where runs differ in them
+FAILURE_COLUMNS = ("exit_code", "error")  # shown only where a run has one
 
 
 def results_frame(doc: Mapping) -> pd.DataFrame:
@@ -22,6 +32,23 @@ def results_frame(doc: Mapping) -> pd.DataFrame:
         if column in frame:
             frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("Int64")
     return frame
+
+
+def table_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """The results as the table shows them: no internal columns, no column that says nothing
+    (``slurm_job`` None everywhere, ``exit_code`` 0), lists as their JSON text (so a column sorts)."""
+    def says_nothing(column: str) -> bool:
+        values = [v for v in frame[column] if v is not None and not (isinstance(v, float) and math.isnan(v))
+                  and v is not pd.NA]
+        if column in WHERE_COLUMNS:
+            return len({json.dumps(v, default=str) for v in values}) <= 1
+        return column in FAILURE_COLUMNS and all(v in (0, "") for v in values)
+
+    shown = frame.drop(columns=[c for c in frame if c in INTERNAL_COLUMNS or says_nothing(c)])
+    for column in shown:
+        if shown[column].map(lambda v: isinstance(v, (list, dict))).any():
+            shown[column] = shown[column].map(lambda v: json.dumps(v) if isinstance(v, (list, dict)) else v)
+    return shown
 
 
 def _numeric(values) -> bool:
@@ -123,3 +150,85 @@ class MetricPlot:
 
     def panel(self) -> pn.Column:
         return pn.Column(*self.panes.values(), sizing_mode="stretch_width")
+
+
+class ParallelPlot:
+    """Every ok run of a sweep as one line across parallel axes (the swept keys, then the
+    metrics every ok run has), each axis scaled to its runs' range (log where
+    :func:`~nbody_engine.sweep.figures.parallel_lines` says so), coloured by the chosen metric
+    with its colour bar (log where it spans decades); the best (lowest) runs are drawn on top,
+    as ``nbody-runner sweep --plot`` draws them. The lines' source is named ``sweep_parallel``."""
+
+    def __init__(self) -> None:
+        self.lines = ColumnDataSource({c: [] for c in ("xs", "ys", "id", "value", "color")}, name="sweep_parallel")
+        self.ends = ColumnDataSource({"x": [], "y": [], "text": []})
+        self.axes = ColumnDataSource({"xs": [], "ys": []})
+        self.mappers = {False: LinearColorMapper(palette=Viridis256), True: LogColorMapper(palette=Viridis256)}
+        self.fig = figure(height=360, sizing_mode="stretch_width", x_range=(-0.3, 1.3), y_range=(-0.15, 1.15),
+                          tools="save,reset", toolbar_location="above")
+        self.fig.toolbar.logo = None
+        self.fig.multi_line("xs", "ys", source=self.axes, color="#999999", line_width=1)
+        drawn = self.fig.multi_line("xs", "ys", source=self.lines, color="color", line_width=2, alpha=0.85,
+                                    hover_line_width=4, hover_line_color="#d62728")
+        self.fig.add_tools(HoverTool(renderers=[drawn], tooltips=[("run", "@id"), ("metric", "@value")]))
+        self.fig.text("x", "y", "text", source=self.ends, text_align="center", text_baseline="middle",
+                      text_font_size="8pt", text_color="#444444")
+        self.bars = {log: ColorBar(color_mapper=mapper, width=12, visible=False)
+                     for log, mapper in self.mappers.items()}
+        for bar in self.bars.values():
+            self.fig.add_layout(bar, "right")
+        self.fig.yaxis.visible = False
+        self.fig.grid.visible = False
+        self.fig.xaxis.ticker = FixedTicker(ticks=[])
+        self.pane = pn.Column(pn.pane.Bokeh(self.fig, sizing_mode="stretch_width"), visible=False,
+                              sizing_mode="stretch_width")
+
+    def update(self, df: pd.DataFrame, grid: Mapping, metrics: list[str], metric: str | None) -> None:
+        """Draw the ok runs of ``df`` with a value of ``metric`` across the swept keys (``grid``:
+        each key's values or range, as results.json has it) and the ``metrics`` that each of them
+        has, coloured by ``metric``."""
+        rows = [] if df.empty or metric not in df else [
+            r for r in df.to_dict("records") if r.get("status") == STATUS_OK and _finite(r.get(metric))]
+        keys = [k for k in grid if k in df]
+        metrics = [m for m in metrics if m != metric and m in df and all(_finite(r.get(m)) for r in rows)]
+        columns = [*keys, *metrics, *([metric] if metric else [])]
+        values = np.asarray([r[metric] for r in rows], dtype=float)
+        log = spans_decades(values)
+        if rows:
+            lines, ends = parallel_lines(rows, keys, [*metrics, metric], grid)
+            order = np.argsort(-values, kind="stable")  # the lowest drawn last, on top
+            colors = self._colors(values, log)
+            self.lines.data = {"xs": [list(range(len(columns)))] * len(rows), "ys": [lines[i].tolist() for i in order],
+                               "id": [rows[i]["id"] for i in order], "value": values[order].tolist(),
+                               "color": [colors[i] for i in order]}
+        else:
+            ends = []
+            self.lines.data = {c: [] for c in self.lines.data}
+        self.ends.data = {"x": [i for i in range(len(ends)) for _ in (0, 1)], "y": [-0.07, 1.07] * len(ends),
+                          "text": [label for pair in ends for label in pair]}
+        self.axes.data = {"xs": [[i, i] for i in range(len(columns))], "ys": [[0, 1]] * len(columns)}
+        self.fig.x_range.update(start=-0.3, end=max(1, len(columns)) - 0.7)
+        self.fig.xaxis.ticker.ticks = list(range(len(columns)))
+        self.fig.xaxis.major_label_overrides = dict(enumerate(columns))
+        self.fig.title.text = f"{len(rows)} ok run(s), coloured by {metric}" if metric else ""
+        self.fig.select_one(HoverTool).tooltips = [("run", "@id"), (metric or "metric", "@value")]
+        for flag, bar in self.bars.items():
+            bar.visible = bool(rows) and flag == log
+            bar.title = metric or ""
+        if rows:
+            self.mappers[log].update(low=float(values.min()), high=float(values.max()))
+
+    @staticmethod
+    def _colors(values: np.ndarray, log: bool) -> list[str]:
+        """Each value's colour on the Viridis scale between the smallest and the largest (of the logs)."""
+        scaled = np.log10(values) if log else values
+        span = scaled.max() - scaled.min()
+        position = (scaled - scaled.min()) / span if span > 0 else np.full_like(scaled, 0.5)
+        return [Viridis256[int(round(p * (len(Viridis256) - 1)))] for p in position]
+
+    def panel(self) -> pn.Column:
+        return self.pane
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

@@ -1,7 +1,8 @@
 """The Sweeps tab: run the dashboard's settings over a grid of up to three keys on this
 machine's cores (``nbody_engine.sweep``, what ``nbody-runner sweep`` runs), or search them with
 Optuna (TPE or random, over the typed values or ranges ``1e-4 .. 1e-2 log``), watch the results
-table fill in, and plot a chosen metric against a chosen swept key.
+table fill in, and plot a chosen metric against a chosen swept key or the runs in parallel
+coordinates coloured by it (:mod:`explorer.sweep_results`).
 
 The sweep is an ordinary background job of the session (explorer/jobs.py) whose work is
 ``run_sweep`` with the job's cancellation token and event queue; Stop cancels the token. A
@@ -31,11 +32,12 @@ from nbody_engine.sweep.results import STATUSES
 from nbody_engine.sweep.search_options import PRUNERS, SAMPLERS
 
 from .jobs import Job, JobDone, JobSlot
-from .sweep_plot import MetricPlot, results_frame
+from .sweep_plot import results_frame
+from .sweep_results import SweepResults
 
 MAX_KEYS = 3
-# columns of results.json for the machinery (where a run ran, its files), not for reading results
-INTERNAL_COLUMNS = ("run_dir", "worker", "slurm_job", "host", "run_toml_sha1")
+# the runs the progress bar counts: those that got to their end (cancelled ones run again)
+FINISHED = ("ok", "failed", "pruned")
 # file paths are not swept from the page: the page reads files only where the server allows
 # (explorer/files.py), and a swept path would go round that check
 SWEEPABLE_HERE = [k for k in sweep.SWEEPABLE if k not in PATH_KEYS]
@@ -116,7 +118,6 @@ class SweepsView:
         self.data_dir = data_dir  # None: data/ under the working directory when a sweep starts
         self.job: Job | None = None
         self.plan_: SweepPlan | None = None
-        self.frame = pd.DataFrame()
         self._doc: dict | None = None
         self._root: Path | None = None
         self._callback = None
@@ -141,14 +142,8 @@ class SweepsView:
         self.error = pn.pane.Alert("", alert_type="danger", visible=False, sizing_mode="stretch_width")
         self.status = pn.pane.Markdown("No sweep yet.", sizing_mode="stretch_width")
         self.progress = pn.indicators.Progress(value=0, max=100, sizing_mode="stretch_width", bar_color="primary")
-        self.x_select = pn.widgets.Select(label="against key", options=[], width=220)
-        self.metric_select = pn.widgets.Select(label="metric", options=[], width=220)
-        self.log_y = pn.widgets.Checkbox(label="log y", value=False)
-        self.plot = MetricPlot()
-        self.table = pn.pane.DataFrame(self.frame, index=False, sizing_mode="stretch_width", max_rows=200)
+        self.results = SweepResults()
         self.keys.param.watch(lambda _e: self._sync_value_inputs(), "value")
-        for widget in (self.x_select, self.metric_select, self.log_y):
-            widget.param.watch(lambda _e: self._draw(), "value")
         self.run_button.on_click(lambda _e: self.start())
         self.stop_button.on_click(lambda _e: self.stop())
         self.open_button.on_click(lambda _e: self.open())
@@ -236,9 +231,9 @@ class SweepsView:
         self.error.visible = False
         self.plan_, self._root, self._doc, self._cluster, self._notice = plan, plan.root, None, "", ""
         self._started = time.monotonic()
-        self._set_choices([a.column for a in plan.axes],
-                          sweep.plot_metrics({"mode": plan.mode, "grid": {a.column: [] for a in plan.axes}}))
-        self._show_frame(pd.DataFrame())
+        grid = {a.column: a.describe() for a in plan.axes}
+        self.results.set_choices(grid, sweep.plot_metrics({"mode": plan.mode, "grid": grid}))
+        self.results.show(pd.DataFrame())
         self.progress.value = 0
         self.status.object = f"Sweep '{plan.name}': {plan.total or len(plan.runs)} run(s), starting a local cluster..."
         self._set_running(True)
@@ -265,7 +260,7 @@ class SweepsView:
             return False
         self.error.visible = False
         self.job, self._root, self._doc = None, root, None
-        self._set_choices(list(doc.get("grid") or {}), sweep.plot_metrics(doc))
+        self.results.set_choices(doc.get("grid") or {}, sweep.plot_metrics(doc))
         self.refresh()
         return True
 
@@ -282,7 +277,7 @@ class SweepsView:
         done = next((e for e in events if isinstance(e, JobDone)), None)
         with pn.io.hold():
             if doc is not None and (self._doc is None or doc["runs"] != self._doc["runs"]):
-                self._show_frame(results_frame(doc))
+                self.results.show(results_frame(doc), doc.get("grid"))
             self._doc = doc or self._doc
             if done is not None:
                 self._finish(done)
@@ -314,32 +309,16 @@ class SweepsView:
             widget.disabled = running
         self.stop_button.disabled = not running
 
-    def _set_choices(self, keys: list[str], metrics: list[str]) -> None:
-        self.x_select.options = keys
-        if self.x_select.value not in keys:
-            self.x_select.value = keys[0] if keys else None
-        self.metric_select.options = metrics
-        if self.metric_select.value not in metrics:
-            preferred = [m for m in ("max_rel_energy_error", "loss") if m in metrics]
-            self.metric_select.value = (preferred or metrics or [None])[0]
-
-    def _show_frame(self, frame: pd.DataFrame) -> None:
-        self.frame = frame
-        self.table.object = frame.drop(columns=list(INTERNAL_COLUMNS), errors="ignore")
-        self._draw()
-
-    def _draw(self) -> None:
-        keys = list(self._doc.get("grid") or {}) if self._doc else list(self.x_select.options)
-        self.plot.update(self.frame, self.x_select.value, self.metric_select.value,
-                         [k for k in keys if k != self.x_select.value], self.log_y.value)
-
     def _counts_status(self, head: str, tail: str = "") -> None:
+        """The status line and the progress bar from the results' counts: the bar counts the runs
+        that finished (ok, failed or pruned), not those cancelled (a rerun runs them again) nor
+        those running; a search counts against its trials, which it makes as it goes."""
         doc = self._doc or {}
-        total = int(doc.get("runs_total", 0))
-        ended = sum(int(doc.get(s, 0)) for s in ("ok", "failed", "cancelled"))
-        self.progress.value = int(100 * ended / total) if total else 0
+        total = max(int(doc.get("runs_total", 0)), int((doc.get("search") or {}).get("trials", 0)))
+        finished = sum(int(doc.get(s, 0)) for s in FINISHED)
+        self.progress.value = min(100, int(100 * finished / total)) if total else 0
         shown = ", ".join(f"{doc.get(s, 0)} {s}" for s in STATUSES if doc.get(s, 0) or s in ("ok", "failed"))
-        self.status.object = f"{head}: {ended}/{total} runs done ({shown}){tail}"
+        self.status.object = f"{head}: {finished}/{total} runs finished ({shown}){tail}"
 
     def _running_status(self) -> None:
         name = self.plan_.name
@@ -361,7 +340,7 @@ class SweepsView:
         doc = done.results.get("sweep")
         if doc is not None:
             self._doc = doc
-            self._show_frame(results_frame(doc))
+            self.results.show(results_frame(doc), doc.get("grid"))
         if done.error:
             self._show_error(done.error)
             self.status.object = f"{head} failed after {elapsed:.1f} s."
@@ -390,6 +369,4 @@ class SweepsView:
                    self.search, self.trials, self.pruner),
             self.values_box,
             pn.Row(self.name, self.run_button, self.stop_button, self.open_button),
-            self.error, self.status, self.progress,
-            pn.Row(self.metric_select, self.x_select, self.log_y),
-            self.plot.panel(), self.table, sizing_mode="stretch_width")
+            self.error, self.status, self.progress, self.results.panel(), sizing_mode="stretch_width")

@@ -8,6 +8,7 @@ tests/dashboard_page.py's.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from playwright.sync_api import expect
 
 from background_run import BackgroundRun
 from dashboard_page import open_dashboard, source_length, wait_for_status
+from helpers import wait_until
 from test_progress_log import TINY_TOML
 
 pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("offline")]
@@ -44,6 +46,69 @@ def table_row(page, name: str):
 
 def tick(page, name: str) -> None:
     table_row(page, name).locator("input[type=checkbox]").first.click()
+
+
+def finished_run(data: Path, name: str, error: float) -> None:
+    """A run folder as a finished ``both`` run leaves it, made by hand: its config, its last
+    epoch and a simulation summary (what the table reads)."""
+    (data / name / "sim" / "analytic").mkdir(parents=True)
+    (data / name / "config.toml").write_text("epochs = 3\n")
+    (data / name / "metrics.jsonl").write_text(json.dumps({"epoch": 2, "loss": 0.25, "rel_dE_max": error}) + "\n")
+    (data / name / "sim" / "analytic" / "summary.json").write_text(json.dumps({"max_rel_energy_error": [error]}))
+
+
+def rows_in_view(page) -> int:
+    """How many rows of the runs table are wholly inside its scrolling area."""
+    holder = page.locator(".tabulator-tableholder").filter(visible=True).first.bounding_box()
+    boxes = [r.bounding_box() for r in page.locator(".tabulator-row").filter(visible=True).all()]
+    return sum(1 for b in boxes if b and holder["y"] <= b["y"] and b["y"] + b["height"] <= holder["y"]
+               + holder["height"] + 1)
+
+
+def test_the_table_shows_ten_rows_its_chosen_columns_and_tagged_runs(page, server):
+    data = server["cwd"] / "data"
+    for i in range(12):
+        finished_run(data, f"row_{i:02d}", 10.0 ** -(i + 3))
+    errors: list[str] = []
+    page.on("pageerror", lambda err: errors.append(f"{err}: {err.stack}"))
+    open_runs_tab(page, server)
+    table_row(page, "row_11").wait_for(timeout=60_000)
+    # the table's stylesheets arrive after its rows: wait for the rows to be laid out compactly
+    wait_until(lambda: rows_in_view(page) >= 10, "10 rows of the runs table in view", timeout=60)
+    # the final metrics are in view at 1600 px beside the run, in scientific notation
+    for field in ("tags", "status", "sim max |dE/E|", "train max |dE/E|", "final loss"):
+        header = page.locator(f'.tabulator-col[tabulator-field="{field}"]').first
+        expect(header).to_be_visible()
+        box = header.bounding_box()
+        assert box["x"] + box["width"] <= 1600, (field, box)
+    expect(table_row(page, "row_11")).to_contain_text("1.000e-14")
+    # the column chooser: notes off, lr on
+    page.locator(".choices__item[data-value='notes'] .choices__button").first.click()
+    expect(page.locator('.tabulator-col[tabulator-field="notes"]').first).to_be_hidden(timeout=30_000)
+    page.get_by_placeholder("any tags").filter(visible=True)  # the tag filter is there before any tag
+    chooser = page.locator(".choices", has=page.locator(".choices__item[data-value='tags']")).first
+    chooser.locator("input").first.click()
+    page.locator(".choices__item--choice[data-value='lr']").first.click()
+    page.keyboard.press("Escape")
+    expect(page.locator('.tabulator-col[tabulator-field="lr"]').first).to_be_visible(timeout=30_000)
+    # notes and tags of the ticked run, saved in its folder, shown in the table, filtered by tag
+    tick(page, "row_03")
+    tags = page.get_by_label("Tags (commas between them)", exact=True).filter(visible=True).first
+    tags.fill("baseline, kepler")
+    notes = page.get_by_label("Notes", exact=True).filter(visible=True).first
+    notes.fill("eps too large: the error grows")
+    page.get_by_role("button", name="Save notes and tags", exact=True).click()
+    wait_for_status(page, r"^Saved the notes and tags of 'row_03'\.")
+    assert json.loads((data / "row_03" / "notes.json").read_text()) == {
+        "notes": "eps too large: the error grows", "tags": ["baseline", "kepler"]}
+    expect(table_row(page, "row_03")).to_contain_text("baseline, kepler", timeout=30_000)
+    page.screenshot(path=str(SCREENSHOTS / "tab_runs.png"))
+    page.get_by_placeholder("any tags").filter(visible=True).first.click()
+    page.locator(".choices__item--choice[data-value='kepler']").first.click()
+    page.keyboard.press("Escape")
+    expect(page.locator(".tabulator-row").filter(visible=True)).to_have_count(1, timeout=30_000)
+    expect(table_row(page, "row_03")).to_be_visible()
+    assert not errors, errors
 
 
 def test_ticked_runs_are_overlaid_with_legends(page, server):

@@ -13,7 +13,8 @@ import pytest
 from helpers import wait_until
 from explorer import Explorer
 from explorer import jobs as explorer_jobs
-from explorer.sweep_plot import MetricPlot
+from explorer.sweep_plot import MetricPlot, ParallelPlot, table_frame
+from explorer.sweep_results import SweepResults
 from explorer.sweeps_view import SweepsView, base_document, parse_values
 from nbody_engine.config.errors import InputError
 
@@ -61,7 +62,7 @@ def test_a_local_sweep_fills_the_table_and_the_plot(explorer, tmp_path):
     assert free_slots() == slots - 1  # the sweep holds one job slot
     finish(view)
     assert not view.error.visible, view.error.object
-    table = view.table.object
+    table = view.results.table.value
     assert len(table) == 2
     assert not {"worker", "slurm_job", "run_dir"} & set(table.columns)  # where runs ran is not a result
     assert list(table["status"]) == ["ok", "ok"], table.to_dict("records")
@@ -72,15 +73,19 @@ def test_a_local_sweep_fills_the_table_and_the_plot(explorer, tmp_path):
     assert view.run_button.disabled is False and view.stop_button.disabled
     assert free_slots() == slots
     # the plot: the chosen metric against the swept key, one point per run
-    assert (view.x_select.value, view.metric_select.value) == ("steps", "max_rel_energy_error")
-    assert "steps" not in view.metric_select.options  # a swept key is no metric
-    plotted = points(view.plot)
+    assert (view.results.x_select.value, view.results.metric_select.value) == ("steps", "max_rel_energy_error")
+    assert "steps" not in view.results.metric_select.options  # a swept key is no metric
+    plotted = points(view.results.plot)
     assert plotted["x"] == [20, 40]
     assert plotted["y"] == [table.set_index("steps").loc[s, "max_rel_energy_error"] for s in (20, 40)]
-    view.metric_select.value = "wall_time_s"
-    assert points(view.plot)["y"] == [table.set_index("steps").loc[s, "wall_time_s"] for s in (20, 40)]
-    assert view.plot.figures[False].yaxis.axis_label == "wall_time_s"
-    assert list(view.plot.figures[False].xaxis.ticker.ticks) == [20, 40]
+    view.results.metric_select.value = "wall_time_s"
+    assert points(view.results.plot)["y"] == [table.set_index("steps").loc[s, "wall_time_s"] for s in (20, 40)]
+    assert view.results.plot.figures[False].yaxis.axis_label == "wall_time_s"
+    assert list(view.results.plot.figures[False].xaxis.ticker.ticks) == [20, 40]
+    view.results.view.value = "parallel coordinates"  # the runs across steps and every metric they have
+    assert not view.results.plot_box.visible and view.results.parallel.panel().visible
+    assert sorted(view.results.parallel.lines.data["id"]) == sorted(table["id"])
+    assert view.results.parallel.lines.data["value"] == sorted(table["wall_time_s"], reverse=True)
     # what it wrote: the ordinary sweep folder, the dashboard's settings as the base
     root = tmp_path / "data" / "steps_scan"
     doc = json.loads((root / "results.json").read_text())
@@ -92,7 +97,7 @@ def test_a_local_sweep_fills_the_table_and_the_plot(explorer, tmp_path):
     assert view.start()
     finish(view, timeout=30)
     assert view._cluster == ""  # no cluster was started
-    assert list(view.table.object["attempts"]) == [1, 1]
+    assert list(view.results.table.value["attempts"]) == [1, 1]
     assert "2 ok" in view.status.object
 
 
@@ -106,14 +111,14 @@ def test_a_random_search_over_a_typed_range_runs_its_trials(explorer, tmp_path):
     assert view.start(), view.error.object
     finish(view)
     assert not view.error.visible, view.error.object
-    table = view.table.object
+    table = view.results.table.value
     assert len(table) <= 3 and set(table["status"]) == {"ok"}, table.to_dict("records")  # a point drawn twice runs once
     assert all(20 <= s <= 60 for s in table["steps"])
     root = tmp_path / "data" / "steps_search"
     doc = json.loads((root / "results.json").read_text())
     assert doc["search"]["sampler"] == "random" and doc["grid"]["steps"]["low"] == 20
     assert (root / "study.journal").is_file()
-    assert len(points(view.plot)["x"]) == len(table)
+    assert len(points(view.results.plot)["x"]) == len(table)
 
 
 def test_a_typed_range_is_checked(explorer):
@@ -153,7 +158,7 @@ def test_stop_cancels_the_runs_and_a_second_session_cannot_run_the_same_sweep(ex
     finish(view, timeout=40)
     assert not view.error.visible, view.error.object
     assert "stopped" in view.status.object
-    table = view.table.object
+    table = view.results.table.value
     assert set(table["status"]) <= {"cancelled", "pending"} and "cancelled" in set(table["status"])
     for row in table.to_dict("records"):  # the cancelled runs say so; none reads like a crash
         assert row["error"] in ("cancelled: the sweep was interrupted", "not run: the sweep was cancelled"), row
@@ -252,3 +257,65 @@ def test_the_page_offers_no_file_path_to_sweep():
     view = SweepsView(lambda: "")
     assert not set(view.keys.options) & set(PATH_KEYS)
     assert "epochs" in view.keys.options
+
+
+def test_the_table_leaves_out_the_machinerys_columns_and_those_that_say_nothing():
+    frame = pd.DataFrame({"id": ["a", "b"], "status": ["ok", "failed"], "hidden_dims": [[8, 8], [16]],
+                          "loss": [0.5, None], "exit_code": [0, 0], "error": [None, None], "slurm_job": [None, None],
+                          "host": ["n1", "n2"], "device": ["cpu", "cpu"], "worker": ["tcp://1", "tcp://2"],
+                          "run_dir": ["runs/a", "runs/b"], "run_toml_sha1": ["x", "y"]})
+    shown = table_frame(frame)
+    assert list(shown.columns) == ["id", "status", "hidden_dims", "loss", "host"]  # host: the runs differ in it
+    assert list(shown["hidden_dims"]) == ["[8, 8]", "[16]"]  # text: the column sorts
+    failed = table_frame(frame.assign(exit_code=[0, 1], error=[None, "boom"]))
+    assert {"exit_code", "error"} <= set(failed.columns)
+
+
+@pytest.mark.parametrize("mode, metric", [("simulate", "max_rel_energy_error"), ("train", "rel_dE_max"),
+                                          ("both", "max_rel_energy_error")])
+def test_the_plot_opens_on_an_error_metric_and_keeps_a_chosen_one(mode, metric):
+    from nbody_engine.sweep import plot_metrics
+
+    results = SweepResults()
+    results.set_choices({"eps": [0.1, 0.2]}, plot_metrics({"mode": mode, "grid": {"eps": []}}))
+    assert results.metric_select.value == metric and results.log_y.value
+    results.metric_select.value, results.log_y.value = "wall_time_s", False
+    results.set_choices({"lr": [0.1, 0.2]}, plot_metrics({"mode": mode, "grid": {"lr": []}}))
+    assert results.metric_select.value == "wall_time_s" and not results.log_y.value
+
+
+def test_parallel_coordinates_draw_one_line_per_ok_run_coloured_by_the_metric():
+    df = pd.DataFrame({"id": list("abcd"), "status": ["ok", "ok", "ok", "failed"],
+                       "eps": [1e-3, 1e-2, 1e-1, 1.0], "feature_type": ["basic", "rich", "basic", "rich"],
+                       "max_rel_energy_error": [1e-9, 1e-6, 1e-3, None], "wall_time_s": [3.0, 2.0, 1.0, 0.5]})
+    plot = ParallelPlot()
+    grid = {"eps": [1e-3, 1e-2, 1e-1, 1.0], "feature_type": ["basic", "rich"]}
+    plot.update(df, grid, ["max_rel_energy_error", "wall_time_s"], "max_rel_energy_error")
+    lines = plot.lines.data
+    assert lines["id"] == ["c", "b", "a"]  # the lowest error drawn last, on top
+    assert plot.fig.xaxis.major_label_overrides == {0: "eps", 1: "feature_type", 2: "wall_time_s",
+                                                    3: "max_rel_energy_error"}
+    # eps is log-spaced: its axis is logarithmic, so 1e-2 sits half way; the error spans decades too
+    assert [round(y, 6) for y in lines["ys"][1]] == [0.5, 1.0, 0.5, 0.5]
+    assert lines["color"][-1] == "#440154" and lines["color"][0] == "#FDE724"  # viridis, low to high
+    assert plot.bars[True].visible and not plot.bars[False].visible  # a log colour bar
+    plot.update(df, grid, ["max_rel_energy_error", "wall_time_s"], "wall_time_s")
+    assert plot.lines.data["value"] == [3.0, 2.0, 1.0] and plot.bars[False].visible
+    plot.update(pd.DataFrame(), grid, [], "wall_time_s")
+    assert plot.lines.data["id"] == [] and not any(bar.visible for bar in plot.bars.values())
+
+
+@pytest.mark.parametrize("counts, total, percent", [
+    ({"running": 1, "cancelled": 1}, 2, 0),  # a run cancelled before this rerun has not finished
+    ({"ok": 1, "running": 1}, 2, 50),
+    ({"ok": 1, "failed": 1, "pruned": 1, "pending": 1}, 4, 75),
+])
+def test_the_progress_bar_counts_finished_runs_only(counts, total, percent):
+    view = SweepsView(lambda: "")
+    view._doc = {"runs_total": total, **counts}
+    view._counts_status("Sweep 's'")
+    assert view.progress.value == percent
+    assert f"{percent * total // 100}/{total} runs finished" in view.status.object
+    view._doc = {"runs_total": 1, "ok": 1, "search": {"trials": 4}}  # a search makes its trials as it goes
+    view._counts_status("Sweep 's'")
+    assert view.progress.value == 25

@@ -90,3 +90,25 @@ def test_relative_change_is_the_same_for_arrays_and_tensors():
     assert np.isnan(rel_dL[:, 1]).all()  # L0 = 0: undefined
     as_tensor = relative_change(torch.tensor(energy[1]), torch.tensor(energy[0]), vector=False)
     np.testing.assert_allclose(as_tensor.numpy(), rel_dE[1], rtol=1e-15)
+
+
+def test_notes_and_tags_are_written_atomically_and_read_back(tmp_path):
+    from nbody_engine.config.errors import InputError
+    from nbody_engine.runs.directory import write_notes
+
+    root = write_run(tmp_path / "run")
+    assert reader.read_notes(root) == {"notes": "", "tags": []}  # none yet
+    write_notes(root, "first try\nlr too high", ["baseline", "kepler", "baseline"])
+    assert reader.read_notes(root) == {"notes": "first try\nlr too high", "tags": ["baseline", "kepler"]}
+    assert sorted(p.name for p in root.iterdir() if p.name.startswith(".")) == []  # no temporary file left
+    for bad in ("a,b", " padded", "", "two\nlines"):
+        with pytest.raises(InputError, match="a tag is a non-empty text without commas"):
+            write_notes(root, "", [bad])
+    with pytest.raises(InputError, match="holds no run"):
+        write_notes(tmp_path, "", [])
+    (root / "notes.json").write_text('{"notes": 3}')
+    with pytest.raises(ValueError, match=r"notes.json is not \{\"notes\""):
+        reader.read_notes(root)
+    (root / "notes.json").write_text("{")
+    with pytest.raises(ValueError, match="notes.json is not JSON"):
+        reader.read_notes(root)

@@ -166,3 +166,66 @@ def test_following_a_live_headless_run(tmp_path):
         proc.wait(60)
     (row,) = runs_table(tmp_path / "data").to_dict("records")
     assert not row["status"].startswith("running")
+
+
+def fake_run(data: Path, name: str, **notes) -> None:
+    """A run folder with a config.toml only (a run that is starting); ``notes``: its notes.json."""
+    (data / name).mkdir(parents=True)
+    (data / name / "config.toml").write_text("epochs = 3\n")
+    if notes:
+        (data / name / "notes.json").write_text(json.dumps(notes))
+
+
+def test_notes_and_tags_are_columns_and_the_tag_filter_keeps_the_runs_with_every_tag(tmp_path):
+    data = tmp_path / "data"
+    fake_run(data, "a", notes="first", tags=["baseline", "kepler"])
+    fake_run(data, "b", notes="", tags=["kepler"])
+    fake_run(data, "c")
+    fake_run(data, "d")
+    (data / "d" / "notes.json").write_text("{")
+    view = RunsView(LivePlots(), data)
+    table = view.table.value.set_index("run")
+    assert (table.loc["a", "tags"], table.loc["a", "notes"]) == ("baseline, kepler", "first")
+    assert table.loc["c", "tags"] == "" and table.loc["d", "notes"].startswith("unreadable: ")  # d's row is read
+    assert view.tag_filter.options == ["baseline", "kepler"]
+    view.tag_filter.value = ["kepler"]
+    assert sorted(view.table.current_view["run"]) == ["a", "b"]
+    view.tag_filter.value = ["kepler", "baseline"]
+    assert list(view.table.current_view["run"]) == ["a"]
+    view.close()
+
+
+def test_the_column_chooser_hides_what_is_not_chosen(tmp_path):
+    fake_run(tmp_path / "data", "a")
+    view = RunsView(LivePlots(), tmp_path / "data")
+    assert "sim max |dE/E|" not in view.table.hidden_columns and "lr" in view.table.hidden_columns
+    view.columns.value = [c for c in view.columns.value if c != "notes"] + ["lr"]
+    assert "notes" in view.table.hidden_columns and "lr" not in view.table.hidden_columns
+    view.close()
+
+
+def test_notes_typed_for_the_ticked_run_are_saved_in_its_folder_and_shown(tmp_path):
+    data = tmp_path / "data"
+    fake_run(data, "a")
+    fake_run(data, "b")
+    view = RunsView(LivePlots(), data)
+    editor = view.notes_editor
+    assert not editor.layout.visible  # nothing ticked
+    view.table.selection = [list(view.table.value["run"]).index("a")]
+    assert editor.layout.visible and editor.run == "a"
+    editor.tags.value_input, editor.notes.value_input = "baseline,  kepler, baseline,", "lr too high"
+    assert editor.save(), editor.message.object
+    assert json.loads((data / "a" / "notes.json").read_text()) == {"notes": "lr too high",
+                                                                  "tags": ["baseline", "kepler"]}
+    assert view.table.value.set_index("run").loc["a", "tags"] == "baseline, kepler"  # the table shows them at once
+    assert view.tag_filter.options == ["baseline", "kepler"]
+    # another session saves first: this one writes nothing, says so, and replaces them on a second save
+    (data / "a" / "notes.json").write_text(json.dumps({"notes": "theirs", "tags": []}))
+    editor.notes.value_input = "mine"
+    assert not editor.save() and "changed since this page read them" in editor.message.object
+    assert json.loads((data / "a" / "notes.json").read_text())["notes"] == "theirs"
+    assert editor.save() and json.loads((data / "a" / "notes.json").read_text())["notes"] == "mine"
+    editor.tags.value_input = "a,b"
+    view.table.selection = [list(view.table.value["run"]).index("b")]  # another run: its own (no) notes
+    assert (editor.run, editor.tags.value, editor.notes.value) == ("b", "", "")
+    view.close()

@@ -2,7 +2,8 @@
 
 Layout: ``config.toml`` (the resolved config, re-runnable as is), ``metrics.jsonl`` (one line
 per training epoch), ``progress.jsonl`` (the last run's events, :mod:`nbody_engine.runs.progress_log`),
-``model/model_epoch_XXXX.pt``, ``sim/<label>/summary.json`` and ``trajectory.npz``. Every file
+``model/model_epoch_XXXX.pt``, ``sim/<label>/summary.json`` and ``trajectory.npz``, and the
+researcher's ``notes.json`` (:func:`write_notes`; no run writes it). Every file
 is written to a temporary name and renamed into place (the two logs grow by whole lines, and
 ``model/train_trajectory_<id>.bin`` by rows that a checkpoint then covers), so a reader never
 sees half a file; files get the modes the umask gives, as ``open`` would.
@@ -32,6 +33,7 @@ from ..config.errors import InputError
 from ..config.loading import check_save_name
 
 DATA_DIR = Path("data")
+NOTES_FILE = "notes.json"  # a run's notes and tags, {"notes": str, "tags": [str]}: the researcher's, not the run's
 TEMPORARY = ".*.tmp"  # the names atomic_path gives its temporary files
 
 
@@ -70,6 +72,20 @@ def write_npz(path: str | Path, arrays: dict[str, np.ndarray]) -> None:
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
             np.savez_compressed(fh, **arrays)
+
+
+def write_notes(root: str | Path, notes: str, tags: list[str]) -> None:
+    """Write a run folder's ``notes.json`` atomically (a reader sees the old notes or the new,
+    never half). Raises InputError for a folder that holds no run or tags that are not short
+    one-line texts without commas (the runs table shows tags joined by commas)."""
+    root = Path(root)
+    if not (root / "config.toml").is_file():
+        raise InputError(f"'{root}' holds no run (no config.toml): notes go into a run's folder")
+    for tag in tags:
+        if not isinstance(tag, str) or not tag.strip() or tag != tag.strip() or "," in tag or "\n" in tag:
+            raise InputError(f"tag {tag!r} of '{root.name}': a tag is a non-empty text without commas, line breaks "
+                             "or spaces at its ends")
+    write_json(root / NOTES_FILE, {"notes": str(notes), "tags": list(dict.fromkeys(tags))})
 
 
 class RunDirectory:

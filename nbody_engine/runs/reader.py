@@ -7,6 +7,7 @@ The explorer's Runs tab, sweeps, evaluation and notebooks read runs through it; 
 - :func:`sim_summaries`, :func:`latest_summary`, :func:`summary_value`: ``sim/<label>/summary.json``,
   and the one reduction of a batch's per-system values;
 - :func:`sim_series`: ``sim/<label>/trajectory.npz`` as per-system series with its relative errors;
+- :func:`read_notes`: ``notes.json``, the researcher's notes and tags of the run;
 - :func:`run_status`: running (the directory's lock), or how the run ended (``progress.jsonl``);
 - :func:`final_metrics`: a run's last epoch and latest simulation, reduced, in one flat dict;
 - :func:`list_runs`: the run folders under ``data/``, newest first.
@@ -23,7 +24,7 @@ import numpy as np
 from ..config.schema import Config
 from ..events import json_safe
 from ..physics.gravity import relative_errors
-from .directory import lock_holder
+from .directory import NOTES_FILE, lock_holder
 from .progress_log import last_record
 
 ENDINGS = {"RunFinished": "finished", "RunCancelledEvent": "stopped", "RunFailed": "failed"}
@@ -108,6 +109,22 @@ def sim_series(path: str | Path) -> dict[str, np.ndarray]:
         rel_dE, rel_dL = relative_errors(data["energy"], data["angular_momentum"])
         return {"time": data["time"], "dt": data["dt"], "rel_dE": rel_dE, "rel_dL": rel_dL,
                 "position": data["position"]}
+
+
+def read_notes(root: str | Path) -> dict:
+    """``notes.json`` of a run folder as ``{"notes": str, "tags": [str]}`` (empty without the
+    file); raises ValueError naming the file when it is no such document."""
+    path = Path(root) / NOTES_FILE
+    try:
+        doc = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {"notes": "", "tags": []}
+    except ValueError as err:
+        raise ValueError(f"{path} is not JSON ({err}); fix it or delete it") from None
+    notes, tags = (doc.get("notes", ""), doc.get("tags", [])) if isinstance(doc, dict) else (None, None)
+    if not isinstance(notes, str) or not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+        raise ValueError(f'{path} is not {{"notes": "text", "tags": ["text", ...]}}; fix it or delete it')
+    return {"notes": notes, "tags": tags}
 
 
 def run_status(root: str | Path) -> str:

@@ -129,6 +129,25 @@ def _normalised(values: list, log: bool) -> tuple[np.ndarray, list[str]]:
     return scaled, [f"{v:.3g}" for v in shown]
 
 
+def spans_decades(values: Sequence[float]) -> bool:
+    """Whether a metric belongs on a log axis (or colour scale): positive, over more than two decades."""
+    ys = np.asarray(values, dtype=float)
+    return bool(len(ys)) and ys.min() > 0 and ys.max() / ys.min() > 100
+
+
+def parallel_lines(rows: list[dict], keys: Sequence[str], metrics: Sequence[str],
+                   grid: Mapping | None = None) -> tuple[np.ndarray, list[list[str]]]:
+    """The polylines of a parallel-coordinates figure: ``rows`` (each with a value of every
+    column) through the axes ``keys`` (swept keys, log where :func:`log_spaced`) then ``metrics``
+    (log where they span decades), as an array (runs, axes) in [0, 1], and each axis' bottom and
+    top labels."""
+    grid = grid or {}
+    axes = [(c, log_spaced([r.get(c) for r in rows], grid.get(c))) for c in keys]
+    axes += [(c, spans_decades([r[c] for r in rows])) for c in metrics]
+    scaled, ends = zip(*(_normalised([r.get(c) for r in rows], log) for c, log in axes))
+    return np.stack(scaled, axis=1), [list(e) for e in ends]
+
+
 def parallel_coordinates(doc: Mapping, metric: str, path: Path) -> Path:
     """One polyline per ok run through every swept key and ``metric``, coloured by the metric."""
     from matplotlib import colormaps
@@ -139,12 +158,10 @@ def parallel_coordinates(doc: Mapping, metric: str, path: Path) -> Path:
     rows, grid = ok_rows(doc, metric), dict(doc.get("grid") or {})
     columns = [*grid, metric]
     ys = np.asarray([r[metric] for r in rows], dtype=float)
-    metric_log = bool(len(ys)) and ys.min() > 0 and ys.max() / ys.min() > 100
+    metric_log = spans_decades(ys)
     fig, ax = new_figure(1, (1.8 * len(columns) + 2.0, 4.5))
     if rows:
-        scaled, ends = zip(*(_normalised([r.get(c) for r in rows], log_spaced([r.get(c) for r in rows], grid.get(c))
-                                         if c != metric else metric_log) for c in columns))
-        lines = np.stack(scaled, axis=1)  # (runs, columns) in [0, 1]
+        lines, ends = parallel_lines(rows, list(grid), [metric], grid)  # (runs, columns) in [0, 1]
         norm = LogNorm(ys.min(), ys.max()) if metric_log else Normalize(ys.min(), ys.max())
         cmap = colormaps["viridis"]
         for line, y in sorted(zip(lines, ys), key=lambda pair: -pair[1]):  # the best drawn last, on top
