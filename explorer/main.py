@@ -2,18 +2,20 @@
 
 BootstrapTemplate, because it loads nothing from the internet (FastListTemplate fetches web
 fonts): the page works on an offline cluster node. The run controls, status and progress sit
-in the template's header, which stays in view."""
+in the template's header, which stays in view, with the light/dark theme switch (the page is
+built in the theme its ``?theme=`` query names: Panel's ``default`` or ``dark``)."""
 
 import panel as pn
 
 from explorer import Explorer
+from explorer.plot_style import theme_switch
 
 pn.extension("tabulator", notifications=True, sizing_mode="stretch_width")
 
 app = Explorer()
 pn.template.BootstrapTemplate(
     title="nbody explorer",
-    header=[app.header()],
+    header=[app.header(), theme_switch()],
     sidebar=[app.sidebar()],
     main=[app.main()],
     sidebar_width=380,
