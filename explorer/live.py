@@ -229,7 +229,7 @@ class LivePlots:
         for which in ("E", "L"):
             low, high = self.limits[which]
             hidden = which == "L" and not self._l_band_visible()
-            text = f"target band [{low:.0e}, {high:.0e}]" + (", far above: not drawn" if hidden else "")
+            text = f"target band [{low:.0e}, {high:.0e}]" + (" (far above)" if hidden else "")
             for band, item in self._bands[which]:
                 band.visible = not hidden
                 item.label = value(text)

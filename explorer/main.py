@@ -13,9 +13,12 @@ from explorer.plot_style import theme_switch
 pn.extension("tabulator", notifications=True, sizing_mode="stretch_width")
 
 app = Explorer()
+switch = theme_switch()
+# a reload ends this session and with it its job: no switching while one runs
+app.stop_button.param.watch(lambda event: setattr(switch, "disabled", not event.new), "disabled")
 pn.template.BootstrapTemplate(
     title="nbody explorer",
-    header=[app.header(), theme_switch()],
+    header=[app.header(), switch],
     sidebar=[app.sidebar()],
     main=[app.main()],
     sidebar_width=380,

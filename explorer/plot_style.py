@@ -8,19 +8,20 @@ import panel as pn
 from bokeh.models import CustomJSTickFormatter
 
 # Bokeh's LogTickFormatter falls back to '1.000e-15' when an axis spans less than about two
-# decades (ticks that are not all powers of ten): the shortest exact form reads better.
+# decades (ticks that are not all powers of ten): the shortest exact form reads better, in one
+# style per axis (plain numbers only when every tick reads well as one).
 LOG_TICKS_JS = """
+const short = (x) => Number(x.toPrecision(3));
 if (tick === 0 || !isFinite(tick)) return String(tick);
-const short = Number(tick.toPrecision(3));
-const size = Math.abs(short);
-return size >= 1e-3 && size < 1e4 ? String(short) : short.toExponential().replace("e+", "e");
+const plain = ticks.every((t) => t === 0 || (Math.abs(t) >= 1e-3 && Math.abs(t) < 1e4));
+return plain ? String(short(tick)) : short(tick).toExponential().replace("e+", "e");
 """
-THEMES = ("default", "dark")  # Panel's names, read from the page's ?theme= query
+DARK_BACKGROUND = "#212529"  # the dark Bootstrap theme's page colour
 
 
 def log_ticks() -> CustomJSTickFormatter:
-    """A formatter for a log axis: '1e-15', '2.5e-15', '0.01', '300' (a new one per figure: a
-    Bokeh model belongs to one document)."""
+    """A formatter for a log axis: '1e-15', '2.5e-15' (or '0.01', '0.025', '300' on an axis whose
+    ticks all lie in [1e-3, 1e4)); a new one per figure: a Bokeh model belongs to one document."""
     return CustomJSTickFormatter(code=LOG_TICKS_JS)
 
 
@@ -44,6 +45,8 @@ def legend_beside(fig) -> None:
             fig.add_layout(legend, "right")
         legend.update(location="top_left", background_fill_alpha=0.0, border_line_alpha=0.0,
                       label_text_font_size="8pt", glyph_width=14, spacing=0, padding=4, margin=4)
+        if pn.config.theme == "dark":  # a hidden item is veiled in the page's colour, not in white
+            legend.inactive_fill_color = DARK_BACKGROUND
 
 
 def ema(values, weight: float, log: bool = False, state: tuple[float, int] = (0.0, 0)):
