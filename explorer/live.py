@@ -11,7 +11,9 @@ What a physicist reads here: quantities in code units (G = 1); log axes show onl
 axis can show (a zero error, the first row of a simulation, or a loss of exactly 0 is left out,
 never drawn at an invented floor); the target band and the acceptance threshold are drawn where
 the data can meet them; every orbit of a multi-orbit run is drawn (up to ``MAX_SYSTEMS``, the
-title says how many) with a legend.
+title says how many) with a legend, and legends sit beside the plot area, never over the data.
+The per-epoch curves carry their exponential moving average (``*_ema`` columns, weight set by
+:meth:`LivePlots.set_smoothing`), smoothed on the server as the epochs stream in.
 
 The sources have names for automated checks: ``energy_error``, ``angular_momentum_error``,
 ``epoch_metrics``, ``orbit``, ``simulation`` and ``sim_orbit``.
@@ -204,9 +206,9 @@ class LivePlots:
         renderers of its own (a ``legend_field`` over a streamed source reads past the end of its
         colours in BokehJS: a RangeError in the browser tests)."""
         swatches = [fig.scatter(x=[np.nan], y=[np.nan], color=Category10_10[k], size=6) for k in range(MAX_SYSTEMS)]
-        fig.add_layout(Legend(items=[], click_policy="none"), "right")
+        legend = Legend(items=[], click_policy="none")
+        fig.add_layout(legend, "right")
         legend_beside(fig)
-        legend = fig.legend[0]
         self._legends[name].append((legend, swatches))
 
     def _set_legend(self, name: str, labels: list[str]) -> None:
