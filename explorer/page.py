@@ -36,7 +36,7 @@ def training_tab(e) -> pn.Column:
                  csv_download(e.live, "epoch_metrics", "per-epoch metrics"),
                  csv_download(e.live, "orbit", "training orbit"))
     return pn.Column(
-        pn.Row(smoothing, *downloads, sizing_mode="stretch_width"),
+        pn.FlexBox(smoothing, *downloads, sizing_mode="stretch_width"),  # wraps on a narrow page (Jupyter)
         pn.Row(pane(e.live.energy_error()), pane(e.live.angular_momentum_error())),
         pn.Row(epochs, pn.Column(e.projection, pane(e.live.orbit_plot()), sizing_mode="stretch_width")),
         sizing_mode="stretch_width")
