@@ -369,16 +369,18 @@ class Explorer(pn.viewable.Viewer):
         return header(self)
 
     def sidebar(self) -> pn.Column:
-        tabs = pn.Tabs(("Settings", self.train_settings), ("Simulate", lazy(lambda: self.sim_settings)), dynamic=True,
-                       sizing_mode="stretch_width")
+        tabs = pn.Tabs(("Settings", self.train_settings), ("Simulate", lazy(lambda: self.sim_settings, "Simulate")),
+                       dynamic=True, sizing_mode="stretch_width")
         return pn.Column(self.error, tabs, sizing_mode="stretch_width")
 
     def main(self) -> pn.Tabs:
         """The tabs; each is built the first time it is shown."""
-        runs = lazy(lambda: self.runs.panel())
-        tabs = pn.Tabs(("Training", training_tab(self)), ("Simulation", lazy(lambda: simulation_tab(self))),
+        runs = lazy(lambda: self.runs.panel(), "Runs")
+        tabs = pn.Tabs(("Training", training_tab(self)),
+                       ("Simulation", lazy(lambda: simulation_tab(self), "Simulation")),
                        ("Export / import", export_tab(self)), ("Runs", runs),
-                       ("Sweeps", lazy(lambda: self.sweeps.panel())), dynamic=True, sizing_mode="stretch_width")
+                       ("Sweeps", lazy(lambda: self.sweeps.panel(), "Sweeps")),
+                       dynamic=True, sizing_mode="stretch_width")
         # the runs table lives (and refreshes) only while its tab is shown
         tabs.param.watch(lambda e: self._runs and self._runs.set_shown(tabs.objects[e.new] is runs), "active")
         return tabs

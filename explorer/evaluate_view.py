@@ -15,6 +15,8 @@ import panel as pn
 from nbody_engine.evaluate.report import PALETTE
 from nbody_engine.evaluate.verdicts import summary
 
+from .plot_style import hv_clean_log_ticks
+
 hv.extension("bokeh", logo=False)
 
 # the Scatter's values: its y first (a Scatter draws its first value dimension), then what hover shows
@@ -47,7 +49,7 @@ def pareto_plot(rows: pd.DataFrame, problem: str) -> hv.Overlay:
     return hv.Overlay(layers).opts(logx=True, logy=True, width=620, height=360, title=problem,
                                    legend_position="bottom_left", legend_opts={"click_policy": "mute"},
                                    active_tools=["pan"], xlabel="force evaluations per period", ylabel="max |dE/E|",
-                                   show_grid=True)
+                                   show_grid=True, hooks=[hv_clean_log_ticks])
 
 
 def verdict_table(verdicts: list[dict], problem: str) -> pd.DataFrame:

@@ -11,7 +11,9 @@ What a physicist reads here: quantities in code units (G = 1); log axes show onl
 axis can show (a zero error, the first row of a simulation, or a loss of exactly 0 is left out,
 never drawn at an invented floor); the target band and the acceptance threshold are drawn where
 the data can meet them; every orbit of a multi-orbit run is drawn (up to ``MAX_SYSTEMS``, the
-title says how many) with a legend.
+title says how many) with a legend, and legends sit beside the plot area, never over the data.
+The per-epoch curves carry their exponential moving average (``*_ema`` columns, weight set by
+:meth:`LivePlots.set_smoothing`), smoothed on the server as the epochs stream in.
 
 The sources have names for automated checks: ``energy_error``, ``angular_momentum_error``,
 ``epoch_metrics``, ``orbit``, ``simulation`` and ``sim_orbit``.
@@ -28,13 +30,16 @@ from bokeh.plotting import figure
 
 from nbody_engine.events import EpochFinished, StepAccepted, TrajectoryChunk
 
+from .plot_style import clean_log_ticks, ema, legend_beside
+
 PROJECTIONS = {"x-y": (0, 1), "x-z": (0, 2), "y-z": (1, 2)}
 MAX_SYSTEMS = 10  # orbits drawn (one colour each); the title says when a run has more
 BAND_REACH = 10.0  # a band is drawn once the data comes within this factor of it
 COLUMNS = {
     "energy_error": ("step", "rel_dE"),
     "angular_momentum_error": ("step", "rel_dL"),
-    "epoch_metrics": ("epoch", "loss", "acceptance_rate", "retrain_iterations", "dt_mean"),
+    "epoch_metrics": ("epoch", "loss", "acceptance_rate", "retrain_iterations", "dt_mean", "loss_ema",
+                      "acceptance_rate_ema", "retrain_iterations_ema", "dt_mean_ema"),
     "orbit": ("x", "y", "label", "color"),
     "simulation": ("time", "rel_dE", "rel_dL", "dt", "label", "color"),
     "sim_orbit": ("x", "y", "label", "color"),
@@ -42,6 +47,12 @@ COLUMNS = {
 ROLLOVER = {"energy_error": 5_000, "angular_momentum_error": 5_000, "epoch_metrics": 5_000, "orbit": 6_000,
             "simulation": 20_000, "sim_orbit": 6_000}
 CODE_TIME = "time (code units, G = 1)"
+# the per-epoch curves: column, axis label, title, log axis, colour; each is drawn raw (faint) and
+# as its exponential moving average (the column + "_ema", with the smoothing slider's weight)
+EPOCH_CURVES = (("loss", "loss", "loss per epoch (0 not drawn)", True, "#1f77b4"),
+                ("dt_mean", "mean dt (code units)", "mean accepted dt per epoch", True, "#17becf"),
+                ("acceptance_rate", "accepted / attempted", "acceptance rate per epoch", False, "#9467bd"),
+                ("retrain_iterations", "optimizer steps", "retrain iterations per epoch", False, "#d62728"))
 SIM_PLOTS = (("rel_dE", "|dE/E| (relative)", "simulation |dE/E| against time"),
              ("rel_dL", "|dL/L| (relative)", "simulation |dL/L| against time"),
              ("dt", "dt (code units)", "simulation time step dt"))
@@ -61,14 +72,13 @@ def _figure(title: str, x: str, y: str, log_y: bool = True, height: int = 250, *
     fig.add_tools(HoverTool(tooltips=[(x, "$x"), (y, "$y")]))
     fig.toolbar.logo = None
     fig.y_range.only_visible = True  # a hidden band does not stretch the axis
+    clean_log_ticks(fig)
     return fig
 
 
-def _legend(fig, location: str = "bottom_right") -> None:
-    fig.legend.location = location
+def _legend(fig) -> None:
+    legend_beside(fig)
     fig.legend.click_policy = "hide"
-    fig.legend.background_fill_alpha = 0.6
-    fig.legend.label_text_font_size = "8pt"
 
 
 def sim_labels(systems: int) -> list[str]:
@@ -97,11 +107,34 @@ class LivePlots:
         self._step_count = 0
         self._max_rel_dL = 0.0
         self._figures: dict[str, list] = {"orbit": [], "sim_orbit": []}
+        self.smoothing = 0.0  # the per-epoch curves' EMA weight (0: off)
+        self._ema_state: dict[str, tuple[float, int]] = {}
         self._bands: dict[str, list] = {"E": [], "L": [], "threshold": []}
 
     def frame(self, name: str) -> pd.DataFrame:
         """What a source holds, as a DataFrame (for tests and notebooks)."""
         return pd.DataFrame(self.sources[name].data)
+
+    def csv(self, name: str) -> str:
+        """What source ``name`` holds as CSV, its columns as named in COLUMNS (without the drawing
+        colour); what a log axis leaves out is an empty field."""
+        return self.frame(name).drop(columns="color", errors="ignore").to_csv(index=False)
+
+    def set_smoothing(self, weight: float) -> None:
+        """Smooth the per-epoch curves with an EMA of ``weight`` (0: off): the drawn epochs are
+        smoothed again now, the ones still to come as they stream in."""
+        self.smoothing = float(weight)
+        self._ema_state = {}
+        source = self.sources["epoch_metrics"]
+        source.data.update({c: v.tolist() for c, v in self._smoothed(source.data).items()})
+
+    def _smoothed(self, batch: dict) -> dict:
+        """The ``*_ema`` columns of a batch of epochs, carrying on from the batches before."""
+        columns = {}
+        for y, _label, _title, log_y, _color in EPOCH_CURVES:
+            smooth, self._ema_state[y] = ema(batch[y], self.smoothing, log_y, self._ema_state.get(y, (0.0, 0)))
+            columns[f"{y}_ema"] = smooth
+        return columns
 
     # figures -------------------------------------------------------------------------------
     def _band(self, fig, which: str) -> None:
@@ -132,16 +165,15 @@ class LivePlots:
         return fig
 
     def per_epoch(self) -> list:
+        """The per-epoch curves (EPOCH_CURVES): raw points and line faint, the moving average
+        (:meth:`set_smoothing`) drawn over them; with smoothing 0 the average is the data."""
         source = self.sources["epoch_metrics"]
         figs = []
-        for y, label, title, log_y, color in (
-                ("loss", "loss", "loss per epoch (0 not drawn)", True, "#444"),
-                ("dt_mean", "mean dt (code units)", "mean accepted dt per epoch", True, "#444"),
-                ("acceptance_rate", "accepted / attempted", "acceptance rate per epoch", False, "#9467bd"),
-                ("retrain_iterations", "optimizer steps", "retrain iterations per epoch", False, "#d62728")):
+        for y, label, title, log_y, color in EPOCH_CURVES:
             fig = _figure(title, "epoch", label, log_y=log_y, height=230)
-            fig.line("epoch", y, source=source, color=color)
-            fig.scatter("epoch", y, source=source, color=color, size=3)
+            fig.line("epoch", y, source=source, color=color, alpha=0.3)
+            fig.scatter("epoch", y, source=source, color=color, size=3, alpha=0.4)
+            fig.line("epoch", f"{y}_ema", source=source, color=color, line_width=2)
             figs.append(fig)
         return figs
 
@@ -174,9 +206,9 @@ class LivePlots:
         renderers of its own (a ``legend_field`` over a streamed source reads past the end of its
         colours in BokehJS: a RangeError in the browser tests)."""
         swatches = [fig.scatter(x=[np.nan], y=[np.nan], color=Category10_10[k], size=6) for k in range(MAX_SYSTEMS)]
-        legend = Legend(items=[], location="top_right" if name != "simulation" else "bottom_right",
-                        click_policy="none", background_fill_alpha=0.6, label_text_font_size="8pt")
-        fig.add_layout(legend)
+        legend = Legend(items=[], click_policy="none")
+        fig.add_layout(legend, "right")
+        legend_beside(fig)
         self._legends[name].append((legend, swatches))
 
     def _set_legend(self, name: str, labels: list[str]) -> None:
@@ -199,7 +231,7 @@ class LivePlots:
         for which in ("E", "L"):
             low, high = self.limits[which]
             hidden = which == "L" and not self._l_band_visible()
-            text = f"target band [{low:.0e}, {high:.0e}]" + (", far above: not drawn" if hidden else "")
+            text = f"target band [{low:.0e}, {high:.0e}]" + (" (far above)" if hidden else "")
             for band, item in self._bands[which]:
                 band.visible = not hidden
                 item.label = value(text)
@@ -224,6 +256,7 @@ class LivePlots:
         (lower, upper); 'threshold')."""
         self._step_count = 0
         self._max_rel_dL = 0.0
+        self._ema_state = {}
         for source in self.sources.values():
             source.data = {c: [] for c in source.data}
         for name in self._legends:
@@ -233,6 +266,7 @@ class LivePlots:
         self._label_bands()
 
     def reset_epochs(self) -> None:
+        self._ema_state = {}
         source = self.sources["epoch_metrics"]
         source.data = {c: [] for c in source.data}
 
@@ -257,7 +291,9 @@ class LivePlots:
                     self._set_legend("simulation", sim_labels(ev.time.shape[1]))
         for name, batches in rows.items():
             if batches:
-                batch = {c: np.concatenate([np.asarray(b[c]) for b in batches]) for c in COLUMNS[name]}
+                batch = {c: np.concatenate([np.asarray(b[c]) for b in batches]) for c in batches[0]}
+                if name == "epoch_metrics":
+                    batch.update(self._smoothed(batch))
                 limit = ROLLOVER[name]
                 # plain lists: BokehJS rejected some streamed binary arrays ("Offset is outside the
                 # bounds of the DataView") in the browser tests

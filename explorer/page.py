@@ -3,6 +3,8 @@ Simulation tab when first shown)."""
 
 from __future__ import annotations
 
+import io
+
 import panel as pn
 
 
@@ -23,16 +25,28 @@ def header(e) -> pn.Row:
 
 
 def training_tab(e) -> pn.Column:
-    """The Training tab: the live errors, per-epoch curves and orbits of ``e``'s jobs."""
+    """The Training tab: the live errors, per-epoch curves and orbits of ``e``'s jobs, the
+    smoothing of the per-epoch curves and the download of each plot's data."""
     epochs = pn.GridBox(*(pane(p) for p in e.live.per_epoch()), ncols=2, sizing_mode="stretch_width")
+    smoothing = pn.widgets.FloatSlider(name="smoothing of the per-epoch curves (EMA weight, 0 = off)", start=0.0,
+                                       end=0.99, step=0.01, value=e.live.smoothing, width=300, margin=(0, 10))
+    smoothing.param.watch(lambda event: e.live.set_smoothing(event.new), "value")
+    downloads = (csv_download(e.live, "energy_error", "|dE/E| per step"),
+                 csv_download(e.live, "angular_momentum_error", "|dL/L| per step"),
+                 csv_download(e.live, "epoch_metrics", "per-epoch metrics"),
+                 csv_download(e.live, "orbit", "training orbit"))
     return pn.Column(
+        pn.FlexBox(smoothing, *downloads, sizing_mode="stretch_width"),  # wraps on a narrow page (Jupyter)
         pn.Row(pane(e.live.energy_error()), pane(e.live.angular_momentum_error())),
         pn.Row(epochs, pn.Column(e.projection, pane(e.live.orbit_plot()), sizing_mode="stretch_width")),
         sizing_mode="stretch_width")
 
+
 def simulation_tab(e) -> pn.Column:
     """The Simulation tab: the live simulation, the comparison of a finished one, Evaluate."""
-    return pn.Column(pn.Row(*(pane(p) for p in e.live.simulation_plots())),
+    downloads = (csv_download(e.live, "simulation", "simulation errors and dt"),
+                 csv_download(e.live, "sim_orbit", "simulation orbits"))
+    return pn.Column(pn.Row(*downloads), pn.Row(*(pane(p) for p in e.live.simulation_plots())),
                      pane(e.live.orbit_plot("sim_orbit")),
                      e.sim_view,  # headed by what it compares (explorer/compare.py)
                      pn.pane.Markdown("### Is the learned step worth it?\n\nEvaluate compares the Simulate tab's "
@@ -54,9 +68,25 @@ def pane(fig) -> pn.pane.Bokeh:
     return pn.pane.Bokeh(fig, sizing_mode="stretch_width")
 
 
-def lazy(build) -> pn.param.ParamFunction:
-    """A tab's content, built when the tab is first shown."""
-    return pn.param.ParamFunction(pn.bind(build), lazy=True, sizing_mode="stretch_width")
+def csv_download(live, name: str, what: str) -> pn.widgets.FileDownload:
+    """A button that downloads what live source ``name`` holds now as ``name.csv``."""
+    return pn.widgets.FileDownload(callback=lambda: io.StringIO(live.csv(name)), filename=f"{name}.csv",
+                                   label=f"CSV: {what}", button_type="light", height=32, margin=(12, 5),
+                                   sizing_mode="fixed", width=max(120, 9 * len(what)))
+
+
+def lazy(build, what: str) -> pn.param.ParamFunction:
+    """A tab's content, built when the tab is first shown: the line 'Building the ``what``
+    tab ...' goes to the browser at once and the content replaces it at the server's next
+    tick (a tab takes seconds to build on a busy machine; a blank tab looks broken)."""
+    def first_shown() -> pn.Column:
+        holder = pn.Column(pn.Row(pn.indicators.LoadingSpinner(value=True, size=20, margin=(8, 5)),
+                                  pn.pane.Markdown(f"Building the {what} tab ...", margin=(0, 5))),
+                           sizing_mode="stretch_width")
+        pn.state.execute(lambda: setattr(holder, "objects", [build()]), schedule=True)
+        return holder
+
+    return pn.param.ParamFunction(pn.bind(first_shown), lazy=True, sizing_mode="stretch_width")
 
 
 def load_notebook_extension() -> None:
