@@ -81,7 +81,8 @@ def test_cluster_is_cold_and_of_unit_mass():
 
 @pytest.mark.parametrize("make", [lambda: triples_problem(torch.float64, "cpu"),
                                   lambda: burrau_problem(torch.float64, "cpu"),
-                                  lambda: cluster_problem(3, torch.float64, "cpu")])
+                                  lambda: cluster_problem(3, torch.float64, "cpu"),
+                                  lambda: planetary_problem(0, torch.float64, "cpu")])
 def test_ias15_reference_conserves_energy_to_1e_10(make):
     problem = make()
     reference = ias15(problem)
