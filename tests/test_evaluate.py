@@ -225,3 +225,19 @@ def test_the_pareto_plot_draws_ias15_beside_the_curves(monkeypatch, tmp_path):
     hexagons = [line for line in fig.axes[0].get_lines() if line.get_marker() == "h"]
     assert [tuple(line.get_xdata()) for line in hexagons] == [(300.0,), (320.0,)]
     assert "IAS15" in [t.get_text() for t in fig.legends[0].get_texts()]
+
+
+@pytest.mark.slow
+def test_evaluate_runs_the_opt_in_unequal_mass_problem_labelled_out_of_an_equal_mass_family(checkpoint):
+    root, ckpt = checkpoint
+    done = runner(root, "evaluate", "--model-path", ckpt, "--eval-suite", "unequal", "--eval-eps", "0.1", "0.2",
+                  "--Nperiod", "1", "-s", "unequal")
+    assert done.returncode == 0, done.stderr
+    table = json.loads((root / "data/unequal/eval/table.json").read_text())
+    assert list(table["references"]) == ["unequal"]
+    rows = [r for r in table["rows"] if r["problem"] == "unequal"]
+    assert {r["policy"] for r in rows} == {"IAS15", "learned", "WHFast", *BASELINE_NAMES}
+    assert {r["label"].split()[0] for r in rows} == {"q=0.1", "q=0.01"}
+    assert {r["family"] for r in rows} == {"out"}  # the tiny checkpoint trained on equal masses
+    assert all(float(r["max_rel_dE"]) < 1e-10 for r in rows if r["policy"] == "IAS15")
+    assert "\nunequal: learned " in done.stdout

@@ -8,8 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from nbody_engine.evaluate.problems import (CLUSTER_SIZE, CLUSTER_VIRIAL, TRIPLES, burrau_problem, cluster_problem,
-                                            scattering_problem, triples_problem)
+from nbody_engine.config.loading import load_configs
+from nbody_engine.evaluate.problems import (CLUSTER_SIZE, CLUSTER_SOFTENING, CLUSTER_VIRIAL, TRIPLES, burrau_problem,
+                                            cluster_problem, planetary_problem, plummer_problem, problems_of,
+                                            scattering_problem, training_family, triples_problem)
+from nbody_engine.evaluate.systems import (PLANET_MASSES, PLANET_MAX_E, PLANET_MAX_INCLINATION_DEG, PLANET_SPACING,
+                                           PLUMMER_SIZE, UNEQUAL_E_RANGE, UNEQUAL_RATIOS, plummer_spheres)
 from nbody_engine.evaluate.reference import converged_leapfrog, ias15
 from nbody_engine.physics.gravity import angular_momentum, kinetic_energy, potential_energy
 
@@ -77,7 +81,8 @@ def test_cluster_is_cold_and_of_unit_mass():
 
 @pytest.mark.parametrize("make", [lambda: triples_problem(torch.float64, "cpu"),
                                   lambda: burrau_problem(torch.float64, "cpu"),
-                                  lambda: cluster_problem(3, torch.float64, "cpu")])
+                                  lambda: cluster_problem(3, torch.float64, "cpu"),
+                                  lambda: planetary_problem(0, torch.float64, "cpu")])
 def test_ias15_reference_conserves_energy_to_1e_10(make):
     problem = make()
     reference = ias15(problem)
@@ -96,3 +101,103 @@ def test_fallback_reference_agrees_with_ias15_on_a_hierarchical_triple():
     assert np.abs(fallback.position - exact.position).max() < 0.05
     L = angular_momentum(problem.state)
     assert L.shape == (problem.state.batch_size, 3)
+
+
+def suite_problem(name, **cli):
+    [problem] = problems_of(load_configs("evaluate", cli={"eval_suite": name, **cli})["simulate"], torch.float64, "cpu")
+    return problem
+
+
+def test_unequal_binaries_are_bound_orbits_of_exactly_the_stated_mass_ratios():
+    problem = suite_problem("unequal", eval_a=1.5, mass=0.5, seed=4)
+    state = problem.state
+    ratios = [q for q in UNEQUAL_RATIOS for _ in range(3)]
+    assert state.batch_size == len(ratios)
+    for b in range(state.batch_size):
+        mass, x, v = (t[b].numpy() for t in (state.mass, state.position, state.velocity))
+        assert mass[1] / mass[0] == pytest.approx(ratios[b], rel=1e-14) and mass.sum() == pytest.approx(1.0, rel=1e-15)
+        energy, a, e, _ = pair_orbit(mass, x, v, 0, 1)
+        assert energy < 0 and a == pytest.approx(1.5, rel=1e-12) and UNEQUAL_E_RANGE[0] <= e <= UNEQUAL_E_RANGE[1]
+        assert problem.labels[b] == f"q={ratios[b]:g} e={e:.2f}"
+        assert np.allclose(mass @ x, 0) and np.allclose(mass @ v, 0)
+        period = 2 * math.pi * math.sqrt(a**3 / mass.sum())
+        assert float(problem.time_unit[b]) == pytest.approx(period, rel=1e-12)
+    assert problem.kepler_split
+
+
+def test_planetary_systems_hold_bound_near_circular_slightly_inclined_well_separated_planets():
+    problem = planetary_problem(5, torch.float64, "cpu")
+    state = problem.state
+    assert state.dim == 3 and problem.kepler_split and problem.softening == 0
+    for b in range(state.batch_size):
+        mass, x, v = (t[b].numpy() for t in (state.mass, state.position, state.velocity))
+        assert mass.tolist() == [1.0, *PLANET_MASSES]
+        assert np.allclose(mass @ x, 0) and np.allclose(mass @ v, 0)
+        elements = [pair_orbit(mass, x, v, 0, k) for k in range(1, len(mass))]
+        assert all(energy < 0 and 0 <= e <= PLANET_MAX_E for energy, _, e, _ in elements)
+        a = [element[1] for element in elements]
+        assert a[0] == pytest.approx(1.0, rel=1e-12)
+        assert all(PLANET_SPACING[0] <= outer / inner <= PLANET_SPACING[1] for inner, outer in zip(a, a[1:]))
+        for _, _, _, h in elements:  # inclination to the x-y plane
+            assert math.degrees(math.acos(h[2] / np.linalg.norm(h))) <= PLANET_MAX_INCLINATION_DEG + 1e-9
+        innermost = 2 * math.pi * math.sqrt(a[0] ** 3 / (1 + PLANET_MASSES[0]))
+        assert float(problem.time_unit[b]) == pytest.approx(innermost, rel=1e-12)
+        assert float(problem.t_end[b]) == pytest.approx(10 * innermost, rel=1e-12)
+
+
+def test_plummer_sampling_has_the_plummer_virial_ratio_half_mass_radius_and_energy():
+    """Aarseth-Henon-Wielen in Henon units: T / |W| = 1/2, E = -1/4 and half the mass within
+    1.305 scale lengths (0.769), each up to sampling noise over 100 spheres of 64."""
+    state = plummer_spheres(torch.Generator().manual_seed(1), 100, PLUMMER_SIZE)
+    virial = kinetic_energy(state) / potential_energy(state).abs()
+    assert abs(float(virial.mean()) - 0.5) < 0.02 and 0.02 < float(virial.std()) < 0.1
+    assert float((kinetic_energy(state) + potential_energy(state)).mean()) == pytest.approx(-0.25, abs=0.01)
+    assert float(state.position.norm(dim=-1).median()) == pytest.approx(1.305 * 3 * math.pi / 16, abs=0.03)
+
+
+def test_plummer_problem_is_virialized_of_unit_mass_in_its_centre_of_mass_frame():
+    problem = plummer_problem(2, torch.float64, "cpu")
+    state = problem.state
+    assert state.num_bodies == 64 and problem.softening == CLUSTER_SOFTENING and not problem.kepler_split
+    assert torch.allclose(state.mass.sum(1), torch.ones(state.batch_size, dtype=torch.float64))
+    assert torch.allclose(state.mass, torch.full_like(state.mass, 1 / 64))
+    virial = kinetic_energy(state) / potential_energy(state, CLUSTER_SOFTENING).abs()
+    assert torch.allclose(virial, torch.full_like(virial, 0.5), rtol=1e-12)
+    momentum = (state.mass.unsqueeze(-1) * state.velocity).sum(1)
+    centre = (state.mass.unsqueeze(-1) * state.position).sum(1)
+    assert float(momentum.abs().max()) < 1e-15 and float(centre.abs().max()) < 1e-15
+    energy = kinetic_energy(state) + potential_energy(state, CLUSTER_SOFTENING)
+    crossing = 1 / (-2 * energy) ** 1.5  # G M^(5/2) / (2|E|)^(3/2): near 2 sqrt(2) for E near -1/4
+    assert torch.allclose(problem.time_unit, crossing, rtol=1e-12)
+    assert ((problem.time_unit - 2 * math.sqrt(2)).abs() < 0.5).all() and (problem.t_end > 2 * problem.time_unit).all()
+
+
+@pytest.mark.parametrize("name", ["unequal", "planetary", "plummer"])
+def test_the_same_seed_draws_the_same_systems_and_another_seed_others(name):
+    first, again, other = (suite_problem(name, seed=seed).state for seed in (7, 7, 8))
+    assert torch.equal(first.position, again.position) and torch.equal(first.velocity, again.velocity)
+    assert not torch.allclose(first.position, other.position)
+
+
+KEPLER_TRAINED = {"integrator_mode": "analytic", "num_particles": 2, "e_min": 0.0, "e_max": 0.95, "a_min": 0.5,
+                  "a_max": 2.0}
+
+
+def test_unequal_masses_are_out_of_an_equal_mass_training_family_and_in_one_trained_on_such_ratios():
+    problem = suite_problem("unequal")
+    assert training_family(problem, KEPLER_TRAINED) == ("out",) * 6
+    binaries = {**KEPLER_TRAINED, "integrator_mode": "ml_ttl", "train_family": "binaries"}
+    assert training_family(problem, {**binaries, "family_mass_ratio": 0.01}) == ("in",) * 6
+    assert training_family(problem, {**binaries, "family_mass_ratio": 0.05}) == ("in",) * 3 + ("out",) * 3
+    kepler = suite_problem("kepler", eval_e=[0.5, 0.98])  # equal masses: in by their orbits' ranges alone
+    assert training_family(kepler, KEPLER_TRAINED) == ("in", "out")
+
+
+def test_planets_and_plummer_spheres_are_out_unless_trained_on_their_body_count_and_mass_ratios():
+    planetary, plummer = planetary_problem(0, torch.float64, "cpu"), plummer_problem(0, torch.float64, "cpu")
+    assert set(training_family(planetary, KEPLER_TRAINED)) == set(training_family(plummer, KEPLER_TRAINED)) == {"out"}
+    assert set(training_family(plummer, {**KEPLER_TRAINED, "num_particles": 64})) == {"in"}
+    assert set(training_family(planetary, {**KEPLER_TRAINED, "num_particles": 4})) == {"out"}  # masses 1e-3 of the star
+    clusters = {**KEPLER_TRAINED, "integrator_mode": "ml_ttl", "train_family": "clusters", "family_cluster_size": 4}
+    assert set(training_family(planetary, {**clusters, "family_mass_ratio": 1e-4})) == {"in"}
+    assert set(training_family(planetary, {**clusters, "family_mass_ratio": 1e-2})) == {"out"}

@@ -280,9 +280,12 @@ class Evaluation(Section):
                           doc="Accuracy knob values of the baselines (eps of the analytic, classic, time-symmetric "
                               "and midpoint steps; the fixed step is eps * P / (2 pi), P the problem's period) "
                               "the learned policy is compared with")
-    eval_suite = param.Selector(default="all", objects=["all", "kepler", "triples", "scattering", "burrau", "cluster"],
-                                doc="Problems evaluated: all, or one of Kepler orbits (eval_e), hierarchical triples, "
-                                    "binary-single scattering, Burrau's Pythagorean problem, a small cold cluster "
+    eval_suite = param.Selector(default="all", objects=["all", "kepler", "triples", "scattering", "burrau", "cluster",
+                                                        "unequal", "planetary", "plummer"],
+                                doc="Problems evaluated: all (the first five), or one of Kepler orbits (eval_e), "
+                                    "hierarchical triples, binary-single scattering, Burrau's Pythagorean problem, a "
+                                    "small cold cluster; or, opt-in (outside all, for cost), unequal-mass binaries "
+                                    "(mass ratios 0.1, 0.01), planetary systems, 64-body Plummer spheres "
                                     "(docs/SCIENCE.md)")
     eval_reference = param.Selector(default="auto", objects=["auto", "ias15", "leapfrog"],
                                     doc="Reference trajectory: REBOUND's IAS15 (ias15; auto when rebound is "

@@ -2,7 +2,8 @@
 against strong baselines on a problem suite, with a reference trajectory for every problem.
 
 - :mod:`.problems`: the suite (``eval_suite``): held-out Kepler orbits, hierarchical triples,
-  a binary-single scattering, Burrau's Pythagorean problem, a small cold cluster;
+  a binary-single scattering, Burrau's Pythagorean problem, a small cold cluster; opt-in,
+  unequal-mass binaries, planetary systems and 64-body Plummer spheres (:mod:`.systems`);
 - :mod:`.reference`: REBOUND's IAS15 (or our converged run) for where each system truly ends;
 - :mod:`.baselines`: fixed, classic, analytic, time-symmetric and drift-corrected analytic steps,
   each over a sweep of its knob (``eval_eps``);

@@ -16,6 +16,15 @@ Every problem is small enough for two cores, and each tests a different way of g
   approaches, chaotic, so the phase error grows fast for every integrator.
 - ``cluster``: a small cold cluster (12 bodies of total mass 1, uniform in a unit sphere, virial
   ratio 0.1, Plummer softening 0.05, 3D) for two free-fall times: collapse and bounce.
+
+Opt-in (not in ``all``, which keeps the default evaluate's cost), each a seeded batch from
+:mod:`.systems`, mostly outside the training family:
+
+- ``unequal``: bound two-body orbits with mass ratios 0.1 and 0.01 for ``Nperiod`` periods.
+- ``planetary``: a star of mass 1 and three planets (1e-3, 3e-4, 5e-4; near-circular, slightly
+  inclined, 1.8-2.2 times farther out each) for 10 innermost periods: WHFast's home ground.
+- ``plummer``: Plummer spheres of 64 equal masses in virial equilibrium (softening 0.05) for
+  three crossing times: many bodies, many time scales.
 """
 
 from __future__ import annotations
@@ -31,6 +40,8 @@ from ..integrators.loop import period_of
 from ..physics.gravity import (State, centre_of_mass_frame, diagonals, kinetic_energy, pair_separations,
                                potential_energy, squared_halves)
 from ..physics.initial_conditions import kepler_orbit, load_ic_file, make_state
+from .systems import (PLANET_MASSES, crossing_time, in_virial_equilibrium, planetary_systems, plummer_spheres,
+                      unequal_binaries)
 
 
 @dataclass(frozen=True)
@@ -149,6 +160,37 @@ def cluster_problem(seed: int, dtype, device) -> Problem:
                    CLUSTER_SOFTENING)
 
 
+def unequal_problem(cfg: Config, dtype, device) -> Problem:
+    """:func:`.systems.unequal_binaries` of total mass ``2 mass`` and a = ``eval_a`` in ``dim``
+    dimensions, for ``Nperiod`` periods."""
+    state, ratios = unequal_binaries(torch.Generator().manual_seed(cfg.seed or 0), cfg.eval_a, 2 * cfg.mass, cfg.dim)
+    period = period_of(state.mass, state.position, state.velocity)
+    e = orbit_elements(state)[1]
+    labels = tuple(f"q={q:g} e={ecc:.2f}" for q, ecc in zip(ratios, e.tolist()))
+    return Problem("unequal", state.to(device=device, dtype=dtype), cfg.Nperiod * period.to(device=device, dtype=dtype),
+                   period.to(device=device, dtype=dtype), labels, kepler_split=True)
+
+
+def planetary_problem(seed: int, dtype, device) -> Problem:
+    state, a, _ = planetary_systems(torch.Generator().manual_seed(seed))
+    innermost = 2 * math.pi * (a[:, 0] ** 3 / (1 + PLANET_MASSES[0])).sqrt()
+    labels = tuple(f"seed {seed}, #{k}: a=" + "/".join(f"{x:.2f}" for x in row) for k, row in enumerate(a.tolist()))
+    return Problem("planetary", state.to(device=device, dtype=dtype), (10 * innermost).to(device=device, dtype=dtype),
+                   innermost.to(device=device, dtype=dtype), labels, kepler_split=dominated(state))
+
+
+PLUMMER_CROSSINGS = 3
+
+
+def plummer_problem(seed: int, dtype, device) -> Problem:
+    state = in_virial_equilibrium(plummer_spheres(torch.Generator().manual_seed(seed)), CLUSTER_SOFTENING)
+    unit = crossing_time(state, CLUSTER_SOFTENING)
+    labels = tuple(f"seed {seed}, #{k}" for k in range(state.batch_size))
+    return Problem("plummer", state.to(device=device, dtype=dtype),
+                   (PLUMMER_CROSSINGS * unit).to(device=device, dtype=dtype), unit.to(device=device, dtype=dtype),
+                   labels, CLUSTER_SOFTENING)
+
+
 def ic_file_problem(cfg: Config, dtype, device) -> Problem:
     """The systems of ``ic_path``, for ``Nperiod`` periods (bound two-body systems) or ``duration``,
     each in a time unit of its own dynamics (:func:`own_time_unit`): a baseline's fixed step and
@@ -206,25 +248,47 @@ DOMINANT_RATIO = 10.0
 
 def training_family(problem: Problem, trained: dict) -> tuple[str, ...]:
     """Per system, "in" where it lies in the family the checkpoint trained on (``trained``: its
-    stored config): the same number of bodies, and for two bodies a bound orbit whose
-    eccentricity and semi-major axis lie within the training ranges; else "out"."""
+    stored config, :func:`trained_on`): the same number of bodies, no mass ratio below the
+    trained one (equal masses, unless an ml_ttl rollout trained on unequal ones), and for two
+    bodies a bound orbit whose eccentricity and semi-major axis lie within the training ranges;
+    else "out"."""
     state = problem.state
-    if state.num_bodies != trained["num_particles"]:
-        return ("out",) * state.batch_size
-    if state.num_bodies > 2:
-        return ("in",) * state.batch_size  # random N-body systems of that size: no range to leave
+    bodies, smallest_ratio = trained_on(trained)
+    ratio = state.mass.amin(-1) / state.mass.amax(-1)
+    inside = (ratio >= smallest_ratio * (1 - 1e-9)) & (state.num_bodies == bodies)
+    if state.num_bodies == 2:  # random N-body systems of more bodies have no orbit range to leave
+        energy, e, a = orbit_elements(state)
+        inside &= (energy < 0) & (e >= trained["e_min"] - 1e-9) & (e <= trained["e_max"] + 1e-9) & \
+            (a >= trained["a_min"] * (1 - 1e-9)) & (a <= trained["a_max"] * (1 + 1e-9))
+    return tuple("in" if flag else "out" for flag in inside.tolist())
+
+
+FAMILY_BODIES = {"kepler": 2, "binaries": 2, "triples": 3}  # clusters: family_cluster_size
+
+
+def trained_on(trained: dict) -> tuple[int, float]:
+    """The body count and smallest mass ratio (lightest / heaviest) a checkpoint trained on:
+    an ml_ttl rollout's ``train_family`` (binaries, triples and clusters down to
+    ``family_mass_ratio``), else ``num_particles`` equal masses."""
+    family = trained.get("train_family", "kepler")
+    if trained.get("integrator_mode") != "ml_ttl" or trained.get("ic_path"):
+        return trained["num_particles"], 1.0
+    bodies = FAMILY_BODIES.get(family, trained.get("family_cluster_size"))
+    return bodies, 1.0 if family == "kepler" else trained["family_mass_ratio"]
+
+
+def orbit_elements(state: State) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Specific energy, eccentricity and semi-major axis (each (B,)) of two-body systems."""
     total = state.mass.sum(-1)
     r = state.position[:, 1] - state.position[:, 0]
     v = state.velocity[:, 1] - state.velocity[:, 0]
     energy = 0.5 * (v * v).sum(-1) - total / r.norm(dim=-1)
     a = -total / (2 * energy)
     h2 = (r.norm(dim=-1) * v.norm(dim=-1)) ** 2 - ((r * v).sum(-1)) ** 2  # |r x v|^2 in any dimension
-    e = (1 - h2 / (total * a)).clamp_min(0).sqrt()
-    inside = (energy < 0) & (e >= trained["e_min"] - 1e-9) & (e <= trained["e_max"] + 1e-9) & \
-        (a >= trained["a_min"] * (1 - 1e-9)) & (a <= trained["a_max"] * (1 + 1e-9))
-    return tuple("in" if flag else "out" for flag in inside.tolist())
+    return energy, (1 - h2 / (total * a)).clamp_min(0).sqrt(), a
 
 
+# `all`; unequal, planetary and plummer are named alone only: in `all` they would multiply its cost
 SUITE = ("kepler", "triples", "scattering", "burrau", "cluster")
 
 
@@ -234,7 +298,11 @@ def problems_of(cfg: Config, dtype, device) -> list[Problem]:
     if cfg.ic_path:
         return [ic_file_problem(cfg, dtype, device)]
     names = SUITE if cfg.eval_suite == "all" else (cfg.eval_suite,)
+    seed = cfg.seed or 0
     makers = {"kepler": lambda: kepler_problem(cfg, dtype, device), "triples": lambda: triples_problem(dtype, device),
               "scattering": lambda: scattering_problem(dtype, device), "burrau": lambda: burrau_problem(dtype, device),
-              "cluster": lambda: cluster_problem(cfg.seed or 0, dtype, device)}
+              "cluster": lambda: cluster_problem(seed, dtype, device),
+              "unequal": lambda: unequal_problem(cfg, dtype, device),
+              "planetary": lambda: planetary_problem(seed, dtype, device),
+              "plummer": lambda: plummer_problem(seed, dtype, device)}
     return [makers[name]() for name in names]
