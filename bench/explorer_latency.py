@@ -348,10 +348,10 @@ def job_run(cwd: Path, config_text: str) -> float:
     from explorer.jobs import Job
     from explorer.live import LivePlots
 
-    live, job = LivePlots(), Job("train", config_text, save_name="job")
     previous = os.getcwd()
-    os.chdir(cwd)
+    os.chdir(cwd)  # before the Job: it runs where it was made
     try:
+        live, job = LivePlots(), Job("train", config_text, save_name="job")
         job.start()
         while job.running:
             time.sleep(0.2)

@@ -100,3 +100,26 @@ def wait_for_status(page, pattern: str, timeout: float = 30_000) -> str:
     loc = page.get_by_text(re.compile(pattern)).filter(visible=True).first
     loc.wait_for(state="visible", timeout=timeout)
     return loc.inner_text()
+
+
+def set_up_sweep(page, values: dict[str, str]) -> None:
+    """On a loaded dashboard: open the Sweeps tab, choose the keys of ``values`` (key -> the text
+    typed into its values box) and the simulate mode."""
+    page.get_by_text("Sweeps", exact=True).filter(visible=True).first.click()
+    page.get_by_placeholder("choose keys").filter(visible=True).first.click()
+    for key in values:
+        page.locator(".choices__item--choice", has_text=re.compile(rf"^\s*{key}\s*$")).first.click()
+    page.keyboard.press("Escape")
+    for key, text in values.items():
+        box = page.get_by_label(f"{key} values", exact=True).filter(visible=True).first
+        box.fill(text)
+        box.press("Enter")
+    page.get_by_role("button", name="simulate", exact=True).click()
+
+
+def run_sweep_named(page, name: str) -> None:
+    """Name the sweep set up on the Sweeps tab and press Run sweep."""
+    box = page.get_by_label("Sweep name (its folder under data/)", exact=True)
+    box.fill(name)
+    box.press("Enter")
+    page.get_by_role("button", name="Run sweep", exact=True).click()

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
-from dashboard_page import (open_card, open_dashboard, set_setting, source_column, source_length,
-                            wait_for_status, wait_until_changed)
+from dashboard_page import (open_card, open_dashboard, run_sweep_named, set_setting, set_up_sweep, source_column,
+                            source_length, wait_for_status, wait_until_changed)
 from explorer.app import QUICK_START
 from nbody_engine.config.loading import load_configs
 
@@ -199,18 +199,8 @@ def test_a_sweep_fills_its_table_and_plot(page, server):
     errors: list[str] = []  # a model update BokehJS cannot apply freezes the page: none may occur
     page.on("pageerror", lambda err: errors.append(str(err)))
     open_dashboard(page, server)
-    page.get_by_text("Sweeps", exact=True).filter(visible=True).first.click()
-    page.get_by_placeholder("choose keys").filter(visible=True).first.click()
-    page.locator(".choices__item--choice", has_text=re.compile(r"^\s*steps\s*$")).first.click()
-    page.keyboard.press("Escape")
-    values = page.get_by_label("steps values", exact=True).filter(visible=True).first
-    values.fill("20, 40")
-    values.press("Enter")
-    page.get_by_role("button", name="simulate", exact=True).click()
-    name = page.get_by_label("Sweep name (its folder under data/)", exact=True)
-    name.fill("browser_scan")
-    name.press("Enter")
-    page.get_by_role("button", name="Run sweep", exact=True).click()
+    set_up_sweep(page, {"steps": "20, 40"})
+    run_sweep_named(page, "browser_scan")
     text = wait_for_status(page, r"^Sweep 'browser_scan' finished in", timeout=60_000)
     assert "2/2 runs finished (2 ok, 0 failed)" in text
     page.wait_for_function(f"{source_length('sweep_metric')} == 2", timeout=10_000)

@@ -10,7 +10,8 @@ import pytest
 
 from playwright.sync_api import expect
 
-from dashboard_page import open_dashboard, source_column, source_length, wait_for_status
+from dashboard_page import (open_dashboard, run_sweep_named, set_up_sweep, source_column, source_length,
+                            wait_for_status)
 from helpers import wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("offline")]
@@ -21,22 +22,12 @@ def test_a_random_search_over_a_typed_range_runs_from_the_page(page, server):
     errors: list[str] = []
     page.on("pageerror", lambda err: errors.append(str(err)))
     open_dashboard(page, server)
-    page.get_by_text("Sweeps", exact=True).filter(visible=True).first.click()
-    page.get_by_placeholder("choose keys").filter(visible=True).first.click()
-    page.locator(".choices__item--choice", has_text=re.compile(r"^\s*steps\s*$")).first.click()
-    page.keyboard.press("Escape")
-    values = page.get_by_label("steps values", exact=True).filter(visible=True).first
-    values.fill("20 .. 60")
-    values.press("Enter")
-    page.get_by_role("button", name="simulate", exact=True).click()
+    set_up_sweep(page, {"steps": "20 .. 60"})
     page.get_by_label("points", exact=True).filter(visible=True).first.select_option("random")
     trials = page.get_by_label("trials", exact=True).filter(visible=True).first
     trials.fill("2")
     trials.press("Enter")
-    name = page.get_by_label("Sweep name (its folder under data/)", exact=True)
-    name.fill("browser_search")
-    name.press("Enter")
-    page.get_by_role("button", name="Run sweep", exact=True).click()
+    run_sweep_named(page, "browser_search")
     wait_for_status(page, r"^Sweep 'browser_search' finished in", timeout=90_000)
     root = server["cwd"] / "data" / "browser_search"
     doc = json.loads((root / "results.json").read_text())
@@ -66,20 +57,8 @@ def test_a_grid_sweeps_table_sorts_its_plot_opens_on_the_error_and_draws_paralle
     errors: list[str] = []
     page.on("pageerror", lambda err: errors.append(str(err)))
     open_dashboard(page, server)
-    page.get_by_text("Sweeps", exact=True).filter(visible=True).first.click()
-    page.get_by_placeholder("choose keys").filter(visible=True).first.click()
-    for key in ("steps", "eps"):
-        page.locator(".choices__item--choice", has_text=re.compile(rf"^\s*{key}\s*$")).first.click()
-    page.keyboard.press("Escape")
-    for key, text in (("steps", "30, 60"), ("eps", "0.01, 0.1")):
-        values = page.get_by_label(f"{key} values", exact=True).filter(visible=True).first
-        values.fill(text)
-        values.press("Enter")
-    page.get_by_role("button", name="simulate", exact=True).click()
-    name = page.get_by_label("Sweep name (its folder under data/)", exact=True)
-    name.fill("browser_grid")
-    name.press("Enter")
-    page.get_by_role("button", name="Run sweep", exact=True).click()
+    set_up_sweep(page, {"steps": "30, 60", "eps": "0.01, 0.1"})
+    run_sweep_named(page, "browser_grid")
     # while it runs, the bar says how many runs finished: never more (it said 50% with none finished)
     seen = set()
     while not (seen and max(seen)[0] == 4):

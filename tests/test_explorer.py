@@ -55,6 +55,13 @@ def wait_for_steps(e: Explorer, timeout: float = 30.0) -> None:
     wait_until(stepped, "the job's first step", timeout=timeout, poll=0.02)
 
 
+def start_long_training(e: Explorer) -> None:
+    """Start a training of 1,000 epochs (it runs until stopped) and wait for its first step."""
+    e.train.epochs = 1000
+    assert e.start("train")
+    wait_for_steps(e)
+
+
 def stop_and_wait(e: Explorer, limit: float = 60.0) -> float:
     """Press Stop; return how long the job took to end (asserting it ended at all within a
     generous ``limit``: how fast it ends is measured in bench/explorer_latency.py)."""
@@ -95,9 +102,7 @@ def test_train_job_fills_the_plots_and_writes_a_checkpoint(explorer, tmp_path):
 @pytest.mark.slow
 def test_stop_ends_a_long_run_quickly(explorer):
     e = explorer
-    e.train.epochs = 1000
-    assert e.start("train")
-    wait_for_steps(e)
+    start_long_training(e)
     assert e.job.running
     stop_and_wait(e)
     finish(e)
@@ -114,9 +119,7 @@ def test_a_job_runs_in_a_child_process_and_a_stop_is_reported_at_the_next_drain(
     """The engine's work is not in the server's process (its GIL stays with the pages); once
     Stop is pressed, the queued steps are dropped, so one bounded poll reaches the job's end."""
     e = explorer
-    e.train.epochs = 1000
-    assert e.start("train")
-    wait_for_steps(e)
+    start_long_training(e)
     child = psutil.Process(e.job.process.pid)
     assert child.pid != os.getpid() and child.is_running()
     wait_until(lambda: e.job.queue.qsize() > 3, "steps to queue up undrained", timeout=60)
@@ -129,9 +132,7 @@ def test_a_job_runs_in_a_child_process_and_a_stop_is_reported_at_the_next_drain(
 @pytest.mark.slow
 def test_a_job_whose_process_dies_says_so_and_gives_its_slot_back(explorer):
     e = explorer
-    e.train.epochs = 1000
-    assert e.start("train")
-    wait_for_steps(e)
+    start_long_training(e)
     os.kill(e.job.process.pid, signal.SIGKILL)
     finish(e)
     assert e.error.visible and "exit status -9" in e.error.object, e.error.object
@@ -251,11 +252,11 @@ def test_a_job_slot_is_given_back_when_starting_fails(explorer, monkeypatch):
 
     def broken(_bands):
         raise RuntimeError("broken plots")
-    for _ in range(explorer_jobs.MAX_JOBS + 1):
-        monkeypatch.setattr(e.live, "reset", broken)
-        with pytest.raises(RuntimeError, match="broken plots"):
-            e.start("train")
-    monkeypatch.undo()
+    with monkeypatch.context() as patch:  # undoes this patch only (not the fixture's working directory)
+        patch.setattr(e.live, "reset", broken)
+        for _ in range(explorer_jobs.MAX_JOBS + 1):
+            with pytest.raises(RuntimeError, match="broken plots"):
+                e.start("train")
     assert not e.buttons["train"].disabled and e.job is None
     assert e.start("train")
     finish(e)
