@@ -129,16 +129,26 @@ class RunsView:
         self._metrics_offset = 0
         self._follow_callback = None
         self._refresh_callback = every(self.refresh, REFRESH_PERIOD_MS)
-        self.table.param.watch(lambda _e: self.show_selection(), "selection")
+        self._tick_order: list[str] = []
+        self._refreshing = False
+        self.table.param.watch(self._ticked, "selection")
         self.columns.param.watch(lambda _e: setattr(self.table, "hidden_columns", self._hidden()), "value")
         self.follow.param.watch(self._toggle_follow, "value")
 
     # the table -----------------------------------------------------------------------------
     @property
     def selected(self) -> list[str]:
-        """The ticked runs, in the order of the table."""
+        """The ticked runs, in the order they were ticked: the last is the one whose details and
+        notes show (the table's order moves as runs are written)."""
+        return list(self._tick_order)
+
+    def _ticked(self, _event=None) -> None:
+        if self._refreshing:  # refresh puts the ticks back itself, in their order
+            return
         frame = self.table.value
-        return [frame["run"].iloc[i] for i in sorted(self.table.selection) if i < len(frame)]
+        names = [frame["run"].iloc[i] for i in self.table.selection if i < len(frame)]
+        self._tick_order = [n for n in self._tick_order if n in names] + [n for n in names if n not in self._tick_order]
+        self.show_selection()
 
     def _hidden(self) -> list[str]:
         return [c for c in COLUMNS[1:] if c not in self.columns.value]
@@ -170,10 +180,15 @@ class RunsView:
         ticked = self.selected
         fresh, old = (f.set_index("run").drop(columns=list(ANNOTATIONS)) for f in (frame, shown))
         changed = {run for run in ticked if run not in fresh.index or not fresh.loc[run].equals(old.loc[run])}
-        with pn.io.hold():
-            self.table.value = frame
-            self.table.selection = [i for i, name in enumerate(frame["run"]) if name in ticked]
-            self._update_tag_choices()
+        self._refreshing = True
+        try:
+            with pn.io.hold():
+                self.table.value = frame
+                self.table.selection = [i for i, name in enumerate(frame["run"]) if name in ticked]
+                self._update_tag_choices()
+        finally:
+            self._refreshing = False
+        self._tick_order = [name for name in ticked if name in set(frame["run"])]
         if changed:
             self.show_selection()
 

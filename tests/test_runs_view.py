@@ -108,6 +108,23 @@ def test_a_new_run_appears_by_itself_and_ticks_stay_on_their_runs(data, tmp_path
 
 
 @pytest.mark.slow
+def test_the_details_are_of_the_run_ticked_last_whatever_the_table_order(data):
+    view = RunsView(LivePlots(), data)
+    names = list(view.table.value["run"])
+    for ticked in (["both_run", "train_run"], ["train_run", "both_run"]):
+        view.table.selection = []
+        for name in ticked:  # one tick at a time, as clicks come
+            view.table.selection = [*view.table.selection, names.index(name)]
+        assert view.selected == ticked
+        heading = view.details.objects[0].objects[0].object
+        assert heading == f"### Run '{ticked[-1]}'", heading
+    make_run(data, "newest_run", "train")
+    view.refresh()  # the table's rows move; the ticks keep their order
+    assert view.selected == ["train_run", "both_run"]
+    view.close()
+
+
+@pytest.mark.slow
 def test_ticked_runs_are_overlaid_and_a_run_without_a_simulation_says_so(data):
     view = RunsView(LivePlots(), data)
     names = list(view.table.value["run"])
