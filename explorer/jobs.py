@@ -157,8 +157,7 @@ class Job:
                                               f"{self.process.exitcode}); the server's log may say why")
             if isinstance(item, JobDone):
                 return item
-            if not (self.cancel.cancelled and isinstance(item, PLOTS_ONLY)):
-                forward(item)
+            forward(item)  # once stopped, poll drops what only the plots would show
 
 
 def fresh_run_name(base: str | None, data_dir: Path = DATA_DIR) -> str:

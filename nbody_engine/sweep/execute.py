@@ -27,7 +27,8 @@ from .signals import SweepSignals
 from .sweep_plan import Run, SweepPlan
 from .task import execute_run
 
-POLL_S = 0.2  # how often the sweep looks at its futures, its cancellation and its workers (Ctrl-C: at once)
+POLL_S = 1.0  # how often the sweep beats, asks its pruner and looks at its workers
+CANCEL_POLL_S = 0.2  # how often it looks at its futures and its cancellation (Ctrl-C is answered at once)
 NO_WORKER_NOTICE_S = 15.0  # no worker alive this long: the sweep says so, and why
 NO_WORKER_LIMIT_S = 300.0  # no worker alive this long (and no SLURM job queued): the sweep stops
 SLURM_CHECK_S = 5.0  # how often the SLURM jobs' states are read
@@ -179,16 +180,19 @@ class _Execution:
     def _collect(self) -> str | None:
         from distributed import wait
 
+        next_look = 0.0
         while self.pending:
             if self.cancel.cancelled:
                 return CANCELLED
-            stopped = self._watch_workers()
-            if stopped:
-                return stopped
-            self.signals.beat()
-            self._prune()
+            if time.monotonic() >= next_look:  # scheduler calls and the runs' metrics: once a second
+                next_look = time.monotonic() + POLL_S
+                stopped = self._watch_workers()
+                if stopped:
+                    return stopped
+                self.signals.beat()
+                self._prune()
             try:
-                done, _ = wait(list(self.pending), timeout=POLL_S, return_when="FIRST_COMPLETED")
+                done, _ = wait(list(self.pending), timeout=CANCEL_POLL_S, return_when="FIRST_COMPLETED")
             except TimeoutError:
                 continue
             for future in done:
