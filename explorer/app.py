@@ -26,6 +26,7 @@ from .fields import SettingsPanel
 from .files import check_confined
 from .jobs import Job, JobDone, JobSlot, fresh_run_name, run_of_checkpoint, warm_up
 from .live import LivePlots, PROJECTIONS
+from .paint_gate import PaintGate
 from .page import export_tab, header, lazy, load_notebook_extension, simulation_tab, training_tab
 from .progress import RunProgress
 from .runs_view import RunsView
@@ -72,6 +73,8 @@ class Explorer(pn.viewable.Viewer):
         self.job: Job | None = None
         self.run_folder: str | None = None  # the folder of the last job's run
         self.live = LivePlots()
+        self.paint_gate = PaintGate()
+        self._waiting_header: list = [None, None]  # status and percent not yet sent (consume)
         self._callback = None
         self.run_progress = RunProgress()
         self._runs: RunsView | None = None
@@ -313,28 +316,55 @@ class Explorer(pn.viewable.Viewer):
             self.consume(self.job.poll())
 
     def consume(self, events: list, started_at: float | None = None) -> None:
-        """Show engine events in the plots (``self.live.ingest``) and the header (:meth:`track`):
-        this session's job's, or a followed run's, which started at wall time ``started_at``."""
-        if events:
-            with pn.io.hold():
-                self.live.ingest(events)
-                for event in events:
-                    self.track(event)
+        """Show engine events in the plots (``self.live``) and the header: this session's job's,
+        or a followed run's, which started at wall time ``started_at``. What they change is sent
+        to the page once it has drawn the last batch (:class:`~explorer.paint_gate.PaintGate`):
+        a page busy drawing still answers clicks. Once Stop is pressed (no more plot rows come),
+        and at a job's end, it is sent at once, after everything still waiting."""
+        self.live.collect(events)
+        done = None
+        for event in events:
+            if isinstance(event, JobDone):
+                done = event
+            else:
+                self._waiting_header = [new if new is not None else old
+                                        for new, old in zip(self._header_of(event), self._waiting_header)]
         if started_at is not None:  # after its RunStarted, which starts the clock at the first sight
             self.run_progress.started = time.monotonic() - (time.time() - started_at)
+        if done is not None or self.paint_gate.open() or (self.job is not None and self.job.stopping):
+            self._send()
+        if done is not None:
+            self._finish(done)
+
+    def _send(self) -> None:
+        """Send the waiting plot rows and header in one message the page answers when drawn."""
+        status, percent = self._waiting_header
+        if not self.live.waiting and status is None and percent is None:
+            return
+        self._waiting_header = [None, None]
+        with pn.io.hold():
+            self.live.flush()
+            if percent is not None:
+                self._set_progress(percent)
+            if status is not None:
+                self._set_status(status)
+            self.paint_gate.mark_sent()
 
     def track(self, event) -> None:
-        """Show an engine event (or a job's JobDone) in the header: status, progress, ETA and
-        the last checkpoint (:class:`~explorer.progress.RunProgress`). The live plots take
-        events through ``self.live.ingest``."""
+        """Show an engine event (or a job's JobDone) in the header at once: status, progress, ETA
+        and the last checkpoint (:class:`~explorer.progress.RunProgress`). :meth:`consume` takes
+        a job's events, for the plots too, and sends them when the page is ready."""
         if isinstance(event, JobDone):
             self._finish(event)
             return
-        status, percent = self.run_progress.update(event, followed=self.job is None or not self.job.running)
+        status, percent = self._header_of(event)
         if percent is not None:
             self._set_progress(percent)
         if status is not None:
             self._set_status(status)
+
+    def _header_of(self, event) -> tuple[str | None, float | None]:
+        return self.run_progress.update(event, followed=self.job is None or not self.job.running)
 
     @property
     def last_checkpoint(self) -> str | None:

@@ -104,11 +104,16 @@ class Job:
     def running(self) -> bool:
         return self.thread.is_alive()
 
+    @property
+    def stopping(self) -> bool:
+        """Whether Stop was asked for (the job may still be ending)."""
+        return self.cancel.cancelled
+
     def poll(self, limit: int = POLL_LIMIT) -> list:
         """What the job reported since the last poll, at most ``limit`` items (the rest waits).
         Once Stop was pressed, what only the live plots would show is dropped, so the job's end
         is reported at the next poll however much was queued."""
-        stopping = self.cancel.cancelled
+        stopping = self.stopping
         items = []
         while stopping or len(items) < limit:
             try:

@@ -1,7 +1,8 @@
 """Live plots: Bokeh figures over bounded, named ``ColumnDataSource``s.
 
-The session's drain callback turns queued engine events into one batch of columns per source
-and streams it with ``source.stream(batch, rollover=K)``: the browser receives only the new
+The session's drain callback collects queued engine events as rows (:meth:`LivePlots.collect`)
+and, once the page has drawn the last batch (explorer/paint_gate.py), streams them as one batch
+of columns per source with ``source.stream(batch, rollover=K)``: the browser receives only the new
 rows, nothing is re-rendered on the server, and every source keeps at most K rows, so memory
 and update cost stay bounded however long a run is. (An earlier HoloViews DynamicMap version
 re-rendered each plot on every update, which delayed the page by seconds and slowed training:
@@ -110,6 +111,7 @@ class LivePlots:
         self.smoothing = 0.0  # the per-epoch curves' EMA weight (0: off)
         self._ema_state: dict[str, tuple[float, int]] = {}
         self._bands: dict[str, list] = {"E": [], "L": [], "threshold": []}
+        self._waiting: dict[str, list[dict]] = {name: [] for name in COLUMNS}  # rows for the next flush
 
     def frame(self, name: str) -> pd.DataFrame:
         """What a source holds, as a DataFrame (for tests and notebooks)."""
@@ -257,8 +259,9 @@ class LivePlots:
         self._step_count = 0
         self._max_rel_dL = 0.0
         self._ema_state = {}
-        for source in self.sources.values():
+        for name, source in self.sources.items():
             source.data = {c: [] for c in source.data}
+            self._waiting[name].clear()
         for name in self._legends:
             self._set_legend(name, [])
         self.limits = dict(bands)
@@ -267,11 +270,18 @@ class LivePlots:
 
     def reset_epochs(self) -> None:
         self._ema_state = {}
+        self._waiting["epoch_metrics"].clear()
         source = self.sources["epoch_metrics"]
         source.data = {c: [] for c in source.data}
 
     def ingest(self, events: list) -> dict[str, int]:
-        """Stream what ``events`` hold into the sources, one batch per source; returns counts."""
+        """Stream what ``events`` hold into the sources at once; returns the rows per source."""
+        counts = self.collect(events)
+        self.flush()
+        return counts
+
+    def collect(self, events: list) -> dict[str, int]:
+        """Take what ``events`` hold as rows waiting for :meth:`flush`; returns the rows per source."""
         rows: dict[str, list[dict]] = {name: [] for name in COLUMNS}
         for ev in events:
             if isinstance(ev, StepAccepted):
@@ -290,6 +300,17 @@ class LivePlots:
                     rows["simulation"].append(self._sim_rows(ev))
                     self._set_legend("simulation", sim_labels(ev.time.shape[1]))
         for name, batches in rows.items():
+            self._waiting[name].extend(batches)
+        return {name: sum(len(b[COLUMNS[name][0]]) for b in batches) for name, batches in rows.items()}
+
+    @property
+    def waiting(self) -> bool:
+        """Whether rows wait for :meth:`flush`."""
+        return any(self._waiting.values())
+
+    def flush(self) -> None:
+        """Stream the waiting rows, one batch per source, each at most its rollover long."""
+        for name, batches in self._waiting.items():
             if batches:
                 batch = {c: np.concatenate([np.asarray(b[c]) for b in batches]) for c in batches[0]}
                 if name == "epoch_metrics":
@@ -298,8 +319,8 @@ class LivePlots:
                 # plain lists: BokehJS rejected some streamed binary arrays ("Offset is outside the
                 # bounds of the DataView") in the browser tests
                 self.sources[name].stream({c: v[-limit:].tolist() for c, v in batch.items()}, rollover=limit)
+                batches.clear()
         self._label_bands()
-        return {name: sum(len(b[COLUMNS[name][0]]) for b in batches) for name, batches in rows.items()}
 
     def _step(self, ev: StepAccepted, rows: dict) -> None:
         self._step_count += 1

@@ -20,7 +20,7 @@ def header(e) -> pn.Row:
     for button in (*b.values(), e.stop_button):
         button.param.update(width=150 if button is b["both"] else 100, height=36, sizing_mode="fixed")
     return pn.Row(b["train"], b["simulate"], b["both"], e.stop_button,
-                  pn.Column(progress, status, min_width=300, sizing_mode="stretch_width"),
+                  pn.Column(progress, status, min_width=300, sizing_mode="stretch_width"), e.paint_gate,
                   sizing_mode="stretch_width")
 
 

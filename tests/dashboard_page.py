@@ -64,6 +64,12 @@ def source_length(name: str) -> str:
             f"Bokeh.documents[0].get_model_by_name('{name}'); return s ? s.get_length() : -1; }})()")
 
 
+def batches_drawn() -> str:
+    """How many batches of live-plot rows the page has said it drew (explorer/paint_gate.py)."""
+    return ("(() => { const m = [...Bokeh.documents[0].all_models].find("
+            "(m) => m.data != null && m.data.painted !== undefined); return m ? m.data.painted : -1; })()")
+
+
 def source_column(name: str, column: str) -> str:
     return f"Array.from(Bokeh.documents[0].get_model_by_name('{name}').data['{column}'])"
 

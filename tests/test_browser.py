@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
-from dashboard_page import (open_card, open_dashboard, run_sweep_named, set_setting, set_up_sweep, source_column,
-                            source_length, wait_for_status, wait_until_changed)
+from dashboard_page import (batches_drawn, open_card, open_dashboard, run_sweep_named, set_setting, set_up_sweep,
+                            source_column, source_length, wait_for_status, wait_until_changed)
 from explorer.app import QUICK_START
 from nbody_engine.config.loading import load_configs
 
@@ -63,6 +63,7 @@ def test_training_streams_into_the_plots_and_stop_stops_it(page, server):
     page.wait_for_function(f"{source_length('energy_error')} > 0", timeout=30_000)
     page.wait_for_function(f"{source_length('orbit')} > 0", timeout=30_000)
     wait_for_status(page, r"^epoch (\d{2,}|[3-9])/1000 ", timeout=30_000)  # a few epochs in: per-epoch plots drawn
+    page.wait_for_function(f"{batches_drawn()} >= 3", timeout=30_000)  # the page answers each batch it drew
     page.wait_for_timeout(500)
     n = page.evaluate(source_length("energy_error"))
     page.screenshot(path=str(SCREENSHOT))
