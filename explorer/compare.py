@@ -50,7 +50,7 @@ AXIS_LABELS = {"rel_dE": "|dE/E| (relative energy error)", "rel_dL": "|dL/L| (re
 MAX_SYSTEMS = 10  # systems drawn per run; titles say when there are more
 MAX_POINTS = 2_000  # rows drawn per system (evenly spaced, the last one kept)
 # the wheel scrolls the page (the toolbar turns wheel zoom on); legends can be clicked to mute a curve
-PLOT_OPTS = dict(logy=True, responsive=True, min_height=240, show_grid=True, legend_position="bottom_right",
+PLOT_OPTS = dict(logy=True, responsive=True, min_height=240, show_grid=True, legend_position="right",
                  active_tools=["pan"], legend_opts={"click_policy": "mute"}, hooks=[hv_clean_log_ticks])
 
 
@@ -181,5 +181,5 @@ def _epoch_overlay(frames: dict[str, pd.DataFrame], colors: dict, y: str, label:
         curves.append(hv.Curve((epochs, values), "epoch", hv.Dimension(y, label=label), label=name)
                       .opts(color=colors[name]))
     return hv.Overlay(curves).opts(title=f"{label} per epoch", show_grid=True, responsive=True, logy=log_y,
-                                   legend_position="top_right", active_tools=["pan"], hooks=[hv_clean_log_ticks])
+                                   legend_position="right", active_tools=["pan"], hooks=[hv_clean_log_ticks])
 

@@ -20,9 +20,9 @@ from nbody_engine.events import CancelToken, Reporter, TrajectoryChunk
 from nbody_engine.jobs.phases import run_phases
 from nbody_engine.jobs.simulate import compare_with_analytic
 
-# A job yields the CPU to the server and the browser when they need it (the page stays quick to
-# answer on a busy machine) and takes all of it otherwise: nice 10 weighs a tenth of nice 0.
-NICENESS = 10
+# A job gives way to the server and the browser when they need the CPU (the page stays quick to
+# answer on a busy machine) and takes all of it otherwise: nice 5 weighs a third of nice 0.
+NICENESS = 5
 PRELOAD = ["torch", "torch._dynamo", "nbody_engine.jobs.phases", "nbody_engine.evaluate",
            "nbody_engine.reporting.plots", "explorer.job_process"]
 

@@ -29,7 +29,7 @@ from bokeh.models import ColumnDataSource, HoverTool, Legend, LegendItem
 from bokeh.palettes import Category10_10
 from bokeh.plotting import figure
 
-from nbody_engine.events import EpochFinished, StepAccepted, TrajectoryChunk
+from nbody_engine.events import EpochFinished, RunStarted, StepAccepted, TrajectoryChunk
 
 from .plot_style import clean_log_ticks, ema, legend_beside
 
@@ -112,10 +112,15 @@ class LivePlots:
         self._ema_state: dict[str, tuple[float, int]] = {}
         self._bands: dict[str, list] = {"E": [], "L": [], "threshold": []}
         self._waiting: dict[str, list[dict]] = {name: [] for name in COLUMNS}  # rows for the next flush
+        self.run_name: str | None = None  # the run whose rows the sources hold (its RunStarted's save_name)
 
     def frame(self, name: str) -> pd.DataFrame:
         """What a source holds, as a DataFrame (for tests and notebooks)."""
         return pd.DataFrame(self.sources[name].data)
+
+    def csv_filename(self, name: str) -> str:
+        """The file a download of source ``name`` is saved as: ``<run>_<name>.csv``."""
+        return f"{self.run_name}_{name}.csv" if self.run_name else f"{name}.csv"
 
     def csv(self, name: str) -> str:
         """What source ``name`` holds as CSV, its columns as named in COLUMNS (without the drawing
@@ -286,6 +291,8 @@ class LivePlots:
         for ev in events:
             if isinstance(ev, StepAccepted):
                 self._step(ev, rows)
+            elif isinstance(ev, RunStarted):
+                self.run_name = ev.save_name
             elif isinstance(ev, EpochFinished):
                 m = ev.metrics
                 rows["epoch_metrics"].append({"epoch": [ev.epoch], "loss": positive([m["loss"]]),

@@ -69,10 +69,15 @@ def pane(fig) -> pn.pane.Bokeh:
 
 
 def csv_download(live, name: str, what: str) -> pn.widgets.FileDownload:
-    """A button that downloads what live source ``name`` holds now as ``name.csv``."""
-    return pn.widgets.FileDownload(callback=lambda: io.StringIO(live.csv(name)), filename=f"{name}.csv",
-                                   label=f"CSV: {what}", button_type="light", height=32, margin=(12, 5),
-                                   sizing_mode="fixed", width=max(120, 9 * len(what)))
+    """A button that downloads what live source ``name`` holds now as ``<run>_<name>.csv``."""
+    def table() -> io.StringIO:
+        button.filename = live.csv_filename(name)  # the run shown now (FileDownload reads it after this)
+        return io.StringIO(live.csv(name))
+
+    button = pn.widgets.FileDownload(callback=table, filename=f"{name}.csv", label=f"CSV: {what}",
+                                     button_type="light", height=32, margin=(12, 5), sizing_mode="fixed",
+                                     width=max(120, 9 * len(what)))
+    return button
 
 
 def lazy(build, what: str) -> pn.param.ParamFunction:

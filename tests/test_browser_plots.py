@@ -26,14 +26,16 @@ def smoothed_differs() -> str:
     return f"(() => {pairs})()"
 
 
-def train_to_the_end(page) -> None:
+def train_to_the_end(page) -> str:
+    """Train with the page's settings; returns the run's folder name."""
     page.get_by_role("button", name="Train", exact=True).click()
-    wait_for_status(page, r"^Train finished in", timeout=120_000)
+    text = wait_for_status(page, r"^Train finished in", timeout=120_000)
+    return text.rsplit("data/", 1)[1].rstrip(".")
 
 
 def test_smoothing_csv_ticks_and_legends_on_the_training_tab(page, server, tmp_path):
     open_dashboard(page, server)
-    train_to_the_end(page)
+    run = train_to_the_end(page)
     epochs = page.evaluate(source_length("epoch_metrics"))
     assert epochs > 3
     assert not page.evaluate(smoothed_differs())  # smoothing 0: the line is the data
@@ -47,7 +49,7 @@ def test_smoothing_csv_ticks_and_legends_on_the_training_tab(page, server, tmp_p
 
     with page.expect_download(timeout=15_000) as download:
         page.get_by_role("button", name="CSV: per-epoch metrics").click()
-    assert download.value.suggested_filename == "epoch_metrics.csv"
+    assert download.value.suggested_filename == f"{run}_epoch_metrics.csv"  # the run's name first
     download.value.save_as(tmp_path / "epochs.csv")
     table = pd.read_csv(tmp_path / "epochs.csv")
     assert len(table) == epochs and {"epoch", "loss", "loss_ema", "acceptance_rate"} <= set(table.columns)

@@ -11,6 +11,7 @@ import time
 import tomllib
 from pathlib import Path
 
+import holoviews as hv
 import panel as pn
 import param
 import psutil
@@ -116,12 +117,16 @@ def test_stop_ends_a_long_run_quickly(explorer):
 
 @pytest.mark.slow
 def test_a_job_runs_in_a_child_process_and_a_stop_is_reported_at_the_next_drain(explorer):
-    """The engine's work is not in the server's process (its GIL stays with the pages); once
-    Stop is pressed, the queued steps are dropped, so one bounded poll reaches the job's end."""
+    """The engine's work is not in the server's process (its GIL stays with the pages) and gives
+    way to it (a lower priority); once Stop is pressed, the queued steps are dropped, so one
+    bounded poll reaches the job's end."""
+    from explorer.job_process import NICENESS
+
     e = explorer
     start_long_training(e)
     child = psutil.Process(e.job.process.pid)
     assert child.pid != os.getpid() and child.is_running()
+    assert child.nice() == min(19, os.nice(0) + NICENESS)
     wait_until(lambda: e.job.queue.qsize() > 3, "steps to queue up undrained", timeout=60)
     e.job.stop(timeout=60)
     assert not e.job.running and not child.is_running()
@@ -210,6 +215,9 @@ def test_both_with_the_learned_policy_compares_with_analytic(explorer, tmp_path)
     assert list(table.columns) == ["learned (ml_multi)", "analytic"]
     assert "Learned against analytic" in e.sim_view.objects[0].objects[0].object
     assert table.loc["steps"].tolist() == [20, 20]
+    for plot in e.sim_view.select(pn.pane.HoloViews):  # legends beside the data, never over it
+        fig = hv.render(plot.object)
+        assert fig.legend and all(legend in fig.right for legend in fig.legend), plot.object
 
 
 @pytest.mark.slow

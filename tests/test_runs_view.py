@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import holoviews as hv
 import panel as pn
 import pytest
 
@@ -132,6 +133,9 @@ def test_ticked_runs_are_overlaid_and_a_run_without_a_simulation_says_so(data):
     overlays = [p.object for p in view.overlay.select(pn.pane.HoloViews)]
     labels = {el.label for overlay in overlays for el in overlay}
     assert {"both_run", "train_run", "both_run / ml_multi"} <= labels
+    for overlay in overlays:  # legends beside the data, never over it
+        fig = hv.render(overlay)
+        assert fig.legend and all(legend in fig.right for legend in fig.legend), overlay
     text = " ".join(p.object for p in view.overlay.select(pn.pane.Markdown))
     assert "train_run" in text and "no simulation yet" in text
     view.table.selection = [names.index("train_run")]  # its details: a message, not an empty object
