@@ -88,6 +88,7 @@ class Job:
         self.thread = threading.Thread(target=self._work, name=f"nbody-{kind}", daemon=True)
         self.process = None
         self._on_end: Callable[[], object] | None = None
+        self._end_polled = False
 
     def start(self, on_end: Callable[[], object] | None = None) -> None:
         """Start the job; ``on_end()`` is called when it ends, however it ends."""
@@ -102,7 +103,9 @@ class Job:
 
     @property
     def running(self) -> bool:
-        return self.thread.is_alive()
+        """Until its end (JobDone) has been polled: the thread lives on for a moment after
+        queueing it, and a page that shows the end may start the next job at once."""
+        return self.thread.is_alive() and not self._end_polled
 
     @property
     def stopping(self) -> bool:
@@ -122,6 +125,7 @@ class Job:
                 break
             if not (stopping and isinstance(item, PLOTS_ONLY)):
                 items.append(item)
+            self._end_polled = self._end_polled or isinstance(item, JobDone)
         return items
 
     def _work(self) -> None:

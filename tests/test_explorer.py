@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import threading
 import time
 import tomllib
 from pathlib import Path
@@ -175,6 +176,30 @@ def test_start_refuses_a_second_job_while_one_runs(explorer):
     assert e.job is first
     assert e.error.visible and "already running" in e.error.object
     stop_and_wait(e)
+
+
+def test_a_job_whose_end_was_shown_is_not_running_though_its_thread_lingers():
+    """The page shows a job's end when it polls its JobDone; a Train clicked at once must not be
+    refused because the job's thread has not exited yet (a race seen under load)."""
+    job = explorer_jobs.Job("work", "", work=lambda _reporter: {})
+    queued, release = threading.Event(), threading.Event()
+    put = job.queue.put
+
+    def put_then_linger(item, *args, **kwargs):
+        put(item, *args, **kwargs)
+        if isinstance(item, explorer_jobs.JobDone):
+            queued.set()
+            release.wait(30)
+
+    job.queue.put = put_then_linger
+    job.start()
+    assert queued.wait(30)
+    assert job.running  # ended, but its end not seen yet
+    items = job.poll()
+    assert isinstance(items[-1], explorer_jobs.JobDone)
+    assert job.thread.is_alive() and not job.running
+    release.set()
+    job.thread.join(30)
 
 
 @pytest.mark.slow
