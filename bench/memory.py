@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -286,7 +287,8 @@ def main_estimates(only: list[str] | None = None) -> int:
         shutil.rmtree(workdir, ignore_errors=True)
     text = estimates_table(rows)
     print(text)
-    name = "memory_estimates" + ("_" + "_".join(only) if only else "")  # a subset leaves the full table's file alone
+    # a subset leaves the full table's file alone
+    name = "memory_estimates" + ("_" + re.sub(r"\W+", "_", "_".join(only)) if only else "")
     path = write_results(name, {"machine": info, "load_avg_after": list(os.getloadavg()),
                                               "results": rows, "markdown": text})
     print(f"\nwritten: {path.relative_to(REPO)}")

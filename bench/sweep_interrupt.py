@@ -5,7 +5,7 @@ A sweep of 4 long fixed-step simulations on 2 local workers; SIGINT goes to the 
 in its terminal would, to it alone: the sweep stops its runs itself) at one of these stages:
 
 - ``planning``: right after it says it is planning the grid;
-- ``starting``: right after it says how many runs it has (its local cluster is starting);
+- ``starting``: half a second after it says how many runs it has (its local cluster is starting);
 - ``warming``: right after it says its cluster is ready (each worker's warm parent is importing
   torch; the runs wait for it);
 - ``running``: once 2 runs hold their folders and a few seconds have passed.
@@ -32,6 +32,7 @@ BASE = 'seed = 1\nnum_orbits = 1\nnum_particles = 2\ndt = 0.001\nrecord_every = 
 RUNNING_S = 3.0  # how long the runs execute before the interrupt
 STAGES = ("planning", "starting", "warming", "running")
 SAYS = {"planning": "planning the sweep", "starting": "run(s),", "warming": "local cluster of"}
+STARTING_S = 0.5  # after it says how many runs it has: into its cluster's start, not just before it
 
 
 def running_runs(root: Path) -> int:
@@ -43,6 +44,7 @@ def _wait_for_stage(proc: subprocess.Popen, cwd: Path, stage: str) -> None:
     if stage in SAYS:
         for line in proc.stdout:
             if SAYS[stage] in line:
+                time.sleep(STARTING_S if stage == "starting" else 0)
                 return
         raise SystemExit(f"the sweep ended before the '{stage}' stage: {proc.stderr.read()}")
     while running_runs(cwd / "data" / "long") < 2:
