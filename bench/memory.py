@@ -16,6 +16,7 @@ to show which stage sets the peak.
     python bench/memory.py                      # 10^3 and 10^6 steps (~2-5 min on 2 cores)
     python bench/memory.py --steps 1000 100000  # quicker
     python bench/memory.py --stages             # also the per-stage peaks of the largest run
+    python bench/memory.py --estimates [--only history]  # the memory estimate against peaks (some rows)
 
 Prints a markdown table (paste it into docs/BENCHMARKS.md) and writes bench/results/memory.json.
 """
@@ -25,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -160,6 +162,17 @@ ESTIMATE_CONFIGS = [
     ("train, wide network, history 32", ["train", "--epochs", "2", "--hidden-dims", "1024", "1024", "1024",
                                          "--history-len", "32", "--num-orbits", "8", "--replay-steps", "5"]),
     ("evaluate, default suite", ["evaluate", "--model-path", "{checkpoint}", "--Nperiod", "2"]),
+    # large networks with long histories (issue 30): the replay buffer's history rows fill it within one epoch
+    ("train, [1024, 1024], history 1000, buffer full", ["train", "--epochs", "1", "--hidden-dims", "1024", "1024",
+                                                        "--history-len", "1000", "--num-orbits", "256",
+                                                        "--steps-per-epoch", "40", "--replay-steps", "5"]),
+    ("train, [1024, 1024], history 1000 rich, buffer full", ["train", "--epochs", "1", "--hidden-dims", "1024", "1024",
+                                                             "--history-len", "1000", "--feature-type", "rich",
+                                                             "--num-orbits", "256", "--steps-per-epoch", "40",
+                                                             "--replay-steps", "5"]),
+    ("train, [2048] x 3, history 1000, buffer nearly empty", ["train", "--epochs", "3", "--hidden-dims", "2048", "2048",
+                                                              "2048", "--history-len", "1000", "--num-orbits", "8",
+                                                              "--replay-steps", "20"]),
 ]
 
 
@@ -182,7 +195,7 @@ def estimate_of(args: list[str]) -> float:
     return max(peaks)
 
 
-def measure_estimates(workdir: Path) -> list[dict]:
+def measure_estimates(workdir: Path, only: list[str] | None = None) -> list[dict]:
     import numpy as np
 
     rng = np.random.default_rng(0)
@@ -192,6 +205,8 @@ def measure_estimates(workdir: Path) -> list[dict]:
     names = {"ic2000": str(workdir / "ic2000.npy"), "checkpoint": str(workdir / "data/ckpt/model/model_epoch_0000.pt")}
     rows = []
     for i, (label, args) in enumerate(ESTIMATE_CONFIGS):
+        if only and not any(word in label for word in only):
+            continue
         args = [a.format(**names) for a in args] + ["-s", f"est{i}", "--seed", "0"]
         print(f"  {label} ...", flush=True)
         cwd = os.getcwd()
@@ -224,12 +239,13 @@ def main() -> int:
     p.add_argument("--stages-worker", nargs=2, metavar=("STEPS", "DIR"), help=argparse.SUPPRESS)
     p.add_argument("--estimates", action="store_true",
                    help="instead: the memory estimate against the measured peak RSS on a table of configs")
+    p.add_argument("--only", nargs="+", metavar="WORD", help="with --estimates: only the configs whose label has WORD")
     args = p.parse_args()
     if args.stages_worker:
         print(json.dumps(stages_worker(int(args.stages_worker[0]), args.stages_worker[1])))
         return 0
     if args.estimates:
-        return main_estimates()
+        return main_estimates(args.only)
 
     info = machine()
     print(machine_note(info), flush=True)
@@ -261,17 +277,19 @@ def main() -> int:
     return 0 if all(r["exit_status"] == 0 for r in results) else 1
 
 
-def main_estimates() -> int:
+def main_estimates(only: list[str] | None = None) -> int:
     info = machine()
     print(machine_note(info), flush=True)
     workdir = Path(tempfile.mkdtemp(prefix="nbody-bench-memory-"))
     try:
-        rows = measure_estimates(workdir)
+        rows = measure_estimates(workdir, only)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     text = estimates_table(rows)
     print(text)
-    path = write_results("memory_estimates", {"machine": info, "load_avg_after": list(os.getloadavg()),
+    # a subset leaves the full table's file alone
+    name = "memory_estimates" + ("_" + re.sub(r"\W+", "_", "_".join(only)) if only else "")
+    path = write_results(name, {"machine": info, "load_avg_after": list(os.getloadavg()),
                                               "results": rows, "markdown": text})
     print(f"\nwritten: {path.relative_to(REPO)}")
     return 0 if all(0.5 <= r["ratio"] <= 2 for r in rows) else 1

@@ -4,6 +4,7 @@ what they record about themselves, and what ``--status`` says after the sweep wa
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from helpers import wait_until
 from test_sweep import dask_cluster, gone, runner_pids, start_long_sweep, sweep_cli  # noqa: F401 - fixture
 
 from nbody_engine.sweep import execute_run, plan_sweep
@@ -69,6 +71,82 @@ def test_a_sweep_leaves_no_zygote_sockets_behind(tmp_path, monkeypatch):
     result = sweep_cli(tmp_path, "--config", "base.toml", "--grid", "grid.toml", "--mode", "simulate",
                        "--name", "tidy", "--workers", "2")
     assert result.returncode == 0, result.stderr
+    assert not list(scratch.glob("nbody-zygote-*")), sorted(p.name for p in scratch.iterdir())
+
+
+def test_a_stop_handed_to_the_worker_reaches_its_tasks_without_asking_the_scheduler():
+    """Stop, Ctrl-C and the pruner hand each stop to every worker process (Client.run): a task
+    finds it in memory each time it looks at its runner (every 0.1 s), and a sweep that ends
+    takes its stops away."""
+    from nbody_engine.sweep.signals import RunSignals, deliver_stop, forget_stops
+
+    deliver_stop("sweep-a", "run-1", "pruned", "pruned by the search at epoch 3")
+    deliver_stop("sweep-b", "all", "cancelled", "the sweep was interrupted")
+    try:
+        assert RunSignals("sweep-a", "run-1").stop_request() == ("pruned", "pruned by the search at epoch 3")
+        assert RunSignals("sweep-b", "run-7").stop_request() == ("cancelled", "the sweep was interrupted")
+        forget_stops("sweep-b")
+        unasked = RunSignals("sweep-b", "run-7")
+        unasked.next_look = math.inf  # no scheduler here: only what was handed to this process counts
+        assert unasked.stop_request() is None
+        assert RunSignals("sweep-a", "run-1").stop_request() is not None  # another sweep's stops stay
+        assert RunSignals(None, "run-1").stop_request() is None  # a run executed by hand is never asked
+    finally:
+        forget_stops("sweep-a")
+        forget_stops("sweep-b")
+
+
+@pytest.mark.slow
+def test_the_zygote_reports_each_run_that_ends_and_keeps_nothing_of_it(tmp_path):
+    """Runs forked one after another each report their exit status (SIGTERM: killed, or the
+    runner's 143), and after five runs the zygote holds the file descriptors it held before them
+    (it watches each child's end through a descriptor of its own, closed when the child ends)."""
+    from nbody_engine.sweep.warm import Zygote, runner_env
+
+    zygote = Zygote()
+
+    def request(*argv: str) -> dict:
+        return {"cwd": str(tmp_path), "argv": list(argv), "env": runner_env(), "stdout": str(tmp_path / "out.log"),
+                "stderr": str(tmp_path / "err.log")}
+
+    try:
+        zygote.ensure()
+        fds = Path(f"/proc/{zygote.proc.pid}/fd")
+        before = len(list(fds.iterdir()))
+        for _ in range(5):
+            assert zygote.run(request("--help")).wait(timeout=120) == 0
+        # each run's connection is closed by its task, then by the zygote when it reads the end of it
+        wait_until(lambda: len(list(fds.iterdir())) == before, "the zygote to hold only what it held before",
+                   timeout=60)
+        long_run = zygote.run(request("simulate", "--steps", "100000000", "--record-every", "100000",
+                                      "--num-particles", "2", "-s", "long"))
+        os.kill(long_run.pid, signal.SIGTERM)
+        assert long_run.wait(timeout=120) in (-signal.SIGTERM, 143), (tmp_path / "err.log").read_text()
+    finally:
+        zygote.stop()
+    assert not zygote.path or not Path(zygote.path).parent.exists()
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_the_workers_warm_up_records_the_runs_and_leaves_nothing(tmp_path, monkeypatch):
+    """Ctrl-C as soon as the local cluster is up, while each worker's zygote is still importing
+    torch: the runs waiting for it are recorded cancelled (or pending, never started), the
+    zygotes are killed rather than waited for, and no process or socket folder is left."""
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setenv("TMPDIR", str(scratch))
+    proc = start_long_sweep(tmp_path, 3_000_000, "--workers", "2")
+    for line in proc.stdout:
+        if "local cluster of 2 worker(s)" in line:
+            break
+    family = psutil.Process(proc.pid).children(recursive=True)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out + err
+    assert "Traceback" not in err and "sweep 'long' stopped (the sweep was cancelled)" in out, out + err
+    doc = json.loads((tmp_path / "data" / "long" / "results.json").read_text())
+    assert doc["cancelled"] + doc["pending"] == 4, doc
+    assert all(gone(child.pid) for child in family)
     assert not list(scratch.glob("nbody-zygote-*")), sorted(p.name for p in scratch.iterdir())
 
 

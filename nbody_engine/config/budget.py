@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import InputError
-from .feature_widths import input_width
+from .feature_widths import input_width, row_width
 
 REPLAY_CAPACITY = 10_000  # accepted states a training run keeps for replay (here: configs are checked without torch)
 
@@ -53,22 +53,29 @@ def _network_parameters(cfg) -> int:
 def training_needs(cfg) -> list[Need]:
     """The dominant allocations of training: the network with its gradients and Adam moments
     (float32), the autograd graph of one attempt's ``n_steps`` leapfrog steps over every pair
-    of the largest batch, the replay buffer, and the training trajectory kept in memory."""
+    of the largest batch, the replay buffer with each state's history rows, and the training
+    trajectory kept in memory. A checkpoint is serialized in memory before it is written (a
+    copy of the network, its optimizer state and the replay buffer), and adding states to the
+    buffer copies it: a large network or a long history needs that much again at those moments."""
     item = 8 if cfg.dtype == "float64" else 4
     batch = max(cfg.num_orbits, cfg.replay_batch_size)
     N, D = cfg.num_particles, cfg.dim
     graph = batch * N * N * (2 * D + 4) * item * PAIR_TEMPORARIES * cfg.n_steps
-    replay = REPLAY_CAPACITY * (N * (2 * D + 1) + cfg.history_len * 16) * item
+    replay = REPLAY_CAPACITY * (N * (2 * D + 1) + cfg.history_len * row_width(cfg.feature_type)) * item
     # every accepted step's state of every orbit (float64 on the CPU), and a copy when it is written; a run
     # that 'duration' ends is not held to its epochs (a long 'epochs' with a short 'duration' is the idiom)
     rows = cfg.epochs * cfg.steps_per_epoch if cfg.duration is None else 0
     trajectory = 2 * rows * (cfg.num_orbits * (N * D + 2 + (1 if D == 2 else 3)) + 2) * 8
     return [
-        Need("hidden_dims", 4 * 4 * _network_parameters(cfg) + 3 * 4 * batch * sum(cfg.hidden_dims),
+        # float32 weights, gradients and two Adam moments, and a checkpoint's copy of all but the gradients
+        Need("hidden_dims", (4 + 3) * 4 * _network_parameters(cfg) + 3 * 4 * batch * sum(cfg.hidden_dims),
              "the dt network, its gradients and optimizer state", "use narrower or fewer layers"),
         Need("num_particles", graph, f"the autograd graph of {cfg.n_steps} leapfrog steps of {batch} systems",
              "lower num_particles, num_orbits, replay_batch_size or n_steps"),
-        Need("history_len", replay, f"a replay buffer of {REPLAY_CAPACITY} states", "lower history_len"),
+        # the buffer is copied when states are added and when a checkpoint is written, and once it is full the
+        # allocator keeps about half a buffer more of the per-step history tensors (bench/memory.py --estimates)
+        Need("history_len", 2.5 * replay, f"a replay buffer of {REPLAY_CAPACITY} states and their history rows "
+             "(and its copies)", "lower history_len"),
         Need("epochs", trajectory, f"the training trajectory ({rows} rows), kept for train_trajectory.npz",
              "lower epochs or steps_per_epoch"),
     ]

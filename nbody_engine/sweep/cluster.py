@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config.errors import InputError
+from .warm import prepare_local_worker
 
 SLURM_HINT = "pip install 'nbody-explorer[slurm]'"
 SCHEDULER_TIMEOUT = "10s"
@@ -169,16 +170,6 @@ def local_worker_count() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:
         return os.cpu_count() or 1
-
-
-def _shield_from_ctrl_c() -> None:
-    """In a local worker process: let Ctrl-C in the terminal pass. The sweep itself cancels the
-    runs and closes the cluster; without this, every worker prints a traceback. A handler
-    rather than SIG_IGN, which the runners would inherit."""
-    try:
-        signal.signal(signal.SIGINT, lambda _signum, _frame: None)
-    except ValueError:  # not the worker's main thread: leave the default
-        pass
 
 
 class Backend:
@@ -372,7 +363,7 @@ def _local_backend(n: int) -> Iterator[Backend]:
     try:
         client = Client(cluster)
         try:
-            client.run(_shield_from_ctrl_c)
+            client.run(prepare_local_worker)
             _warm_workers(client)
             yield Backend(client, f"local cluster of {n} worker(s); dashboard {cluster.dashboard_link}")
         finally:

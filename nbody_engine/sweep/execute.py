@@ -145,7 +145,8 @@ class _Execution:
                 self._submit(run)
             self._ask()
             self._write()
-            stopped = self._collect()
+            # cancelled before anything was submitted (Ctrl-C while the cluster started): stopped all the same
+            stopped = CANCELLED if self.cancel.cancelled else self._collect()
             if stopped:
                 self._stop(stopped)
             return stopped

@@ -2,7 +2,12 @@
 coordination primitives only: a per-run ``Event`` (and a ``Variable`` holding why) asks a run
 to stop (Stop, Ctrl-C, the pruner, the end of the sweep), and a per-sweep ``Variable`` that the
 sweep bumps every second is its heartbeat: a task whose sweep stopped beating (SIGKILLed, its
-machine gone) interrupts its run by itself."""
+machine gone) interrupts its run by itself.
+
+A task asks the scheduler about its events once a second. So that a stop reaches a run at once
+(Ctrl-C must end a sweep within 2 s), the sweep also hands each stop to every worker process
+(``Client.run``), where a task finds it in memory, for nothing, every time it looks at its runner;
+the events still reach the tasks that missed that delivery (one that started just after it)."""
 
 from __future__ import annotations
 
@@ -11,6 +16,21 @@ import time
 
 HEARTBEAT_LIMIT_S = 45.0  # a task whose sweep has not beaten for this long stops its run
 HEARTBEAT_CHECK_S = 5.0  # how often a task reads the heartbeat
+LOOK_S = 1.0  # how often a task asks the scheduler whether its run must stop
+
+# (sweep token, run id or "all") -> (status, why): the stops handed to this worker process
+_DELIVERED: dict[tuple[str, str], tuple[str, str]] = {}
+
+
+def deliver_stop(token: str, run_id: str, status: str, why: str) -> None:
+    """In a worker process (``Client.run``): the sweep ``token`` asks ``run_id`` (or "all") to stop."""
+    _DELIVERED[token, run_id] = (status, why)
+
+
+def forget_stops(token: str) -> None:
+    """In a worker process (``Client.run``): the sweep ``token`` has ended; drop its stops."""
+    for key in [key for key in list(_DELIVERED) if key[0] == token]:
+        _DELIVERED.pop(key, None)
 
 
 def _names(token: str, run_id: str) -> tuple[str, str]:
@@ -45,11 +65,22 @@ class SweepSignals:
         Variable(reason, client=self.client).set(json.dumps({"status": status, "why": why}))
         Event(event, client=self.client).set()
         self.stopped.append(run_id)
+        self._broadcast(deliver_stop, run_id, status, why)
+
+    def _broadcast(self, function, *args) -> None:
+        """Call ``function(token, *args)`` in every worker process; a worker that cannot be
+        reached is left to the events."""
+        try:
+            self.client.run(function, self.token, *args, on_error="ignore")
+        except (OSError, TimeoutError):  # the scheduler is unreachable: the worker watch says so
+            pass
 
     def close(self) -> None:
-        """Forget the sweep's events and variables on the scheduler (a long-lived cluster keeps them)."""
+        """Forget the sweep's events, variables and delivered stops (a long-lived cluster keeps them)."""
         from distributed import Event, Variable
 
+        if self.stopped:
+            self._broadcast(forget_stops)
         for run_id in self.stopped:
             event, reason = _names(self.token, run_id)
             try:
@@ -72,11 +103,25 @@ class RunSignals:
         self.last_beat: object = None
         self.last_change = time.monotonic()
         self.next_check = 0.0
+        self.next_look = 0.0
 
     def stop_request(self) -> tuple[str, str] | None:
-        """(status, why) when the run must stop, else None."""
+        """(status, why) when the run must stop, else None. Cheap: the scheduler is asked at
+        most once per ``LOOK_S``."""
         if self.token is None:
             return None
+        for target in (self.run_id, "all"):
+            delivered = _DELIVERED.get((self.token, target))
+            if delivered is not None:
+                return delivered
+        now = time.monotonic()
+        if now < self.next_look:
+            return None
+        self.next_look = now + LOOK_S
+        return self._asked() or self._silent_sweep()
+
+    def _asked(self) -> tuple[str, str] | None:
+        """What the scheduler's events say: (status, why) of a stop asked of this run or of all."""
         from distributed import Event, Variable
 
         for target in (self.run_id, "all"):
@@ -87,7 +132,7 @@ class RunSignals:
                     return asked["status"], asked["why"]
             except (OSError, TimeoutError, ValueError):
                 pass
-        return self._silent_sweep()
+        return None
 
     def _silent_sweep(self) -> tuple[str, str] | None:
         now = time.monotonic()

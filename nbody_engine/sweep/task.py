@@ -34,7 +34,8 @@ from .signals import RunSignals
 from .warm import GPUS, ZYGOTE, RunnerLost, runner_env
 from .zygote import RUN_ENV_FILE
 
-POLL_S = 1.0  # how often a task looks at its runner, its sweep and its parent
+POLL_S = 0.1  # how often a task looks at its runner, its sweep's stops and its parent (a select and a dict
+# lookup: the scheduler is asked once a second, signals.LOOK_S), so that a stop reaches the runner at once
 STOP_GRACE_S = 20.0  # how long an interrupted runner has to save a checkpoint before SIGKILL
 ORPHAN_WAIT_S = 60.0  # how long a run waits for an earlier runner of the same run to end
 
@@ -120,6 +121,17 @@ def _supervise(proc, watch: _Watch) -> tuple[int | None, tuple[str, str] | None]
             _killpg(proc.pid, signal.SIGKILL)
 
 
+def _wait_for_zygote(watch: _Watch) -> tuple[str, str] | None:
+    """Wait while the worker's zygote starts (seconds: it imports torch), unless the run is asked
+    to stop meanwhile: then (status, why), and the run never starts."""
+    while ZYGOTE.busy():
+        stop = watch.reason()
+        if stop is not None:
+            return stop
+        time.sleep(POLL_S)
+    return None
+
+
 def _killpg(pid: int, signum: int) -> None:
     try:
         os.killpg(pid, signum)
@@ -164,10 +176,12 @@ def _execute(run_dir: Path, mode: str, watch: _Watch) -> dict:
     t0 = time.perf_counter()
     code, stop, error = None, None, ""
     try:
-        env = runner_env() if gpu is None else {**runner_env(), "CUDA_VISIBLE_DEVICES": gpu}
-        proc = ZYGOTE.run({"cwd": str(run_dir), "argv": argv, "env": env, "stdout": str(run_dir / "stdout.log"),
-                           "stderr": str(run_dir / "stderr.log")})
-        code, stop = _supervise(proc, watch)
+        stop = _wait_for_zygote(watch)
+        if stop is None:
+            env = runner_env() if gpu is None else {**runner_env(), "CUDA_VISIBLE_DEVICES": gpu}
+            proc = ZYGOTE.run({"cwd": str(run_dir), "argv": argv, "env": env, "stdout": str(run_dir / "stdout.log"),
+                               "stderr": str(run_dir / "stderr.log")})
+            code, stop = _supervise(proc, watch)
     except OSError as exc:
         error = f"cannot start the runner: {exc}"
     except RunnerLost as exc:

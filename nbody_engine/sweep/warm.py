@@ -5,13 +5,17 @@ worker's first run, and ends with the worker.
 
 Also here: the GPUs of a worker. A job with several GPUs (``CUDA_VISIBLE_DEVICES=0,1``) gives
 each run one of them, the one fewest of its runs are using, so runs that share a job do not
-all land on the first GPU."""
+all land on the first GPU. And how a worker process of the sweep's own local cluster lets
+Ctrl-C pass and ends (:func:`prepare_local_worker`)."""
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import select
+import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -80,6 +84,7 @@ class Zygote:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.proc: subprocess.Popen | None = None
+        self.starting: subprocess.Popen | None = None  # the zygote while it imports torch
         self.path = ""
 
     def ensure(self) -> str:
@@ -94,31 +99,45 @@ class Zygote:
         self.path = os.path.join(tempfile.mkdtemp(prefix="nbody-zygote-"), "socket")
         # its stdin is a pipe from this process: end of file tells it the worker died
         command = f"from nbody_engine.sweep.zygote import main; main({self.path!r})"
-        self.proc = subprocess.Popen([sys.executable, "-c", command],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=runner_env(),
-                                     start_new_session=True, text=True)
-        ready, _, _ = select.select([self.proc.stdout], [], [], ZYGOTE_START_S)
-        line = self.proc.stdout.readline() if ready else ""
+        self.proc = self.starting = subprocess.Popen([sys.executable, "-c", command],
+                                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=runner_env(),
+                                                     start_new_session=True, text=True)
+        try:
+            ready, _, _ = select.select([self.proc.stdout], [], [], ZYGOTE_START_S)
+            line = self.proc.stdout.readline() if ready else ""
+        finally:
+            self.starting = None
         if line.strip() != READY:
             self._end()
             raise OSError(f"the warm runner process did not start (it said {line.strip()!r}; see the worker's log)")
+
+    def busy(self) -> bool:
+        """Whether the zygote is being started (seconds) or stopped now."""
+        return self.lock.locked()
 
     def run(self, request: dict) -> WarmRun:
         return WarmRun(self.ensure(), request)
 
     def stop(self) -> None:
-        """End the zygote and its runs (the worker is closing)."""
+        """End the zygote and its runs (the worker is closing). A zygote still importing torch has
+        no runs yet: it is killed rather than waited for (seconds)."""
+        starting = self.starting
+        if starting is not None:
+            starting.kill()
         with self.lock:
             self._end()
 
     def _end(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
             self.proc.stdin.close()  # the zygote ends its children and itself
             try:
                 self.proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        shutil.rmtree(os.path.dirname(self.path), ignore_errors=True)  # left where the zygote was killed
         self.proc = None
 
 
@@ -153,3 +172,22 @@ class GpuPool:
 
 
 GPUS = GpuPool()
+
+
+def prepare_local_worker() -> None:
+    """In a local worker process: let Ctrl-C in the terminal pass (the sweep cancels the runs and
+    closes the cluster itself; without this every worker prints a traceback; a handler, as
+    SIG_IGN would pass to the runners), and once the worker has closed (its runs recorded, its
+    zygote ended), end the process without the second or more of finalizing torch and Dask that
+    the cluster's close would wait for."""
+    try:
+        signal.signal(signal.SIGINT, lambda _signum, _frame: None)
+    except ValueError:  # not the worker's main thread: leave the default
+        pass
+    atexit.register(_end_now)  # registered last, so it runs first
+
+
+def _end_now() -> None:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
