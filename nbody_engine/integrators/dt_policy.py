@@ -41,7 +41,11 @@ class DtPolicy(Protocol):
       changes ``dt`` (a subclass included) must say what its rule is, None when it has none;
     - ``pair_rule(frame) -> PairRule | None``: the same declaration for
       :mod:`~nbody_engine.integrators.pair_step`'s path of three or more bodies
-      (:class:`~nbody_engine.integrators.pair_step.Frame`).
+      (:class:`~nbody_engine.integrators.pair_step.Frame`);
+    - optionally ``packaged_rule(mass, softening) -> (adaptive (B,) bool, knob (B,)) | None``:
+      the policy as :mod:`~nbody_engine.integrators.aot_step`'s compiled step takes it
+      (``dt = knob * pairwise_timescale`` where adaptive, else ``knob``); a policy without the
+      method, or one that returns None, never takes that step.
     """
 
     def init(self, state: State) -> Any: ...

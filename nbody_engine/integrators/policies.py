@@ -30,7 +30,7 @@ class _Memoryless:
 
     def __init_subclass__(cls, **kwargs) -> None:
         super().__init_subclass__(**kwargs)
-        for rule in ("relative_rule", "pair_rule"):
+        for rule in ("relative_rule", "pair_rule", "packaged_rule"):
             if "dt" in vars(cls) and rule not in vars(cls):
                 setattr(cls, rule, getattr(_Memoryless, rule))
 
@@ -46,6 +46,10 @@ class _Memoryless:
 
     def pair_rule(self, frame) -> None:
         """No fast path of three or more bodies unless the policy declares its own."""
+        return None
+
+    def packaged_rule(self, mass: torch.Tensor, softening: float) -> None:
+        """No compiled pair step (:mod:`~nbody_engine.integrators.aot_step`) unless the policy declares one."""
         return None
 
 
@@ -79,6 +83,11 @@ class FixedDt(_Memoryless):
         mass = frame.mass
         dt = torch.as_tensor(self.value, dtype=mass.dtype, device=mass.device).expand(frame.systems).contiguous()
         return lambda pairs: dt
+
+    def packaged_rule(self, mass: torch.Tensor, softening: float):
+        """:meth:`dt` for :mod:`~nbody_engine.integrators.aot_step`: (adaptive (B,) False, dt (B,))."""
+        dt = torch.as_tensor(self.value, dtype=mass.dtype, device=mass.device).expand(mass.shape[0]).contiguous()
+        return torch.zeros(mass.shape[0], dtype=torch.bool, device=mass.device), dt
 
 
 def pairwise_timescale(state: State, softening: float = 0.0) -> torch.Tensor:
@@ -201,6 +210,14 @@ class AnalyticDt(_TimescaleDt):
             return None
         eps = torch.as_tensor(self.eps, dtype=frame.mass.dtype, device=frame.mass.device)
         return lambda pairs: pairs.timescale().mul_(eps)
+
+    def packaged_rule(self, mass: torch.Tensor, softening: float):
+        """:meth:`dt` for :mod:`~nbody_engine.integrators.aot_step`: (adaptive (B,) True, eps (B,)),
+        or None with a softening of the policy's own."""
+        if self.softening**2 != softening**2:
+            return None
+        eps = torch.as_tensor(self.eps, dtype=mass.dtype, device=mass.device).expand(mass.shape[0]).contiguous()
+        return torch.ones(mass.shape[0], dtype=torch.bool, device=mass.device), eps
 
     def relative_rule(self, binaries):
         """:meth:`dt` for :mod:`~nbody_engine.integrators.two_body`'s path (see the module's docstring)."""

@@ -1,0 +1,219 @@
+"""The pair step compiled ahead of time: a shared library per machine, loaded in milliseconds.
+
+``torch.compile`` traces its function with Dynamo and loads Inductor's kernels graph by graph in
+every new process (tens of seconds, even from a warm cache), so nobody uses it on one small
+system. Here :mod:`.pair_step`'s step, for the fixed and analytic policies, is written as a pure
+function of a block of BLOCK steps (:class:`PairBlock`), exported with ``torch.export`` and
+compiled by AOTInductor into a package (a ``.pt2`` holding a shared library) once per machine
+and shape; a later process loads it with the C++ loader (``torch._C._aoti``, without importing
+Inductor: a few milliseconds) and calls it on plain tensors, one call per block.
+
+A package is kept under ``cache_dir()/steps``, named by the hash of its key (:func:`package_key`:
+this module's source, torch's version, the CPU's instruction set, dtype, N, D, B and BLOCK) and
+written atomically (a temporary file renamed into place); its key is stored in the package's
+metadata too, and a package whose stored key is not the one asked for is never loaded. Masses,
+softening and the policy's ``eps`` or ``dt`` are inputs, so one package serves every system of
+its shape. The physics is :mod:`.pair_step`'s to rounding (the sums over the pairs and the
+bodies run in an order of the compiler's): tests/test_aot_step.py compares the two.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import platform
+import warnings
+from pathlib import Path
+
+import torch
+
+from ..physics.gravity import State, upper_pairs
+from .pair_step import TINY_SPEED2
+
+BLOCK = 16  # steps per call: a call costs ~30 us of wrapping; compile time grows with the unrolled steps
+KIND = "fixed-or-analytic"  # the policies a package steps: dt = knob, or knob * the pair time scale
+log = logging.getLogger(__name__)
+
+
+def cache_dir() -> Path:
+    """Where this machine's compiled steps live: ``$NBODY_EXPLORER_CACHE``, else
+    ``$XDG_CACHE_HOME/nbody_explorer`` (``~/.cache/nbody_explorer``)."""
+    chosen = os.environ.get("NBODY_EXPLORER_CACHE")
+    if chosen:
+        return Path(chosen).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "nbody_explorer"
+
+
+class PairBlock(torch.nn.Module):
+    """BLOCK leapfrog steps of :mod:`.pair_step` as a pure function, for ``torch.export``.
+
+    Inputs: ``position``, ``velocity`` (B, N, D); ``time``, ``knob``, ``t_end`` (B,) (inf: no end
+    time); ``adaptive`` (B,) bool (True: ``dt = knob * pairwise_timescale``, False: ``dt = knob``);
+    ``active`` (): steps after the first ``active`` have dt = 0 (a run's last, shorter block); and
+    the pairs' constants (:func:`pair_constants`). Returns ``acc`` (B, N, D) after the last step,
+    and per step ``positions``, ``velocities`` (BLOCK, B, N, D), ``times`` and ``dts`` (BLOCK, B)."""
+
+    def forward(self, position, velocity, time, knob, t_end, adaptive, active, first, second, both, pulls,
+                mass_product, inverse_pair_mass, kinetic_weight, softening2):
+        x, v, t = position, velocity, time
+        rows = []
+        acc, distance2, inverse_distance, cube = _forces(x, first, second, both, pulls, softening2)
+        for k in range(BLOCK):
+            scale = _timescale(v, first, second, distance2, inverse_distance, cube, mass_product,
+                               inverse_pair_mass, kinetic_weight)
+            dt = torch.where(adaptive, knob * scale, knob)
+            dt = torch.minimum(dt, (t_end - t).clamp_min(0)) * (active > k)
+            v = v + 0.5 * dt.view(-1, 1, 1) * acc
+            x = x + dt.view(-1, 1, 1) * v
+            acc, distance2, inverse_distance, cube = _forces(x, first, second, both, pulls, softening2)
+            v = v + 0.5 * dt.view(-1, 1, 1) * acc
+            t = t + dt
+            rows.append((x, v, t, dt))
+        positions, velocities, times, dts = (torch.stack(column) for column in zip(*rows))
+        return acc, positions, velocities, times, dts
+
+
+def _forces(x, first, second, both, pulls, softening2):
+    """Accelerations (B, N, D) at ``x`` (B, N, D), and per pair (B, P) the softened squared
+    distance, its inverse square root and that cubed (:meth:`.pair_step.Pairs.forces`)."""
+    separation = x.index_select(1, second) - x.index_select(1, first)  # (B, P, D)
+    distance2 = (separation * separation).sum(-1) + softening2
+    inverse_distance = torch.rsqrt(distance2)
+    cube = inverse_distance * inverse_distance * inverse_distance
+    strengths = cube.repeat(1, 2) * pulls  # m_j / r^3 for body i, -m_i / r^3 for body j: (B, 2P)
+    contributions = separation.repeat(1, 2, 1) * strengths.unsqueeze(-1)
+    return torch.zeros_like(x).index_add(1, both, contributions), distance2, inverse_distance, cube
+
+
+def _timescale(v, first, second, distance2, inverse_distance, cube, mass_product, inverse_pair_mass,
+               kinetic_weight):
+    """:meth:`.pair_step.Pairs.timescale` (B,) of velocities ``v`` at the positions whose pair
+    quantities these are."""
+    relative = v.index_select(1, second) - v.index_select(1, first)
+    speed2 = (relative * relative).sum(-1)
+    binding = mass_product * inverse_distance  # m_i m_j / r, whose sum is -W
+    kinetic, bound = (kinetic_weight * speed2).sum(1), binding.sum(1)
+    scale = torch.maximum((kinetic - bound).abs(), 0.01 * (kinetic + bound))
+    free_fall2 = inverse_pair_mass / cube
+    collision2 = distance2 / speed2.clamp_min(TINY_SPEED2)
+    shortest = torch.minimum(free_fall2, collision2)
+    guard = (scale.unsqueeze(1) / binding).clamp(max=1.0)
+    return (torch.rsqrt(shortest) * shortest * shortest * guard).amin(1).pow(1.0 / 3.0)
+
+
+def pair_constants(mass: torch.Tensor, softening: float) -> list[torch.Tensor]:
+    """The inputs of :class:`PairBlock` after ``active`` for systems of ``mass`` (B, N)."""
+    i, j = upper_pairs(mass.shape[1], mass.device)
+    m_i, m_j = mass.index_select(1, i), mass.index_select(1, j)  # (B, P)
+    mass_product = m_i * m_j
+    return [i, j, torch.cat([i, j]), torch.cat([m_j, -m_i], 1), mass_product, (m_i + m_j).reciprocal(),
+            mass_product / (2 * mass.sum(1, keepdim=True)), mass.new_tensor(softening**2)]
+
+
+def package_key(mass: torch.Tensor, dim: int) -> dict:
+    """What a package must have been compiled for to step systems of ``mass`` (B, N) in ``dim``
+    dimensions on this machine with this code."""
+    return {"step": hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16], "kind": KIND, "block": BLOCK,
+            "torch": torch.__version__, "cpu": f"{platform.machine()} {torch.backends.cpu.get_cpu_capability()}",
+            "dtype": str(mass.dtype).removeprefix("torch."), "bodies": mass.shape[1], "dim": dim,
+            "systems": mass.shape[0]}
+
+
+def package_path(key: dict) -> Path:
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
+    return cache_dir() / "steps" / f"pairs-n{key['bodies']}-d{key['dim']}-b{key['systems']}-{digest}.pt2"
+
+
+_loaded: dict[Path, object] = {}  # packages loaded in this process, by path
+
+
+def load(key: dict):
+    """The loaded package of ``key`` (its runner: ``run(list of tensors)``), or None where there
+    is none or the one there was compiled for another key or cannot be read."""
+    path = package_path(key)
+    if path in _loaded:
+        return _loaded[path]
+    if not path.is_file():
+        return None
+    try:
+        runner = torch._C._aoti.AOTIModelPackageLoader(str(path), "model", False, 1, -1)
+    except RuntimeError as err:
+        log.warning("ignoring the compiled step %s: it cannot be loaded (%s)", path, str(err).splitlines()[0])
+        return None
+    if runner.get_metadata().get("nbody_key") != json.dumps(key, sort_keys=True):
+        log.warning("ignoring the compiled step %s: it was compiled for another key", path)
+        return None
+    _loaded[path] = runner
+    return runner
+
+
+def compile_package(key: dict, example: list[torch.Tensor]) -> Path:
+    """Compile :class:`PairBlock` for ``key`` on the inputs ``example`` into its package,
+    written atomically; returns its path."""
+    import torch._inductor  # the compiler: imported only to compile (about a second)
+
+    path = package_path(key)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f"{path.stem}.{os.getpid()}.partial.pt2")
+    log.info("compiling the pair step for N = %d, D = %d, %d system(s) into %s (once per machine: about a "
+             "minute)", key["bodies"], key["dim"], key["systems"], path)
+    try:
+        with warnings.catch_warnings(), torch.inference_mode(False):
+            warnings.simplefilter("ignore")  # export's and Inductor's notes to torch's developers
+            example = [t.clone() for t in example]
+            exported = torch.export.export(PairBlock(), tuple(example))
+            torch._inductor.aoti_compile_and_package(
+                exported, package_path=str(partial),
+                inductor_configs={"aot_inductor.metadata": {"nbody_key": json.dumps(key, sort_keys=True)}})
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+    return path
+
+
+def aot_stepper(policy, gravity, mass: torch.Tensor, dim: int, t_end: torch.Tensor | None, compile: bool):
+    """The stepper of :func:`~nbody_engine.integrators.loop.simulate` that calls this machine's
+    compiled pair step, or None: where the run is not one it covers (CPU, N >= 3, no external
+    field, a fixed or analytic policy: ``policy.packaged_rule``), or where no package for its
+    key exists and ``compile`` is off. With ``compile`` a missing package is compiled first; a
+    compile that fails is logged and gives None (the caller's general compiled step).
+
+    ``steps_of(state, acc, carry, steps, n, keep, out=None)``: as :func:`.pair_step.pair_stepper`'s."""
+    rule = getattr(policy, "packaged_rule", None)
+    covered = mass.device.type == "cpu" and mass.shape[1] >= 3 and gravity.field is None and rule is not None
+    packaged = rule(mass, gravity.softening) if covered else None
+    if packaged is None:
+        return None
+    adaptive, knob = packaged
+    key = package_key(mass, dim)
+    constants = pair_constants(mass, gravity.softening)
+    end = torch.full_like(mass[:, 0], torch.inf) if t_end is None else t_end.to(mass).expand(mass.shape[0])
+    counts = [torch.tensor(n, device=mass.device) for n in range(BLOCK + 1)]
+    runner = load(key)
+    if runner is None and compile:
+        example = [mass.new_zeros(mass.shape[0], mass.shape[1], dim)] * 2 + [end.new_zeros(end.shape), knob, end,
+                                                                             adaptive, counts[BLOCK]]
+        try:
+            compile_package(key, example + constants)
+        except Exception as err:  # noqa: BLE001 - any compiler failure: the run goes on, compiled the general way
+            log.warning("could not compile the pair step ahead of time (%s): compiling the general step",
+                        str(err).splitlines()[0] if str(err) else type(err).__name__)
+            return None
+        runner = load(key)
+    if runner is None:
+        return None
+
+    def steps_of(state: State, acc: torch.Tensor, carry, steps: torch.Tensor, n: int, keep: tuple[int, ...],
+                 out: None = None):
+        acc, positions, velocities, times, dts = runner.run(
+            [state.position, state.velocity, state.time, knob, end, adaptive, counts[n], *constants])
+        moved = State(state.mass, positions[n - 1], velocities[n - 1], times[n - 1])
+        if t_end is not None:
+            steps = steps + (dts[:n] > 0).sum(0)
+        if not keep:
+            return moved, acc, carry, steps, None
+        kept = slice(keep[0], keep[-1] + 1) if keep[-1] - keep[0] == len(keep) - 1 else list(keep)
+        return moved, acc, carry, steps, (times[kept], dts[kept], positions[kept], velocities[kept])
+    return steps_of
