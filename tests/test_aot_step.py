@@ -1,0 +1,180 @@
+"""The pair step compiled ahead of time (:mod:`nbody_engine.integrators.aot_step`) against the eager
+pair step: the same physics to rounding, which runs take it, and its packages on disk.
+
+Most tests run the package's function, :class:`~nbody_engine.integrators.aot_step.PairBlock`,
+eagerly in place of a compiled package (:func:`eager_packages`): the plumbing of blocks, recorded
+rows, end times and the stepper's choice without a compile. The slow ones compile one package
+(``compiled``, once per module: about a minute on two cores) and check that it steps as the eager
+pair step, that a new process loads it instead of compiling, and that a package of another key or
+a broken one is never loaded."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from nbody_engine.integrators import aot_step
+from nbody_engine.integrators.loop import StopRule, simulate
+from nbody_engine.integrators.policies import AnalyticDt, ClassicDt, FixedDt
+from nbody_engine.learning.network import DtNetwork, LearnedDt
+from nbody_engine.physics.gravity import Gravity, PointMassField
+
+from helpers import run_cli
+from test_pair_step import systems, triples
+
+F64 = torch.float64
+
+
+class EagerPackage:
+    """A loaded package's interface (``run(list of tensors)``) over the uncompiled block."""
+
+    def run(self, inputs):
+        return list(aot_step.PairBlock()(*inputs))
+
+
+@pytest.fixture
+def eager_packages(monkeypatch):
+    """Every key 'has' a package: the eager :class:`~nbody_engine.integrators.aot_step.PairBlock`."""
+    monkeypatch.setattr(aot_step, "load", lambda key: EagerPackage())
+
+
+def assert_same_run(ours, eager, rtol=1e-9):
+    """Two trajectories agree: every recorded array to ``rtol`` of its largest value."""
+    np.testing.assert_array_equal(ours.steps, eager.steps)
+    momentum_scale = np.abs(eager.velocity).max() * eager.mass.max()
+    for key, value in eager.arrays().items():
+        assert ours.arrays()[key].shape == value.shape, key
+        scale = momentum_scale if key == "momentum" else np.abs(value).max()
+        np.testing.assert_allclose(ours.arrays()[key], value, rtol=rtol, atol=rtol * scale, err_msg=key)
+
+
+def eager_run(state, policy, gravity, stop, record_every=1):
+    """The eager pair step's run, whatever this machine's cache holds."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(aot_step, "aot_stepper", lambda *args: None)
+        traj = simulate(state, policy, gravity, stop, record_every=record_every)
+    assert traj.path == "pairs"
+    return traj
+
+
+@pytest.mark.parametrize("policy", [AnalyticDt(torch.tensor([0.02, 0.05], dtype=F64), 0.01), FixedDt(0.003)],
+                         ids=["analytic", "fixed"])
+@pytest.mark.parametrize(("stop", "record_every"), [(StopRule(max_steps=300), 1), (StopRule(max_steps=301), 7),
+                                                    (StopRule(t_end=torch.tensor([3.0, 1.7], dtype=F64)), 1)],
+                         ids=["300-steps", "every-7th", "to-an-end-time"])
+def test_the_block_steps_as_the_pair_step(eager_packages, policy, stop, record_every):
+    """Blocks of 16 steps (the last one cut short, or landing on each system's end time), every
+    recorded row: the eager pair step's to rounding, for two hierarchical triples in 3D (regular
+    orbits: rounding differences stay rounding differences)."""
+    state, gravity = triples(), Gravity(0.01)
+    ours = simulate(state, policy, gravity, stop, record_every=record_every)
+    assert ours.path == "aot"
+    eager = eager_run(state, policy, gravity, stop, record_every)
+    assert_same_run(ours, eager)
+    if stop.t_end is not None:
+        np.testing.assert_array_equal(ours.time[-1], stop.t_end.numpy())
+
+
+def test_the_block_conserves_what_the_leapfrog_conserves(eager_packages):
+    """Hierarchical triples over 4,000 steps: momentum to rounding, energy bounded."""
+    state = triples()
+    traj = simulate(state, AnalyticDt(0.02), Gravity(), StopRule(max_steps=4000), record_every=50)
+    assert traj.path == "aot"
+    scale = np.abs(traj.velocity).max() * traj.mass.max()
+    np.testing.assert_allclose(traj.momentum, traj.momentum[:1].repeat(len(traj.momentum), 0), atol=1e-13 * scale)
+    assert np.abs(traj.energy / traj.energy[:1] - 1).max() < 1e-4
+
+
+def test_which_runs_take_the_compiled_step(eager_packages):
+    three, two = systems(3, 3, 1), systems(2, 3, 1)
+    steps = StopRule(max_steps=3)
+    learned = LearnedDt(DtNetwork(11, [8, 8], eps=0.02).eval(), "basic", 0, Gravity())
+    for policy, state, gravity, compile, path in [
+            (AnalyticDt(0.02), three, Gravity(), False, "aot"),  # a package exists: the automatic choice
+            (FixedDt(0.01), three, Gravity(), True, "aot"),
+            (AnalyticDt(0.02), two, Gravity(), False, "two-body"),  # faster eager, with 22 operations a step
+            (AnalyticDt(0.02, softening=0.1), three, Gravity(), False, "general"),  # a softening of its own
+            (ClassicDt(0.02), three, Gravity(), False, "general"),
+            (learned, three, Gravity(), False, "pairs"),
+            (AnalyticDt(0.02), three, Gravity(field=PointMassField(1.0, (5.0, 0.0, 0.0))), False, "general")]:
+        assert simulate(state, policy, gravity, steps, compile=compile).path == path, (policy, path)
+
+
+def test_without_a_package_an_eager_run_takes_the_eager_pair_step():
+    assert simulate(systems(3, 3, 1), AnalyticDt(0.02), Gravity(), StopRule(max_steps=3)).path == "pairs"
+
+
+def test_a_package_is_named_by_everything_it_was_compiled_for(monkeypatch, tmp_path):
+    monkeypatch.setenv("NBODY_EXPLORER_CACHE", str(tmp_path / "cache"))
+    key = aot_step.package_key(torch.ones(1, 3, dtype=F64), 3)
+    assert key["torch"] == torch.__version__ and key["dtype"] == "float64" and key["block"] == aot_step.BLOCK
+    path = aot_step.package_path(key)
+    assert path.parent == tmp_path / "cache" / "steps" and path.suffix == ".pt2"
+    for field, other in [("systems", 2), ("bodies", 4), ("dim", 2), ("dtype", "float32"), ("torch", "0.0"),
+                         ("step", "0" * 16), ("cpu", "other"), ("block", 8)]:
+        assert aot_step.package_path({**key, field: other}) != path, field
+    monkeypatch.delenv("NBODY_EXPLORER_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert aot_step.cache_dir() == tmp_path / "xdg" / "nbody_explorer"
+
+
+# --- one compiled package -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def compiled():
+    """One package, compiled by a first ``compile = true`` run: one system of three bodies in 3D,
+    float64 (``cache`` is the session's cache, see tests/conftest.py)."""
+    state = triples().select(slice(0, 1))
+    traj = simulate(state, AnalyticDt(0.02), Gravity(), StopRule(max_steps=20), compile=True)
+    assert traj.path == "aot"
+    key = aot_step.package_key(state.mass, state.dim)
+    assert aot_step.load(key) is not None
+    return {"state": state, "key": key, "path": aot_step.package_path(key)}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("policy", [AnalyticDt(0.02), FixedDt(0.01)], ids=["analytic", "fixed"])
+@pytest.mark.parametrize("stop", [StopRule(max_steps=300), StopRule(t_end=torch.tensor([2.5], dtype=F64))],
+                         ids=["300-steps", "to-an-end-time"])
+def test_the_compiled_step_is_the_eager_pair_step(compiled, policy, stop):
+    state, gravity = compiled["state"], Gravity()
+    ours = simulate(state, policy, gravity, stop, compile=True)
+    assert ours.path == "aot"
+    assert_same_run(ours, eager_run(state, policy, gravity, stop))
+    automatic = simulate(state, policy, gravity, stop)  # eager, but this machine has the package: it takes it
+    assert automatic.path == "aot"
+    np.testing.assert_array_equal(automatic.position, ours.position)
+
+
+@pytest.mark.slow
+def test_a_new_process_loads_the_package_instead_of_compiling(compiled, tmp_path):
+    """The runner in a subprocess with ``--compile``, on the package's shape: it reports the
+    'aot' stepper and writes nothing to the cache (no compile)."""
+    before = {p: p.stat().st_mtime_ns for p in compiled["path"].parent.iterdir()}
+    result = run_cli(tmp_path, "simulate", "--num-particles", "3", "--dim", "3", "--steps", "200", "--Nperiod", "0",
+                     "--compile", "-s", "loaded")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((tmp_path / "data" / "loaded" / "sim" / "analytic" / "summary.json").read_text())
+    assert summary["stepper"] == "aot"
+    assert "compiling" not in result.stderr
+    assert {p: p.stat().st_mtime_ns for p in compiled["path"].parent.iterdir()} == before
+
+
+@pytest.mark.slow
+def test_a_package_of_another_key_or_a_broken_one_is_never_loaded(compiled, caplog):
+    key = compiled["key"]
+    other = {**key, "systems": 2}
+    shutil.copy(compiled["path"], aot_step.package_path(other))  # the right name, the wrong package
+    assert aot_step.load(other) is None
+    assert "compiled for another key" in caplog.text
+    state = systems(3, 3, 2)
+    assert simulate(state, AnalyticDt(0.02), Gravity(), StopRule(max_steps=3)).path == "pairs"
+    aot_step.package_path(other).write_bytes(b"not a package")
+    assert aot_step.load(other) is None
+    assert "cannot be loaded" in caplog.text
+    aot_step.package_path(other).unlink()
