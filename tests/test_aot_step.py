@@ -90,12 +90,14 @@ def test_the_block_conserves_what_the_leapfrog_conserves(eager_packages):
 
 
 def test_which_runs_take_the_compiled_step(eager_packages):
-    three, two = systems(3, 3, 1), systems(2, 3, 1)
+    three, two, many = systems(3, 3, 1), systems(2, 3, 1), systems(32, 2, 16)
     steps = StopRule(max_steps=3)
     learned = LearnedDt(DtNetwork(11, [8, 8], eps=0.02).eval(), "basic", 0, Gravity())
     for policy, state, gravity, compile, path in [
             (AnalyticDt(0.02), three, Gravity(), False, "aot"),  # a package exists: the automatic choice
             (FixedDt(0.01), three, Gravity(), True, "aot"),
+            (AnalyticDt(0.02), many, Gravity(), True, "pairs"),  # many pairs: the eager pair step is faster
+            (AnalyticDt(0.02), many, Gravity(), False, "pairs"),
             (AnalyticDt(0.02), two, Gravity(), False, "two-body"),  # faster eager, with 22 operations a step
             (AnalyticDt(0.02, softening=0.1), three, Gravity(), False, "general"),  # a softening of its own
             (ClassicDt(0.02), three, Gravity(), False, "general"),

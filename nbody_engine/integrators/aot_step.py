@@ -34,6 +34,11 @@ from .pair_step import TINY_SPEED2
 
 BLOCK = 16  # steps per call: a call costs ~30 us of wrapping; compile time grows with the unrolled steps
 KIND = "fixed-or-analytic"  # the policies a package steps: dt = knob, or knob * the pair time scale
+# N P B above this (P pairs, B systems): the eager pair step is the faster. Its cost is then its
+# arithmetic, not its ~45 dispatched operations a step, and the compiled gathers and scatters over
+# the pairs do no better (docs/BENCHMARKS.md: 32 bodies x 64 systems, N P B = 1,015,808, 1.3x
+# slower compiled; 3 x 256, N P B = 2,304, 0.53x; the crossover lies between, not measured).
+MOST_PAIR_WORK = 2**14
 log = logging.getLogger(__name__)
 
 
@@ -180,18 +185,32 @@ def compile_package(key: dict, example: list[torch.Tensor]) -> Path:
     return path
 
 
+def _packaged(policy, gravity, mass: torch.Tensor):
+    """``policy.packaged_rule`` where the compiled step covers the run (CPU, N >= 3, no external
+    field, a fixed or analytic policy), else None."""
+    rule = getattr(policy, "packaged_rule", None)
+    if mass.device.type != "cpu" or mass.shape[1] < 3 or gravity.field is not None or rule is None:
+        return None
+    return rule(mass, gravity.softening)
+
+
+def eager_is_faster(policy, gravity, mass: torch.Tensor) -> bool:
+    """Whether the compiled step covers a run of systems of ``mass`` (B, N) that has too many pairs
+    for it to pay (MOST_PAIR_WORK): there the eager pair step is the fastest, compiled or not."""
+    N, B = mass.shape[1], mass.shape[0]
+    return N * (N * (N - 1) // 2) * B > MOST_PAIR_WORK and _packaged(policy, gravity, mass) is not None
+
+
 def aot_stepper(policy, gravity, mass: torch.Tensor, dim: int, t_end: torch.Tensor | None, compile: bool):
     """The stepper of :func:`~nbody_engine.integrators.loop.simulate` that calls this machine's
-    compiled pair step, or None: where the run is not one it covers (CPU, N >= 3, no external
-    field, a fixed or analytic policy: ``policy.packaged_rule``), or where no package for its
-    key exists and ``compile`` is off. With ``compile`` a missing package is compiled first; a
-    compile that fails is logged and gives None (the caller's general compiled step).
+    compiled pair step, or None: where the run is not one it covers (:func:`_packaged`) or has too
+    many pairs for it (:func:`eager_is_faster`), or where no package for its key exists and
+    ``compile`` is off. With ``compile`` a missing package is compiled first; a compile that
+    fails is logged and gives None (the caller's general compiled step).
 
     ``steps_of(state, acc, carry, steps, n, keep, out=None)``: as :func:`.pair_step.pair_stepper`'s."""
-    rule = getattr(policy, "packaged_rule", None)
-    covered = mass.device.type == "cpu" and mass.shape[1] >= 3 and gravity.field is None and rule is not None
-    packaged = rule(mass, gravity.softening) if covered else None
-    if packaged is None:
+    packaged = _packaged(policy, gravity, mass)
+    if packaged is None or eager_is_faster(policy, gravity, mass):
         return None
     adaptive, knob = packaged
     key = package_key(mass, dim)

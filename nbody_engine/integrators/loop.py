@@ -178,7 +178,8 @@ def _stepper(policy, gravity: Gravity, t_end: torch.Tensor | None, compile: bool
     (pair_step.BLOCK, "pairs"), everything else the general stepper below (STEPS_PER_CALL,
     "general", or "compiled" with ``compile``): each is the fastest there is for its runs. Runs
     of three or more bodies that :mod:`.aot_step` covers take its compiled pair step (aot_step.BLOCK,
-    "aot") where this machine has it, eager or not, and with ``compile`` compile it first.
+    "aot") where this machine has it, eager or not, and with ``compile`` compile it first; with
+    many pairs the eager pair step is faster than any compiled step, and takes them even with ``compile``.
 
     ``advance(state, acc, carry, steps, n, keep, out=None)``: ``n <= per_call`` simulation steps;
     per step, the policy's dt (cut to land on ``t_end``), leapfrog, policy update, and each
@@ -230,7 +231,7 @@ def _stepper(policy, gravity: Gravity, t_end: torch.Tensor | None, compile: bool
     packaged = aot_step.aot_stepper(policy, gravity, mass, dim, t_end, compile)
     if packaged is not None:
         return packaged, aot_step.BLOCK, "aot"
-    if not compile:
+    if not compile or aot_step.eager_is_faster(policy, gravity, mass):
         pairs = pair_step.pair_stepper(policy, gravity, mass, t_end)
         return (steps_of, STEPS_PER_CALL, "general") if pairs is None else (pairs, pair_step.BLOCK, "pairs")
     # Dynamo traces through the lru_cache'd helpers that build constant index and mask tensors
