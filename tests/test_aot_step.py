@@ -29,17 +29,27 @@ from test_pair_step import systems, triples
 F64 = torch.float64
 
 
+SHARED_INPUTS = 13  # the block's inputs before the policy's: position, velocity, time, t_end, active, 8 constants
+
+
 class EagerPackage:
-    """A loaded package's interface (``run(list of tensors)``) over the uncompiled block."""
+    """A loaded package's interface (``run(list of tensors)``) over the uncompiled block of ``dt_of``."""
+
+    def __init__(self, dt_of) -> None:
+        self.block = aot_step.PairBlock(dt_of)
 
     def run(self, inputs):
-        return list(aot_step.PairBlock()(*inputs))
+        return list(self.block(*inputs[:SHARED_INPUTS], tuple(inputs[SHARED_INPUTS:])))
 
 
 @pytest.fixture
 def eager_packages(monkeypatch):
-    """Every key 'has' a package: the eager :class:`~nbody_engine.integrators.aot_step.PairBlock`."""
-    monkeypatch.setattr(aot_step, "load", lambda key: EagerPackage())
+    """'Compiling' a package (``compile = true``) makes the eager
+    :class:`~nbody_engine.integrators.aot_step.PairBlock` its loaded package, for this test only."""
+    loaded = {}
+    monkeypatch.setattr(aot_step, "_loaded", loaded)
+    monkeypatch.setattr(aot_step, "compile_package", lambda key, dt_of, example: loaded.setdefault(
+        aot_step.package_path(key), EagerPackage(dt_of)))
 
 
 def assert_same_run(ours, eager, rtol=1e-9):
@@ -71,7 +81,7 @@ def test_the_block_steps_as_the_pair_step(eager_packages, policy, stop, record_e
     recorded row: the eager pair step's to rounding, for two hierarchical triples in 3D (regular
     orbits: rounding differences stay rounding differences)."""
     state, gravity = triples(), Gravity(0.01)
-    ours = simulate(state, policy, gravity, stop, record_every=record_every)
+    ours = simulate(state, policy, gravity, stop, record_every=record_every, compile=True)
     assert ours.path == "aot"
     eager = eager_run(state, policy, gravity, stop, record_every)
     assert_same_run(ours, eager)
@@ -82,7 +92,7 @@ def test_the_block_steps_as_the_pair_step(eager_packages, policy, stop, record_e
 def test_the_block_conserves_what_the_leapfrog_conserves(eager_packages):
     """Hierarchical triples over 4,000 steps: momentum to rounding, energy bounded."""
     state = triples()
-    traj = simulate(state, AnalyticDt(0.02), Gravity(), StopRule(max_steps=4000), record_every=50)
+    traj = simulate(state, AnalyticDt(0.02), Gravity(), StopRule(max_steps=4000), record_every=50, compile=True)
     assert traj.path == "aot"
     scale = np.abs(traj.velocity).max() * traj.mass.max()
     np.testing.assert_allclose(traj.momentum, traj.momentum[:1].repeat(len(traj.momentum), 0), atol=1e-13 * scale)
@@ -94,8 +104,8 @@ def test_which_runs_take_the_compiled_step(eager_packages):
     steps = StopRule(max_steps=3)
     learned = LearnedDt(DtNetwork(11, [8, 8], eps=0.02).eval(), "basic", 0, Gravity())
     for policy, state, gravity, compile, path in [
-            (AnalyticDt(0.02), three, Gravity(), False, "aot"),  # a package exists: the automatic choice
-            (FixedDt(0.01), three, Gravity(), True, "aot"),
+            (FixedDt(0.01), three, Gravity(), True, "aot"),  # compiled first
+            (AnalyticDt(0.02), three, Gravity(), False, "aot"),  # the package exists: the automatic choice
             (AnalyticDt(0.02), many, Gravity(), True, "pairs"),  # many pairs: the eager pair step is faster
             (AnalyticDt(0.02), many, Gravity(), False, "pairs"),
             (AnalyticDt(0.02), two, Gravity(), False, "two-body"),  # faster eager, with 22 operations a step
@@ -112,12 +122,13 @@ def test_without_a_package_an_eager_run_takes_the_eager_pair_step():
 
 def test_a_package_is_named_by_everything_it_was_compiled_for(monkeypatch, tmp_path):
     monkeypatch.setenv("NBODY_EXPLORER_CACHE", str(tmp_path / "cache"))
-    key = aot_step.package_key(torch.ones(1, 3, dtype=F64), 3)
+    mass = torch.ones(1, 3, dtype=F64)
+    key = aot_step.package_key(mass, 3, AnalyticDt(0.02).packaged_rule(mass, 0.0))
     assert key["torch"] == torch.__version__ and key["dtype"] == "float64" and key["block"] == aot_step.BLOCK
     path = aot_step.package_path(key)
     assert path.parent == tmp_path / "cache" / "steps" and path.suffix == ".pt2"
     for field, other in [("systems", 2), ("bodies", 4), ("dim", 2), ("dtype", "float32"), ("torch", "0.0"),
-                         ("step", "0" * 16), ("cpu", "other"), ("block", 8)]:
+                         ("step", "0" * 16), ("cpu", "other"), ("block", 8), ("kind", "learned")]:
         assert aot_step.package_path({**key, field: other}) != path, field
     monkeypatch.delenv("NBODY_EXPLORER_CACHE")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
@@ -134,7 +145,7 @@ def compiled():
     state = triples().select(slice(0, 1))
     traj = simulate(state, AnalyticDt(0.02), Gravity(), StopRule(max_steps=20), compile=True)
     assert traj.path == "aot"
-    key = aot_step.package_key(state.mass, state.dim)
+    key = aot_step.package_key(state.mass, state.dim, AnalyticDt(0.02).packaged_rule(state.mass, 0.0))
     assert aot_step.load(key) is not None
     return {"state": state, "key": key, "path": aot_step.package_path(key)}
 

@@ -26,14 +26,15 @@ import os
 import platform
 import warnings
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
 from ..physics.gravity import State, upper_pairs
+from .dt_policy import PackagedRule
 from .pair_step import TINY_SPEED2
 
 BLOCK = 16  # steps per call: a call costs ~30 us of wrapping; compile time grows with the unrolled steps
-KIND = "fixed-or-analytic"  # the policies a package steps: dt = knob, or knob * the pair time scale
 # N P B above this (P pairs, B systems): the eager pair step is the faster. Its cost is then its
 # arithmetic, not its ~45 dispatched operations a step, and the compiled gathers and scatters over
 # the pairs do no better (docs/BENCHMARKS.md: 32 bodies x 64 systems, N P B = 1,015,808, 1.3x
@@ -51,30 +52,50 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "nbody_explorer"
 
 
-class PairBlock(torch.nn.Module):
-    """BLOCK leapfrog steps of :mod:`.pair_step` as a pure function, for ``torch.export``.
+class PairQuantities(NamedTuple):
+    """What a policy's ``dt_of`` (:class:`~.dt_policy.PackagedRule`) sees of the state a step
+    starts from, in the pair layout: ``timescale`` (B,) (:func:`~.policies.pairwise_timescale`);
+    per pair (P, B) ``distance2`` (softened), ``inverse_distance``, ``free_fall2`` and
+    ``collision2`` (the squared times); per body ``velocity`` and ``acc`` (N, D, B)."""
 
-    Inputs: ``position``, ``velocity`` (B, N, D); ``time``, ``knob``, ``t_end`` (B,) (inf: no end
-    time); ``adaptive`` (B,) bool (True: ``dt = knob * pairwise_timescale``, False: ``dt = knob``);
-    ``active`` (): steps after the first ``active`` have dt = 0 (a run's last, shorter block); and
-    the pairs' constants (:func:`pair_constants`). Returns ``acc`` (B, N, D) after the last step,
+    timescale: torch.Tensor
+    distance2: torch.Tensor
+    inverse_distance: torch.Tensor
+    free_fall2: torch.Tensor
+    collision2: torch.Tensor
+    velocity: torch.Tensor
+    acc: torch.Tensor
+
+
+class PairBlock(torch.nn.Module):
+    """BLOCK leapfrog steps of :mod:`.pair_step` under a policy's ``dt_of`` as a pure function,
+    for ``torch.export``.
+
+    Inputs: ``position``, ``velocity`` (B, N, D); ``time``, ``t_end`` (B,) (inf: no end time);
+    ``active`` (): steps after the first ``active`` have dt = 0 (a run's last, shorter block);
+    the pairs' constants (:func:`pair_constants`); and ``rule_inputs``, the policy's inputs of
+    ``dt_of(PairQuantities, *rule_inputs) -> dt (B,)``. Returns ``acc`` (B, N, D) after the last step,
     and per step ``positions``, ``velocities`` (BLOCK, B, N, D), ``times`` and ``dts`` (BLOCK, B).
 
     Inside, the state is in :mod:`.pair_step`'s layout, systems last (``x (N, D, B)``, pair rows
     (P, B)): the compiled loops then run over contiguous systems, which vectorizes a batch (in
     the engine's layout a batch of 256 triples stepped 1.6x slower than the eager pair step)."""
 
-    def forward(self, position, velocity, time, knob, t_end, adaptive, active, first, second, both, pulls,
-                mass_product, inverse_pair_mass, kinetic_weight, softening2):
+    def __init__(self, dt_of) -> None:
+        super().__init__()
+        self.dt_of = dt_of
+
+    def forward(self, position, velocity, time, t_end, active, first, second, both, pulls, mass_product,
+                inverse_pair_mass, kinetic_weight, softening2, rule_inputs):
         x, v = (state.permute(1, 2, 0).contiguous() for state in (position, velocity))
         t = time
         rows = []
         acc, distance2, inverse_distance, cube = _forces(x, first, second, both, pulls, softening2)
         for k in range(BLOCK):
-            scale = _timescale(v, first, second, distance2, inverse_distance, cube, mass_product,
-                               inverse_pair_mass, kinetic_weight)
-            dt = torch.where(adaptive, knob * scale, knob)
-            dt = torch.minimum(dt, (t_end - t).clamp_min(0)) * (active > k)
+            scale, free_fall2, collision2 = _timescale(v, first, second, distance2, inverse_distance, cube,
+                                                       mass_product, inverse_pair_mass, kinetic_weight)
+            quantities = PairQuantities(scale, distance2, inverse_distance, free_fall2, collision2, v, acc)
+            dt = torch.minimum(self.dt_of(quantities, *rule_inputs), (t_end - t).clamp_min(0)) * (active > k)
             v = v + 0.5 * dt * acc
             x = x + dt * v
             acc, distance2, inverse_distance, cube = _forces(x, first, second, both, pulls, softening2)
@@ -101,7 +122,7 @@ def _forces(x, first, second, both, pulls, softening2):
 def _timescale(v, first, second, distance2, inverse_distance, cube, mass_product, inverse_pair_mass,
                kinetic_weight):
     """:meth:`.pair_step.Pairs.timescale` (B,) of velocities ``v`` (N, D, B) at the positions whose
-    pair quantities these are."""
+    pair quantities these are, and its squared free-fall and collision times (P, B)."""
     relative = v.index_select(0, second) - v.index_select(0, first)
     speed2 = (relative * relative).sum(1)
     binding = mass_product * inverse_distance  # m_i m_j / r, whose sum is -W
@@ -111,7 +132,7 @@ def _timescale(v, first, second, distance2, inverse_distance, cube, mass_product
     collision2 = distance2 / speed2.clamp_min(TINY_SPEED2)
     shortest = torch.minimum(free_fall2, collision2)
     guard = (scale / binding).clamp(max=1.0)
-    return (torch.rsqrt(shortest) * shortest * shortest * guard).amin(0).pow(1.0 / 3.0)
+    return (torch.rsqrt(shortest) * shortest * shortest * guard).amin(0).pow(1.0 / 3.0), free_fall2, collision2
 
 
 def pair_constants(mass: torch.Tensor, softening: float) -> list[torch.Tensor]:
@@ -124,10 +145,11 @@ def pair_constants(mass: torch.Tensor, softening: float) -> list[torch.Tensor]:
             mass_product / (2 * m.sum(0)), mass.new_tensor(softening**2)]
 
 
-def package_key(mass: torch.Tensor, dim: int) -> dict:
+def package_key(mass: torch.Tensor, dim: int, rule: PackagedRule) -> dict:
     """What a package must have been compiled for to step systems of ``mass`` (B, N) in ``dim``
-    dimensions on this machine with this code."""
-    return {"step": hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16], "kind": KIND, "block": BLOCK,
+    dimensions under ``rule`` on this machine with this code (this module's and the rule's)."""
+    code = b"".join(Path(source).read_bytes() for source in (__file__, *rule.sources))
+    return {"step": hashlib.sha256(code).hexdigest()[:16], "kind": rule.kind, "block": BLOCK,
             "torch": torch.__version__, "cpu": f"{platform.machine()} {torch.backends.cpu.get_cpu_capability()}",
             "dtype": str(mass.dtype).removeprefix("torch."), "bodies": mass.shape[1], "dim": dim,
             "systems": mass.shape[0]}
@@ -161,9 +183,9 @@ def load(key: dict):
     return runner
 
 
-def compile_package(key: dict, example: list[torch.Tensor]) -> Path:
-    """Compile :class:`PairBlock` for ``key`` on the inputs ``example`` into its package,
-    written atomically; returns its path."""
+def compile_package(key: dict, dt_of, example: tuple) -> Path:
+    """Compile :class:`PairBlock` of ``dt_of`` for ``key`` on the inputs ``example`` into its
+    package, written atomically; returns its path."""
     import torch._inductor  # the compiler: imported only to compile (about a second)
 
     path = package_path(key)
@@ -174,8 +196,8 @@ def compile_package(key: dict, example: list[torch.Tensor]) -> Path:
     try:
         with warnings.catch_warnings(), torch.inference_mode(False):
             warnings.simplefilter("ignore")  # export's and Inductor's notes to torch's developers
-            example = [t.clone() for t in example]
-            exported = torch.export.export(PairBlock(), tuple(example))
+            example = (*(t.clone() for t in example[:-1]), tuple(t.clone() for t in example[-1]))
+            exported = torch.export.export(PairBlock(dt_of), example)
             torch._inductor.aoti_compile_and_package(
                 exported, package_path=str(partial),
                 inductor_configs={"aot_inductor.metadata": {"nbody_key": json.dumps(key, sort_keys=True)}})
@@ -186,8 +208,8 @@ def compile_package(key: dict, example: list[torch.Tensor]) -> Path:
 
 
 def _packaged(policy, gravity, mass: torch.Tensor):
-    """``policy.packaged_rule`` where the compiled step covers the run (CPU, N >= 3, no external
-    field, a fixed or analytic policy), else None."""
+    """``policy.packaged_rule`` (:class:`~.dt_policy.PackagedRule`) where the compiled step covers
+    the run (CPU, N >= 3, no external field, a policy that declares such a rule), else None."""
     rule = getattr(policy, "packaged_rule", None)
     if mass.device.type != "cpu" or mass.shape[1] < 3 or gravity.field is not None or rule is None:
         return None
@@ -209,20 +231,19 @@ def aot_stepper(policy, gravity, mass: torch.Tensor, dim: int, t_end: torch.Tens
     fails is logged and gives None (the caller's general compiled step).
 
     ``steps_of(state, acc, carry, steps, n, keep, out=None)``: as :func:`.pair_step.pair_stepper`'s."""
-    packaged = _packaged(policy, gravity, mass)
-    if packaged is None or eager_is_faster(policy, gravity, mass):
+    rule = _packaged(policy, gravity, mass)
+    if rule is None or eager_is_faster(policy, gravity, mass):
         return None
-    adaptive, knob = packaged
-    key = package_key(mass, dim)
+    key = package_key(mass, dim, rule)
     constants = pair_constants(mass, gravity.softening)
     end = torch.full_like(mass[:, 0], torch.inf) if t_end is None else t_end.to(mass).expand(mass.shape[0])
     counts = [torch.tensor(n, device=mass.device) for n in range(BLOCK + 1)]
     runner = load(key)
     if runner is None and compile:
-        example = [mass.new_zeros(mass.shape[0], mass.shape[1], dim)] * 2 + [end.new_zeros(end.shape), knob, end,
-                                                                             adaptive, counts[BLOCK]]
+        example = [mass.new_zeros(mass.shape[0], mass.shape[1], dim)] * 2 + [end.new_zeros(end.shape), end,
+                                                                             counts[BLOCK]]
         try:
-            compile_package(key, example + constants)
+            compile_package(key, rule.dt_of, (*example, *constants, rule.inputs))
         except Exception as err:  # noqa: BLE001 - any compiler failure: the run goes on, compiled the general way
             log.warning("could not compile the pair step ahead of time (%s): compiling the general step",
                         str(err).splitlines()[0] if str(err) else type(err).__name__)
@@ -234,7 +255,7 @@ def aot_stepper(policy, gravity, mass: torch.Tensor, dim: int, t_end: torch.Tens
     def steps_of(state: State, acc: torch.Tensor, carry, steps: torch.Tensor, n: int, keep: tuple[int, ...],
                  out: None = None):
         acc, positions, velocities, times, dts = runner.run(
-            [state.position, state.velocity, state.time, knob, end, adaptive, counts[n], *constants])
+            [state.position, state.velocity, state.time, end, counts[n], *constants, *rule.inputs])
         moved = State(state.mass, positions[n - 1], velocities[n - 1], times[n - 1])
         if t_end is not None:
             steps = steps + (dts[:n] > 0).sum(0)
