@@ -3,10 +3,10 @@ pair step: the same physics to rounding, which runs take it, and its packages on
 
 Most tests run the package's function, :class:`~nbody_engine.integrators.aot_step.PairBlock`,
 eagerly in place of a compiled package (:func:`eager_packages`): the plumbing of blocks, recorded
-rows, end times and the stepper's choice without a compile. The slow ones compile one package
-(``compiled``, once per module: about a minute on two cores) and check that it steps as the eager
-pair step, that a new process loads it instead of compiling, and that a package of another key or
-a broken one is never loaded."""
+rows, end times and the stepper's choice without a compile. The slow ones compile two packages
+(``compiled``, once per module, and one of a learned step: about a minute each on two cores) and
+check that they step as the eager pair step, that a new process loads a package instead of
+compiling it, and that a package of another key or a broken one is never loaded."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from nbody_engine.physics.gravity import Gravity, PointMassField
 
 from helpers import run_cli
 from test_pair_step import systems, triples
+from test_two_body import trained_looking
 
 F64 = torch.float64
 
@@ -89,6 +90,36 @@ def test_the_block_steps_as_the_pair_step(eager_packages, policy, stop, record_e
         np.testing.assert_array_equal(ours.time[-1], stop.t_end.numpy())
 
 
+@pytest.mark.parametrize(("feature_type", "objective", "eta"), [("basic", "band", None), ("delta_mag", "band", None),
+                                                                ("basic", "rollout", [0.01, 0.1])],
+                         ids=["basic", "delta_mag", "conditioned"])
+def test_a_learned_step_in_the_block_is_the_pair_steps(eager_packages, feature_type, objective, eta):
+    """The learned step without a history (its features from the block's pair quantities, its
+    network folded as for the pair step): the eager pair step's run to float32 rounding."""
+    network = trained_looking(feature_type, objective=objective)
+    eta = None if eta is None else torch.tensor(eta, dtype=F64)
+    gravity, stop = Gravity(0.01), StopRule(max_steps=300)
+    policy = LearnedDt(network, feature_type, 0, gravity, eta)
+    ours = simulate(triples(), policy, gravity, stop, record_every=10, compile=True)
+    assert ours.path == "aot"
+    assert_same_run(ours, eager_run(triples(), policy, gravity, stop, record_every=10), rtol=1e-5)
+    assert len(set(np.round(ours.dt[2:, 0] / ours.dt[1:-1, 0], 6))) > 1
+
+
+def test_learned_steps_the_package_cannot_express_are_not_packaged():
+    mass = triples().mass
+    basic = trained_looking("basic")
+    assert LearnedDt(basic, "basic", 0, Gravity()).packaged_rule(mass, 0.0) is not None
+    assert LearnedDt(basic, "basic", 0, Gravity(0.1)).packaged_rule(mass, 0.0) is None  # its own softening
+    assert LearnedDt(trained_looking("delta_mag"), "delta_mag", 2, Gravity()).packaged_rule(mass, 0.0) is None
+    assert LearnedDt(trained_looking("rich"), "rich", 0, Gravity()).packaged_rule(mass, 0.0) is None
+    assert LearnedDt(trained_looking("basic", fourier_dim=4), "basic", 0, Gravity()).packaged_rule(mass, 0.0) is None
+    assert LearnedDt(basic.train(), "basic", 0, Gravity()).packaged_rule(mass, 0.0) is None
+    other = trained_looking("basic", activation="relu")
+    kinds = {LearnedDt(net, "basic", 0, Gravity()).packaged_rule(mass, 0.0).kind for net in (basic.eval(), other)}
+    assert len(kinds) == 2  # the activation is compiled in: another package
+
+
 def test_the_block_conserves_what_the_leapfrog_conserves(eager_packages):
     """Hierarchical triples over 4,000 steps: momentum to rounding, energy bounded."""
     state = triples()
@@ -111,7 +142,8 @@ def test_which_runs_take_the_compiled_step(eager_packages):
             (AnalyticDt(0.02), two, Gravity(), False, "two-body"),  # faster eager, with 22 operations a step
             (AnalyticDt(0.02, softening=0.1), three, Gravity(), False, "general"),  # a softening of its own
             (ClassicDt(0.02), three, Gravity(), False, "general"),
-            (learned, three, Gravity(), False, "pairs"),
+            (learned, three, Gravity(), False, "pairs"),  # no package of this kind yet
+            (learned, three, Gravity(), True, "aot"),
             (AnalyticDt(0.02), three, Gravity(field=PointMassField(1.0, (5.0, 0.0, 0.0))), False, "general")]:
         assert simulate(state, policy, gravity, steps, compile=compile).path == path, (policy, path)
 
@@ -162,6 +194,16 @@ def test_the_compiled_step_is_the_eager_pair_step(compiled, policy, stop):
     automatic = simulate(state, policy, gravity, stop)  # eager, but this machine has the package: it takes it
     assert automatic.path == "aot"
     np.testing.assert_array_equal(automatic.position, ours.position)
+
+
+@pytest.mark.slow
+def test_a_compiled_learned_step_is_the_eager_pair_steps():
+    """The second and last compile of this module: a learned step without history, softened."""
+    state, gravity = triples().select(slice(1, 2)), Gravity(0.01)
+    policy, stop = LearnedDt(trained_looking("delta_mag"), "delta_mag", 0, gravity), StopRule(max_steps=300)
+    ours = simulate(state, policy, gravity, stop, compile=True)
+    assert ours.path == "aot"
+    assert_same_run(ours, eager_run(state, policy, gravity, stop), rtol=1e-5)
 
 
 @pytest.mark.slow
