@@ -12,8 +12,9 @@ record_every=100)`` call, float64, eager, on random systems of N equal-mass bodi
 ``--paths`` picks our steps: ``fast`` (the eager path, :mod:`nbody_engine.integrators.pair_step`
 for N >= 3; the default where no compiled step exists), ``aot`` (the pair step compiled ahead of
 time, :mod:`nbody_engine.integrators.aot_step`: compiled into this machine's cache first where
-missing, not among the defaults), ``general`` (the general step it replaces, ``leapfrog_step`` with the policy's ``dt``,
-eight steps a call: the step before issue 32), ``learned`` (the learned step on the fast path, an
+missing, not among the defaults; ``learned-aot`` the same for the ``learned`` step), ``general``
+(the general step it replaces, ``leapfrog_step`` with the policy's ``dt``, eight steps a call:
+the step before issue 32), ``learned`` (the learned step on the fast path, an
 untrained [64, 64] network on the basic features) and ``learned-history`` (the same network on
 the ``delta_mag`` features with a two-step history, as ``configs/kepler.toml`` trains it).
 REBOUND's time per system-step is its time on the first 16 systems of a case (one simulation
@@ -48,7 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from _common import REPO, machine, machine_note, markdown_table, median, write_results
 
 CASES = {"n3-1": (3, 1), "n3-256": (3, 256), "n32-64": (32, 64)}
-PATHS = ("fast", "general", "learned", "learned-history", "aot")
+PATHS = ("fast", "general", "learned", "learned-history", "aot", "learned-aot")
 DEFAULT_PATHS = PATHS[:4]
 EPS, RECORD_EVERY, DIM = 0.02, 100, 3
 
@@ -67,17 +68,19 @@ def ours(state, path: str, steps: int) -> float:
     from nbody_engine.integrators.loop import StopRule, simulate
     from nbody_engine.physics.gravity import Gravity
 
-    policy = {"learned": learned_policy, "learned-history": history_policy}.get(path, analytic_policy)()
+    policy = {"learned": learned_policy, "learned-aot": learned_policy,
+              "learned-history": history_policy}.get(path, analytic_policy)()
+    compiled = path in ("aot", "learned-aot")
     general, packaged = pair_step.pair_stepper, aot_step.aot_stepper
     if path == "general":
         pair_step.pair_stepper = lambda *args: None
-    if path != "aot":  # the eager paths, even where this machine has a compiled step of this shape
+    if not compiled:  # the eager paths, even where this machine has a compiled step of this shape
         aot_step.aot_stepper = lambda *args: None
     try:
         start = time.perf_counter()
         traj = simulate(state, policy, Gravity(), StopRule(max_steps=steps), record_every=RECORD_EVERY,
-                        compile=path == "aot")
-        assert traj.path == {"general": "general", "aot": "aot"}.get(path, "pairs"), traj.path
+                        compile=compiled)
+        assert traj.path == ("aot" if compiled else "general" if path == "general" else "pairs"), traj.path
         return (time.perf_counter() - start) / (steps * state.batch_size)
     finally:
         pair_step.pair_stepper, aot_step.aot_stepper = general, packaged
