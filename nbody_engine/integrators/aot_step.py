@@ -2,19 +2,21 @@
 
 ``torch.compile`` traces its function with Dynamo and loads Inductor's kernels graph by graph in
 every new process (tens of seconds, even from a warm cache), so nobody uses it on one small
-system. Here :mod:`.pair_step`'s step, for the fixed and analytic policies, is written as a pure
-function of a block of BLOCK steps (:class:`PairBlock`), exported with ``torch.export`` and
-compiled by AOTInductor into a package (a ``.pt2`` holding a shared library) once per machine
-and shape; a later process loads it with the C++ loader (``torch._C._aoti``, without importing
-Inductor: a few milliseconds) and calls it on plain tensors, one call per block.
+system. Here :mod:`.pair_step`'s step is written as a pure function of a block of BLOCK steps
+(:class:`PairBlock`) under a policy's ``dt_of`` (its :class:`~.dt_policy.PackagedRule`: fixed and
+analytic steps, and a learned step without history), exported with ``torch.export`` and
+compiled by AOTInductor into a package (a ``.pt2`` holding a shared library) once per machine,
+shape and kind of policy; a later process loads it with the C++ loader (``torch._C._aoti``,
+without importing Inductor: a few milliseconds) and calls it on plain tensors, once per block.
 
 A package is kept under ``cache_dir()/steps``, named by the hash of its key (:func:`package_key`:
-this module's source, torch's version, the CPU's instruction set, dtype, N, D, B and BLOCK) and
-written atomically (a temporary file renamed into place); its key is stored in the package's
-metadata too, and a package whose stored key is not the one asked for is never loaded. Masses,
-softening and the policy's ``eps`` or ``dt`` are inputs, so one package serves every system of
-its shape. The physics is :mod:`.pair_step`'s to rounding (the sums over the pairs and the
-bodies run in an order of the compiler's): tests/test_aot_step.py compares the two.
+the source of this module and of the policy's ``dt_of``, the policy's kind, torch's version, the
+CPU's instruction set, dtype, N, D, B and BLOCK) and written atomically (a temporary file renamed
+into place); its key is stored in the package's metadata too, and a package whose stored key is
+not the one asked for is never loaded. Masses, softening and the policy's numbers (``eps``,
+``dt``, a network's weights) are inputs, so one package serves every run of its shape and kind.
+The physics is :mod:`.pair_step`'s to rounding (the sums over the pairs and the bodies run in
+an order of the compiler's): tests/test_aot_step.py compares the two.
 """
 
 from __future__ import annotations
