@@ -30,6 +30,15 @@ from test_two_body import trained_looking
 F64 = torch.float64
 
 
+@pytest.fixture(scope="module", autouse=True)
+def cache_of_this_module(tmp_path_factory):
+    """The packages this module compiles stay in a cache of its own: another module's eager runs
+    of their shapes would take them."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("NBODY_EXPLORER_CACHE", str(tmp_path_factory.mktemp("aot_cache")))
+        yield
+
+
 SHARED_INPUTS = 13  # the block's inputs before the policy's: position, velocity, time, t_end, active, 8 constants
 
 
@@ -44,13 +53,20 @@ class EagerPackage:
 
 
 @pytest.fixture
-def eager_packages(monkeypatch):
+def eager_packages(monkeypatch, tmp_path):
     """'Compiling' a package (``compile = true``) makes the eager
-    :class:`~nbody_engine.integrators.aot_step.PairBlock` its loaded package, for this test only."""
+    :class:`~nbody_engine.integrators.aot_step.PairBlock` its loaded package, and an empty file
+    its file in a cache of this test's own."""
     loaded = {}
+    monkeypatch.setenv("NBODY_EXPLORER_CACHE", str(tmp_path))
     monkeypatch.setattr(aot_step, "_loaded", loaded)
-    monkeypatch.setattr(aot_step, "compile_package", lambda key, dt_of, example: loaded.setdefault(
-        aot_step.package_path(key), EagerPackage(dt_of)))
+
+    def compile_package(key, dt_of, example):
+        path = aot_step.package_path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch()
+        loaded[path] = EagerPackage(dt_of)
+    monkeypatch.setattr(aot_step, "compile_package", compile_package)
 
 
 def assert_same_run(ours, eager, rtol=1e-9):
@@ -173,7 +189,7 @@ def test_a_package_is_named_by_everything_it_was_compiled_for(monkeypatch, tmp_p
 @pytest.fixture(scope="module")
 def compiled():
     """One package, compiled by a first ``compile = true`` run: one system of three bodies in 3D,
-    float64 (``cache`` is the session's cache, see tests/conftest.py)."""
+    float64, in :func:`cache_of_this_module`."""
     state = triples().select(slice(0, 1))
     traj = simulate(state, AnalyticDt(0.02), Gravity(), StopRule(max_steps=20), compile=True)
     assert traj.path == "aot"

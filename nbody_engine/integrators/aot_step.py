@@ -159,7 +159,20 @@ def package_key(mass: torch.Tensor, dim: int, rule: PackagedRule) -> dict:
 
 def package_path(key: dict) -> Path:
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
-    return cache_dir() / "steps" / f"pairs-n{key['bodies']}-d{key['dim']}-b{key['systems']}-{digest}.pt2"
+    return cache_dir() / "steps" / f"{_shape_prefix(key['bodies'], key['dim'], key['systems'])}{digest}.pt2"
+
+
+def _shape_prefix(bodies: int, dim: int, systems: int) -> str:
+    return f"pairs-n{bodies}-d{dim}-b{systems}-"
+
+
+def _any_package_of_shape(mass: torch.Tensor, dim: int) -> bool:
+    """Whether this machine holds a package of the shape of ``mass`` (B, N) in ``dim`` dimensions:
+    an eager run looks no further where it does not (a policy's rule and the key's hash of the
+    sources cost a millisecond, as much as a short run's steps)."""
+    prefix = _shape_prefix(mass.shape[1], dim, mass.shape[0])
+    folder = cache_dir() / "steps"
+    return folder.is_dir() and any(name.startswith(prefix) for name in os.listdir(folder))
 
 
 _loaded: dict[Path, object] = {}  # packages loaded in this process, by path
@@ -218,11 +231,15 @@ def _packaged(policy, gravity, mass: torch.Tensor):
     return rule(mass, gravity.softening)
 
 
+def _many_pairs(mass: torch.Tensor) -> bool:
+    N, B = mass.shape[1], mass.shape[0]
+    return N * (N * (N - 1) // 2) * B > MOST_PAIR_WORK
+
+
 def eager_is_faster(policy, gravity, mass: torch.Tensor) -> bool:
     """Whether the compiled step covers a run of systems of ``mass`` (B, N) that has too many pairs
     for it to pay (MOST_PAIR_WORK): there the eager pair step is the fastest, compiled or not."""
-    N, B = mass.shape[1], mass.shape[0]
-    return N * (N * (N - 1) // 2) * B > MOST_PAIR_WORK and _packaged(policy, gravity, mass) is not None
+    return _many_pairs(mass) and _packaged(policy, gravity, mass) is not None
 
 
 def aot_stepper(policy, gravity, mass: torch.Tensor, dim: int, t_end: torch.Tensor | None, compile: bool):
@@ -233,8 +250,10 @@ def aot_stepper(policy, gravity, mass: torch.Tensor, dim: int, t_end: torch.Tens
     fails is logged and gives None (the caller's general compiled step).
 
     ``steps_of(state, acc, carry, steps, n, keep, out=None)``: as :func:`.pair_step.pair_stepper`'s."""
+    if _many_pairs(mass) or not (compile or _any_package_of_shape(mass, dim)):
+        return None
     rule = _packaged(policy, gravity, mass)
-    if rule is None or eager_is_faster(policy, gravity, mass):
+    if rule is None:
         return None
     key = package_key(mass, dim, rule)
     constants = pair_constants(mass, gravity.softening)
