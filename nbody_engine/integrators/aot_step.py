@@ -206,8 +206,8 @@ def compile_package(key: dict, dt_of, example: tuple) -> Path:
     path = package_path(key)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f"{path.stem}.{os.getpid()}.partial.pt2")
-    log.info("compiling the pair step for N = %d, D = %d, %d system(s) into %s (once per machine: about a "
-             "minute)", key["bodies"], key["dim"], key["systems"], path)
+    log.info("compiling the pair step for N = %d, D = %d, %d system(s) into %s (once per machine and kind: "
+             "a minute or two)", key["bodies"], key["dim"], key["systems"], path)
     try:
         with warnings.catch_warnings(), torch.inference_mode(False):
             warnings.simplefilter("ignore")  # export's and Inductor's notes to torch's developers
