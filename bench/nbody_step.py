@@ -9,9 +9,12 @@ record_every=100)`` call, float64, eager, on random systems of N equal-mass bodi
 - ``n3-256``: 256 systems of 3 bodies in one batch;
 - ``n32-64``: 64 systems of 32 bodies in one batch.
 
-``--paths`` picks our steps: ``fast`` (the default eager path, :mod:`nbody_engine.integrators.pair_step`
-for N >= 3), ``general`` (the general step it replaces, ``leapfrog_step`` with the policy's ``dt``,
-eight steps a call: the step before issue 32), ``learned`` (the learned step on the fast path, an
+``--paths`` picks our steps: ``fast`` (the eager path, :mod:`nbody_engine.integrators.pair_step`
+for N >= 3; the default where no compiled step exists), ``aot`` (the pair step compiled ahead of
+time, :mod:`nbody_engine.integrators.aot_step`: compiled into this machine's cache first where
+missing, not among the defaults; ``learned-aot`` the same for the ``learned`` step), ``general``
+(the general step it replaces, ``leapfrog_step`` with the policy's ``dt``, eight steps a call:
+the step before issue 32), ``learned`` (the learned step on the fast path, an
 untrained [64, 64] network on the basic features) and ``learned-history`` (the same network on
 the ``delta_mag`` features with a two-step history, as ``configs/kepler.toml`` trains it).
 REBOUND's time per system-step is its time on the first 16 systems of a case (one simulation
@@ -23,10 +26,11 @@ come from the same minutes of the machine.
     python bench/nbody_step.py --cases n3-256 --paths fast general
     python bench/nbody_step.py --first-use           # compile = true on one N = 3 system, twice
 
-``--first-use`` runs two fresh processes one after the other with one TorchInductor cache
-directory: the first call of ``simulate(..., compile=True)`` (64 steps) in each is the cold
-compile, then the first use with a warm cache; each process also times 20,000 compiled and
-20,000 eager steps.
+``--first-use`` runs two fresh processes one after the other with one empty cache directory
+(``NBODY_EXPLORER_CACHE`` and ``TORCHINDUCTOR_CACHE_DIR``): the first call of
+``simulate(..., compile=True)`` (64 steps) in each is the cold compile, then the first use with a
+warm cache; each process then times ``--steps`` steps compiled (``aot``), eager (the pair step)
+and REBOUND's leapfrog on the same system, alternated ``--repeats`` times (medians).
 
 Prints a markdown table and writes bench/results/nbody_step.json.
 """
@@ -45,7 +49,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from _common import REPO, machine, machine_note, markdown_table, median, write_results
 
 CASES = {"n3-1": (3, 1), "n3-256": (3, 256), "n32-64": (32, 64)}
-PATHS = ("fast", "general", "learned", "learned-history")
+PATHS = ("fast", "general", "learned", "learned-history", "aot", "learned-aot")
+DEFAULT_PATHS = PATHS[:4]
 EPS, RECORD_EVERY, DIM = 0.02, 100, 3
 
 
@@ -59,20 +64,26 @@ def systems(bodies: int, count: int):
 
 def ours(state, path: str, steps: int) -> float:
     """Seconds per system-step of one ``simulate`` call on ``path``."""
-    from nbody_engine.integrators import pair_step
+    from nbody_engine.integrators import aot_step, pair_step
     from nbody_engine.integrators.loop import StopRule, simulate
     from nbody_engine.physics.gravity import Gravity
 
-    policy = {"learned": learned_policy, "learned-history": history_policy}.get(path, analytic_policy)()
-    general = pair_step.pair_stepper
+    policy = {"learned": learned_policy, "learned-aot": learned_policy,
+              "learned-history": history_policy}.get(path, analytic_policy)()
+    compiled = path in ("aot", "learned-aot")
+    general, packaged = pair_step.pair_stepper, aot_step.aot_stepper
     if path == "general":
         pair_step.pair_stepper = lambda *args: None
+    if not compiled:  # the eager paths, even where this machine has a compiled step of this shape
+        aot_step.aot_stepper = lambda *args: None
     try:
         start = time.perf_counter()
-        simulate(state, policy, Gravity(), StopRule(max_steps=steps), record_every=RECORD_EVERY)
+        traj = simulate(state, policy, Gravity(), StopRule(max_steps=steps), record_every=RECORD_EVERY,
+                        compile=compiled)
+        assert traj.path == ("aot" if compiled else "general" if path == "general" else "pairs"), traj.path
         return (time.perf_counter() - start) / (steps * state.batch_size)
     finally:
-        pair_step.pair_stepper = general
+        pair_step.pair_stepper, aot_step.aot_stepper = general, packaged
 
 
 def analytic_policy():
@@ -114,30 +125,55 @@ def rebound(state, steps: int, systems: int) -> float:
     return total / (steps * systems)
 
 
-def first_use() -> str:
+def first_use(steps: int, repeats: int) -> dict:
     """One fresh process's figures of ``compile = true`` on one three-body system (see the module's docstring)."""
+    start = time.perf_counter()
     import torch
 
     from nbody_engine.integrators.loop import StopRule, simulate
     from nbody_engine.physics.gravity import Gravity
 
+    imported = time.perf_counter() - start
     state, policy, gravity = systems(3, 1), analytic_policy(), Gravity()
     start = time.perf_counter()
-    simulate(state, policy, gravity, StopRule(max_steps=64), compile=True, record_every=RECORD_EVERY)
+    traj = simulate(state, policy, gravity, StopRule(max_steps=64), compile=True, record_every=RECORD_EVERY)
     first = time.perf_counter() - start
-    rates = {}
-    for compile in (True, False):
-        start = time.perf_counter()
-        simulate(state, policy, gravity, StopRule(max_steps=20_000), compile=compile, record_every=RECORD_EVERY)
-        rates[compile] = 1e6 * (time.perf_counter() - start) / 20_000
-    return (f"first compiled call (64 steps) {first:.2f} s; compiled {rates[True]:.1f} us/step; eager "
-            f"{rates[False]:.1f} us/step (torch {torch.__version__})")
+    runs = {"aot": [], "fast": [], "rebound": []}
+    for _ in range(repeats):
+        runs["aot"].append(ours(state, "aot", steps))
+        runs["fast"].append(ours(state, "fast", steps))
+        runs["rebound"].append(rebound(state, 10 * steps, 1))  # C: ten times the steps, for a measurable time
+    medians = {k: 1e6 * median(v) for k, v in runs.items()}
+    return {"torch": torch.__version__, "stepper": traj.path, "engine_import_s": imported, "first_call_s": first,
+            "steps": steps, "runs_s_per_step": runs, "median_us_per_step": medians}
+
+
+def first_uses(steps: int, repeats: int) -> dict:
+    """``first_use`` in two fresh processes, one after the other, sharing one empty cache."""
+    import json
+    import subprocess
+    import tempfile
+
+    figures = {}
+    with tempfile.TemporaryDirectory(prefix="nbody-bench-cache-") as cache:
+        env = {**os.environ, "NBODY_EXPLORER_CACHE": cache, "TORCHINDUCTOR_CACHE_DIR": os.path.join(cache, "inductor")}
+        for label in ("cold cache", "warm cache"):
+            proc = subprocess.run([sys.executable, __file__, "--worker", "--steps", str(steps), "--repeats",
+                                   str(repeats)], capture_output=True, text=True, env=env, check=True)
+            figures[label] = json.loads(proc.stdout.strip().splitlines()[-1])
+            f = figures[label]
+            times = ", ".join(f"{k} {v:.3g}" for k, v in f["median_us_per_step"].items())
+            print(f"{label}: engine import {f['engine_import_s']:.2f} s, first call (64 steps, stepper {f['stepper']}) "
+                  f"{f['first_call_s']:.2f} s; us/step: {times}", flush=True)
+    return figures
 
 
 def measure(case: str, paths: list[str], repeats: int, seconds: float) -> dict:
     bodies, count = CASES[case]
     state = systems(bodies, count)
-    probe = {path: ours(state, path, 200) for path in paths}  # warm-up, and the size of a timed run
+    for path in paths:  # warm-up: the aot path compiles its package first where this machine lacks it
+        ours(state, path, 200)
+    probe = {path: ours(state, path, 200) for path in paths}  # the size of a timed run
     steps = {path: max(200, int(seconds / (probe[path] * count))) for path in paths}
     rb_systems = min(count, 16)
     rb_steps = max(1000, int(seconds / max(rebound(state, 1000, 1), 1e-9) / rb_systems))
@@ -166,10 +202,11 @@ def table(results: list[dict]) -> str:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--cases", nargs="+", choices=list(CASES), default=list(CASES))
-    p.add_argument("--paths", nargs="+", choices=PATHS, default=list(PATHS))
+    p.add_argument("--paths", nargs="+", choices=PATHS, default=list(DEFAULT_PATHS))
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--seconds", type=float, default=0.5, help="target duration of one timed run")
     p.add_argument("--first-use", action="store_true", help="compile = true's first use, cold and warm cache")
+    p.add_argument("--steps", type=int, default=20_000, help="steps of each timed run of --first-use")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     os.environ.pop("OMP_NUM_THREADS", None)
@@ -177,19 +214,20 @@ def main() -> int:
 
     torch.set_num_threads(1)  # the engine's default (runtime.torch_setup)
     if args.worker:
-        print(first_use())
-        return 0
-    if args.first_use:
-        import subprocess
-        import tempfile
+        import json
 
-        with tempfile.TemporaryDirectory(prefix="nbody-bench-inductor-") as cache:
-            for label in ("cold cache", "warm cache"):
-                proc = subprocess.run([sys.executable, __file__, "--worker"], capture_output=True, text=True,
-                                      env={**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache}, check=True)
-                print(f"{label}: {proc.stdout.strip()}", flush=True)
+        print(json.dumps(first_use(args.steps, args.repeats)))
         return 0
     info = machine()
+    if args.first_use:
+        print(machine_note(info), flush=True)
+        figures = first_uses(args.steps, args.repeats)
+        path = write_results("nbody_step_first_use", {"machine": info, "load_avg_after": list(os.getloadavg()),
+                                                      "settings": {"eps": EPS, "record_every": RECORD_EVERY,
+                                                                   "steps": args.steps, "repeats": args.repeats},
+                                                      "results": figures})
+        print(f"\nwritten: {path.relative_to(REPO)}")
+        return 0
     print(machine_note(info), flush=True)
     results = []
     for case in args.cases:

@@ -18,6 +18,20 @@ from dashboard_page import CHROMIUM, CHROMIUM_ARGS, LOOPBACK, REPO, free_port, s
 from helpers import TINY
 
 
+@pytest.fixture(scope="session", autouse=True)
+def compiled_steps_of_the_session(tmp_path_factory):
+    """A cache of compiled steps (``NBODY_EXPLORER_CACHE``) of the session's own, for this
+    process and the runners it starts: no test reads the packages of the user's own runs (an eager
+    run would take one where it matches) or writes there."""
+    before = os.environ.get("NBODY_EXPLORER_CACHE")
+    os.environ["NBODY_EXPLORER_CACHE"] = str(tmp_path_factory.mktemp("nbody_explorer_cache"))
+    yield Path(os.environ["NBODY_EXPLORER_CACHE"])
+    if before is None:
+        os.environ.pop("NBODY_EXPLORER_CACHE")
+    else:
+        os.environ["NBODY_EXPLORER_CACHE"] = before
+
+
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory):
     """The last checkpoint of one tiny training (:data:`helpers.TINY`), trained once per session

@@ -37,7 +37,7 @@ def same_run(cuda: dict, cpu: dict) -> None:
     ("--num-particles", "2", "--multi-orbit-sim", "--num-orbits", "16"),  # a batch of binaries
     ("--num-particles", "4"),                                             # the pair step
     ("--num-particles", "3", "--multi-orbit-sim", "--num-orbits", "64"),  # a batch of three-body systems
-    ("--num-particles", "4", "--compile"),                                # the general step, compiled
+    ("--num-particles", "4", "--compile"),                                # compiled: the general step (the CPU: aot)
     ("--num-particles", "2", "--compile"),                                # compiled on the device
 ], ids=["binary", "binaries", "four-bodies", "three-body-batch", "four-bodies-compiled", "compiled"])
 def test_a_simulation_on_cuda_follows_the_cpu_one(tmp_path, case):

@@ -4,7 +4,7 @@ training attempt hold a policy through it and never ask which policy it is."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, runtime_checkable
 
 import torch
 
@@ -18,6 +18,19 @@ RelativeRule = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 """``rule(separation (B, D), distance (B, 1), relative_velocity (B, D), drift (B, D)) -> dt (B, 1)``:
 a policy's step for a batch of binaries, from their relative orbit (``distance`` is
 ``|separation|`` softened by the simulation's gravity) and their centre of mass's velocity."""
+
+class PackagedRule(NamedTuple):
+    """A policy's step as :mod:`~nbody_engine.integrators.aot_step`'s compiled pair step takes it:
+    ``dt_of(quantities, *inputs) -> dt (B,)``, a pure function traced into the package, of the
+    step's :class:`~nbody_engine.integrators.aot_step.PairQuantities` and the policy's tensor
+    ``inputs``; ``kind`` names what the package is compiled for beyond shapes (what ``dt_of``
+    bakes in), and ``sources`` the files of the code ``dt_of`` runs: both are in the package's key."""
+
+    kind: str
+    inputs: tuple[torch.Tensor, ...]
+    dt_of: Callable[..., torch.Tensor]
+    sources: tuple[str, ...]
+
 
 PairRule = Callable[["Pairs"], torch.Tensor]
 """``rule(pairs) -> dt (B,)``: a policy's step for systems of three or more bodies from the pair
@@ -41,7 +54,10 @@ class DtPolicy(Protocol):
       changes ``dt`` (a subclass included) must say what its rule is, None when it has none;
     - ``pair_rule(frame) -> PairRule | None``: the same declaration for
       :mod:`~nbody_engine.integrators.pair_step`'s path of three or more bodies
-      (:class:`~nbody_engine.integrators.pair_step.Frame`).
+      (:class:`~nbody_engine.integrators.pair_step.Frame`);
+    - optionally ``packaged_rule(mass, softening) -> PackagedRule | None``: the policy as
+      :mod:`~nbody_engine.integrators.aot_step`'s compiled step takes it; a policy without the
+      method, or one that returns None, never takes that step.
     """
 
     def init(self, state: State) -> Any: ...

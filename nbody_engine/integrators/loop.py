@@ -15,7 +15,7 @@ from ..events import Reporter, TrajectoryChunk
 from ..physics.gravity import Gravity, State, angular_momentum, kinetic_energy, momentum, relative_change
 from .dt_policy import OwnStep
 from .leapfrog import leapfrog_step
-from . import pair_step
+from . import aot_step, pair_step
 from .two_body import BLOCK, relative_stepper
 
 
@@ -51,7 +51,7 @@ class Trajectory:
     steps: np.ndarray
     force_evals: np.ndarray
     wall_time_s: float
-    path: str = "general"  # the stepper: "two-body", "pairs", "general", "compiled" or "time-transformed" (_stepper)
+    path: str = "general"  # the stepper: "two-body", "pairs", "aot", "general", "compiled" or "time-transformed"
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {k: v for k, v in self.__dict__.items() if isinstance(v, np.ndarray)}
@@ -171,12 +171,15 @@ class _Recorder:
 STEPS_PER_CALL = 8  # steps fused into one call of the (compiled) stepper
 
 
-def _stepper(policy, gravity: Gravity, t_end: torch.Tensor | None, compile: bool, mass: torch.Tensor):
+def _stepper(policy, gravity: Gravity, t_end: torch.Tensor | None, compile: bool, mass: torch.Tensor, dim: int):
     """``(advance, per_call, path)``: eager runs of a binary take :mod:`.two_body`'s relative
     coordinates where the policy allows (``per_call`` = two_body.BLOCK steps, path "two-body"),
     eager runs of three or more bodies :mod:`.pair_step`'s pair layout where the policy allows
     (pair_step.BLOCK, "pairs"), everything else the general stepper below (STEPS_PER_CALL,
-    "general", or "compiled" with ``compile``): each is the fastest there is for its runs.
+    "general", or "compiled" with ``compile``): each is the fastest there is for its runs. Runs
+    of three or more bodies that :mod:`.aot_step` covers take its compiled pair step (aot_step.BLOCK,
+    "aot") where this machine has it, eager or not, and with ``compile`` compile it first; with
+    many pairs the eager pair step is faster than any compiled step, and takes them even with ``compile``.
 
     ``advance(state, acc, carry, steps, n, keep, out=None)``: ``n <= per_call`` simulation steps;
     per step, the policy's dt (cut to land on ``t_end``), leapfrog, policy update, and each
@@ -222,10 +225,13 @@ def _stepper(policy, gravity: Gravity, t_end: torch.Tensor | None, compile: bool
         for slot, block in zip(out, blocks):  # compiled, every step recorded: straight into the record
             slot.copy_(block)
         return state, acc, carry, steps, None
-    if not compile:
-        binary = relative_stepper(policy, gravity, mass, t_end)
-        if binary is not None:
-            return binary, BLOCK, "two-body"
+    binary = None if compile else relative_stepper(policy, gravity, mass, t_end)
+    if binary is not None:
+        return binary, BLOCK, "two-body"
+    packaged = aot_step.aot_stepper(policy, gravity, mass, dim, t_end, compile)
+    if packaged is not None:
+        return packaged, aot_step.BLOCK, "aot"
+    if not compile or aot_step.eager_is_faster(policy, gravity, mass):
         pairs = pair_step.pair_stepper(policy, gravity, mass, t_end)
         return (steps_of, STEPS_PER_CALL, "general") if pairs is None else (pairs, pair_step.BLOCK, "pairs")
     # Dynamo traces through the lru_cache'd helpers that build constant index and mask tensors
@@ -278,17 +284,18 @@ def simulate(state: State, policy, gravity: Gravity, stop: StopRule, reporter: R
     """
     reporter = reporter or Reporter()
     start = wallclock.perf_counter()
-    advance, per_call, path = _stepper(policy, gravity, stop.t_end, compile, state.mass)
+    advance, per_call, path = _stepper(policy, gravity, stop.t_end, compile, state.mass, state.dim)
+    compiled = path == "compiled"  # the general compiled step computes the diagnostics with its rows
     per_call = min(per_call, chunk)
     with torch.inference_mode():
         # inference tensors from the start: a compiled stepper guards on the kind of tensor it
         # gets, and would compile a second time once the state it returns comes back
         state = State(*(t.clone() for t in (state.mass, state.position, state.velocity, state.time)))
-        recorder = _Recorder(state, gravity, _rows_needed(stop, record_every, chunk), diagnosed=compile)
+        recorder = _Recorder(state, gravity, _rows_needed(stop, record_every, chunk), diagnosed=compiled)
         acc, _ = gravity(state, with_potential=False)
         carry = policy.init(state)
         steps_taken = torch.zeros_like(state.time, dtype=torch.long)
-        in_place = compile and record_every == 1
+        in_place = compiled and record_every == 1
         step, flushed, done = 0, 0, False
         while not done:
             reporter.cancel.raise_if_cancelled()

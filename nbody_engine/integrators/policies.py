@@ -19,6 +19,7 @@ import functools
 import torch
 
 from ..physics.gravity import Gravity, State, diagonals, pair_separations, squared_halves, sum_last, tightest_pair
+from .dt_policy import PackagedRule
 from .leapfrog import leapfrog_step
 
 
@@ -30,7 +31,7 @@ class _Memoryless:
 
     def __init_subclass__(cls, **kwargs) -> None:
         super().__init_subclass__(**kwargs)
-        for rule in ("relative_rule", "pair_rule"):
+        for rule in ("relative_rule", "pair_rule", "packaged_rule"):
             if "dt" in vars(cls) and rule not in vars(cls):
                 setattr(cls, rule, getattr(_Memoryless, rule))
 
@@ -46,6 +47,10 @@ class _Memoryless:
 
     def pair_rule(self, frame) -> None:
         """No fast path of three or more bodies unless the policy declares its own."""
+        return None
+
+    def packaged_rule(self, mass: torch.Tensor, softening: float) -> None:
+        """No compiled pair step (:mod:`~nbody_engine.integrators.aot_step`) unless the policy declares one."""
         return None
 
 
@@ -79,6 +84,10 @@ class FixedDt(_Memoryless):
         mass = frame.mass
         dt = torch.as_tensor(self.value, dtype=mass.dtype, device=mass.device).expand(frame.systems).contiguous()
         return lambda pairs: dt
+
+    def packaged_rule(self, mass: torch.Tensor, softening: float) -> PackagedRule:
+        """:meth:`dt` for :mod:`~nbody_engine.integrators.aot_step` (:func:`fixed_or_analytic_dt`)."""
+        return _fixed_or_analytic(mass, self.value, adaptive=False)
 
 
 def pairwise_timescale(state: State, softening: float = 0.0) -> torch.Tensor:
@@ -179,6 +188,20 @@ def _guard_constants(dtype: torch.dtype, device: torch.device) -> tuple[torch.Te
         return tuple(torch.tensor(v, dtype=dtype, device=device) for v in (-1.0, 0.01, 1.0, 1.0 / 3.0))
 
 
+def fixed_or_analytic_dt(quantities, adaptive: torch.Tensor, knob: torch.Tensor) -> torch.Tensor:
+    """dt (B,) of the compiled pair step: ``knob * timescale`` where ``adaptive`` (B,), else ``knob`` (B,)."""
+    return torch.where(adaptive, knob * quantities.timescale, knob)
+
+
+def _fixed_or_analytic(mass: torch.Tensor, knob, adaptive: bool) -> PackagedRule:
+    """A fixed (``knob`` = dt) or analytic (``knob`` = eps) step as one kind of package: a batch
+    may mix them, and one compile serves both."""
+    B = mass.shape[0]
+    knob = torch.as_tensor(knob, dtype=mass.dtype, device=mass.device).expand(B).contiguous()
+    flags = torch.full((B,), adaptive, dtype=torch.bool, device=mass.device)
+    return PackagedRule("fixed-or-analytic", (flags, knob), fixed_or_analytic_dt, (__file__,))
+
+
 class _TimescaleDt(_Memoryless):
     """``dt = eps * timescale(state)``: a criterion without memory."""
 
@@ -201,6 +224,13 @@ class AnalyticDt(_TimescaleDt):
             return None
         eps = torch.as_tensor(self.eps, dtype=frame.mass.dtype, device=frame.mass.device)
         return lambda pairs: pairs.timescale().mul_(eps)
+
+    def packaged_rule(self, mass: torch.Tensor, softening: float) -> PackagedRule | None:
+        """:meth:`dt` for :mod:`~nbody_engine.integrators.aot_step` (:func:`fixed_or_analytic_dt`),
+        or None with a softening of the policy's own."""
+        if self.softening**2 != softening**2:
+            return None
+        return _fixed_or_analytic(mass, self.eps, adaptive=True)
 
     def relative_rule(self, binaries):
         """:meth:`dt` for :mod:`~nbody_engine.integrators.two_body`'s path (see the module's docstring)."""

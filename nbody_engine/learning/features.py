@@ -223,6 +223,19 @@ class PairFeatures:
             self.before = pairs.phase.clone() if self.before is None else self.before.copy_(pairs.phase)
         return self.inputs
 
+    def packaged_inputs(self, quantities) -> torch.Tensor:
+        """:meth:`measure` without a history as a pure function, for the compiled pair step
+        (:mod:`~nbody_engine.integrators.aot_step`): the inputs (B, 9) from its
+        :class:`~nbody_engine.integrators.aot_step.PairQuantities`, ``self.tiny`` taken as a
+        number of the trace (it depends on N alone, which the package's key holds)."""
+        q = quantities
+        speeds, accelerations = (q.velocity * q.velocity).sum(1), (q.acc * q.acc).sum(1)  # (N, B)
+        free_fall, collision = q.free_fall2.amin(0), q.collision2.amin(0)
+        raw = torch.stack([(q.distance2 * q.inverse_distance).sum(0), q.distance2.amin(0), speeds.sum(0),
+                           accelerations.sum(0), speeds.amax(0), accelerations.amax(0), free_fall, collision,
+                           torch.minimum(free_fall, collision)])
+        return (raw + self.tiny).log().t()
+
     def resume(self, rows: torch.Tensor) -> None:
         """Start from the history ``rows`` (B, H, 7) of a :class:`~nbody_engine.learning.network.LearnedCarry`."""
         self.history.copy_(rows.permute(1, 2, 0))

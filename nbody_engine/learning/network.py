@@ -31,7 +31,10 @@ from torch.nn import functional as F
 
 from ..config.errors import InputError
 from ..config.feature_widths import input_width
+from ..integrators.dt_policy import PackagedRule
+from ..integrators.pair_step import Frame
 from ..integrators.policies import pairwise_timescale, two_body_times
+from . import features as features_module
 from ..physics.gravity import Gravity, State
 from .features import PairFeatures, binary_state_features, empty_rows, history_row, push_row, state_features
 
@@ -49,7 +52,7 @@ class DtNetwork(nn.Module):
         super().__init__()
         self.eps, self.dt_bound = eps, dt_bound
         self.conditioned = conditioned  # the last input is log eta, the accuracy asked for (rollout objective)
-        self.activation = ACTIVATIONS[activation][1]
+        self.activation, self.activation_name = ACTIVATIONS[activation][1], activation
         self.register_buffer("input_shift", torch.zeros(in_features))
         self.register_buffer("input_scale", torch.ones(in_features))
         self.register_buffer("fourier_matrix", torch.randn(fourier_dim, in_features) * fourier_scale)
@@ -91,6 +94,25 @@ class DtNetwork(nn.Module):
         The same numbers to float32 rounding, in fewer operations: the input normalization and
         the input map are folded into the first layer (without Fourier features) and the
         weights are transposed once."""
+        linear, input_map, (shift, scale, fourier) = self.folded(input_map)
+        (last_bias, last_weight), hidden = linear[-1], linear[:-1]
+        activation, dtype, bound, k = self.activation, shift.dtype, self.dt_bound, shift.new_tensor(_K)
+
+        def step(inputs: torch.Tensor, scaled_tau: torch.Tensor) -> torch.Tensor:
+            z = (inputs if input_map is None else torch.addmm(input_map[0], inputs, input_map[1])).to(dtype)
+            if fourier.shape[0]:
+                z = (z - shift) / scale
+                proj = 2 * math.pi * z @ fourier.T
+                z = torch.cat([z, proj.sin(), proj.cos()], -1)
+            for bias, weight in hidden:
+                z = activation(torch.addmm(bias, z, weight))
+            return _bounded_step(torch.addmm(last_bias, z, last_weight), scaled_tau, bound, k)  # (B, 1)
+        return step
+
+    def folded(self, input_map: tuple[torch.Tensor, torch.Tensor] | None = None):
+        """:meth:`frozen`'s layers ``[(bias, weight (in, out)), ...]`` (the first one's bias (B, out)
+        with an ``input_map`` folded in), the input map left unfolded (None once folded, as it
+        is without Fourier features), and the input normalization and Fourier matrix."""
         with torch.no_grad():
             shift, scale, fourier = (t.detach().clone() for t in (self.input_shift, self.input_scale,
                                                                   self.fourier_matrix))
@@ -106,19 +128,7 @@ class DtNetwork(nn.Module):
                     bias, weight = (offset @ wide + bias).to(weight.dtype), (mix @ wide).to(weight.dtype)
                     input_map = None
                 linear[0] = (bias, weight)
-        (last_bias, last_weight), hidden = linear[-1], linear[:-1]
-        activation, dtype, bound, k = self.activation, shift.dtype, self.dt_bound, shift.new_tensor(_K)
-
-        def step(inputs: torch.Tensor, scaled_tau: torch.Tensor) -> torch.Tensor:
-            z = (inputs if input_map is None else torch.addmm(input_map[0], inputs, input_map[1])).to(dtype)
-            if fourier.shape[0]:
-                z = (z - shift) / scale
-                proj = 2 * math.pi * z @ fourier.T
-                z = torch.cat([z, proj.sin(), proj.cos()], -1)
-            for bias, weight in hidden:
-                z = activation(torch.addmm(bias, z, weight))
-            return _bounded_step(torch.addmm(last_bias, z, last_weight), scaled_tau, bound, k)  # (B, 1)
-        return step
+        return linear, input_map, (shift, scale, fourier)
 
     def _mlp(self, z: torch.Tensor) -> torch.Tensor:
         """``self.mlp(z)`` by the functions its layers apply: calling a Module costs more than a
@@ -269,6 +279,36 @@ class LearnedDt:
             scaled_tau = pairs.timescale().unsqueeze(-1).mul_(eps)
             return step(features.measure(pairs), scaled_tau).squeeze(-1)
         return _PairHistoryRule(rule, features) if self.history_len else rule
+
+    def packaged_rule(self, mass: torch.Tensor, softening: float) -> PackagedRule | None:
+        """:meth:`dt` for :mod:`~nbody_engine.integrators.aot_step`'s compiled pair step: the
+        network's layers, folded as for :meth:`pair_rule`, are the package's inputs, its
+        activation, widths and floor its kind; None where :meth:`pair_rule` gives none, with a
+        history, or with Fourier features."""
+        network = self.network
+        if (self.history_len or network.fourier_matrix.shape[0] or network.training
+                or self.feature_type not in ("basic", "delta_mag") or self.gravity.softening**2 != softening**2):
+            return None
+        features = PairFeatures(Frame(mass, softening))
+        offset, mix = features.offset, features.mix
+        log_eta = self._log_eta(offset)
+        if log_eta is not None:  # one more feature, in the offset alone
+            offset, mix = torch.cat([offset, log_eta], -1), torch.cat([mix, mix.new_zeros(mix.shape[0], 1)], -1)
+        layers, _, _ = network.folded((offset, mix))
+        eps = self.eta if network.conditioned else network.eps
+        eps = torch.as_tensor(eps, dtype=mass.dtype, device=mass.device).expand(mass.shape[0]).contiguous()
+        activation, bound = network.activation, network.dt_bound
+
+        def dt_of(quantities, eps: torch.Tensor, *weights: torch.Tensor) -> torch.Tensor:
+            z = features.packaged_inputs(quantities).to(weights[0].dtype)
+            *hidden, (last_bias, last_weight) = zip(weights[0::2], weights[1::2])
+            for bias, weight in hidden:
+                z = activation(torch.addmm(bias, z, weight))
+            s = torch.addmm(last_bias, z, last_weight)
+            return _bounded_step(s, (eps * quantities.timescale).unsqueeze(-1), bound, s.new_tensor(_K)).squeeze(-1)
+        kind = f"learned {network.activation_name} {[weight.shape[1] for _, weight in layers]} {bound!r}"
+        weights = tuple(t.contiguous() for layer in layers for t in layer)
+        return PackagedRule(kind, (eps, *weights), dt_of, (__file__, features_module.__file__))
 
     def _potential_if_needed(self, state: State) -> torch.Tensor | None:
         """The potential energy, which only the ``rich`` features use."""
