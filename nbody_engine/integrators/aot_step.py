@@ -188,7 +188,7 @@ def load(key: dict):
         return None
     try:
         runner = torch._C._aoti.AOTIModelPackageLoader(str(path), "model", False, 1, -1)
-    except RuntimeError as err:
+    except (RuntimeError, AttributeError, TypeError) as err:  # a torch whose loader differs: the eager step
         log.warning("ignoring the compiled step %s: it cannot be loaded (%s)", path, str(err).splitlines()[0])
         return None
     if runner.get_metadata().get("nbody_key") != json.dumps(key, sort_keys=True):
