@@ -24,7 +24,7 @@ from nbody_engine.learning.network import DtNetwork, LearnedDt
 from nbody_engine.physics.gravity import Gravity, PointMassField
 
 from helpers import run_cli
-from test_pair_step import systems, triples
+from test_pair_step import assert_runs_agree, systems, triples
 from test_two_body import trained_looking
 
 F64 = torch.float64
@@ -69,16 +69,6 @@ def eager_packages(monkeypatch, tmp_path):
     monkeypatch.setattr(aot_step, "compile_package", compile_package)
 
 
-def assert_same_run(ours, eager, rtol=1e-9):
-    """Two trajectories agree: every recorded array to ``rtol`` of its largest value."""
-    np.testing.assert_array_equal(ours.steps, eager.steps)
-    momentum_scale = np.abs(eager.velocity).max() * eager.mass.max()
-    for key, value in eager.arrays().items():
-        assert ours.arrays()[key].shape == value.shape, key
-        scale = momentum_scale if key == "momentum" else np.abs(value).max()
-        np.testing.assert_allclose(ours.arrays()[key], value, rtol=rtol, atol=rtol * scale, err_msg=key)
-
-
 def eager_run(state, policy, gravity, stop, record_every=1):
     """The eager pair step's run, whatever this machine's cache holds."""
     with pytest.MonkeyPatch.context() as patch:
@@ -101,7 +91,7 @@ def test_the_block_steps_as_the_pair_step(eager_packages, policy, stop, record_e
     ours = simulate(state, policy, gravity, stop, record_every=record_every, compile=True)
     assert ours.path == "aot"
     eager = eager_run(state, policy, gravity, stop, record_every)
-    assert_same_run(ours, eager)
+    assert_runs_agree(ours, eager)
     if stop.t_end is not None:
         np.testing.assert_array_equal(ours.time[-1], stop.t_end.numpy())
 
@@ -118,7 +108,7 @@ def test_a_learned_step_in_the_block_is_the_pair_steps(eager_packages, feature_t
     policy = LearnedDt(network, feature_type, 0, gravity, eta)
     ours = simulate(triples(), policy, gravity, stop, record_every=10, compile=True)
     assert ours.path == "aot"
-    assert_same_run(ours, eager_run(triples(), policy, gravity, stop, record_every=10), rtol=1e-5)
+    assert_runs_agree(ours, eager_run(triples(), policy, gravity, stop, record_every=10), rtol=1e-5)
     assert len(set(np.round(ours.dt[2:, 0] / ours.dt[1:-1, 0], 6))) > 1
 
 
@@ -206,7 +196,7 @@ def test_the_compiled_step_is_the_eager_pair_step(compiled, policy, stop):
     state, gravity = compiled["state"], Gravity()
     ours = simulate(state, policy, gravity, stop, compile=True)
     assert ours.path == "aot"
-    assert_same_run(ours, eager_run(state, policy, gravity, stop))
+    assert_runs_agree(ours, eager_run(state, policy, gravity, stop))
     automatic = simulate(state, policy, gravity, stop)  # eager, but this machine has the package: it takes it
     assert automatic.path == "aot"
     np.testing.assert_array_equal(automatic.position, ours.position)
@@ -219,7 +209,7 @@ def test_a_compiled_learned_step_is_the_eager_pair_steps():
     policy, stop = LearnedDt(trained_looking("delta_mag"), "delta_mag", 0, gravity), StopRule(max_steps=300)
     ours = simulate(state, policy, gravity, stop, compile=True)
     assert ours.path == "aot"
-    assert_same_run(ours, eager_run(state, policy, gravity, stop), rtol=1e-5)
+    assert_runs_agree(ours, eager_run(state, policy, gravity, stop), rtol=1e-5)
 
 
 @pytest.mark.slow

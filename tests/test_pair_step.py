@@ -56,19 +56,23 @@ class GeneralStep:
         return None
 
 
-def assert_same_run(state, policy, gravity, stop, record_every=1, rtol=1e-9):
-    """The pair step's run is the general step's to ``rtol``: every recorded array, each to
-    ``rtol`` of its largest value, momenta (zero here, up to rounding) to ``rtol`` of the largest
-    ``m |v|``."""
-    ours = simulate(state, policy, gravity, stop, record_every=record_every)
-    general = simulate(state, GeneralStep(policy), gravity, stop, record_every=record_every)
-    assert ours.path == "pairs" and general.path == "general"
-    np.testing.assert_array_equal(ours.steps, general.steps)
-    momentum_scale = np.abs(general.velocity).max() * general.mass.max()
-    for key, value in general.arrays().items():
+def assert_runs_agree(ours, reference, rtol=1e-9) -> None:
+    """Two trajectories agree: the same steps, every recorded array to ``rtol`` of its largest
+    value, momenta (zero here, up to rounding) to ``rtol`` of the largest ``m |v|``."""
+    np.testing.assert_array_equal(ours.steps, reference.steps)
+    momentum_scale = np.abs(reference.velocity).max() * reference.mass.max()
+    for key, value in reference.arrays().items():
         assert ours.arrays()[key].shape == value.shape, key
         scale = momentum_scale if key == "momentum" else np.abs(value).max()
         np.testing.assert_allclose(ours.arrays()[key], value, rtol=rtol, atol=rtol * scale, err_msg=key)
+
+
+def assert_same_run(state, policy, gravity, stop, record_every=1, rtol=1e-9):
+    """The pair step's run is the general step's to ``rtol`` (:func:`assert_runs_agree`)."""
+    ours = simulate(state, policy, gravity, stop, record_every=record_every)
+    general = simulate(state, GeneralStep(policy), gravity, stop, record_every=record_every)
+    assert ours.path == "pairs" and general.path == "general"
+    assert_runs_agree(ours, general, rtol)
     return ours
 
 
