@@ -12,6 +12,7 @@ the events still reach the tasks that missed that delivery (one that started jus
 from __future__ import annotations
 
 import json
+import threading
 import time
 
 HEARTBEAT_LIMIT_S = 45.0  # a task whose sweep has not beaten for this long stops its run
@@ -68,12 +69,17 @@ class SweepSignals:
         self._broadcast(deliver_stop, run_id, status, why)
 
     def _broadcast(self, function, *args) -> None:
-        """Call ``function(token, *args)`` in every worker process; a worker that cannot be
-        reached is left to the events."""
-        try:
-            self.client.run(function, self.token, *args, on_error="ignore")
-        except (OSError, TimeoutError):  # the scheduler is unreachable: the worker watch says so
-            pass
+        """Call ``function(token, *args)`` in every worker process, from a thread of its own: a
+        worker still registered but unreachable (a lost SLURM node) holds ``Client.run`` for the
+        connect timeout (30 s), and the sweep must not wait for it (Ctrl-C ends it within 2 s);
+        a worker not reached is left to the events."""
+        def run() -> None:
+            try:
+                self.client.run(function, self.token, *args, on_error="ignore")
+            except Exception:  # noqa: BLE001 - the scheduler or the client is gone: the worker watch says so
+                pass
+
+        threading.Thread(target=run, name="nbody-stop-broadcast", daemon=True).start()
 
     def close(self) -> None:
         """Forget the sweep's events, variables and delivered stops (a long-lived cluster keeps them)."""
