@@ -22,7 +22,8 @@ from .plot_style import hv_clean_log_ticks
 hv.Store.set_current_backend("bokeh")  # what hv.extension("bokeh") sets, without the CDN script it puts in a notebook
 
 ORBIT_FRAME = 340  # px, the orbit plot's square frame
-POLICY_COLORS = {"simulate": "#1f77b4", "analytic": "#ff7f0e"}
+POLICY_COLORS = {"simulate": "#1f77b4", "baseline": "#ff7f0e"}
+BASELINE_NAMES = {"analytic": "analytic", "ttl": "log-H (ttl)"}  # nbody_engine.jobs.simulate.baseline_mode's
 SUMMARY_ROWS = ("steps", "steps_per_period", "max_rel_energy_error", "rel_energy_error_final",
                 "max_rel_angular_momentum_error", "dt_min", "dt_max", "wall_time_s")
 
@@ -108,13 +109,25 @@ TABLE_NOTE = ("Batches of systems: the largest value over the systems (the small
               "`steps_per_period`).")
 
 
+def _scheme(run: dict) -> str:
+    """A simulation's folder under sim/: its integrator mode (``_multi`` for Kepler orbits)."""
+    return Path(run["outputs"]["trajectory"]).parent.name  # sim/<mode>/trajectory.npz
+
+
 def comparison_view(results: dict) -> pn.Column:
-    """Plots and a summary table for ``results`` of a job (keys 'simulate' and maybe 'analytic')."""
-    runs = {name: results[name] for name in ("simulate", "analytic") if name in results}
-    mode = Path(runs["simulate"]["outputs"]["trajectory"]).parent.name  # sim/<mode>/trajectory.npz
-    labels = {"simulate": mode if "analytic" not in runs else f"learned ({mode})", "analytic": "analytic"}
-    heading = "### Learned against analytic on the same initial conditions" if "analytic" in runs else \
-        f"### The simulation ({mode}; a learned policy is compared with the analytic one here)"
+    """Plots and a summary table for ``results`` of a job: 'simulate', and 'baseline' where the
+    same systems were simulated with its classical baseline (log-H for a learned time
+    transformation, the analytic step for the others)."""
+    runs = {name: results[name] for name in ("simulate", "baseline") if name in results}
+    mode = _scheme(runs["simulate"])
+    labels = {"simulate": mode}
+    heading = f"### The simulation ({mode}; other schemes are compared with their classical baseline here)"
+    if "baseline" in runs:
+        base = _scheme(runs["baseline"])
+        learned = mode.startswith("ml")
+        labels = {"simulate": f"learned ({mode})" if learned else mode,
+                  "baseline": BASELINE_NAMES.get(base.removesuffix("_multi"), base)}
+        heading = f"### {'Learned' if learned else mode} against {labels['baseline']} on the same initial conditions"
     series = {name: sim_series(r["outputs"]["trajectory"]) for name, r in runs.items()}
     note = systems_note(series["simulate"]["time"].shape[1])
     # One pane per plot: responsive plots inside one hv.Layout collapse to zero height in Panel.

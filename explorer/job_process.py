@@ -18,7 +18,7 @@ from nbody_engine.config.errors import InputError, NonFiniteStateError, RunCance
 from nbody_engine.config.loading import load_configs, parse_toml
 from nbody_engine.events import CancelToken, Reporter, TrajectoryChunk
 from nbody_engine.jobs.phases import run_phases
-from nbody_engine.jobs.simulate import compare_with_analytic
+from nbody_engine.jobs.simulate import baseline_mode, compare_with_baseline
 
 # A job gives way to the server and the browser when they need the CPU (the page stays quick to
 # answer on a busy machine) and takes all of it otherwise: nice 5 weighs a third of nice 0.
@@ -40,7 +40,7 @@ class JobDone:
 @dataclass(frozen=True)
 class JobRequest:
     """What a child needs to run a job as the server would have: its kind, the TOML text, the run
-    folder (None: the TOML's), whether a learned simulation is compared with the analytic step,
+    folder (None: the TOML's), whether a simulation is compared with its classical baseline,
     and the starting process's working directory and environment (the fork server's may differ)."""
 
     kind: str
@@ -103,9 +103,9 @@ def run_job(request: JobRequest, reporter: Reporter) -> dict:
         return {"evaluate": run_evaluation(configs["simulate"], reporter.filtered(_not_a_trajectory))}
     results = run_phases(configs, reporter)
     sim_cfg = configs.get("simulate")
-    if request.compare and sim_cfg is not None and sim_cfg.integrator_mode != "analytic":
+    if request.compare and sim_cfg is not None and baseline_mode(sim_cfg.integrator_mode):
         # the live simulation plots keep the learned run; the comparison view shows both
-        results["analytic"] = compare_with_analytic(sim_cfg, reporter.filtered(_not_a_trajectory))
+        results["baseline"] = compare_with_baseline(sim_cfg, reporter.filtered(_not_a_trajectory))
     return results
 
 

@@ -144,3 +144,37 @@ def test_evaluate_runs_a_learned_pareto_curve_beside_log_h(tmp_path, trained):
     for eps, row in learned.items():
         assert row["force_evals"] == log_h[eps]["force_evals"] and row["max_rel_dE"] < 1e-12
     assert "learned vs ttl" in done.stdout
+
+
+@pytest.mark.slow
+def test_the_explorer_simulates_and_evaluates_an_ml_ttl_checkpoint_against_log_h(tmp_path, monkeypatch, trained):
+    """The dashboard's Simulate compares a learned time transformation with log-H (its untrained
+    form, the baseline it is judged against), and its Evaluate draws the learned Pareto curve."""
+    import panel as pn
+
+    from explorer import Explorer
+    from test_explorer import finish
+
+    monkeypatch.chdir(tmp_path)
+    save_checkpoint(tmp_path / "omega.pt", trained.checkpoint(trained.snapshot(), tmp_path))
+    e = Explorer()
+    try:
+        e.simulate.param.update(integrator_mode="ml_ttl", model_path="omega.pt", use_train_ic=True, duration=5.0,
+                                eps=0.3, multi_orbit_sim=False, save_name="ttl_run")
+        assert e.start("simulate"), e.error.object
+        finish(e)
+        assert not e.error.visible, e.error.object
+        heading = e.sim_view.objects[0].objects[0].object
+        assert heading == "### Learned against log-H (ttl) on the same initial conditions", heading
+        (table,) = [p.object for p in e.sim_view.select(pn.pane.DataFrame)]
+        assert list(table.columns) == ["learned (ml_ttl)", "log-H (ttl)"]
+        assert len(e.live.frame("simulation")) > 0  # the live plots drew the learned run
+        e.simulate.param.update(eval_suite="kepler", eval_e=[0.7], Nperiod=1.0, eval_eps=[0.2, 0.4])
+        assert e.start("evaluate"), e.error.object
+        finish(e, timeout=600)
+        assert not e.error.visible, e.error.object
+        assert e.status.startswith("Evaluate finished"), e.status
+        (pareto,) = [p.object for p in e.eval_view.select(pn.pane.HoloViews)]
+        assert {"learned", "ttl"} <= {layer.label for layer in pareto}  # the learned curve beside log-H's
+    finally:
+        e.close()

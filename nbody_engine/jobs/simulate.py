@@ -211,8 +211,15 @@ def simulation_policy(cfg: Config, device):
     return learned_policy_from_checkpoint(cfg, device)
 
 
-def compare_with_analytic(cfg: Config, reporter: Reporter | None = None, data_dir=None) -> dict:
-    """Simulate what ``cfg`` simulated (same seed, initial conditions and stop rule) with the
-    analytic policy, for a side-by-side comparison."""
-    twin = build_config(config_values(cfg) | {"integrator_mode": "analytic"})
+def baseline_mode(integrator_mode: str) -> str | None:
+    """The classical scheme a simulation of ``integrator_mode`` is compared with: log-H (``ttl``)
+    for the learned time transformation (an untrained one is log-H, so it is judged against it),
+    the analytic step for the others, none for the analytic step itself."""
+    return {"analytic": None, "ml_ttl": "ttl"}.get(integrator_mode, "analytic")
+
+
+def compare_with_baseline(cfg: Config, reporter: Reporter | None = None, data_dir=None) -> dict:
+    """Simulate what ``cfg`` simulated (same seed, initial conditions and stop rule) with its
+    :func:`baseline_mode`, for a side-by-side comparison."""
+    twin = build_config(config_values(cfg) | {"integrator_mode": baseline_mode(cfg.integrator_mode)})
     return run_simulation(twin, reporter, data_dir)
