@@ -24,13 +24,13 @@ from nbody_engine.config.schema import Config, KEYS
 
 from .fields import SettingsPanel
 from .files import check_confined
-from .jobs import Job, JobDone, JobSlot, fresh_run_name, run_of_checkpoint, warm_up
+from .background import BackgroundJob
+from .jobs import Job, JobDone, fresh_run_name, run_of_checkpoint, warm_up
 from .live import LivePlots, PROJECTIONS
 from .paint_gate import PaintGate
 from .page import export_tab, header, lazy, load_notebook_extension, simulation_tab, training_tab
 from .progress import RunProgress
 from .runs_view import RunsView
-from .schedule import every
 from .sweeps_view import SweepsView
 
 MODES = {"train": "Train", "simulate": "Simulate", "both": "Train + simulate"}
@@ -53,14 +53,14 @@ def _default_config(**start) -> Config:
 class Explorer(pn.viewable.Viewer):
     """The whole dashboard; ``Explorer()`` in a notebook, ``nbody-explorer`` on a server.
 
-    The header's status line and progress bar show the parameters ``status`` and ``progress``;
-    the one way in for what a run reports is :meth:`track`, which takes the engine's events
-    (from this session's job, or from a run followed on disk) on the session's thread."""
+    Its jobs run through ``runner`` (:class:`~explorer.background.BackgroundJob`), whose
+    ``status``, ``progress`` and ``error`` the header's status line, progress bar and the alert
+    above the settings show; what a run reports comes in through :meth:`consume` (and
+    :meth:`track`), which take the engine's events (from this session's job, or from a run
+    followed on disk) on the session's thread."""
 
     train = param.ClassSelector(class_=Config, doc="Shared and training settings")
     simulate = param.ClassSelector(class_=Config, doc="Simulation settings")
-    status = param.String("Ready.", constant=True, doc="The header's status line")
-    progress = param.Integer(0, bounds=(0, 100), constant=True, doc="The header's progress bar, in percent")
     export_mode = param.Selector(default="both", objects=list(MODES))
 
     def __init__(self, **params) -> None:
@@ -70,12 +70,12 @@ class Explorer(pn.viewable.Viewer):
         self._mirroring = self._loading = False
         self._auto_model_path: str | None = None  # the simulate model_path a finished training filled in
         self.overrides: set[str] = {k for k in KEYS if getattr(self.simulate, k) != getattr(self.train, k)}
-        self.job: Job | None = None
+        self.runner = BackgroundJob(self.drain, DRAIN_PERIOD_MS, status="Ready.")
+        self.runner.param.watch(self._pop_up, "error", onlychanged=False)
         self.run_folder: str | None = None  # the folder of the last job's run
         self.live = LivePlots()
         self.paint_gate = PaintGate()
         self._waiting_header: list = [None, None]  # status and percent not yet sent (consume)
-        self._callback = None
         self.run_progress = RunProgress()
         self._runs: RunsView | None = None
         self._sweeps: SweepsView | None = None
@@ -142,7 +142,7 @@ class Explorer(pn.viewable.Viewer):
 
     # widgets -------------------------------------------------------------------------------
     def _build_widgets(self) -> None:
-        self.error = pn.pane.Alert("", alert_type="danger", visible=False, sizing_mode="stretch_width")
+        self.error = self.runner.error_alert()
         self.train_settings = SettingsPanel(self.train, "Settings", "Shared and training keys.", self._notify,
                                             baseline=_default_config())
         self.buttons = {mode: pn.widgets.Button(label=label, color="light") for mode, label in MODES.items()}
@@ -194,19 +194,32 @@ class Explorer(pn.viewable.Viewer):
         if pn.state.notifications is not None:
             pn.state.notifications.error(message, duration=8_000)
 
+    @property
+    def job(self) -> Job | None:
+        """This session's last job (None before the first)."""
+        return self.runner.job
+
+    @property
+    def status(self) -> str:
+        return self.runner.status
+
+    @property
+    def progress(self) -> int:
+        return self.runner.progress
+
     def _show_error(self, message: str) -> None:
-        """A job's or an import's error: above the settings, and popped up."""
-        self.error.object = f"**error:** {message}"
-        self.error.visible = True
-        self._notify(message)
+        """A job's or an import's error: above the settings, and popped up (``_pop_up``)."""
+        self.runner.show_error(message)
+
+    def _pop_up(self, event) -> None:
+        if event.new:
+            self._notify(event.new)
 
     def _set_status(self, text: str) -> None:
-        with param.edit_constant(self):
-            self.status = text
+        self.runner.show(status=text)
 
     def _set_progress(self, percent: float) -> None:
-        with param.edit_constant(self):
-            self.progress = int(min(max(percent, 0), 100))
+        self.runner.show(progress=percent)
 
     def _refresh_export(self) -> None:
         if not hasattr(self, "command_box"):
@@ -225,16 +238,13 @@ class Explorer(pn.viewable.Viewer):
             self._show_error(str(err))
             self._set_status(f"Import of {self.upload.filename} refused; no setting was changed.")
             return
-        self.error.visible = False
+        self.runner.show_error(None)
         self._set_status(f"Loaded {self.upload.filename}.")
 
     # jobs ----------------------------------------------------------------------------------
     def start(self, mode: str) -> bool:
         """Start a job of ``mode`` in the background; False (with the reason shown) if not.
         Every train, simulate or both job writes a run folder of its own (:meth:`run_name`)."""
-        if self.job is not None and self.job.running:
-            self._show_error("a job is already running in this session; stop it first")
-            return False
         try:
             self._fill_seed()
             for cfg in self.configs().values():
@@ -243,22 +253,9 @@ class Explorer(pn.viewable.Viewer):
         except InputError as err:
             self._show_error(str(err))
             return False
-        with JobSlot() as slot:
-            if not slot.taken:
-                self._show_error("the server is busy: every job slot is taken; try again when a run ends")
-                return False
-            if mode == "both" and self.simulate.model_path is not None and \
-                    self.simulate.model_path == self._auto_model_path:
-                # 'Train + simulate' simulates the checkpoint this training writes, not the one an
-                # earlier 'Train' left in the Simulate settings.
-                self.simulate.model_path = self.train.model_path
-            self.live.reset({"E": (self.train.E_lower, self.train.E_upper),
-                             "L": (self.train.L_lower, self.train.L_upper), "threshold": self.train.energy_threshold})
-            name = self.run_name(mode)
-            job = Job(mode, self.toml_text(), save_name=name)
-            slot.start(job)
-        self.job, self.run_folder = job, name
-        self.error.visible = False
+        if self.runner.start(lambda: self._job_of(mode)) is None:
+            return False
+        name = self.run_folder
         if mode in MODES:
             self.export_mode = mode
         self.run_progress.start(self.train.epochs if mode != "simulate" else 0)
@@ -266,8 +263,20 @@ class Explorer(pn.viewable.Viewer):
         self._set_status(f"{LABELS[mode]}: starting '{name or self.train.save_name}'...")
         self._set_running(True)
         self._refresh_export()  # the command names a folder this run does not take
-        self._callback = every(self.drain, DRAIN_PERIOD_MS)  # a server session or a notebook kernel
         return True
+
+    def _job_of(self, mode: str) -> Job:
+        """The job of ``mode`` (called with a job slot held): the plots emptied for it, and its
+        run folder in ``run_folder``."""
+        if mode == "both" and self.simulate.model_path is not None and \
+                self.simulate.model_path == self._auto_model_path:
+            # 'Train + simulate' simulates the checkpoint this training writes, not the one an
+            # earlier 'Train' left in the Simulate settings.
+            self.simulate.model_path = self.train.model_path
+        self.live.reset({"E": (self.train.E_lower, self.train.E_upper),
+                         "L": (self.train.L_lower, self.train.L_upper), "threshold": self.train.energy_threshold})
+        self.run_folder = self.run_name(mode)
+        return Job(mode, self.toml_text(), save_name=self.run_folder)
 
     def run_name(self, mode: str) -> str | None:
         """The run folder a job of ``mode`` writes: a new one for train, simulate and both (the
@@ -293,22 +302,15 @@ class Explorer(pn.viewable.Viewer):
     def stop(self) -> None:
         if self.job is not None:
             self._set_status("Stopping...")
-            self.job.stop(timeout=0)  # never block the event loop: the drain reports the end
+            self.runner.stop()  # never blocks the event loop: the drain reports the end
 
     def close(self) -> None:
         """Stop this session's job and its callback (called when the server drops the session,
         a few seconds after its tab closed: explorer/serve.py); never blocks the server."""
-        if self.job is not None:
-            self.job.stop(timeout=0)  # the job's thread ends at its next step and gives its slot back
-        self._stop_callback()
+        self.runner.close()  # the job's thread ends at its next step and gives its slot back
         for view in (self._runs, self._sweeps):
             if view is not None:
                 view.close()
-
-    def _stop_callback(self) -> None:
-        if self._callback is not None:
-            self._callback.stop()
-            self._callback = None
 
     def drain(self) -> None:
         """Move what the job reported into the plots and the status line (session thread)."""
@@ -372,7 +374,7 @@ class Explorer(pn.viewable.Viewer):
 
     def _finish(self, done: JobDone) -> None:
         self._set_running(False)
-        self._stop_callback()
+        self.runner.ended()
         elapsed = self.run_progress.elapsed()
         if done.error:
             self._show_error(done.error)

@@ -13,9 +13,9 @@ def header(e) -> pn.Row:
     b = e.buttons
     # a widget, not a Markdown pane: in a notebook an updated pane sends its stylesheets again,
     # as links to Panel's CDN (which an offline node cannot reach)
-    status = pn.widgets.StaticText(value=e.param.status, margin=(0, 10), styles={"font-size": "13px"},
+    status = pn.widgets.StaticText(value=e.runner.param.status, margin=(0, 10), styles={"font-size": "13px"},
                                    sizing_mode="stretch_width")
-    progress = pn.indicators.Progress(value=e.param.progress, max=100, bar_color="primary", height=12,
+    progress = pn.indicators.Progress(value=e.runner.param.progress, max=100, bar_color="primary", height=12,
                                       margin=(6, 10), sizing_mode="stretch_width")
     for button in (*b.values(), e.stop_button):
         button.param.update(width=150 if button is b["both"] else 100, height=36, sizing_mode="fixed")

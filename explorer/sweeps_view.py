@@ -4,10 +4,10 @@ Optuna (TPE or random, over the typed values or ranges ``1e-4 .. 1e-2 log``), wa
 table fill in, and plot a chosen metric against a chosen swept key or the runs in parallel
 coordinates coloured by it (:mod:`explorer.sweep_results`).
 
-The sweep is an ordinary background job of the session (explorer/jobs.py) whose work is
-``run_sweep`` with the job's cancellation token and event queue; Stop cancels the token. A
-periodic callback of the session drains the job's events and re-reads the sweep's results
-(``read_results(..., live=True)``: the table with the runs running now).
+The sweep is an ordinary background job of the session (explorer/background.py, as the
+Explorer's runs) whose work is ``run_sweep`` with the job's cancellation token and event queue;
+Stop cancels the token. Every second the session drains the job's events and re-reads the
+sweep's results (``read_results(..., live=True)``: the table with the runs running now).
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ from nbody_engine.sweep import ClusterReady, SweepPlan, WorkersNotice
 from nbody_engine.sweep.results import STATUSES
 from nbody_engine.sweep.search_options import PRUNERS, SAMPLERS
 
-from .jobs import Job, JobDone, JobSlot
+from .background import BackgroundJob
+from .jobs import Job, JobDone
 from .sweep_plot import results_frame
 from .sweep_results import SweepResults
 
@@ -116,11 +117,11 @@ class SweepsView:
     def __init__(self, base_toml: Callable[[], str], data_dir: str | Path | None = None) -> None:
         self.base_toml = base_toml
         self.data_dir = data_dir  # None: data/ under the working directory when a sweep starts
-        self.job: Job | None = None
+        self.runner = BackgroundJob(self.refresh, REFRESH_PERIOD_MS, what="sweep", status="No sweep yet.")
+        self.job: Job | None = None  # the sweep whose results are shown (None: one opened from disk)
         self.plan_: SweepPlan | None = None
         self._doc: dict | None = None
         self._root: Path | None = None
-        self._callback = None
         self._started = 0.0
         self._cluster = ""
         self._notice = ""  # the sweep's last word about its workers ("no worker alive for 15 s: ...")
@@ -139,9 +140,10 @@ class SweepsView:
         self.run_button = pn.widgets.Button(label="Run sweep", color="primary")
         self.stop_button = pn.widgets.Button(label="Stop sweep", color="danger", disabled=True)
         self.open_button = pn.widgets.Button(label="Open results")
-        self.error = pn.pane.Alert("", alert_type="danger", visible=False, sizing_mode="stretch_width")
-        self.status = pn.pane.Markdown("No sweep yet.", sizing_mode="stretch_width")
-        self.progress = pn.indicators.Progress(value=0, max=100, sizing_mode="stretch_width", bar_color="primary")
+        self.error = self.runner.error_alert()
+        self.status = pn.pane.Markdown(self.runner.param.status, sizing_mode="stretch_width")
+        self.progress = pn.indicators.Progress(value=self.runner.param.progress, max=100, sizing_mode="stretch_width",
+                                               bar_color="primary")
         self.results = SweepResults()
         self.keys.param.watch(lambda _e: self._sync_value_inputs(), "value")
         self.run_button.on_click(lambda _e: self.start())
@@ -205,8 +207,7 @@ class SweepsView:
 
     def start(self) -> bool:
         """Start the sweep in the background; False (with the reason shown) if not."""
-        if self.running:
-            self._show_error("a sweep is already running in this session; stop it first")
+        if self.runner.busy():
             return False
         try:
             plan = self.plan()
@@ -216,37 +217,30 @@ class SweepsView:
         if not _claim(plan.root):
             self._show_error(f"sweep '{plan.name}' is running in another session; choose another name")
             return False
-        with JobSlot() as slot:
-            if not slot.taken:
-                _unclaim(plan.root)
-                self._show_error("the server is busy: every job slot is taken; try again when a run ends")
-                return False
-            job = Job("sweep", "", work=sweep_work(plan))
-            try:
-                slot.start(job)
-            except BaseException:
-                _unclaim(plan.root)  # the job's work gives the claim back only once it runs
-                raise
+        try:
+            job = self.runner.start(lambda: Job("sweep", "", work=sweep_work(plan)))
+        except BaseException:
+            _unclaim(plan.root)  # the job's work gives the claim back only once it runs
+            raise
+        if job is None:
+            _unclaim(plan.root)
+            return False
         self.job = job
-        self.error.visible = False
         self.plan_, self._root, self._doc, self._cluster, self._notice = plan, plan.root, None, "", ""
         self._started = time.monotonic()
         grid = {a.column: a.describe() for a in plan.axes}
         self.results.set_choices(grid, sweep.plot_metrics({"mode": plan.mode, "grid": grid}))
         self.results.show(pd.DataFrame())
-        self.progress.value = 0
-        self.status.object = f"Sweep '{plan.name}': {plan.total or len(plan.runs)} run(s), starting a local cluster..."
+        self.runner.show(f"Sweep '{plan.name}': {plan.total or len(plan.runs)} run(s), starting a local cluster...", 0)
         self._set_running(True)
-        if pn.state.curdoc is not None:
-            self._callback = pn.state.add_periodic_callback(self.refresh, period=REFRESH_PERIOD_MS)
         return True
 
     def stop(self) -> None:
         """Stop the sweep: its runs are cancelled (a rerun resumes them); never blocks."""
         if self.running:
-            self.job.cancel.cancel()
+            self.runner.stop()
             self.stop_button.disabled = True
-            self.status.object = f"Sweep '{self.plan_.name}': stopping..."
+            self.runner.show(f"Sweep '{self.plan_.name}': stopping...")
 
     def open(self) -> bool:
         """Show the results of the sweep named in the name box (one that ran earlier)."""
@@ -258,7 +252,7 @@ class SweepsView:
         if doc is None:
             self._show_error(f"no sweep results in '{root}'")
             return False
-        self.error.visible = False
+        self.runner.show_error(None)
         self.job, self._root, self._doc = None, root, None
         self.results.set_choices(doc.get("grid") or {}, sweep.plot_metrics(doc))
         self.refresh()
@@ -289,19 +283,11 @@ class SweepsView:
 
     def close(self, timeout: float = CLOSE_TIMEOUT) -> None:
         """Stop the sweep and the callback (called when the browser tab goes away)."""
-        if self.job is not None:
-            self.job.stop(timeout)
-        self._stop_callback()
-
-    def _stop_callback(self) -> None:
-        if self._callback is not None:
-            self._callback.stop()
-            self._callback = None
+        self.runner.close(timeout)
 
     # display ---------------------------------------------------------------------------------
     def _show_error(self, message: str) -> None:
-        self.error.object = f"**error:** {message}"
-        self.error.visible = True
+        self.runner.show_error(message)
 
     def _set_running(self, running: bool) -> None:
         for widget in (self.keys, self.mode, self.name, self.run_button, self.open_button, self.search, self.trials,
@@ -316,24 +302,24 @@ class SweepsView:
         doc = self._doc or {}
         total = max(int(doc.get("runs_total", 0)), int((doc.get("search") or {}).get("trials", 0)))
         finished = sum(int(doc.get(s, 0)) for s in FINISHED)
-        self.progress.value = min(100, int(100 * finished / total)) if total else 0
         shown = ", ".join(f"{doc.get(s, 0)} {s}" for s in STATUSES if doc.get(s, 0) or s in ("ok", "failed"))
-        self.status.object = f"{head}: {finished}/{total} runs finished ({shown}){tail}"
+        self.runner.show(f"{head}: {finished}/{total} runs finished ({shown}){tail}",
+                         100 * finished / total if total else 0)
 
     def _running_status(self) -> None:
         name = self.plan_.name
         link = self._cluster.rsplit("dashboard ", 1)[-1] if "dashboard " in self._cluster else None
         tail = (f" · {time.monotonic() - self._started:.0f} s" + (f" · [Dask dashboard]({link})" if link else "")
                 + (f"  \n{self._notice}" if self._notice else ""))
-        if self.job.cancel.cancelled:
-            self.status.object = f"Sweep '{name}': stopping..."
+        if self.job.stopping:
+            self.runner.show(f"Sweep '{name}': stopping...")
         elif self._doc is None:
-            self.status.object = f"Sweep '{name}': {self.plan_.total or len(self.plan_.runs)} run(s), starting{tail}"
+            self.runner.show(f"Sweep '{name}': {self.plan_.total or len(self.plan_.runs)} run(s), starting{tail}")
         else:
             self._counts_status(f"Sweep '{name}'", tail)
 
     def _finish(self, done: JobDone) -> None:
-        self._stop_callback()
+        self.runner.ended()
         self._set_running(False)
         elapsed = time.monotonic() - self._started
         head = f"Sweep '{self.plan_.name}'"
@@ -343,9 +329,9 @@ class SweepsView:
             self.results.show(results_frame(doc), doc.get("grid"))
         if done.error:
             self._show_error(done.error)
-            self.status.object = f"{head} failed after {elapsed:.1f} s."
+            self.runner.show(f"{head} failed after {elapsed:.1f} s.")
         elif doc is None:
-            self.status.object = f"{head} stopped before any run started."
+            self.runner.show(f"{head} stopped before any run started.")
         elif doc.get("stopped"):
             self._counts_status(f"{head} stopped after {elapsed:.1f} s ({doc['stopped']})",
                                 ". Run it again (same name) to finish it.")
