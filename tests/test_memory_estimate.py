@@ -14,22 +14,28 @@ import pytest
 from nbody_engine.config.budget import REPLAY_CAPACITY
 
 REPLAY_PEAK = """
-import json, resource, sys, torch
+import json, sys, torch
 from nbody_engine.config.budget import REPLAY_CAPACITY, training_needs
 from nbody_engine.config.loading import load_configs
 from nbody_engine.learning.replay import ReplayBuffer
 from nbody_engine.physics.gravity import State
 from nbody_engine.runs.checkpoints import save_checkpoint
 
+def high_water() -> int:
+    # this process's peak RSS in bytes (VmHWM: since its exec; getrusage's ru_maxrss also holds
+    # the RSS of the process it was forked from: a test runner's gigabytes)
+    line = next(x for x in open("/proc/self/status") if x.startswith("VmHWM:"))
+    return int(line.split()[1]) * 1024
+
 cfg = load_configs("train", None, {"history_len": 250, "feature_type": "rich", "num_particles": 3})["train"]
 need = next(n.bytes for n in training_needs(cfg) if n.key == "history_len")
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+before = high_water()
 buffer, chunk = ReplayBuffer(REPLAY_CAPACITY), 512
 for _ in range(REPLAY_CAPACITY // chunk + 2):  # full, then states added to a full buffer
     ones = lambda *shape: torch.ones(*shape, dtype=torch.float64)  # noqa: E731 - the runs' default dtype
     buffer.add(State(ones(chunk, 3), ones(chunk, 3, 2), ones(chunk, 3, 2), ones(chunk)), ones(chunk, 250, 16))
 save_checkpoint(sys.argv[1], {"buffer": buffer.state_dict()})
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
+peak = high_water() - before
 print(json.dumps({"need": need, "peak": peak}))
 """
 
