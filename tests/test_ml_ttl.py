@@ -135,7 +135,7 @@ def test_evaluate_runs_a_learned_pareto_curve_beside_log_h(tmp_path, trained):
     orbit g is a constant, so each learned point is log-H's: same force evaluations, round-off energy."""
     save_checkpoint(tmp_path / "omega.pt", trained.checkpoint(trained.snapshot(), tmp_path))
     done = runner(tmp_path, "evaluate", "--model-path", "omega.pt", "--eval-suite", "kepler", "--eval-e", "0.7",
-                  "--Nperiod", "1", "--eval-eps", "0.2", "0.4", "-s", "ev")
+                  "--Nperiod", "1", "--eval-eps", "0.2", "0.4", "--eval-long-periods", "50", "-s", "ev")
     assert done.returncode == 0, done.stderr
     rows = json.loads((tmp_path / "data/ev/eval/table.json").read_text())["rows"]
     learned = {r["eps"]: r for r in rows if r["policy"] == "learned"}
@@ -169,7 +169,8 @@ def test_the_explorer_simulates_and_evaluates_an_ml_ttl_checkpoint_against_log_h
         (table,) = [p.object for p in e.sim_view.select(pn.pane.DataFrame)]
         assert list(table.columns) == ["learned (ml_ttl)", "log-H (ttl)"]
         assert len(e.live.frame("simulation")) > 0  # the live plots drew the learned run
-        e.simulate.param.update(eval_suite="kepler", eval_e=[0.7], Nperiod=1.0, eval_eps=[0.2, 0.4])
+        e.simulate.param.update(eval_suite="kepler", eval_e=[0.7], Nperiod=1.0, eval_eps=[0.2, 0.4],
+                                eval_long_periods=50.0)
         assert e.start("evaluate"), e.error.object
         finish(e, timeout=600)
         assert not e.error.visible, e.error.object
