@@ -250,31 +250,6 @@ def opening_run(browser, port: int, cwd: Path) -> dict:
     return {"first_orbit_points_s": first, "whole_run_s": whole}
 
 
-def closed_tab_stop(browser, port: int, cwd: Path) -> float:
-    """Start a long training, close its tab a few epochs in, and return the seconds from the
-    close to the run's last metrics line (negative: no epoch ended after the close)."""
-    page = browser.new_page(viewport={"width": 1500, "height": 1000})
-    page.goto(f"http://127.0.0.1:{port}/explorer", timeout=120_000)
-    wait_interactive(page)
-    page.get_by_text(re.compile(r"^Training / optimization")).filter(visible=True).first.click()
-    box = page.get_by_label("epochs", exact=True).filter(visible=True).first
-    box.fill("100000")
-    box.press("Enter")
-    time.sleep(1)
-    page.get_by_role("button", name="Train", exact=True).click()
-    # a few epochs in (the status shows the last epoch of each drain, so it can skip some)
-    page.get_by_text(re.compile(r"^epoch ([3-9]|\d{2,})/100000")).filter(visible=True).first.wait_for(timeout=300_000)
-    metrics = max((cwd / "data").glob("*/metrics.jsonl"), key=lambda p: p.stat().st_mtime)
-    page.close()
-    closed = time.time()
-    size, quiet_since = -1, time.monotonic()
-    while time.monotonic() - quiet_since < 5 and time.time() - closed < 120:
-        if metrics.stat().st_size != size:
-            size, quiet_since = metrics.stat().st_size, time.monotonic()
-        time.sleep(0.05)
-    return metrics.stat().st_mtime - closed
-
-
 BUSY_JS = """() => { window.__busy = 0; new PerformanceObserver((list) => {
   for (const e of list.getEntries()) window.__busy += e.duration; }).observe({entryTypes: ["longtask"]}); }"""
 
@@ -291,8 +266,24 @@ def long_training(browser, port: int):
     box.press("Enter")
     time.sleep(1)
     page.get_by_role("button", name="Train", exact=True).click()
+    # a few epochs in (the status shows the last epoch of each batch sent, so it can skip some)
     page.get_by_text(re.compile(r"^epoch ([3-9]|\d{2,})/100000")).filter(visible=True).first.wait_for(timeout=300_000)
     return page
+
+
+def closed_tab_stop(browser, port: int, cwd: Path) -> float:
+    """Start a long training, close its tab a few epochs in, and return the seconds from the
+    close to the run's last metrics line (negative: no epoch ended after the close)."""
+    page = long_training(browser, port)
+    metrics = max((cwd / "data").glob("*/metrics.jsonl"), key=lambda p: p.stat().st_mtime)
+    page.close()
+    closed = time.time()
+    size, quiet_since = -1, time.monotonic()
+    while time.monotonic() - quiet_since < 5 and time.time() - closed < 120:
+        if metrics.stat().st_size != size:
+            size, quiet_since = metrics.stat().st_size, time.monotonic()
+        time.sleep(0.05)
+    return metrics.stat().st_mtime - closed
 
 
 def stop_latency(browser, port: int, cwd: Path, tabs: int = 2) -> dict:
