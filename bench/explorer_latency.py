@@ -378,7 +378,7 @@ def print_sessions(found: dict, before: str) -> None:
     labels = [label for label in ("before", "after") if label in med]
     heads = " | ".join(f"before ({before})" if label == "before" else "after" for label in labels)
     print(f"| new session and opening run | {heads} | target |\n| --- |{' --- |' * len(labels)} --- |")
-    rows = [("server CPU time per session, median", "server_cpu_s", "< 1 s"),
+    rows = [("server CPU time per session, median", "server_cpu_s", "< 0.8 s"),
             ("browser: page requested -> interactive, median", "interactive_s", ""),
             ("opening run: Train -> first orbit points", "first_orbit_points_s", "< 2 s"),
             ("opening run: Train -> finished", "whole_run_s", "< 15 s"),
@@ -400,7 +400,8 @@ def main() -> None:
     parser.add_argument("--before", default="d06d972", help="the revision to compare with (before the lazy page)")
     parser.add_argument("--chromium", default="/usr/bin/chromium")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
+    # a job's process may still be writing its last checkpoint as the folder goes
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as tmp:
         sessions = before_and_after(args.before, args.sessions, args.chromium, Path(tmp))
         print_sessions(sessions, args.before)  # before the long stage: a failure there keeps these
         dash = dashboard_run(Path(tmp), args.epochs, args.chromium)

@@ -7,6 +7,22 @@ import io
 
 import panel as pn
 
+from .plot_style import theme_switch
+
+
+def served_page(e) -> pn.template.BootstrapTemplate:
+    """The page ``panel serve explorer`` serves for Explorer ``e``: run controls, status,
+    progress and the theme switch in the template's header (which stays in view), the settings
+    in the sidebar, the tabs in the main area.
+
+    BootstrapTemplate, because it loads nothing from the internet (FastListTemplate fetches web
+    fonts): the page works on an offline cluster node."""
+    switch = theme_switch()
+    # a reload ends this session and with it its job: no switching while one runs
+    e.stop_button.param.watch(lambda event: setattr(switch, "disabled", not event.new), "disabled")
+    return pn.template.BootstrapTemplate(title="nbody explorer", header=[e.header(), switch],
+                                         sidebar=[e.sidebar()], main=[e.main()], sidebar_width=380)
+
 
 def header(e) -> pn.Row:
     """Run controls, status line and progress: the part of the page that never scrolls away."""

@@ -29,7 +29,7 @@ class SweepResults:
         self.grid: dict = {}  # the swept keys and their values or ranges, as results.json has them
         self.view = pn.widgets.RadioButtonGroup(label="plot", options=list(VIEWS), value=VIEWS[0],
                                                 color="primary", variant="outline", align="end",
-                                                width=320, sizing_mode="fixed")
+                                                width=320, height=32, sizing_mode="fixed")
         self.x_select = pn.widgets.Select(label="against key", options=[], width=220)
         self.metric_select = pn.widgets.Select(label="metric", options=[], width=220,
                                                description="the metric plotted, and the colour of the parallel lines")

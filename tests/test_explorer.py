@@ -21,6 +21,7 @@ import pytest
 from helpers import wait_until
 from explorer import Explorer
 from explorer import jobs as explorer_jobs
+from explorer.page import served_page, simulation_tab
 from nbody_engine.config.errors import InputError
 from nbody_engine.config.loading import config_values, load_configs
 
@@ -80,6 +81,26 @@ def stop_and_wait(e: Explorer, limit: float = 60.0) -> float:
 # --- jobs --------------------------------------------------------------------------------
 
 @pytest.mark.slow
+def test_the_served_page_passes_bokehs_document_validation(explorer):
+    """The server skips Bokeh's per-session validation (explorer/main.py): the page it serves
+    is validated here instead, with every tab built. Its only warnings are the empty columns
+    that hold a run's comparison, evaluation and notes until there is one."""
+    from bokeh.core.validation.check import check_integrity
+    from bokeh.document import Document
+    from panel.io.state import set_curdoc
+
+    doc = Document()
+    with set_curdoc(doc):
+        page = served_page(explorer)
+        page.server_doc(doc)
+        for tab in (simulation_tab(explorer), explorer.runs.panel(), explorer.sweeps.panel(), explorer.sim_settings):
+            doc.add_root(pn.panel(tab).get_root(doc))
+    issues = check_integrity(list(doc.models))
+    assert len(doc.models) > 100
+    assert issues.error == []
+    assert {issue.name for issue in issues.warning} <= {"EMPTY_LAYOUT"}
+
+
 def test_train_job_fills_the_plots_and_writes_a_checkpoint(explorer, tmp_path):
     e = explorer
     assert e.start("train") is True
