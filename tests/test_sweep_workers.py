@@ -128,6 +128,32 @@ def test_the_zygote_reports_each_run_that_ends_and_keeps_nothing_of_it(tmp_path)
 
 
 @pytest.mark.slow
+def test_ctrl_c_while_the_local_cluster_starts_kills_its_workers_and_records_the_runs(tmp_path):
+    """Ctrl-C once the local cluster has begun to start a worker process, before it is ready: the
+    start is abandoned (the cluster never says it is ready), the workers' processes are gone,
+    the sweep exits 130 with its runs recorded pending, and without a traceback."""
+    proc = start_long_sweep(tmp_path, 3_000_000, "--workers", "2")
+    for line in proc.stdout:
+        if "run(s)," in line:
+            break
+    sweep = psutil.Process(proc.pid)
+
+    def starting_workers() -> list[psutil.Process]:
+        return [child for child in sweep.children(recursive=True) if "--multiprocessing-fork" in child.cmdline()]
+
+    wait_until(starting_workers, "the local cluster to start a worker process", timeout=120, poll=0.02)
+    family = sweep.children(recursive=True)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out + err
+    assert "local cluster of" not in out, out  # stopped while starting, not after
+    assert "Traceback" not in err and "sweep 'long' stopped (the sweep was cancelled)" in out, out + err
+    doc = json.loads((tmp_path / "data" / "long" / "results.json").read_text())
+    assert doc["pending"] == 4, doc
+    assert all(gone(child.pid) for child in family)
+
+
+@pytest.mark.slow
 def test_ctrl_c_while_the_workers_warm_up_records_the_runs_and_leaves_nothing(tmp_path, monkeypatch):
     """Ctrl-C as soon as the local cluster is up, while each worker's zygote is still importing
     torch: the runs waiting for it are recorded cancelled (or pending, never started), the

@@ -18,7 +18,8 @@ from collections.abc import Callable, Mapping
 from ..config.errors import InputError
 from ..events import CancelToken
 from ..runs.directory import lock_holder, write_json
-from .cluster import Backend, SlurmBackend, SlurmOptions, backend_record, open_backend, slurm_cluster_kwargs, wait_until
+from .cluster import (Backend, SlurmBackend, SlurmOptions, StartCancelled, backend_record, open_backend,
+                      slurm_cluster_kwargs, wait_until)
 from .events import ClusterReady, RunEnded, SweepEnded, SweepStarted, WorkersNotice
 from .provenance import sweep_record
 from .results import (STATUS_CANCELLED, STATUS_FAILED, STATUS_PENDING, STATUS_RUNNING, is_done, read_status, result_row,
@@ -106,10 +107,14 @@ def run_sweep(plan: SweepPlan, *, scheduler: str | None = None, slurm: SlurmOpti
     if (todo or to_ask) and cancel.cancelled:
         stopped = CANCELLED
     elif todo or to_ask:
-        with open_backend(plan.root, len(todo) + to_ask, scheduler=scheduler, slurm=slurm, workers=workers,
-                          client=client) as backend:
-            sink(ClusterReady(plan.name, backend.label))
-            stopped = _Execution(plan, backend, todo, rows, cancel, sink, no_worker_limit, time_limit, trials).run()
+        try:
+            with open_backend(plan.root, len(todo) + to_ask, scheduler=scheduler, slurm=slurm, workers=workers,
+                              client=client, cancel=cancel) as backend:
+                sink(ClusterReady(plan.name, backend.label))
+                stopped = _Execution(plan, backend, todo, rows, cancel, sink, no_worker_limit, time_limit,
+                                     trials).run()
+        except StartCancelled:
+            stopped = CANCELLED
     doc = write_results(plan, rows, **({"stopped": stopped} if stopped else {}))
     sink(SweepEnded(doc, stopped, str(plan.root / "results.csv")))
     return doc
