@@ -5,12 +5,18 @@ supervising thread (explorer/jobs.py) forwards to the session.
 Children are forked from ``multiprocessing``'s fork server, which imports :data:`PRELOAD` once
 (torch, its compiler front end that the first optimizer imports, the engine, matplotlib), so a
 job starts in a fraction of a second and pays none of those one-time costs itself.
+
+A job never outlives its server: however the server ends (SIGKILL included), the job sees it
+(``multiprocessing.parent_process()`` is the server, even through the fork server) and stops as
+Stop would, keeping its checkpoint; before, it trained on, unseen, to its last epoch.
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import queue
+import threading
 import traceback
 from dataclasses import dataclass
 
@@ -74,8 +80,16 @@ def child_main(request: JobRequest, events, cancel_event) -> None:
     os.chdir(request.cwd)
     os.environ.clear()
     os.environ.update(request.environ)
-    reporter = Reporter([QueueSink(events)], CancelToken(cancel_event))
+    cancel = CancelToken(cancel_event)
+    threading.Thread(target=stop_when_orphaned, args=(cancel,), name="nbody-orphan-watch", daemon=True).start()
+    reporter = Reporter([QueueSink(events)], cancel)
     events.put(run_reporting_the_end(request.kind, lambda: run_job(request, reporter)))
+
+
+def stop_when_orphaned(cancel: CancelToken) -> None:
+    """Cancel the job once the server that started it has ended."""
+    multiprocessing.parent_process().join()
+    cancel.cancel()
 
 
 def run_reporting_the_end(kind: str, work) -> JobDone:

@@ -7,6 +7,8 @@ import json
 import os
 import re
 import signal
+import subprocess
+import sys
 import threading
 import time
 import tomllib
@@ -168,6 +170,42 @@ def test_a_job_whose_process_dies_says_so_and_gives_its_slot_back(explorer):
     assert e.start("train")
     finish(e)
     assert "finished" in e.status, e.status
+
+
+SERVER_SCRIPT = """
+import time
+from explorer.jobs import Job, JobSlot
+from nbody_engine.events import EpochFinished
+
+if __name__ == "__main__":
+    job = Job("train", "seed = 1\\nepochs = 1000\\nnum_orbits = 2\\nreplay_steps = 5\\nn_steps = 3\\n", save_name="orphan")
+    with JobSlot() as slot:
+        slot.start(job)
+    while not any(isinstance(event, EpochFinished) for event in job.poll()):
+        time.sleep(0.05)
+    print(job.process.pid, flush=True)
+    time.sleep(600)
+"""
+
+
+@pytest.mark.slow
+def test_a_job_whose_server_is_killed_stops_and_keeps_its_checkpoint(tmp_path):
+    """A server SIGKILLed while its job trains: the job does not train on unseen, it stops as
+    Stop would (its checkpoint written) and its process ends."""
+    (tmp_path / "server.py").write_text(SERVER_SCRIPT)
+    server = subprocess.Popen([sys.executable, "server.py"], cwd=tmp_path, stdout=subprocess.PIPE, text=True)
+    job = psutil.Process(int(server.stdout.readline()))
+    server.kill()
+    server.wait(timeout=60)
+
+    def ended() -> bool:
+        try:
+            return job.status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return True
+
+    wait_until(ended, "the orphaned job to end", timeout=120)
+    assert list((tmp_path / "data" / "orphan" / "model").glob("model_epoch_*.pt"))
 
 
 @pytest.mark.slow
