@@ -7,7 +7,7 @@ A new session is what the server pays most for, so:
   whole graph once, not once per root the template adds (0.98 -> 0.65 s of server CPU per page
   request);
 - Bokeh's validation of each new document is off (0.1 s per session): the page's models are
-  the same in every session, and ``tests/test_explorer_page.py`` validates them.
+  the same in every session, and ``tests/test_explorer.py`` validates them.
 """
 
 import panel as pn

@@ -28,6 +28,7 @@ from .warm import prepare_local_worker
 SLURM_HINT = "pip install 'nbody-explorer[slurm]'"
 SCHEDULER_TIMEOUT = "10s"
 CANCEL_POLL_S = 0.1  # how often a starting local cluster looks at the sweep's cancellation
+DASK_WORKER_PROCESS = "Dask Worker process"  # how Dask's nannies name their workers' processes
 _WALLTIME = re.compile(r"^(\d+-)?\d+(:\d{1,2}){0,2}$")
 _UNKNOWN = "UNKNOWN"  # scontrol did not answer: the job counts as alive until it does
 _LIVE_JOB_STATES = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "REQUEUED", "RESIZING", _UNKNOWN}
@@ -383,7 +384,7 @@ def _start_local_cluster(n: int, cancel: CancelToken):
     """A ``LocalCluster`` of ``n`` worker processes, every server on loopback (the scheduler, the
     workers and the dashboards). It starts in a thread of its own: Dask cannot close a worker
     that is still starting (a Ctrl-C then waited 4-10 s), so a ``cancel`` meanwhile kills the
-    worker processes it started, which ends the start at once, and raises StartCancelled."""
+    worker processes started since, which ends the start at once, and raises StartCancelled."""
     from distributed import LocalCluster
 
     started: dict = {}
@@ -401,7 +402,8 @@ def _start_local_cluster(n: int, cancel: CancelToken):
     while starter.is_alive() and not cancel.cancelled:
         starter.join(CANCEL_POLL_S)
     if starter.is_alive():
-        _kill_processes(set(multiprocessing.active_children()) - before)
+        _kill_processes(p for p in set(multiprocessing.active_children()) - before
+                        if p.name.startswith(DASK_WORKER_PROCESS))  # not a dashboard job started meanwhile
         starter.join()
     if "cluster" in started and cancel.cancelled:
         started["cluster"].close()
