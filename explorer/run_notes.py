@@ -36,8 +36,8 @@ class NotesEditor:
                                          width=320)
         self.notes = pn.widgets.TextAreaInput(label="Notes", placeholder="what this run is for, what it showed",
                                               auto_grow=True, rows=2, max_rows=12, sizing_mode="stretch_width")
-        self.save_button = pn.widgets.Button(label="Save notes and tags", color="primary", align="end", width=180, height=32,
-                                             sizing_mode="fixed")
+        self.save_button = pn.widgets.Button(label="Save notes and tags", color="primary", align="end", width=180,
+                                             height=32, sizing_mode="fixed")
         self.message = pn.pane.Markdown("", margin=(0, 10))
         self.save_button.on_click(lambda _e: self.save())
         self.layout = pn.Column(self.title, pn.Row(self.tags, self.notes, self.save_button,

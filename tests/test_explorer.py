@@ -178,7 +178,8 @@ from explorer.jobs import Job, JobSlot
 from nbody_engine.events import EpochFinished
 
 if __name__ == "__main__":
-    job = Job("train", "seed = 1\\nepochs = 1000\\nnum_orbits = 2\\nreplay_steps = 5\\nn_steps = 3\\n", save_name="orphan")
+    toml = "seed = 1\\nepochs = 1000\\nnum_orbits = 2\\nreplay_steps = 5\\nn_steps = 3\\n"
+    job = Job("train", toml, save_name="orphan")
     with JobSlot() as slot:
         slot.start(job)
     while not any(isinstance(event, EpochFinished) for event in job.poll()):

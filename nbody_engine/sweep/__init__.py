@@ -7,6 +7,7 @@ Dask task, on an embedded ``LocalCluster`` (default), an existing cluster (``sch
 SLURM jobs (``slurm``, the ``slurm`` extra). The modules: ``grid`` (the swept keys and their
 values), ``plan`` (every run, checked, nothing written), ``task`` (one run on a worker),
 ``execute`` (``run_sweep``), ``cluster`` (where the tasks run and watching the workers),
+``local_cluster`` (the embedded cluster's start, which a Ctrl-C cuts short),
 ``results`` (status.json and the results table), ``search`` and ``search_options`` (Optuna's
 ask-and-tell), ``warm`` and ``zygote`` (warm workers: runs forked from a parent that imported
 torch once), ``signals`` (stop requests and the sweep's heartbeat through Dask), ``provenance``,

@@ -6,29 +6,24 @@ limit, so the sweep keeps the number of workers it asked for."""
 
 from __future__ import annotations
 
-import logging
-import multiprocessing
-import os
 import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..config.errors import InputError
 from ..events import CancelToken
+from .local_cluster import LOOPBACK, local_worker_count, start_local_cluster
 from .warm import prepare_local_worker
 
 SLURM_HINT = "pip install 'nbody-explorer[slurm]'"
 SCHEDULER_TIMEOUT = "10s"
-CANCEL_POLL_S = 0.1  # how often a starting local cluster looks at the sweep's cancellation
-DASK_WORKER_PROCESS = "Dask Worker process"  # how Dask's nannies name their workers' processes
 _WALLTIME = re.compile(r"^(\d+-)?\d+(:\d{1,2}){0,2}$")
 _UNKNOWN = "UNKNOWN"  # scontrol did not answer: the job counts as alive until it does
 _LIVE_JOB_STATES = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "REQUEUED", "RESIZING", _UNKNOWN}
@@ -89,9 +84,6 @@ def _check_counts(opts: SlurmOptions) -> None:
                                ("--slurm-resubmits", opts.resubmits, 0)):
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < least):
             raise InputError(f"{flag} must be a {'positive' if least else 'non-negative'} integer, not {value!r}")
-
-
-LOOPBACK = "127.0.0.1"
 
 
 def interface_address(name: str) -> str:
@@ -168,13 +160,6 @@ def backend_record(scheduler: str | None, slurm, workers: int | None, client, ti
     else:
         kind, options = "local", {"workers": workers}
     return {"kind": kind, **options, "run_time_limit_s": time_limit}
-
-
-def local_worker_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
 class Backend:
@@ -304,10 +289,6 @@ class SlurmBackend(Backend):
         return self.resubmits_left == 0 and not self.cluster.worker_spec
 
 
-class StartCancelled(Exception):
-    """The sweep was cancelled while its local cluster was starting (what had started is gone)."""
-
-
 @contextmanager
 def open_backend(root: Path, todo: int, *, scheduler: str | None = None, slurm: SlurmOptions | Mapping | None = None,
                  workers: int | None = None, client=None, cancel: CancelToken | None = None) -> Iterator[Backend]:
@@ -367,7 +348,7 @@ def _slurm_backend(root: Path, opts: SlurmOptions, jobs: int) -> Iterator[Backen
 def _local_backend(n: int, cancel: CancelToken) -> Iterator[Backend]:
     from distributed import Client
 
-    cluster = _start_local_cluster(n, cancel)
+    cluster = start_local_cluster(n, cancel)
     try:
         client = Client(cluster)
         try:
@@ -378,55 +359,6 @@ def _local_backend(n: int, cancel: CancelToken) -> Iterator[Backend]:
             client.close()
     finally:
         cluster.close()
-
-
-def _start_local_cluster(n: int, cancel: CancelToken):
-    """A ``LocalCluster`` of ``n`` worker processes, every server on loopback (the scheduler, the
-    workers and the dashboards). It starts in a thread of its own: Dask cannot close a worker
-    that is still starting (a Ctrl-C then waited 4-10 s), so a ``cancel`` meanwhile kills the
-    worker processes started since, which ends the start at once, and raises StartCancelled."""
-    from distributed import LocalCluster
-
-    started: dict = {}
-    before = set(multiprocessing.active_children())
-
-    def start() -> None:
-        try:
-            started["cluster"] = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host=LOOPBACK,
-                                              dashboard_address=f"{LOOPBACK}:0", silence_logs=logging.ERROR)
-        except Exception as err:  # noqa: BLE001 - raised again in the caller's thread
-            started["error"] = err
-
-    starter = threading.Thread(target=start, name="local-cluster-start", daemon=True)
-    starter.start()
-    while starter.is_alive() and not cancel.cancelled:
-        starter.join(CANCEL_POLL_S)
-    if starter.is_alive():
-        _kill_processes(p for p in set(multiprocessing.active_children()) - before
-                        if p.name.startswith(DASK_WORKER_PROCESS))  # not a dashboard job started meanwhile
-        starter.join()
-    if "cluster" in started and cancel.cancelled:
-        started["cluster"].close()
-    if cancel.cancelled:
-        raise StartCancelled
-    if "error" in started:
-        raise started["error"]
-    return started["cluster"]
-
-
-def _kill_processes(processes) -> None:
-    """SIGKILL ``processes`` (multiprocessing's) and whatever they started."""
-    import psutil
-
-    for proc in processes:
-        try:
-            family = psutil.Process(proc.pid).children(recursive=True)
-        except psutil.NoSuchProcess:
-            family = []
-        for child in family:
-            with suppress(psutil.NoSuchProcess):
-                child.kill()
-        proc.kill()
 
 
 def _warm_workers(client) -> None:

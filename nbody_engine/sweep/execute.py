@@ -18,9 +18,9 @@ from collections.abc import Callable, Mapping
 from ..config.errors import InputError
 from ..events import CancelToken
 from ..runs.directory import lock_holder, write_json
-from .cluster import (Backend, SlurmBackend, SlurmOptions, StartCancelled, backend_record, open_backend,
-                      slurm_cluster_kwargs, wait_until)
+from .cluster import Backend, SlurmBackend, SlurmOptions, backend_record, open_backend, slurm_cluster_kwargs, wait_until
 from .events import ClusterReady, RunEnded, SweepEnded, SweepStarted, WorkersNotice
+from .local_cluster import StartCancelled
 from .provenance import sweep_record
 from .results import (STATUS_CANCELLED, STATUS_FAILED, STATUS_PENDING, STATUS_RUNNING, is_done, read_status, result_row,
                       settled_record, write_results)
