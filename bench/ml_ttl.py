@@ -31,6 +31,7 @@ import math
 import numpy as np
 import torch
 
+from nbody_engine.config.schema import Config
 from nbody_engine.evaluate.problems import cluster_problem, triples_problem
 from nbody_engine.integrators.loop import StopRule, period_of, simulate
 from nbody_engine.integrators.ttl import LogHamiltonian, TimeTransformedLeapfrog
@@ -52,13 +53,13 @@ def problem(name: str) -> tuple[State, torch.Tensor, float, float]:
         state = hierarchical_triples(16, e, (0.8, 1.2), 0.1, generator=generator)
         return state, period_of(state.mass[:, :2], state.position[:, :2], state.velocity[:, :2]), 10.0, 0.0
     if name == "suite_triples":
-        p = triples_problem(torch.float64, "cpu")
+        p = triples_problem(Config(eval_systems=0), torch.float64, "cpu")
         return p.state, p.time_unit, 10.0, 0.0
     if name == "clusters5":
         state = bound_clusters(16, 5, 0.1, generator=generator)
         return state, energy_period(state), 2.0, CLUSTER_SOFTENING
     if name == "cluster12":
-        p = cluster_problem(0, torch.float64, "cpu")
+        p = cluster_problem(Config(eval_systems=0), torch.float64, "cpu")
         return p.state, p.time_unit, 2.0, p.softening
     state = kepler_orbit([0.5, 0.7, 0.9], 1.0)
     return state, period_of(state.mass, state.position, state.velocity), 10.0, 0.0

@@ -3,7 +3,8 @@
 Per problem, an interactive Pareto plot (HoloViews on Bokeh: hover names the policy, system,
 eps and figures; zoom and pan) of force evaluations per period against max |dE/E|, a colour per
 policy from a colour-blind-safe palette (no yellow on white), the learned policy as large stars,
-IAS15 as a competitor's point; then the verdicts at equal cost as a table, the long runs' drift
+IAS15 as a competitor's point; then the ratios at equal cost (median and range over the
+problem's systems, and per system), the long runs' drift
 (first and last tenth, growth exponent), the notes, and the full table."""
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import pandas as pd
 import panel as pn
 
 from nbody_engine.evaluate.report import PALETTE
-from nbody_engine.evaluate.verdicts import summary
+from nbody_engine.evaluate.verdicts import RATIOS, ratio_statistics, summary
 
 from .plot_style import hv_clean_log_ticks
 
@@ -36,7 +37,8 @@ def pareto_plot(rows: pd.DataFrame, problem: str) -> hv.Overlay:
     policies = list(dict.fromkeys(mine.policy))
     colors = {p: PALETTE[k % len(PALETTE)] for k, p in enumerate(policies)}
     layers = []
-    for (policy, _system), curve in mine.groupby(["policy", "label"], sort=False):
+    curves = ["policy", "label"] + (["checkpoint"] if "checkpoint" in mine else [])  # a learned curve per checkpoint
+    for (policy, *_), curve in mine.groupby(curves, sort=False, dropna=False):
         curve = curve.sort_values("force_evals").assign(eps=curve["eps"].astype(str))
         learned = policy == "learned"
         layers += [hv.Curve(curve, "evals_per_period", "max_rel_dE", label=policy).opts(color=colors[policy],
@@ -61,6 +63,19 @@ def verdict_table(verdicts: list[dict], problem: str) -> pd.DataFrame:
     return shown
 
 
+def statistics_table(verdicts: list[dict], problem: str) -> pd.DataFrame:
+    """Each ratio's median and range over ``problem``'s systems, per baseline and training family."""
+    table = []
+    for entry in ratio_statistics([v for v in verdicts if v["problem"] == problem]):
+        row = {"baseline": entry["baseline"], "family": entry["family"] or "-", "systems": entry["points"]}
+        for name, label in RATIOS:
+            figures = entry[name]
+            row[label] = "-" if figures["median"] is None else \
+                f"{figures['median']:.3g} [{figures['min']:.3g}, {figures['max']:.3g}]"
+        table.append(row)
+    return pd.DataFrame(table)
+
+
 def long_table(rows: pd.DataFrame, problem: str) -> pd.DataFrame:
     """The long runs on ``problem``: a row per policy and system (empty where none ran)."""
     if "long_periods" not in rows:
@@ -70,16 +85,20 @@ def long_table(rows: pd.DataFrame, problem: str) -> pd.DataFrame:
 
 
 def evaluation_view(result: dict) -> pn.Column:
-    """Per problem: the reference used, the Pareto plot, a plain summary and the verdicts table;
-    then the whole table."""
+    """Per problem: the reference used, the Pareto plot, a plain summary, each ratio's median
+    [range] over the family's systems, and the verdicts per system; then the whole table."""
     rows = pd.DataFrame(result["rows"])
     sections = []
     for problem, reference in result["references"].items():
         mine = [v for v in result["verdicts"] if v["problem"] == problem]
         parts = [pn.pane.Markdown(f"### {problem}\nreference: {reference}. {summary(mine)}."),
                  pn.pane.HoloViews(pareto_plot(rows, problem)),
+                 pn.pane.Markdown("Ratios (learned / baseline; below 1: learned better): median [range] over systems"),
+                 pn.widgets.Tabulator(statistics_table(result["verdicts"], problem), disabled=True, show_index=False,
+                                      sizing_mode="stretch_width"),
+                 pn.pane.Markdown("Per system"),
                  pn.widgets.Tabulator(verdict_table(result["verdicts"], problem), disabled=True, show_index=False,
-                                      sizing_mode="stretch_width")]
+                                      sizing_mode="stretch_width", pagination="local", page_size=10)]
         drift = long_table(rows, problem)
         if len(drift):
             parts += [pn.pane.Markdown("Long runs: energy drift"),

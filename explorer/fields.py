@@ -56,6 +56,11 @@ def _read_list(key: str, text: str):
     return None if not items and Config.param[key].allow_None else parse_text(key, items)
 
 
+def _read_paths(key: str, text: str):
+    """Paths separated by commas or new lines (a path may hold spaces)."""
+    return parse_text(key, [t.strip() for t in re.split(r"[,\n]", text) if t.strip()])
+
+
 def _text_box(key: str, p: param.Parameter) -> pn.widgets.Widget:
     return pn.widgets.TextInput(placeholder="(none)" if p.allow_None else "", width=WIDTH - 60)
 
@@ -82,6 +87,7 @@ WIDGETS: dict[str, WidgetKind] = {
     "choice": WidgetKind(lambda key, p: pn.widgets.Select(options=list(p.objects), width=WIDTH - 60),
                          lambda v: v, lambda key, v: v),
     "list": WidgetKind(_text_box, _shown_list, _read_list),
+    "paths": WidgetKind(_text_box, lambda v: ", ".join(v or []), _read_paths),
     "text": WidgetKind(_text_box, lambda v: v or "", lambda key, v: _text_or_none(v)),
 }
 

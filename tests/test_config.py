@@ -418,7 +418,8 @@ def test_every_key_has_a_kind_and_a_value_range():
     from nbody_engine.config.schema import Config, KEYS
 
     for key in KEYS:
-        assert key_type(Config.param[key]).name in {"boolean", "integer", "number", "choice", "list", "text"}
+        assert key_type(Config.param[key]).name in {"boolean", "integer", "number", "choice", "list", "paths",
+                                                            "text"}
         assert value_range(Config.param[key])
 
 
@@ -431,6 +432,17 @@ def test_paths_outside_the_allowed_roots_are_refused(tmp_path):
         cfg = load_configs("simulate", {"model_path": outside})["simulate"]
         with pytest.raises(InputError, match="'model_path' .* lies outside .*; allow more"):
             check_paths_within(cfg, [tmp_path], "imported TOML", "allow more")
+    several = load_configs("evaluate", {"eval_model_paths": [str(tmp_path / "a.pt"), "/etc/passwd"]})["simulate"]
+    with pytest.raises(InputError, match="'eval_model_paths' = '/etc/passwd' lies outside"):
+        check_paths_within(several, [tmp_path], "imported TOML", "allow more")
+
+
+def test_a_list_of_paths_is_read_from_toml_and_flags_and_refused_when_not_text():
+    cfg = load_configs("evaluate", {"eval_model_paths": ["a.pt", "b c.pt"]})["simulate"]
+    assert cfg.eval_model_paths == ["a.pt", "b c.pt"]
+    assert load_configs("evaluate")["simulate"].eval_model_paths == []
+    with pytest.raises(InputError, match="'eval_model_paths' must be a list of paths, not"):
+        load_configs("evaluate", {"eval_model_paths": ["a.pt", 3]})
 
 
 def test_number_keys_hold_floats():

@@ -22,9 +22,12 @@ def checkpoint(tiny_checkpoint):
 
 
 def runner(cwd, *args):
-    """The real CLI; an evaluate's long runs last 20 periods unless asked (1000 by default)."""
+    """The real CLI; an evaluate's long runs last 20 periods unless asked (1000 by default), and
+    it takes the hand-picked systems unless asked for a family (16 each by default)."""
     if args[0] == "evaluate" and "--eval-long-periods" not in args:
         args = (*args, "--eval-long-periods", "20")
+    if args[0] == "evaluate" and "--eval-systems" not in args:
+        args = (*args, "--eval-systems", "0")
     return run_cli(cwd, *args, timeout=1800)
 
 
@@ -73,7 +76,18 @@ def test_evaluate_writes_table_and_pareto_plot(checkpoint):
     verdicts = table["learned_versus_baselines"]
     assert sorted((v["label"], v["baseline"]) for v in verdicts) == sorted(
         (label, b) for label in ("e=0.50", "e=0.80") for b in (*BASELINE_NAMES, "WHFast"))
-    assert done.stdout.count("force evals, learned vs") == 16
+    statistics = table["ratio_statistics"]
+    assert sorted((e["family"], e["baseline"]) for e in statistics) == sorted({(v["family"], v["baseline"])
+                                                                               for v in verdicts})
+    for entry in statistics:
+        mine = sorted(v["ratio"] for v in verdicts if (v["family"], v["baseline"]) == (entry["family"],
+                                                                                      entry["baseline"])
+                      and v["ratio"] is not None)
+        if mine:
+            assert entry["ratio"]["min"] == mine[0] and entry["ratio"]["max"] == mine[-1]
+            assert entry["ratio"]["median"] == pytest.approx(math.sqrt(mine[0] * mine[-1]) if len(mine) == 2
+                                                             else mine[len(mine) // 2])
+        assert f"kepler (family {entry['family']}), learned vs {entry['baseline']}: median [range]" in done.stdout
     assert "kepler: learned on or below the baseline" in done.stdout or "outside every baseline" in done.stdout
     assert mpimg.imread(root / "data/ev/eval/pareto.png").ndim == 3
 
@@ -120,10 +134,40 @@ def test_evaluate_with_the_training_config_takes_the_checkpoint_that_training_wr
         assert f"\n{problem}: learned " in done.stdout
 
 
+@pytest.mark.slow
+def test_several_checkpoints_on_a_seeded_family_give_each_ratio_per_checkpoint_and_over_all(checkpoint, tmp_path):
+    """eval_model_paths: a second checkpoint (another seed) is measured on every system of a
+    drawn Kepler family beside the first, with long runs of its own; each ratio's median and range
+    spans both, and each checkpoint's median is reported."""
+    root, ckpt = checkpoint
+    other = run_training(load_configs("train", cli={**TINY, "seed": 11, "save_name": "seed11"})["train"],
+                         data_dir=tmp_path / "data")["checkpoint"]
+    done = runner(root, "evaluate", "--model-path", ckpt, "--eval-model-paths", other, "--eval-suite", "kepler",
+                  "--eval-systems", "4", "--eval-eps", "0.1", "0.2", "--Nperiod", "1", "--eval-long-periods", "5",
+                  "-s", "two-checkpoints")
+    assert done.returncode == 0, done.stderr
+    table = json.loads((root / "data/two-checkpoints/eval/table.json").read_text())
+    assert table["checkpoints"] == [ckpt, other] and table["model_path"] == ckpt
+    learned = [r for r in table["rows"] if r["policy"] == "learned"]
+    assert sorted((r["checkpoint"], r["system"]) for r in learned) == [(k, b) for k in (0, 1) for b in range(4)]
+    assert all(math.isfinite(r["long_first_dE"]) and r["long_periods"] == 5 for r in learned)
+    for k in (0, 1):  # the checkpoints differ, so do their runs
+        assert len({r["steps"] for r in learned if r["checkpoint"] == k} - {r["steps"] for r in learned
+                                                                            if r["checkpoint"] != k}) > 0
+    for entry in table["ratio_statistics"]:
+        assert entry["points"] == 2 * sum(1 for r in learned if r["checkpoint"] == 0 and r["family"] == entry["family"])
+        assert len(entry["ratio"]["by_checkpoint"]) == 2
+    assert "kepler (family out), learned vs analytic: median [range]" in done.stdout
+    assert "per checkpoint, max|dE/E| median" in done.stdout
+    with open(root / "data/two-checkpoints/eval/table.csv") as fh:
+        assert {r["checkpoint"] for r in csv.DictReader(fh) if r["policy"] == "learned"} == {"0", "1"}
+
+
 @pytest.mark.parametrize("args, needle", [
     ((), "model_path"),
     (("-s", "untrained"), "data/untrained/model/model_epoch_0999.pt"),
     (("--model-path", "MISSING.pt"), "MISSING.pt"),
+    (("--model-path", "CKPT", "--eval-model-paths", "CKPT", "GONE.pt"), "GONE.pt"),
     (("--model-path", "CKPT", "--eval-e", "1.5"), "eval_e"),
     (("--model-path", "CKPT", "--eval-eps", "0.1", "0"), "eval_eps"),
     (("--model-path", "CKPT", "--eval-suite", "galaxy"), "eval-suite"),
@@ -204,6 +248,35 @@ def test_the_drift_corrected_step_cancels_most_of_the_secular_drift_at_high_ecce
     errors = {name: abs(t.energy[:, 0] / t.energy[0, 0] - 1).max() for name, t in runs.items()}
     assert abs(runs["midpoint"].steps[0] / runs["plain"].steps[0] - 1) < 0.02
     assert errors["midpoint"] < 0.8 * errors["plain"]
+
+
+def test_ratio_statistics_give_median_and_range_per_baseline_and_training_family():
+    from nbody_engine.evaluate.verdicts import ratio_statistics, statistics_line
+
+    def verdict(ratio, family, baseline="analytic", outside=None):
+        return {"problem": "kepler", "baseline": baseline, "family": family, "ratio": ratio, "position_ratio": 1.0,
+                "wall_ratio": None, "outside": outside}
+
+    verdicts = [verdict(1.0, "in"), verdict(4.0, "in"), verdict(2.0, "in"), verdict(0.5, "out"), verdict(8.0, "out"),
+                verdict(None, "out", outside="more"), verdict(3.0, "in", baseline="ttl")]
+    by_key = {(e["baseline"], e["family"]): e for e in ratio_statistics(verdicts)}
+    assert set(by_key) == {("analytic", "in"), ("analytic", "out"), ("ttl", "in")}
+    inside, outside = by_key[("analytic", "in")], by_key[("analytic", "out")]
+    assert inside["ratio"] == {"median": 2.0, "min": 1.0, "max": 4.0, "compared": 3, "by_checkpoint": [2.0]}
+    assert inside["points"] == 3
+    assert outside["ratio"] == {"median": pytest.approx(2.0), "min": 0.5, "max": 8.0, "compared": 2,  # sqrt(0.5 * 8)
+                                "by_checkpoint": [pytest.approx(2.0)]}
+    assert outside["points"] == 3 and outside["outside"] == {"more": 1, "less": 0}
+    assert outside["wall_ratio"] == {"median": None, "min": None, "max": None, "compared": 0, "by_checkpoint": [None]}
+    retrained = [v | {"checkpoint": 0} for v in verdicts[:3]] + [v | {"checkpoint": 1} for v in verdicts[:2]]
+    [both] = ratio_statistics(retrained)
+    assert both["ratio"]["by_checkpoint"] == [2.0, 2.0] and both["ratio"]["median"] == 2.0 and both["points"] == 5
+    assert "per checkpoint, max|dE/E| median 2 / 2" in statistics_line(both)
+    line = statistics_line(outside)
+    assert line.startswith("kepler (family out), learned vs analytic: median [range] of max|dE/E| at equal force "
+                           "evals 2 [0.5, 8] of 2;")
+    assert line.endswith("; learned costs more than every point of analytic in 1 of 3 (no comparison at equal force "
+                         "evaluations)")
 
 
 def test_the_pareto_plot_draws_ias15_beside_the_curves(monkeypatch, tmp_path):

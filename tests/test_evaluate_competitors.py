@@ -64,8 +64,9 @@ def test_without_rebound_its_rows_are_absent_and_the_output_says_so(checkpoint, 
     (hidden / "rebound" / "__init__.py").write_text("raise ImportError('rebound hidden by the test')\n")
     env = {**__import__("os").environ}
     env["PYTHONPATH"] = f"{hidden}:{env.get('PYTHONPATH', '')}"
-    done = runner(root, "evaluate", "--model-path", ckpt, "--eval-suite", "kepler", "--eval-e", "0.6",
-                  "--eval-eps", "0.1", "--Nperiod", "1", "--eval-long-periods", "0", "-s", "norebound", env=env)
+    done = runner(root, "evaluate", "--model-path", ckpt, "--eval-suite", "kepler", "--eval-systems", "0",
+                  "--eval-e", "0.6", "--eval-eps", "0.1", "--Nperiod", "1", "--eval-long-periods", "0",
+                  "-s", "norebound", env=env)
     assert done.returncode == 0, done.stderr
     assert "note: IAS15 and WHFast rows absent: rebound is not installed" in done.stdout
     table = json.loads((root / "data/norebound/eval/table.json").read_text())
@@ -113,9 +114,10 @@ def test_a_planetary_system_gets_its_own_time_unit_and_every_comparison_is_repor
     for name, verdict in verdicts.items():
         line = next(line for line in done.stdout.splitlines() if f"learned vs {name}:" in line)
         if verdict["ratio"] is None:
-            assert verdict["outside"] in ("more", "less") and f"learned costs {verdict['outside']} than every" in line
+            assert verdict["outside"] in ("more", "less")
+            assert f"learned costs {verdict['outside']} than every point of {name} in 1 of 1" in line
         else:
-            assert verdict["outside"] is None and "max|dE/E| ratio" in line
+            assert verdict["outside"] is None and f"at equal force evals {verdict['ratio']:.3g} [" in line
     fixed = [r for r in table["rows"] if r["policy"] == "fixed"]
     assert min(r["eps"] for r in fixed) < 1.0  # the extension's rows are in the table
     learned = next(r for r in table["rows"] if r["policy"] == "learned")
@@ -128,8 +130,8 @@ def test_long_runs_tell_a_drifting_error_from_a_bounded_one(checkpoint):
     exponent near 1), the one-pass time-symmetric step's barely grows, the TTL's stays at
     round-off; every row of table.json carries the long-run columns (null where not run)."""
     root, ckpt = checkpoint
-    done = runner(root, "evaluate", "--model-path", ckpt, "--eval-suite", "kepler", "--eval-e", "0.7",
-                  "--eval-eps", "0.1", "--Nperiod", "1", "--eval-long-periods", "60", "-s", "long")
+    done = runner(root, "evaluate", "--model-path", ckpt, "--eval-suite", "kepler", "--eval-systems", "0",
+                  "--eval-e", "0.7", "--eval-eps", "0.1", "--Nperiod", "1", "--eval-long-periods", "60", "-s", "long")
     assert done.returncode == 0, done.stderr
     table = json.loads((root / "data/long/eval/table.json").read_text())
     assert all({"long_first_dE", "long_last_dE", "growth_exponent", "long_periods"} <= set(r) for r in table["rows"])
@@ -140,6 +142,18 @@ def test_long_runs_tell_a_drifting_error_from_a_bounded_one(checkpoint):
     assert long["analytic-symmetric"]["growth_exponent"] < 0.5
     assert long["ttl"]["long_last_dE"] < 1e-12
     assert done.stdout.count("long run, kepler e=0.70, 60 periods") == 5
+
+
+def test_a_long_run_takes_the_knob_value_that_costs_what_the_learned_policy_does():
+    from nbody_engine.evaluate.long_run import equal_cost_eps
+
+    rows = [{"policy": policy, "eps": eps, "evals_per_period": cost}
+            for policy, eps, costs in (("ttl", 0.1, (1200, 1300, 1250)), ("ttl", 0.4, (300, 330, 310)),
+                                       ("ttl", 1.6, (80, 90, 85)), ("analytic", 0.1, (100, 120, 110)))
+            for cost in costs]
+    assert equal_cost_eps(rows, "ttl", 250.0) == 0.4
+    assert equal_cost_eps(rows, "ttl", 150.0) == 1.6  # log scale: 150 / 85 is nearer than 310 / 150
+    assert equal_cost_eps(rows, "analytic", 5000.0) == 0.1
 
 
 @pytest.mark.parametrize("dim", [2, 3])

@@ -8,14 +8,24 @@ import numpy as np
 import pytest
 import torch
 
+from nbody_engine.config.errors import InputError
 from nbody_engine.config.loading import load_configs
+from nbody_engine.config.schema import Config
 from nbody_engine.evaluate.problems import (CLUSTER_SIZE, CLUSTER_SOFTENING, CLUSTER_VIRIAL, TRIPLES, burrau_problem,
                                             cluster_problem, planetary_problem, plummer_problem, problems_of,
                                             scattering_problem, training_family, triples_problem)
-from nbody_engine.evaluate.systems import (PLANET_MASSES, PLANET_MAX_E, PLANET_MAX_INCLINATION_DEG, PLANET_SPACING,
-                                           PLUMMER_SIZE, UNEQUAL_E_RANGE, UNEQUAL_RATIOS, plummer_spheres)
+from nbody_engine.evaluate.systems import (IMPACT_RANGE, KEPLER_E_RANGE, PLANET_MASSES, PLANET_MAX_E,
+                                           PLANET_MAX_INCLINATION_DEG, PLANET_SPACING, PLUMMER_SIZE, TRIPLE_E_RANGE,
+                                           TRIPLE_RATIO_RANGE, UNEQUAL_E_RANGE, UNEQUAL_RATIOS, plummer_spheres)
 from nbody_engine.evaluate.reference import converged_leapfrog, ias15
 from nbody_engine.physics.gravity import angular_momentum, kinetic_energy, potential_energy
+
+HAND_PICKED = Config(eval_systems=0)
+
+
+def hand_picked(seed: int) -> Config:
+    return Config(eval_systems=0, seed=seed)
+
 
 rebound = pytest.importorskip("rebound", reason="the IAS15 references need rebound (the test extra installs it)")
 
@@ -31,7 +41,7 @@ def pair_orbit(mass, position, velocity, i, j):
 
 
 def test_burrau_starts_at_rest_on_the_3_4_5_triangle_each_mass_opposite_its_side():
-    state = burrau_problem(torch.float64, "cpu").state
+    state = burrau_problem(HAND_PICKED, torch.float64, "cpu").state
     mass, x = state.mass[0].numpy(), state.position[0].numpy()
     assert mass.tolist() == [3, 4, 5]
     assert not state.velocity.any()
@@ -43,7 +53,7 @@ def test_burrau_starts_at_rest_on_the_3_4_5_triangle_each_mass_opposite_its_side
 
 
 def test_triples_are_hierarchical_inner_binary_and_inclined_outer_orbit_as_named():
-    state = triples_problem(torch.float64, "cpu").state
+    state = triples_problem(HAND_PICKED, torch.float64, "cpu").state
     for b, (e_inner, ratio, inclination) in enumerate(TRIPLES):
         mass, x, v = (t[b].numpy() for t in (state.mass, state.position, state.velocity))
         energy, a, e, h_inner = pair_orbit(mass, x, v, 0, 1)
@@ -59,7 +69,7 @@ def test_triples_are_hierarchical_inner_binary_and_inclined_outer_orbit_as_named
 
 
 def test_scattering_throws_an_unbound_single_at_a_bound_binary():
-    state = scattering_problem(torch.float64, "cpu").state
+    state = scattering_problem(HAND_PICKED, torch.float64, "cpu").state
     for b in range(state.batch_size):
         mass, x, v = (t[b].numpy() for t in (state.mass, state.position, state.velocity))
         assert pair_orbit(mass, x, v, 0, 1)[0] < 0
@@ -70,7 +80,7 @@ def test_scattering_throws_an_unbound_single_at_a_bound_binary():
 
 
 def test_cluster_is_cold_and_of_unit_mass():
-    problem = cluster_problem(3, torch.float64, "cpu")
+    problem = cluster_problem(hand_picked(3), torch.float64, "cpu")
     state = problem.state
     assert state.num_bodies == CLUSTER_SIZE and torch.allclose(state.mass.sum(1), torch.ones(state.batch_size,
                                                                                                dtype=torch.float64))
@@ -79,10 +89,10 @@ def test_cluster_is_cold_and_of_unit_mass():
     assert float(state.position.norm(dim=-1).max()) < 1.5
 
 
-@pytest.mark.parametrize("make", [lambda: triples_problem(torch.float64, "cpu"),
-                                  lambda: burrau_problem(torch.float64, "cpu"),
-                                  lambda: cluster_problem(3, torch.float64, "cpu"),
-                                  lambda: planetary_problem(0, torch.float64, "cpu")])
+@pytest.mark.parametrize("make", [lambda: triples_problem(HAND_PICKED, torch.float64, "cpu"),
+                                  lambda: burrau_problem(HAND_PICKED, torch.float64, "cpu"),
+                                  lambda: cluster_problem(hand_picked(3), torch.float64, "cpu"),
+                                  lambda: planetary_problem(hand_picked(0), torch.float64, "cpu")])
 def test_ias15_reference_conserves_energy_to_1e_10(make):
     problem = make()
     reference = ias15(problem)
@@ -95,7 +105,7 @@ def test_ias15_reference_conserves_energy_to_1e_10(make):
 def test_fallback_reference_agrees_with_ias15_on_a_hierarchical_triple():
     """Our converged run (time-symmetric, small eps) ends where IAS15 does, to a small fraction
     of the system's size, and names itself."""
-    problem = triples_problem(torch.float64, "cpu")
+    problem = triples_problem(HAND_PICKED, torch.float64, "cpu")
     fallback, exact = converged_leapfrog(problem, 0.1 / 16), ias15(problem)
     assert "converged leapfrog" in fallback.name
     assert np.abs(fallback.position - exact.position).max() < 0.05
@@ -104,8 +114,61 @@ def test_fallback_reference_agrees_with_ias15_on_a_hierarchical_triple():
 
 
 def suite_problem(name, **cli):
-    [problem] = problems_of(load_configs("evaluate", cli={"eval_suite": name, **cli})["simulate"], torch.float64, "cpu")
+    """Problem ``name`` as evaluate builds it (the hand-picked systems unless eval_systems is given)."""
+    cli = {"eval_suite": name, "eval_systems": 0, **cli}
+    [problem] = problems_of(load_configs("evaluate", cli=cli)["simulate"], torch.float64, "cpu")
     return problem
+
+
+def test_the_kepler_family_spans_its_eccentricity_range_in_and_out_of_the_training_range():
+    problem = suite_problem("kepler", eval_systems=16, eval_a=1.5, mass=0.5, seed=3)
+    state = problem.state
+    assert state.batch_size == 16 and problem.kepler_split
+    e = []
+    for b in range(16):
+        mass, x, v = (t[b].numpy() for t in (state.mass, state.position, state.velocity))
+        energy, a, ecc, _ = pair_orbit(mass, x, v, 0, 1)
+        assert energy < 0 and a == pytest.approx(1.5, rel=1e-12) and mass.tolist() == [0.5, 0.5]
+        assert np.allclose(mass @ x, 0) and np.allclose(mass @ v, 0)
+        assert problem.labels[b] == f"e={ecc:.3f}"
+        assert float(problem.time_unit[b]) == pytest.approx(2 * math.pi * math.sqrt(a**3), rel=1e-12)
+        e.append(ecc)
+    low, high = KEPLER_E_RANGE
+    slices = np.floor((np.array(e) - low) / (high - low) * 16)
+    assert sorted(slices.tolist()) == list(range(16))  # stratified: one orbit in each sixteenth of the range
+    separations = state.position[:, 1] - state.position[:, 0]
+    pericentre = separations.norm(dim=-1) / 1.5 - (1 - torch.tensor(e, dtype=torch.float64))
+    assert (pericentre.abs() > 1e-3).sum() > 8  # the orbits start at random phases, not all at pericentre
+    family = training_family(problem, {**KEPLER_TRAINED, "e_min": 0.6, "e_max": 0.95, "a_min": 1.0, "a_max": 2.0})
+    assert 3 <= family.count("in") <= 13 and family.count("in") + family.count("out") == 16
+
+
+def test_the_families_of_triples_impacts_and_clusters_are_drawn_from_their_stated_ranges():
+    triples = suite_problem("triples", eval_systems=16, seed=5)
+    assert triples.state.batch_size == 16
+    for b in range(16):
+        mass, x, v = (t[b].numpy() for t in (triples.state.mass, triples.state.position, triples.state.velocity))
+        energy, a, e, _ = pair_orbit(mass, x, v, 0, 1)
+        assert energy < 0 and a == pytest.approx(1.0) and TRIPLE_E_RANGE[0] <= e <= TRIPLE_E_RANGE[1]
+        ratio = np.linalg.norm(x[2] - x[:2].mean(0))
+        assert TRIPLE_RATIO_RANGE[0] <= ratio <= TRIPLE_RATIO_RANGE[1]
+    impacts = [float(label[2:]) for label in suite_problem("scattering", eval_systems=16, seed=5).labels]
+    assert len(impacts) == 16 and all(IMPACT_RANGE[0] <= b <= IMPACT_RANGE[1] for b in impacts)
+    assert len(set(impacts)) == 16
+    assert suite_problem("cluster", eval_systems=16, seed=5).state.batch_size == 16
+    assert suite_problem("burrau", eval_systems=16).state.batch_size == 1  # one system, the classic
+
+
+@pytest.mark.parametrize("name", ["kepler", "triples", "scattering", "cluster"])
+def test_a_family_is_the_same_for_the_same_seed_and_another_for_another(name):
+    first, again, other = (suite_problem(name, eval_systems=16, seed=seed).state for seed in (7, 7, 8))
+    assert torch.equal(first.position, again.position) and torch.equal(first.velocity, again.velocity)
+    assert not torch.allclose(first.position, other.position)
+
+
+def test_hand_picked_eccentricities_with_a_drawn_family_are_refused_naming_both_keys():
+    with pytest.raises(InputError, match="'eval_e'.*eval_systems = 0"):
+        suite_problem("kepler", eval_systems=16, eval_e=[0.5])
 
 
 def test_unequal_binaries_are_bound_orbits_of_exactly_the_stated_mass_ratios():
@@ -126,7 +189,7 @@ def test_unequal_binaries_are_bound_orbits_of_exactly_the_stated_mass_ratios():
 
 
 def test_planetary_systems_hold_bound_near_circular_slightly_inclined_well_separated_planets():
-    problem = planetary_problem(5, torch.float64, "cpu")
+    problem = planetary_problem(hand_picked(5), torch.float64, "cpu")
     state = problem.state
     assert state.dim == 3 and problem.kepler_split and problem.softening == 0
     for b in range(state.batch_size):
@@ -156,7 +219,7 @@ def test_plummer_sampling_has_the_plummer_virial_ratio_half_mass_radius_and_ener
 
 
 def test_plummer_problem_is_virialized_of_unit_mass_in_its_centre_of_mass_frame():
-    problem = plummer_problem(2, torch.float64, "cpu")
+    problem = plummer_problem(hand_picked(2), torch.float64, "cpu")
     state = problem.state
     assert state.num_bodies == 64 and problem.softening == CLUSTER_SOFTENING and not problem.kepler_split
     assert torch.allclose(state.mass.sum(1), torch.ones(state.batch_size, dtype=torch.float64))
@@ -194,7 +257,7 @@ def test_unequal_masses_are_out_of_an_equal_mass_training_family_and_in_one_trai
 
 
 def test_planets_and_plummer_spheres_are_out_unless_trained_on_their_body_count_and_mass_ratios():
-    planetary, plummer = planetary_problem(0, torch.float64, "cpu"), plummer_problem(0, torch.float64, "cpu")
+    planetary, plummer = (make(hand_picked(0), torch.float64, "cpu") for make in (planetary_problem, plummer_problem))
     assert set(training_family(planetary, KEPLER_TRAINED)) == set(training_family(plummer, KEPLER_TRAINED)) == {"out"}
     assert set(training_family(plummer, {**KEPLER_TRAINED, "num_particles": 64})) == {"in"}
     assert set(training_family(planetary, {**KEPLER_TRAINED, "num_particles": 4})) == {"out"}  # masses 1e-3 of the star

@@ -27,8 +27,8 @@ COLORS = ("() => { const out = []; for (const m of Bokeh.documents[0].all_models
 def served(tmp_path_factory, tiny_checkpoint):
     """A finished evaluation (a tiny checkpoint, the Kepler problem) shown by ``evaluation_view``."""
     root = tmp_path_factory.mktemp("view")
-    cli_ok(root, "evaluate", "--model-path", str(tiny_checkpoint), "--eval-suite", "kepler", "--eval-e", "0.7",
-           "--eval-eps", "0.05", "0.2", "--Nperiod", "1", "--eval-long-periods", "20", "-s", "view")
+    cli_ok(root, "evaluate", "--model-path", str(tiny_checkpoint), "--eval-suite", "kepler", "--eval-systems", "0",
+           "--eval-e", "0.7", "--eval-eps", "0.05", "0.2", "--Nperiod", "1", "--eval-long-periods", "20", "-s", "view")
     table = json.loads((root / "data/view/eval/table.json").read_text())
     app = root / "app.py"
     app.write_text(

@@ -512,7 +512,8 @@ def test_evaluate_compares_the_checkpoint_with_the_baselines_in_the_page(explore
     assert e.start("train")
     finish(e)
     assert e.simulate.model_path  # the finished training hands its checkpoint to the Simulate tab
-    e.simulate.param.update(eval_suite="kepler", eval_e=[0.6], eval_eps=[0.05, 0.2], Nperiod=1, eval_long_periods=20)
+    e.simulate.param.update(eval_suite="kepler", eval_systems=0, eval_e=[0.6], eval_eps=[0.05, 0.2], Nperiod=1,
+                            eval_long_periods=20)
     assert e.start("evaluate")
     finish(e)
     assert not e.error.visible, e.error.object
@@ -523,9 +524,13 @@ def test_evaluate_compares_the_checkpoint_with_the_baselines_in_the_page(explore
     assert len([r for r in rows if r["eps"] in (None, 0.05, 0.2)]) == 2 + 8 * 2
     (view,) = e.eval_view.objects
     assert view.select(pn.pane.HoloViews)
-    verdicts = view.select(pn.widgets.Tabulator)[0].value
-    assert set(verdicts["baseline"]) == {"fixed", "classic", "analytic", "analytic-symmetric", "analytic-hmm",
-                                         "analytic-midpoint", "ttl", "WHFast"}
+    statistics, verdicts = (table.value for table in view.select(pn.widgets.Tabulator)[:2])
+    assert set(verdicts["baseline"]) == set(statistics["baseline"]) == {
+        "fixed", "classic", "analytic", "analytic-symmetric", "analytic-hmm", "analytic-midpoint", "ttl", "WHFast"}
+    assert list(statistics.columns) == ["baseline", "family", "systems", "max|dE/E| at equal force evals",
+                                        "position error at equal force evals", "max|dE/E| at equal wall time"]
+    analytic = statistics[statistics["baseline"] == "analytic"].iloc[0]
+    assert analytic["systems"] == 1 and analytic["max|dE/E| at equal force evals"].count("[") == 1
     assert len(e.live.frame("simulation")) == 0  # the evaluation's many runs stay out of the live plots
 
 
@@ -538,8 +543,8 @@ def test_evaluate_after_train_and_simulate_takes_the_checkpoint_that_training_wr
     assert e.start("both")
     finish(e)
     assert e.simulate.model_path.endswith("model_epoch_0002.pt")
-    e.simulate.param.update(model_path=None, eval_suite="kepler", eval_e=[0.6], eval_eps=[0.05, 0.2], Nperiod=1,
-                            eval_long_periods=20)
+    e.simulate.param.update(model_path=None, eval_suite="kepler", eval_systems=0, eval_e=[0.6], eval_eps=[0.05, 0.2],
+                            Nperiod=1, eval_long_periods=20)
     assert e.start("evaluate")
     finish(e)
     assert not e.error.visible, e.error.object
@@ -641,7 +646,7 @@ def test_evaluate_shows_the_problem_and_policy_it_measures_and_stop_stops_it(exp
     e = explorer
     assert e.start("train")
     finish(e)
-    e.simulate.param.update(eval_suite="kepler", eval_e=[0.6], eval_eps=[0.05, 0.2], Nperiod=1)
+    e.simulate.param.update(eval_suite="kepler", eval_systems=0, eval_e=[0.6], eval_eps=[0.05, 0.2], Nperiod=1)
     assert e.start("evaluate")
     deadline = time.monotonic() + 120
     while not e.status.startswith("Evaluate: kepler") and time.monotonic() < deadline:

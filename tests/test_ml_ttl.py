@@ -134,8 +134,9 @@ def test_evaluate_runs_a_learned_pareto_curve_beside_log_h(tmp_path, trained):
     """evaluate with an ml_ttl checkpoint: learned rows over eval_eps through the TTL. On a Kepler
     orbit g is a constant, so each learned point is log-H's: same force evaluations, round-off energy."""
     save_checkpoint(tmp_path / "omega.pt", trained.checkpoint(trained.snapshot(), tmp_path))
-    done = runner(tmp_path, "evaluate", "--model-path", "omega.pt", "--eval-suite", "kepler", "--eval-e", "0.7",
-                  "--Nperiod", "1", "--eval-eps", "0.2", "0.4", "--eval-long-periods", "50", "-s", "ev")
+    done = runner(tmp_path, "evaluate", "--model-path", "omega.pt", "--eval-suite", "kepler", "--eval-systems", "0",
+                  "--eval-e", "0.7", "--Nperiod", "1", "--eval-eps", "0.2", "0.4", "--eval-long-periods", "50",
+                  "-s", "ev")
     assert done.returncode == 0, done.stderr
     rows = json.loads((tmp_path / "data/ev/eval/table.json").read_text())["rows"]
     learned = {r["eps"]: r for r in rows if r["policy"] == "learned"}

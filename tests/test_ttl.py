@@ -12,6 +12,7 @@ import pytest
 import torch
 from helpers import run_in_process
 
+from nbody_engine.config.schema import Config
 from nbody_engine.evaluate.problems import triples_problem
 from nbody_engine.evaluate.reference import ias15, rebound_available
 from nbody_engine.evaluate.metrics import initial_size
@@ -62,7 +63,7 @@ def test_landing_costs_are_counted():
 
 def test_forward_then_backward_returns_to_the_start():
     """-h retraces +h: a triple (no exact orbit to hide behind) and an e = 0.9 binary."""
-    triple = triples_problem(torch.float64, "cpu").state.select(slice(1, 3))
+    triple = triples_problem(Config(eval_systems=0), torch.float64, "cpu").state.select(slice(1, 3))
     binary = kepler_orbit([0.9], 1.0, dim=3)
     for start in (triple, binary):
         ttl = TimeTransformedLeapfrog(LogHamiltonian(), Gravity(), eps=0.05)
@@ -82,7 +83,7 @@ def test_forward_then_backward_returns_to_the_start():
 @pytest.mark.slow
 @pytest.mark.skipif(not rebound_available(), reason="needs rebound (the 'reference' extra) for IAS15")
 def test_a_hierarchical_triple_converges_to_ias15_at_second_order():
-    problem = triples_problem(torch.float64, "cpu")
+    problem = triples_problem(Config(eval_systems=0), torch.float64, "cpu")
     reference = ias15(problem)
     errors = []
     for eps in (0.04, 0.02):

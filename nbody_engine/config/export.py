@@ -68,7 +68,7 @@ def value_range(p: param.Parameter) -> str:
         return f"{count} items" + (f" in {_interval(bounds, (True, True))}" if bounds else "")
     if kind == "choice":
         return " / ".join(f"`{o}`" for o in p.objects)
-    return "`true` / `false`" if kind == "boolean" else "text"
+    return {"boolean": "`true` / `false`", "paths": "paths"}.get(kind, "text")
 
 
 def _interval(bounds, inclusive) -> str:

@@ -16,7 +16,7 @@ from typing import Any
 
 import param
 
-from .schema import NumberList
+from .schema import FilePathList, NumberList
 
 
 class Refused(ValueError):
@@ -103,6 +103,12 @@ def _coerce_list(p, value):
     return [_finite(v) for v in value]
 
 
+def _coerce_paths(_p, value):
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return value
+    raise TypeError
+
+
 def _number_from_text(text: str) -> Any:
     """An int or float from ASCII text; anything else stays text, for the key's type check to
     refuse (Python's int() and float() also read other scripts' digits, '\u0661\u0662' as 12)."""
@@ -149,6 +155,8 @@ TYPES: tuple[KeyType, ...] = (
     KeyType("number", param.Number, lambda p: "a number", _coerce_number, _scalar_from_text, _cli_flag("KEY")),
     KeyType("choice", param.Selector, lambda p: "one of " + ", ".join(repr(o) for o in p.objects), _coerce_text,
             _scalar_from_text, lambda key, p: {"choices": p.objects}),
+    KeyType("paths", FilePathList, lambda p: "a list of paths", _coerce_paths, lambda p, v: v,
+            lambda key, p: {"nargs": "*", "metavar": "PATH"}),
     KeyType("list", param.List, _describe_list, _coerce_list, _list_from_text, _cli_list),
     KeyType("text", param.String, lambda p: "a string", _coerce_text, _scalar_from_text, _cli_flag("KEY")),
 )

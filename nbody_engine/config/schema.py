@@ -48,6 +48,13 @@ class FilePath(param.String):
     directory. (param.Path would check that it exists when set; a run checks when it starts.)"""
 
 
+class FilePathList(param.List):
+    """A list of :class:`FilePath` values."""
+
+    def __init__(self, default=Undefined, **params) -> None:
+        super().__init__(default, item_type=str, **params)
+
+
 class Section(param.Parameterized):
     """Base of the config sections. ``title`` names the section in docs and the explorer;
     ``flags`` maps a key to its CLI option strings where they differ from the default rule."""
@@ -270,8 +277,16 @@ class SimulationExtras(Section):
 class Evaluation(Section):
     title = "Evaluation (nbody-runner evaluate)"
 
+    eval_model_paths = FilePathList([], doc="More checkpoints evaluated beside model_path (say, its config trained "
+                                            "with other seeds): each ratio's median and range then spans every "
+                                            "checkpoint, and each checkpoint's median is reported")
+    eval_systems = param.Integer(16, bounds=(0, 1024), softbounds=(0, 64),
+                                 doc="Systems per problem, drawn from its seeded family (seed; docs/SCIENCE.md states "
+                                     "each family's distribution): every ratio is reported as a median and range "
+                                     "over them; 0: the hand-picked systems instead (eval_e's orbits, four triples "
+                                     "and impact parameters, two clusters). Burrau's problem is one system always")
     eval_e = NumberList([0.5, 0.7, 0.9, 0.98], item_type=(int, float), bounds=(1, None), item_bounds=(0, 0.99),
-                        doc="Eccentricities of the Kepler orbits evaluated (unless ic_path is given); each row says "
+                        doc="Eccentricities of the hand-picked Kepler orbits (with eval_systems = 0); each row says "
                             "whether it lies in the checkpoint's training range (family in) or not (out)")
     eval_a = param.Number(1.0, bounds=(0, UNBOUNDED), inclusive_bounds=(False, True), softbounds=(0.1, 10),
                           doc="Semi-major axis of the evaluated Kepler orbits")
@@ -293,8 +308,9 @@ class Evaluation(Section):
     eval_long_periods = param.Number(1000.0, bounds=(0, 10**6), softbounds=(0, 2000),
                                      doc="Long run of each Kepler orbit for this many periods (triples: a tenth as "
                                          "many inner periods) by the learned policy and the analytic, midpoint, "
-                                         "time-symmetric and ttl steps at the eval_eps nearest eps: max |dE/E| over "
-                                         "its first and last tenth and the error's growth exponent (0 = off)")
+                                         "time-symmetric and ttl steps at equal force evaluations per period (the "
+                                         "learned policy's; its own knob at the eval_eps nearest eps): max |dE/E| "
+                                         "over its first and last tenth and the error's growth exponent (0 = off)")
 
 
 SECTIONS: tuple[type[Section], ...] = (
@@ -323,7 +339,13 @@ KEYS: dict[str, type[Section]] = {key: sec for sec in SECTIONS for key in sectio
 ALIASES = {"learning_rate": "lr", "num_epochs": "epochs", "n_epochs": "epochs", "batch_size": "replay_batch_size",
            "num_bodies": "num_particles", "n_bodies": "num_particles", "hidden_sizes": "hidden_dims",
            "hidden_layers": "hidden_dims", "run_name": "save_name", "name": "save_name"}
-PATH_KEYS: tuple[str, ...] = tuple(key for key in KEYS if isinstance(Config.param[key], FilePath))
+PATH_KEYS: tuple[str, ...] = tuple(key for key in KEYS if isinstance(Config.param[key], (FilePath, FilePathList)))
+
+
+def paths_of(cfg, key: str) -> list[str]:
+    """The paths a path key of ``cfg`` (or of a dict of values) names: none, one or a list."""
+    value = cfg.get(key) if isinstance(cfg, dict) else getattr(cfg, key)
+    return list(value) if isinstance(value, list) else [value] if value else []
 
 
 def flags_for(key: str) -> tuple[str, ...]:

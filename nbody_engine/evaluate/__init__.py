@@ -9,7 +9,7 @@ against strong baselines on a problem suite, with a reference trajectory for eve
   each over a sweep of its knob (``eval_eps``);
 - :mod:`.metrics`: energy, angular momentum and position errors, force evaluations, steps, time;
 - :mod:`.verdicts`: the learned policy against each baseline at equal force evaluations and
-  equal wall time;
+  equal wall time, per system and as each ratio's median and range over a problem's family;
 - :mod:`.report`: ``data/<save_name>/eval/`` gets ``table.csv``, ``table.json`` and ``pareto.png``.
 
 Every knob value of a baseline and every system of a problem run as one batched simulation (a
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import time as wallclock
 
+import numpy as np
 import torch
 
 from ..config.errors import InputError, NonFiniteStateError
@@ -37,12 +38,12 @@ from ..runs.directory import RunDirectory
 from ..runs.trained_policy import checked_omega_network, learned_policy_from_checkpoint
 from .baselines import BASELINES
 from .competitors import WHFAST, whfast_rows
-from .long_run import LONG_POLICIES, attach, long_eps, long_metrics
+from .long_run import LONG_POLICIES, attach, equal_cost_eps, long_eps, long_metrics
 from .metrics import reference_rows, rows_of
 from .problems import Problem, SUITE, problems_of, training_family
 from .reference import rebound_available, reference_for
 from .report import long_text, table_text, write_evaluation
-from .verdicts import all_verdicts, learned_versus, verdict_text
+from .verdicts import all_verdicts, learned_versus, ratio_statistics, verdict_text
 
 __all__ = ["SUITE", "run_evaluation", "learned_versus", "long_text", "table_text", "verdict_text"]
 
@@ -63,7 +64,8 @@ def _evaluate_into(run: RunDirectory, cfg: Config, reporter: Reporter) -> dict:
         raise InputError("evaluate needs 'model_path' (--model-path), the checkpoint whose policy is evaluated, "
                          "or the 'save_name' of the training that wrote it")
     device, dtype = torch_setup(cfg)
-    learned = _learned(cfg, device)
+    checkpoints = [cfg.model_path, *cfg.eval_model_paths]
+    learned = [_learned(cfg, path, device) for path in checkpoints]
     problems = problems_of(cfg, dtype, device)
     reporter.emit(RunStarted("evaluate", cfg.save_name, len(problems) * (len(BASELINES) + 2)))
     rows, references, extended = [], {}, {}
@@ -75,48 +77,45 @@ def _evaluate_into(run: RunDirectory, cfg: Config, reporter: Reporter) -> dict:
         rows += reference_rows(problem, reference) + mine
         if problem.kepler_split and rebound_available():
             rows += whfast_rows(problem, cfg.eval_eps, reference)
-    trained = load_checkpoint(cfg.model_path).config
-    families = {p.name: training_family(p, trained) for p in problems}
-    for row in rows:
-        row["family"] = families[row["problem"]][row["system"]]
+    families = {(p.name, k): training_family(p, load_checkpoint(path).config) for p in problems
+                for k, path in enumerate(checkpoints)}
+    for row in rows:  # a baseline's row: in or out of the first checkpoint's family
+        row["family"] = families[(row["problem"], row.get("checkpoint") or 0)][row["system"]]
     competitors = [b.name for b in BASELINES] + ([WHFAST] if any(r["policy"] == WHFAST for r in rows) else [])
     verdicts = all_verdicts(rows, competitors)
+    statistics = ratio_statistics(verdicts)
     notes = [p.unit_note for p in problems if p.unit_note]
     if not rebound_available():
         notes.append("IAS15 and WHFast rows absent: rebound is not installed (pip install 'nbody-explorer[reference]')")
     notes += [f"{problem}: the {name} sweep was extended to eps {', '.join(f'{e:g}' for e in added)} to bracket "
               f"the learned policy's cost" for problem, by_name in extended.items() for name, added in by_name.items()]
-    outputs = write_evaluation(rows, verdicts, references, run.root / "eval", cfg.model_path, notes)
-    result = {"rows": rows, "verdicts": verdicts, "references": references, "notes": notes, "outputs": outputs}
+    outputs = write_evaluation(rows, verdicts, statistics, references, run.root / "eval", checkpoints, notes)
+    result = {"rows": rows, "verdicts": verdicts, "statistics": statistics, "references": references, "notes": notes,
+              "outputs": outputs}
     reporter.emit(RunFinished("evaluate", result))
     return result
 
 
-def _learned(cfg: Config, device) -> LearnedDt | OmegaNetwork:
-    """The checkpoint's learned dt policy, or its learned time transformation's network (ml_ttl)."""
-    ckpt = load_checkpoint(cfg.model_path)
+def _learned(cfg: Config, path: str, device) -> LearnedDt | OmegaNetwork:
+    """The learned dt policy of the checkpoint at ``path``, or its learned time transformation's
+    network (ml_ttl)."""
+    ckpt = load_checkpoint(path)
     if ckpt.config["integrator_mode"] == "ml_ttl":
         return checked_omega_network(ckpt).to(device=device)
-    return learned_policy_from_checkpoint(cfg, device, as_trained=True)[0]
+    with cfg.param.update(model_path=path):
+        return learned_policy_from_checkpoint(cfg, device, as_trained=True)[0]
 
 
-def _problem_rows(problem: Problem, learned: LearnedDt | OmegaNetwork, eps: list[float], reference,
+def _problem_rows(problem: Problem, checkpoints: list[LearnedDt | OmegaNetwork], eps: list[float], reference,
                   reporter: Reporter) -> tuple[list[dict], dict[str, list[float]]]:
-    """The learned policy's rows (one point, or a curve over ``eps`` for a network that takes the
-    accuracy asked for, or for a learned time transformation, whose knob is the fictitious step
-    ``h = eps Omega(q0) tau(q0)``), then every baseline's over ``eps`` (extended to bracket the
-    learned policy's cost, :func:`_bracketing`), on one problem; and the eps each sweep was extended by."""
+    """Each checkpoint's learned rows (``checkpoint``: its index), then every baseline's over
+    ``eps`` (extended to bracket the learned policies' costs, :func:`_bracketing`), on one
+    problem; and the eps each sweep was extended by."""
     gravity = Gravity(problem.softening)
     knob = torch.tensor(eps, dtype=problem.state.position.dtype, device=problem.state.position.device)
-
-    def mine(eta, _unit):
-        if isinstance(learned, OmegaNetwork):
-            return TimeTransformedLeapfrog(LearnedOmega(learned, gravity.softening), gravity, eps=eta)
-        return LearnedDt(learned.network, learned.feature_type, learned.history_len, gravity, eta)
-    if isinstance(learned, OmegaNetwork) or learned.network.conditioned:  # a curve over eps as well
-        rows = _measured(problem, "learned", list(eps), mine, reference, reporter, knob)
-    else:
-        rows = _measured(problem, "learned", [None], mine, reference, reporter)
+    rows = []
+    for k, learned in enumerate(checkpoints):
+        rows += [row | {"checkpoint": k} for row in _learned_rows(problem, learned, eps, reference, reporter)]
     learned_rows = list(rows)
     extended = {}
     for baseline in BASELINES:
@@ -129,24 +128,48 @@ def _problem_rows(problem: Problem, learned: LearnedDt | OmegaNetwork, eps: list
     return rows, extended
 
 
-def _long_runs(problem: Problem, rows: list[dict], learned: LearnedDt | OmegaNetwork, eps: float, periods: float,
-               reporter: Reporter) -> None:
-    """The long-run metrics (:mod:`.long_run`) of LONG_POLICIES at ``eps``, onto their rows (a
-    learned time transformation, or a network that takes the accuracy asked for, at ``eps`` too)."""
-    gravity = Gravity(problem.softening)
-    knob = problem.state.position.new_tensor([eps]).expand(problem.state.batch_size)
-    makers = {b.name: (lambda unit, b=b: b.make(knob, unit, gravity)) for b in BASELINES}
+def _learned_rows(problem: Problem, learned: LearnedDt | OmegaNetwork, eps: list[float], reference,
+                  reporter: Reporter) -> list[dict]:
+    """One checkpoint's rows: one point, or a curve over ``eps`` for a network that takes the
+    accuracy asked for, or for a learned time transformation, whose knob is the fictitious step
+    ``h = eps Omega(q0) tau(q0)``."""
+    knob = torch.tensor(eps, dtype=problem.state.position.dtype, device=problem.state.position.device)
+    make = lambda eta, _unit: _learned_policy(learned, Gravity(problem.softening), eta)  # noqa: E731
+    if _takes_eps(learned):
+        return _measured(problem, "learned", list(eps), make, reference, reporter, knob)
+    return _measured(problem, "learned", [None], make, reference, reporter)
+
+
+def _takes_eps(learned: LearnedDt | OmegaNetwork) -> bool:
+    """Whether the learned policy has an accuracy knob (a curve over eps, as a baseline has)."""
+    return isinstance(learned, OmegaNetwork) or learned.network.conditioned
+
+
+def _learned_policy(learned: LearnedDt | OmegaNetwork, gravity: Gravity, eps: torch.Tensor | None):
     if isinstance(learned, OmegaNetwork):
-        learned_eps = eps
-        makers["learned"] = lambda unit: TimeTransformedLeapfrog(LearnedOmega(learned, gravity.softening), gravity,
-                                                                 eps=knob)
-    else:
-        learned_eps = eps if learned.network.conditioned else None
-        makers["learned"] = lambda unit: LearnedDt(learned.network, learned.feature_type, learned.history_len,
-                                                   gravity, None if learned_eps is None else knob)
-    for name in LONG_POLICIES:
-        attach(rows, name, learned_eps if name == "learned" else eps,
-               long_metrics(problem, makers[name], periods, reporter))
+        return TimeTransformedLeapfrog(LearnedOmega(learned, gravity.softening), gravity, eps=eps)
+    return LearnedDt(learned.network, learned.feature_type, learned.history_len, gravity, eps)
+
+
+def _long_runs(problem: Problem, rows: list[dict], checkpoints: list[LearnedDt | OmegaNetwork], eps: float,
+               periods: float, reporter: Reporter) -> None:
+    """The long-run metrics (:mod:`.long_run`) of LONG_POLICIES onto their rows: each checkpoint's
+    learned policy (at ``eps`` where it has the knob), each baseline at the knob value of its sweep
+    that costs what the first checkpoint does (:func:`.long_run.equal_cost_eps`)."""
+    gravity = Gravity(problem.softening)
+    knob = lambda value: problem.state.position.new_tensor([value]).expand(problem.state.batch_size)  # noqa: E731
+    for k, learned in enumerate(checkpoints):
+        at = eps if _takes_eps(learned) else None
+        make = lambda _unit, learned=learned, at=at: _learned_policy(  # noqa: E731
+            learned, gravity, None if at is None else knob(at))
+        attach(rows, "learned", at, long_metrics(problem, make, periods, reporter), k)
+    first = [r["evals_per_period"] for r in rows if r["policy"] == "learned" and r["checkpoint"] == 0 and
+             r["eps"] == (eps if _takes_eps(checkpoints[0]) else None)]
+    cost = float(np.median(first))
+    for baseline in (b for b in BASELINES if b.name in LONG_POLICIES):
+        at = equal_cost_eps(rows, baseline.name, cost)
+        make = lambda unit, b=baseline, at=at: b.make(knob(at), unit, gravity)  # noqa: E731
+        attach(rows, baseline.name, at, long_metrics(problem, make, periods, reporter))
 
 
 EXTENSIONS = 3  # times a sweep is extended on each side, each time by a factor SWEEP_FACTOR in eps

@@ -3,8 +3,11 @@
 A step-size rule that is not time-reversible lets the energy error grow secularly, so a policy
 that wins over 10 periods can lose over 1000. Each policy listed in LONG_POLICIES runs the
 problem's systems for ``eval_long_periods`` time units (Kepler periods; a tenth as many inner
-periods for the triples, whose outer orbits make each period cost more) at one knob value: the
-``eval_eps`` value nearest ``eps`` (the learned policy at its own). Per system it gives:
+periods for the triples, whose outer orbits make each period cost more) at equal cost: the
+learned policy at its own knob (or at the ``eval_eps`` value nearest ``eps``, where it has one),
+each baseline at the knob value of its sweep whose force evaluations per period (the median over
+the problem's systems in its short runs) lie nearest the learned policy's (:func:`equal_cost_eps`).
+Per system it gives:
 
 - ``long_first_dE``, ``long_last_dE``: max |dE/E| over the first and over the last tenth of the run;
 - ``growth_exponent``: the slope of log max |dE/E| per tenth against log time over the last nine
@@ -35,6 +38,16 @@ RECORDED_ROWS = 20_000  # rows kept per run at most: enough for ten windows' max
 def long_eps(eval_eps: list[float], eps: float) -> float:
     """The knob value of the long runs: the ``eval_eps`` value nearest ``eps`` (log scale)."""
     return min(eval_eps, key=lambda value: abs(math.log(value / eps)))
+
+
+def equal_cost_eps(rows: list[dict], policy: str, evals_per_period: float) -> float:
+    """The knob value of ``policy``'s rows whose median force evaluations per period over the
+    systems lie nearest ``evals_per_period`` (log scale)."""
+    by_eps: dict[float, list[float]] = {}
+    for row in rows:
+        if row["policy"] == policy:
+            by_eps.setdefault(row["eps"], []).append(row["evals_per_period"])
+    return min(by_eps, key=lambda eps: abs(math.log(float(np.median(by_eps[eps])) / evals_per_period)))
 
 
 def long_metrics(problem: Problem, make, periods: float, reporter: Reporter) -> list[dict]:
@@ -72,9 +85,12 @@ def _windows(time: np.ndarray, rel_dE: np.ndarray, t_end: float, periods: float)
             "growth_exponent": float(slope)}
 
 
-def attach(rows: list[dict], policy: str, eps: float | None, metrics: list[dict]) -> None:
-    """Copy the long-run metrics onto the table rows of ``policy`` at ``eps``, system by system."""
+def attach(rows: list[dict], policy: str, eps: float | None, metrics: list[dict],
+           checkpoint: int | None = None) -> None:
+    """Copy the long-run metrics onto the table rows of ``policy`` at ``eps`` (of the learned
+    policy of ``checkpoint``), system by system."""
     for row in rows:
-        if row["policy"] == policy and row["eps"] == eps and row["system"] < len(metrics):
+        if row["policy"] == policy and row["eps"] == eps and row["system"] < len(metrics) and \
+                row.get("checkpoint") == checkpoint:
             row.update(metrics[row["system"]])
 

@@ -14,6 +14,8 @@
 - ``error_one_period``, ``periods_to_tenth`` (bound binaries, against the exact Kepler orbit:
   :mod:`.kepler_phase`): the relative orbit's position error one period in, in semi-major axes,
   and the periods until it first exceeds 0.1 of one (NaN: never within the run, or not a binary);
+- ``checkpoint``: a learned row's checkpoint, its index in ``model_path`` then
+  ``eval_model_paths`` (empty for other policies);
 - ``family``: "in" where the system lies in the checkpoint's training family (its body count,
   and for binaries its eccentricity and semi-major axis ranges), else "out";
 - ``wall_time_s``: the policy's measured time per step on one system of the problem, times its
@@ -33,7 +35,8 @@ from .kepler_phase import phase_metrics
 from .problems import Problem
 from .reference import Reference
 
-COLUMNS = ("problem", "system", "label", "family", "policy", "eps", "steps", "force_evals", "evals_per_period",
+COLUMNS = ("problem", "system", "label", "family", "policy", "checkpoint", "eps", "steps", "force_evals",
+           "evals_per_period",
            "max_rel_dE", "final_rel_dE", "max_rel_dL", "final_rel_dL", "position_error", "phase_error", "wall_time_s",
            "error_one_period", "periods_to_tenth", "long_periods", "long_first_dE", "long_last_dE", "growth_exponent")
 NOT_RUN_LONG = {"long_periods": math.nan, "long_first_dE": math.nan, "long_last_dE": math.nan,

@@ -2,25 +2,28 @@
 body count, a softening, an end time per system and a time unit per system (the period whose
 multiples the run lasts, so cost reads as force evaluations per period).
 
-Every problem is small enough for two cores, and each tests a different way of going wrong:
+Every problem is small enough for two cores, and each tests a different way of going wrong.
+Each is a seeded family of ``eval_systems`` systems (:mod:`.systems` states the distributions),
+or with ``eval_systems = 0`` a few hand-picked ones:
 
-- ``kepler``: held-out two-body orbits (``eval_e``, ``eval_a``) for ``Nperiod`` periods: the
-  learned policy's home ground, and the one problem with an exact answer.
-- ``triples``: hierarchical triples in 3D, an inner binary (e 0.3-0.9) and a third body on a
-  circular, inclined outer orbit at 5-30 inner semi-major axes, for 10 inner periods: two time
-  scales far apart.
+- ``kepler``: two-body orbits of semi-major axis ``eval_a`` for ``Nperiod`` periods, e spread
+  over 0-0.98 (hand-picked: ``eval_e``, at pericentre): the learned policy's home ground, inside
+  and outside its training range, and the one problem with an exact answer.
+- ``triples``: hierarchical triples in 3D, an inner binary (e 0.1-0.9) and a third body on a
+  circular outer orbit inclined by 0-90 degrees at 5-30 inner semi-major axes, for 10 inner
+  periods: two time scales far apart.
 - ``scattering``: a single star thrown at an eccentric binary (impact parameters 0-2 binary
   semi-major axes, 3D), until it has gone past: one violent close encounter.
 - ``burrau``: the Pythagorean three-body problem (masses 3, 4, 5 at rest on the corners of a
   3-4-5 triangle, opposite the sides of their own length), to t = 10: its first close
-  approaches, chaotic, so the phase error grows fast for every integrator.
+  approaches, chaotic, so the phase error grows fast for every integrator. One system always.
 - ``cluster``: a small cold cluster (12 bodies of total mass 1, uniform in a unit sphere, virial
   ratio 0.1, Plummer softening 0.05, 3D) for two free-fall times: collapse and bounce.
 
 Opt-in (not in ``all``, which keeps the default evaluate's cost), each a seeded batch from
 :mod:`.systems`, mostly outside the training family:
 
-- ``unequal``: bound two-body orbits with mass ratios 0.1 and 0.01 for ``Nperiod`` periods.
+- ``unequal``: bound two-body orbits with mass ratios 0.1 and 0.01 (half each) for ``Nperiod`` periods.
 - ``planetary``: a star of mass 1 and three planets (1e-3, 3e-4, 5e-4; near-circular, slightly
   inclined, 1.8-2.2 times farther out each) for 10 innermost periods: WHFast's home ground.
 - ``plummer``: Plummer spheres of 64 equal masses in virial equilibrium (softening 0.05) for
@@ -40,8 +43,9 @@ from ..integrators.loop import period_of
 from ..physics.gravity import (State, centre_of_mass_frame, diagonals, kinetic_energy, pair_separations,
                                potential_energy, squared_halves)
 from ..physics.initial_conditions import kepler_orbit, load_ic_file, make_state
-from .systems import (PLANET_MASSES, crossing_time, in_virial_equilibrium, planetary_systems, plummer_spheres,
-                      unequal_binaries)
+from .systems import (PLANET_MASSES, PLANETARY_SYSTEMS, PLUMMER_SYSTEMS, UNEQUAL_PER_RATIO, crossing_time,
+                      impact_parameters, in_virial_equilibrium, kepler_family, planetary_systems, plummer_spheres,
+                      triple_parameters, unequal_binaries)
 
 
 @dataclass(frozen=True)
@@ -61,10 +65,20 @@ class Problem:
 
 
 def kepler_problem(cfg: Config, dtype, device) -> Problem:
-    state = kepler_orbit(cfg.eval_e, cfg.eval_a, mass=cfg.mass, dim=cfg.dim, dtype=dtype, device=device)
+    if cfg.eval_systems:
+        state = kepler_family(_generator(cfg), cfg.eval_systems, cfg.eval_a, cfg.mass, cfg.dim).to(device=device,
+                                                                                                  dtype=dtype)
+        labels = tuple(f"e={e:.3f}" for e in orbit_elements(state)[1].tolist())
+    else:
+        state = kepler_orbit(cfg.eval_e, cfg.eval_a, mass=cfg.mass, dim=cfg.dim, dtype=dtype, device=device)
+        labels = tuple(f"e={e:.2f}" for e in cfg.eval_e)
     period = period_of(state.mass, state.position, state.velocity)
-    return Problem("kepler", state, cfg.Nperiod * period, period, tuple(f"e={e:.2f}" for e in cfg.eval_e),
-                   kepler_split=True)
+    return Problem("kepler", state, cfg.Nperiod * period, period, labels, kepler_split=True)
+
+
+def _generator(cfg: Config) -> torch.Generator:
+    """The generator of a problem's family: the same systems for the same ``seed``."""
+    return torch.Generator().manual_seed(cfg.seed or 0)
 
 
 TRIPLES = ((0.3, 5.0, 30.0), (0.6, 10.0, 45.0), (0.9, 20.0, 60.0), (0.5, 30.0, 20.0))  # e_in, a_out/a_in, degrees
@@ -90,11 +104,12 @@ def hierarchical_triple(e_inner: float, ratio: float, inclination_deg: float) ->
     return [1.0, 1.0, 1.0], position, velocity
 
 
-def triples_problem(dtype, device) -> Problem:
-    systems = [hierarchical_triple(*t) for t in TRIPLES]
+def triples_problem(cfg: Config, dtype, device) -> Problem:
+    triples = triple_parameters(_generator(cfg), cfg.eval_systems) if cfg.eval_systems else TRIPLES
+    systems = [hierarchical_triple(*t) for t in triples]
     state = make_state(*(list(column) for column in zip(*systems)), dtype=dtype, device=device)
     inner_period = torch.full_like(state.time, 2 * math.pi / math.sqrt(2))
-    labels = tuple(f"e_in={e:.1f} ratio={r:g} i={i:g}" for e, r, i in TRIPLES)
+    labels = tuple(f"e_in={e:.2f} ratio={r:.3g} i={i:.0f}" for e, r, i in triples)
     return Problem("triples", state, 10 * inner_period, inner_period, labels)
 
 
@@ -113,13 +128,14 @@ def binary_single(impact: float) -> tuple[list, list, list]:
     return [1.0, 1.0, 1.0], position, velocity
 
 
-def scattering_problem(dtype, device) -> Problem:
-    systems = [binary_single(b) for b in IMPACT_PARAMETERS]
+def scattering_problem(cfg: Config, dtype, device) -> Problem:
+    impacts = impact_parameters(_generator(cfg), cfg.eval_systems) if cfg.eval_systems else IMPACT_PARAMETERS
+    systems = [binary_single(b) for b in impacts]
     state = centre_of_mass_frame(make_state(*(list(c) for c in zip(*systems)), dtype=dtype, device=device))
     binary_period = torch.full_like(state.time, 2 * math.pi / math.sqrt(2))
     crossing = 3 * SCATTER_DISTANCE / SCATTER_SPEED  # in, through and out to beyond where it started
     return Problem("scattering", state, torch.full_like(state.time, crossing), binary_period,
-                   tuple(f"b={b:g}" for b in IMPACT_PARAMETERS))
+                   tuple(f"b={b:.3g}" for b in impacts))
 
 
 def burrau_state(dtype=torch.float64, device="cpu") -> State:
@@ -129,7 +145,7 @@ def burrau_state(dtype=torch.float64, device="cpu") -> State:
                       dtype=dtype, device=device)
 
 
-def burrau_problem(dtype, device) -> Problem:
+def burrau_problem(_cfg: Config, dtype, device) -> Problem:
     state = burrau_state(dtype, device)
     unit = torch.ones_like(state.time)
     return Problem("burrau", state, 10 * unit, unit, ("3-4-5",))
@@ -138,32 +154,36 @@ def burrau_problem(dtype, device) -> Problem:
 CLUSTER_SIZE, CLUSTER_SYSTEMS, CLUSTER_SOFTENING, CLUSTER_VIRIAL = 12, 2, 0.05, 0.1
 
 
-def cold_cluster(generator: torch.Generator, dtype, device) -> State:
-    """CLUSTER_SYSTEMS clusters of CLUSTER_SIZE equal masses (total 1), uniform in the unit
-    sphere, with random velocities scaled to the virial ratio T / |W| = CLUSTER_VIRIAL."""
-    shape = (CLUSTER_SYSTEMS, CLUSTER_SIZE, 3)
+def cold_cluster(generator: torch.Generator, dtype, device, num: int = CLUSTER_SYSTEMS) -> State:
+    """``num`` clusters of CLUSTER_SIZE equal masses (total 1), uniform in the unit sphere, with
+    random velocities scaled to the virial ratio T / |W| = CLUSTER_VIRIAL."""
+    shape = (num, CLUSTER_SIZE, 3)
     direction = torch.randn(shape, generator=generator, dtype=torch.float64)
     radius = torch.rand(shape[:2] + (1,), generator=generator, dtype=torch.float64) ** (1 / 3)
     position = direction / direction.norm(dim=-1, keepdim=True) * radius
     velocity = torch.randn(shape, generator=generator, dtype=torch.float64)
     mass = torch.full(shape[:2], 1 / CLUSTER_SIZE, dtype=torch.float64)
-    state = centre_of_mass_frame(State(mass, position, velocity, torch.zeros(CLUSTER_SYSTEMS, dtype=torch.float64)))
+    state = centre_of_mass_frame(State(mass, position, velocity, torch.zeros(num, dtype=torch.float64)))
     scale = (CLUSTER_VIRIAL * potential_energy(state, CLUSTER_SOFTENING).abs() / kinetic_energy(state)).sqrt()
     return state.replace(velocity=state.velocity * scale.view(-1, 1, 1)).to(device=device, dtype=dtype)
 
 
-def cluster_problem(seed: int, dtype, device) -> Problem:
-    state = cold_cluster(torch.Generator().manual_seed(seed), dtype, device)
+def cluster_problem(cfg: Config, dtype, device) -> Problem:
+    state = cold_cluster(_generator(cfg), dtype, device, cfg.eval_systems or CLUSTER_SYSTEMS)
     free_fall = torch.full_like(state.time, math.pi / 2 / math.sqrt(2.0))  # uniform sphere, M = R = 1
-    return Problem("cluster", state, 2 * free_fall, free_fall, tuple(f"seed {seed}, #{k}" for k in
-                                                                    range(CLUSTER_SYSTEMS)),
+    return Problem("cluster", state, 2 * free_fall, free_fall, _seeded_labels(cfg, state.batch_size),
                    CLUSTER_SOFTENING)
+
+
+def _seeded_labels(cfg: Config, num: int) -> tuple[str, ...]:
+    return tuple(f"seed {cfg.seed or 0}, #{k}" for k in range(num))
 
 
 def unequal_problem(cfg: Config, dtype, device) -> Problem:
     """:func:`.systems.unequal_binaries` of total mass ``2 mass`` and a = ``eval_a`` in ``dim``
     dimensions, for ``Nperiod`` periods."""
-    state, ratios = unequal_binaries(torch.Generator().manual_seed(cfg.seed or 0), cfg.eval_a, 2 * cfg.mass, cfg.dim)
+    per_ratio = -(-cfg.eval_systems // 2) if cfg.eval_systems else UNEQUAL_PER_RATIO
+    state, ratios = unequal_binaries(_generator(cfg), cfg.eval_a, 2 * cfg.mass, cfg.dim, per_ratio)
     period = period_of(state.mass, state.position, state.velocity)
     e = orbit_elements(state)[1]
     labels = tuple(f"q={q:g} e={ecc:.2f}" for q, ecc in zip(ratios, e.tolist()))
@@ -171,10 +191,11 @@ def unequal_problem(cfg: Config, dtype, device) -> Problem:
                    period.to(device=device, dtype=dtype), labels, kepler_split=True)
 
 
-def planetary_problem(seed: int, dtype, device) -> Problem:
-    state, a, _ = planetary_systems(torch.Generator().manual_seed(seed))
+def planetary_problem(cfg: Config, dtype, device) -> Problem:
+    state, a, _ = planetary_systems(_generator(cfg), cfg.eval_systems or PLANETARY_SYSTEMS)
     innermost = 2 * math.pi * (a[:, 0] ** 3 / (1 + PLANET_MASSES[0])).sqrt()
-    labels = tuple(f"seed {seed}, #{k}: a=" + "/".join(f"{x:.2f}" for x in row) for k, row in enumerate(a.tolist()))
+    labels = tuple(f"{label}: a=" + "/".join(f"{x:.2f}" for x in row)
+                   for label, row in zip(_seeded_labels(cfg, len(a)), a.tolist()))
     return Problem("planetary", state.to(device=device, dtype=dtype), (10 * innermost).to(device=device, dtype=dtype),
                    innermost.to(device=device, dtype=dtype), labels, kepler_split=dominated(state))
 
@@ -182,10 +203,11 @@ def planetary_problem(seed: int, dtype, device) -> Problem:
 PLUMMER_CROSSINGS = 3
 
 
-def plummer_problem(seed: int, dtype, device) -> Problem:
-    state = in_virial_equilibrium(plummer_spheres(torch.Generator().manual_seed(seed)), CLUSTER_SOFTENING)
+def plummer_problem(cfg: Config, dtype, device) -> Problem:
+    state = in_virial_equilibrium(plummer_spheres(_generator(cfg), cfg.eval_systems or PLUMMER_SYSTEMS),
+                                  CLUSTER_SOFTENING)
     unit = crossing_time(state, CLUSTER_SOFTENING)
-    labels = tuple(f"seed {seed}, #{k}" for k in range(state.batch_size))
+    labels = _seeded_labels(cfg, state.batch_size)
     return Problem("plummer", state.to(device=device, dtype=dtype),
                    (PLUMMER_CROSSINGS * unit).to(device=device, dtype=dtype), unit.to(device=device, dtype=dtype),
                    labels, CLUSTER_SOFTENING)
@@ -290,6 +312,9 @@ def orbit_elements(state: State) -> tuple[torch.Tensor, torch.Tensor, torch.Tens
 
 # `all`; unequal, planetary and plummer are named alone only: in `all` they would multiply its cost
 SUITE = ("kepler", "triples", "scattering", "burrau", "cluster")
+PROBLEMS = {"kepler": kepler_problem, "triples": triples_problem, "scattering": scattering_problem,
+            "burrau": burrau_problem, "cluster": cluster_problem, "unequal": unequal_problem,
+            "planetary": planetary_problem, "plummer": plummer_problem}  # each (cfg, dtype, device) -> Problem
 
 
 def problems_of(cfg: Config, dtype, device) -> list[Problem]:
@@ -297,12 +322,8 @@ def problems_of(cfg: Config, dtype, device) -> list[Problem]:
     instead, when it is given."""
     if cfg.ic_path:
         return [ic_file_problem(cfg, dtype, device)]
+    if cfg.eval_systems and "eval_e" in cfg.given_keys:
+        raise InputError(f"'eval_e' ({cfg.eval_e}) picks the Kepler orbits by hand, but eval_systems = "
+                         f"{cfg.eval_systems} draws them; set eval_systems = 0 to evaluate eval_e's orbits")
     names = SUITE if cfg.eval_suite == "all" else (cfg.eval_suite,)
-    seed = cfg.seed or 0
-    makers = {"kepler": lambda: kepler_problem(cfg, dtype, device), "triples": lambda: triples_problem(dtype, device),
-              "scattering": lambda: scattering_problem(dtype, device), "burrau": lambda: burrau_problem(dtype, device),
-              "cluster": lambda: cluster_problem(seed, dtype, device),
-              "unequal": lambda: unequal_problem(cfg, dtype, device),
-              "planetary": lambda: planetary_problem(seed, dtype, device),
-              "plummer": lambda: plummer_problem(seed, dtype, device)}
-    return [makers[name]() for name in names]
+    return [PROBLEMS[name](cfg, dtype, device) for name in names]

@@ -53,61 +53,61 @@ def long_text(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def write_evaluation(rows: list[dict], verdicts: list[dict], references: dict[str, str], directory,
-                     model_path: str, notes: list[str]) -> dict[str, str]:
+def write_evaluation(rows: list[dict], verdicts: list[dict], statistics: list[dict], references: dict[str, str],
+                     directory, checkpoints: list[str], notes: list[str]) -> dict[str, str]:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=COLUMNS)
     writer.writeheader()
     writer.writerows(rows)
     paths = {"csv": directory / "table.csv", "json": directory / "table.json", "pareto": directory / "pareto.png"}
     write_text(paths["csv"], buffer.getvalue())
-    write_json(paths["json"], {"model_path": model_path, "references": references, "notes": notes,
-                               "rows": json_safe(rows), "learned_versus_baselines": json_safe(verdicts)})
+    write_json(paths["json"], {"model_path": checkpoints[0], "checkpoints": checkpoints, "references": references,
+                               "notes": notes, "rows": json_safe(rows), "learned_versus_baselines": json_safe(verdicts),
+                               "ratio_statistics": json_safe(statistics)})
     pareto_plot(rows, paths["pareto"])
     return {k: str(v) for k, v in paths.items()}
 
 
 def _curves(rows: list[dict]):
-    """(system index, label, policy, rows sorted by cost) for every curve of one problem."""
+    """(system index, label, policy, rows sorted by cost) for every curve of one problem (one per
+    checkpoint of the learned policy)."""
     for system in sorted({r["system"] for r in rows}):
         mine = [r for r in rows if r["system"] == system]
-        for policy in dict.fromkeys(r["policy"] for r in mine):
-            yield system, mine[0]["label"], policy, sorted((r for r in mine if r["policy"] == policy),
-                                                           key=lambda r: r["force_evals"])
+        for policy, checkpoint in dict.fromkeys((r["policy"], r.get("checkpoint")) for r in mine):
+            yield system, mine[0]["label"], policy, sorted(
+                (r for r in mine if (r["policy"], r.get("checkpoint")) == (policy, checkpoint)),
+                key=lambda r: r["force_evals"])
 
 
 def pareto_plot(rows: list[dict], path) -> None:
     """Per problem (a row of panels), force evaluations per period against max |dE/E| and against
-    the final position error: a colour per system, a line style per baseline over its knob
-    (IAS15, adaptive to machine precision, one open hexagon), the learned policy as stars. Lower
-    left is better."""
+    the final position error: a colour and line style per policy, one thin curve over its knob
+    per system of the problem's family (IAS15, adaptive to machine precision, open hexagons), the
+    learned policy as stars. Lower left is better."""
     problems = list(dict.fromkeys(r["problem"] for r in rows))
+    policies = list(dict.fromkeys(r["policy"] for r in rows))
+    colors = {policy: PALETTE[k % len(PALETTE)] for k, policy in enumerate(policies)}
     fig, axes = new_figure(2, (11, 3.2 * len(problems)), nrows=len(problems))
     axes = np.asarray(axes).reshape(len(problems), 2)
-    policies = []
     for row_axes, problem in zip(axes, problems):
-        mine = [r for r in rows if r["problem"] == problem]
-        for system, label, policy, curve in _curves(mine):
-            color = PALETTE[system % len(PALETTE)]
-            policies.append(policy)
+        for _, _, policy, curve in _curves([r for r in rows if r["problem"] == problem]):
             for ax, (key, _) in zip(row_axes, ERRORS):
-                x = [r["evals_per_period"] for r in curve]
-                y = positive([r[key] for r in curve])
+                x, y = [r["evals_per_period"] for r in curve], positive([r[key] for r in curve])
                 if policy == "IAS15":
-                    ax.loglog(x, y, "h", color=color, ms=7, mfc="none", mew=1.2)
+                    ax.loglog(x, y, "h", color=colors[policy], ms=7, mfc="none", mew=1.2)
                 elif policy in STYLES:
-                    ax.loglog(x, y, STYLES[policy], color=color, ms=3, lw=1)
+                    ax.loglog(x, y, STYLES[policy], color=colors[policy], ms=3, lw=1, alpha=0.6)
                 else:
-                    ax.loglog(x, y, "*-", color=color, ms=12, markeredgecolor="k", lw=0.8,
-                              label=label if key == "max_rel_dE" else None)
+                    ax.loglog(x, y, "*-", color=colors[policy], ms=11, markeredgecolor="k", lw=0.8)
         for ax, (_, name) in zip(row_axes, ERRORS):
             ax.set_title(problem, fontsize=9)
             ax.set_xlabel("force evaluations per period")
             ax.set_ylabel(name)
             ax.grid(alpha=0.3, which="both")
-        row_axes[0].legend(fontsize=7, title="learned (stars), by system", title_fontsize=7)
-    handles = [Line2D([], [], color="k", linestyle=STYLES[p][1:].strip() or "none", marker=STYLES[p][0], ms=4, lw=1,
-                      mfc="none" if p == "IAS15" else None, label=p) for p in STYLES if p in policies]
-    fig.legend(handles=handles, loc="upper center", ncol=len(handles), fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.25 / len(problems)))
+    handles = [Line2D([], [], color=colors[p], linestyle=STYLES.get(p, "*-")[1:].strip() or "none",
+                      marker=STYLES.get(p, "*")[0], ms=9 if p not in STYLES else 4, lw=1,
+                      mfc="none" if p == "IAS15" else None, mec="k" if p not in STYLES else None, label=p)
+               for p in policies]
+    fig.legend(handles=handles, loc="upper center", ncol=min(len(handles), 6), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.45 / len(problems)))
     save_figure(fig, path)

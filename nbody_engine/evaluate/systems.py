@@ -1,6 +1,6 @@
-"""The seeded systems of the generalization problems of ``nbody-runner evaluate`` (``unequal``,
-``planetary``, ``plummer``): batches of float64 states drawn from the distributions each
-function states, the same systems for the same ``torch.Generator`` seed. Units: G = 1.
+"""The seeded families of ``nbody-runner evaluate``'s problems: batches of float64 states (or
+the parameters of the systems) drawn from the distributions each function states, the same
+systems for the same ``torch.Generator`` seed. Units: G = 1.
 """
 
 from __future__ import annotations
@@ -11,17 +11,66 @@ import torch
 
 from ..physics.gravity import State, centre_of_mass_frame, kinetic_energy, potential_energy
 
+KEPLER_E_RANGE = (0.0, 0.98)
+
+
+def kepler_family(generator: torch.Generator, num: int, a: float, mass: float, dim: int) -> State:
+    """``num`` bound binaries of two bodies of ``mass`` and semi-major axis ``a`` in ``dim``
+    dimensions (in the x-y plane): eccentricities stratified over KEPLER_E_RANGE (one uniform
+    draw in each of ``num`` equal slices, so every run spans the range), pericentre direction and
+    true anomaly uniform; centre of mass at rest at the origin."""
+    low, high = KEPLER_E_RANGE
+    e = low + (high - low) * (torch.arange(num, dtype=torch.float64) + _uniform(generator, num)) / num
+    pericentre, anomaly = 2 * math.pi * _uniform(generator, num), 2 * math.pi * _uniform(generator, num)
+    flat = torch.zeros(num, dtype=torch.float64)
+    rel_x, rel_v = orbit_vectors(torch.full_like(e, a), e, flat, flat, pericentre, anomaly, 2 * mass)
+    rel_x, rel_v = _padded(rel_x[:, :2], dim), _padded(rel_v[:, :2], dim)
+    halves = torch.tensor([-0.5, 0.5], dtype=torch.float64).view(1, 2, 1)
+    return State(torch.full((num, 2), float(mass), dtype=torch.float64), halves * rel_x.unsqueeze(1),
+                 halves * rel_v.unsqueeze(1), torch.zeros(num, dtype=torch.float64))
+
+
+def _uniform(generator: torch.Generator, num: int) -> torch.Tensor:
+    return torch.rand(num, generator=generator, dtype=torch.float64)
+
+
+TRIPLE_E_RANGE = (0.1, 0.9)
+TRIPLE_RATIO_RANGE = (5.0, 30.0)  # a_out / a_in, log-uniform: stable (Mardling & Aarseth: above about 3.3)
+TRIPLE_MAX_INCLINATION_DEG = 90.0
+
+
+def triple_parameters(generator: torch.Generator, num: int) -> list[tuple[float, float, float]]:
+    """``num`` hierarchical triples' (inner e, a_out / a_in, inclination in degrees): e uniform in
+    TRIPLE_E_RANGE, the ratio log-uniform in TRIPLE_RATIO_RANGE, the inclination uniform in [0,
+    TRIPLE_MAX_INCLINATION_DEG]."""
+    (e_low, e_high), (r_low, r_high) = TRIPLE_E_RANGE, TRIPLE_RATIO_RANGE
+    e = e_low + (e_high - e_low) * _uniform(generator, num)
+    ratio = r_low * (r_high / r_low) ** _uniform(generator, num)
+    inclination = TRIPLE_MAX_INCLINATION_DEG * _uniform(generator, num)
+    return list(zip(e.tolist(), ratio.tolist(), inclination.tolist()))
+
+
+IMPACT_RANGE = (0.0, 2.0)  # binary semi-major axes
+
+
+def impact_parameters(generator: torch.Generator, num: int) -> list[float]:
+    """``num`` impact parameters of a binary-single scattering, uniform in IMPACT_RANGE."""
+    low, high = IMPACT_RANGE
+    return (low + (high - low) * _uniform(generator, num)).tolist()
+
+
 UNEQUAL_RATIOS = (0.1, 0.01)  # m2 / m1
 UNEQUAL_E_RANGE = (0.1, 0.9)
 UNEQUAL_PER_RATIO = 3
 
 
-def unequal_binaries(generator: torch.Generator, a: float, total: float, dim: int) -> tuple[State, tuple[float, ...]]:
-    """UNEQUAL_PER_RATIO bound binaries per mass ratio of UNEQUAL_RATIOS, each of total mass
+def unequal_binaries(generator: torch.Generator, a: float, total: float, dim: int,
+                     per_ratio: int = UNEQUAL_PER_RATIO) -> tuple[State, tuple[float, ...]]:
+    """``per_ratio`` bound binaries per mass ratio of UNEQUAL_RATIOS, each of total mass
     ``total`` and semi-major axis ``a``, e uniform in UNEQUAL_E_RANGE, at pericentre with its
     pericentre direction uniform in the x-y plane, centre of mass at rest at the origin. Returns
-    the states (B = 2 * UNEQUAL_PER_RATIO) and each system's mass ratio."""
-    ratios = torch.tensor(UNEQUAL_RATIOS, dtype=torch.float64).repeat_interleave(UNEQUAL_PER_RATIO)
+    the states (B = 2 * per_ratio) and each system's mass ratio."""
+    ratios = torch.tensor(UNEQUAL_RATIOS, dtype=torch.float64).repeat_interleave(per_ratio)
     num = ratios.shape[0]
     low, high = UNEQUAL_E_RANGE
     e = low + (high - low) * torch.rand(num, generator=generator, dtype=torch.float64)
@@ -49,13 +98,14 @@ PLANET_MAX_INCLINATION_DEG = 2.0
 PLANETARY_SYSTEMS = 4
 
 
-def planetary_systems(generator: torch.Generator) -> tuple[State, torch.Tensor, torch.Tensor]:
-    """PLANETARY_SYSTEMS systems in 3D: a star of mass 1 and planets of PLANET_MASSES, the
+def planetary_systems(generator: torch.Generator, num: int = PLANETARY_SYSTEMS
+                      ) -> tuple[State, torch.Tensor, torch.Tensor]:
+    """``num`` systems in 3D: a star of mass 1 and planets of PLANET_MASSES, the
     innermost at a = 1 and each next one PLANET_SPACING times farther out; heliocentric
     osculating elements e uniform in [0, PLANET_MAX_E], inclination uniform in [0,
     PLANET_MAX_INCLINATION_DEG] degrees, node, argument of pericentre and true anomaly uniform;
     centre-of-mass frame. Returns the states and each planet's a and e (B, P)."""
-    num, planets = PLANETARY_SYSTEMS, len(PLANET_MASSES)
+    planets = len(PLANET_MASSES)
 
     def uniform(low: float, high: float) -> torch.Tensor:
         return low + (high - low) * torch.rand(num, planets, generator=generator, dtype=torch.float64)

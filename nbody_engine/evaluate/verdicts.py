@@ -6,6 +6,10 @@ evaluations (the primary comparison) for max |dE/E| and for the position error, 
 wall time for max |dE/E|. A ratio below 1 means the learned policy is better; None means its
 cost lies outside the baseline's sweep even once extended, and ``outside`` then says on which
 side ("more": the learned point costs more than every point of the baseline; "less").
+
+A problem is a family of systems, so each ratio is also summarized (:func:`ratio_statistics`)
+as its median and range over the systems, apart for those inside and outside the checkpoint's
+training family.
 """
 
 from __future__ import annotations
@@ -31,7 +35,8 @@ def learned_versus(rows: list[dict], problem: str, system: int, baseline: str, l
     mine = [r for r in rows if r["problem"] == problem and r["system"] == system]
     verdicts = []
     for point in (r for r in mine if r["policy"] == learned):
-        verdict = {"problem": problem, "system": system, "label": point["label"], "baseline": baseline,
+        verdict = {"problem": problem, "system": system, "label": point["label"], "family": point.get("family"),
+                   "checkpoint": point.get("checkpoint"), "baseline": baseline,
                    "learned_eps": point["eps"], "force_evals": point["force_evals"],
                    "learned_max_rel_dE": point["max_rel_dE"]}
         for cost, error, name in METRICS:
@@ -60,25 +65,68 @@ def all_verdicts(rows: list[dict], baselines: list[str]) -> list[dict]:
     return [v for problem, system in systems for name in baselines for v in learned_versus(rows, problem, system, name)]
 
 
+RATIOS = (("ratio", "max|dE/E| at equal force evals"), ("position_ratio", "position error at equal force evals"),
+          ("wall_ratio", "max|dE/E| at equal wall time"))
+
+
+def ratio_statistics(verdicts: list[dict]) -> list[dict]:
+    """Per problem, baseline and training family ("in", "out"; None where rows carry none): each
+    ratio's median, smallest and largest over the learned points compared (every system of every
+    checkpoint), how many were, each checkpoint's own median (``by_checkpoint``: the spread that
+    retraining makes), and how many points cost more or less than every point of the baseline
+    (``outside``: no comparison at equal force evaluations)."""
+    groups: dict[tuple, list[dict]] = {}
+    for v in verdicts:
+        groups.setdefault((v["problem"], v["baseline"], v.get("family")), []).append(v)
+    statistics = []
+    for (problem, baseline, family), mine in groups.items():
+        entry = {"problem": problem, "baseline": baseline, "family": family, "points": len(mine),
+                 "outside": {side: sum(1 for v in mine if v["outside"] == side) for side in ("more", "less")}}
+        for name, _ in RATIOS:
+            values = sorted(v[name] for v in mine if v[name] is not None)
+            entry[name] = {"median": _median(values), "min": values[0] if values else None,
+                           "max": values[-1] if values else None, "compared": len(values),
+                           "by_checkpoint": [_median(sorted(v[name] for v in mine if v[name] is not None and
+                                                            (v.get("checkpoint") or 0) == k))
+                                             for k in sorted({v.get("checkpoint") or 0 for v in mine})]}
+        statistics.append(entry)
+    return statistics
+
+
+def _median(values: list[float]) -> float | None:
+    if not values:
+        return None
+    middle = len(values) // 2  # of an even count, the geometric mean of the middle two: ratios live on a log scale
+    return values[middle] if len(values) % 2 else math.sqrt(values[middle - 1] * values[middle])
+
+
 def _ratio(value: float | None) -> str:
-    return "  -  " if value is None else f"{value:5.2f}" if value < 1000 else f"{value:.2g}"
+    return "-" if value is None else f"{value:.3g}"
+
+
+def statistics_line(entry: dict) -> str:
+    """One line: each ratio's median [range] over the systems compared."""
+    family = f" (family {entry['family']})" if entry["family"] else ""
+    parts = [f"{label} {_ratio(entry[name]['median'])} [{_ratio(entry[name]['min'])}, {_ratio(entry[name]['max'])}] "
+             f"of {entry[name]['compared']}" for name, label in RATIOS]
+    medians = entry["ratio"]["by_checkpoint"]
+    if len(medians) > 1:
+        parts.append("per checkpoint, max|dE/E| median " + " / ".join(_ratio(m) for m in medians))
+    for side, count in entry["outside"].items():
+        if count:
+            parts.append(f"learned costs {side} than every point of {entry['baseline']} in {count} of "
+                         f"{entry['points']} (no comparison at equal force evaluations)")
+    return f"{entry['problem']}{family}, learned vs {entry['baseline']}: median [range] of " + "; ".join(parts)
 
 
 def verdict_text(verdicts: list[dict]) -> str:
-    """One line per learned point and baseline, and per problem a plain summary."""
+    """Per problem: a line per baseline and training family with each ratio's median and range
+    over the systems (table.json holds every system's), and a plain summary."""
     lines = []
+    statistics = ratio_statistics(verdicts)
     for problem in dict.fromkeys(v["problem"] for v in verdicts):
-        mine = [v for v in verdicts if v["problem"] == problem]
-        for v in mine:
-            head = f"{problem} {v['label']}: at {v['force_evals']} force evals, learned vs {v['baseline']}: "
-            if v["outside"]:
-                lines.append(head + f"learned costs {v['outside']} than every point of {v['baseline']}: "
-                                    "no comparison at equal force evaluations")
-                continue
-            lines.append(head + f"max|dE/E| ratio {_ratio(v['ratio'])}, position error ratio "
-                                f"{_ratio(v['position_ratio'])}, max|dE/E| at equal wall time "
-                                f"{_ratio(v['wall_ratio'])}")
-        lines.append(f"{problem}: {summary(mine)}")
+        lines += [statistics_line(entry) for entry in statistics if entry["problem"] == problem]
+        lines.append(f"{problem}: {summary([v for v in verdicts if v['problem'] == problem])}")
     return "\n".join(lines)
 
 
@@ -94,8 +142,10 @@ def summary(verdicts: list[dict]) -> str:
     timed = [v for v in verdicts if v["wall_ratio"] is not None]
     wall_wins = [v for v in timed if v["wall_ratio"] <= 1]
     slower = [v for v in verdicts if v.get("wall_outside") == "more"]
+    median = _median(sorted(v["ratio"] for v in compared))
     return (f"learned on or below the baseline at equal force evaluations in {len(wins)} of {len(compared)} "
-            f"comparisons; best {best['ratio']:.2g}x ({best['label']} vs {best['baseline']}), "
+            f"comparisons (median ratio {median:.2g}); best {best['ratio']:.2g}x ({best['label']} vs "
+            f"{best['baseline']}), "
             f"worst {worst['ratio']:.2g}x ({worst['label']} vs {worst['baseline']}); at equal wall time in "
             f"{len(wall_wins)} of {len(timed) + len(slower)} (in {len(slower)} the learned run takes longer than "
             f"every run of the baseline)")

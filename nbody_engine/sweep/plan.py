@@ -51,6 +51,8 @@ def _point(axes: Sequence[Axis], index: int) -> tuple:
 
 
 def _absolute(value: Any, base: Path) -> Any:
+    if isinstance(value, list):
+        return [_absolute(item, base) for item in value]
     if isinstance(value, str) and value and not os.path.isabs(value):
         return str(base / value)
     return value
