@@ -32,24 +32,28 @@ LONG_COLUMNS = {"label": "system", "policy": "policy", "eps": "eps", "long_perio
 
 
 def pareto_plot(rows: pd.DataFrame, problem: str) -> hv.Overlay:
-    """One problem's curves: a line with markers per (policy, system), learned as stars."""
+    """One problem's curves: per policy, one line over its knob for each system (and checkpoint)
+    of the problem's family, drawn as one multi-line, and its points, learned as stars: two
+    glyphs per policy however many systems the family holds."""
     mine = rows[(rows.problem == problem) & (rows.max_rel_dE > 0)]
     policies = list(dict.fromkeys(mine.policy))
     colors = {p: PALETTE[k % len(PALETTE)] for k, p in enumerate(policies)}
+    curves = ["label"] + (["checkpoint"] if "checkpoint" in mine else [])  # a learned curve per checkpoint
     layers = []
-    curves = ["policy", "label"] + (["checkpoint"] if "checkpoint" in mine else [])  # a learned curve per checkpoint
-    for (policy, *_), curve in mine.groupby(curves, sort=False, dropna=False):
-        curve = curve.sort_values("force_evals").assign(eps=curve["eps"].astype(str))
+    for policy, points in mine.groupby("policy", sort=False):
+        lines = [curve.sort_values("force_evals")[["evals_per_period", "max_rel_dE"]].to_numpy()
+                 for _, curve in points.groupby(curves, sort=False, dropna=False)]
         learned = policy == "learned"
-        layers += [hv.Curve(curve, "evals_per_period", "max_rel_dE", label=policy).opts(color=colors[policy],
-                                                                                         line_width=1),
-                   hv.Scatter(curve, "evals_per_period", HOVER, label=policy).opts(
+        layers += [hv.Path(lines, ["evals_per_period", "max_rel_dE"], label=policy).opts(color=colors[policy],
+                                                                                          line_width=1, alpha=0.6),
+                   hv.Scatter(points.assign(eps=points["eps"].astype(str)), "evals_per_period", HOVER,
+                              label=policy).opts(
                        color=colors[policy], size=14 if learned else 6, marker="star" if learned else "circle",
                        line_color="black" if learned else colors[policy], tools=["hover"])]
-    # the legend sits where Pareto curves leave room (cheap and accurate is never reached), and a
-    # click on a policy mutes it; the wheel scrolls the page until the toolbar turns zooming on
-    return hv.Overlay(layers).opts(logx=True, logy=True, width=620, height=360, title=problem,
-                                   legend_position="bottom_left", legend_opts={"click_policy": "mute"},
+    # the legend sits beside the plot (a family's curves fill it), and a click on a policy mutes
+    # it; the wheel scrolls the page until the toolbar turns zooming on
+    return hv.Overlay(layers).opts(logx=True, logy=True, width=820, height=400, title=problem,
+                                   legend_position="right", legend_opts={"click_policy": "mute"},
                                    active_tools=["pan"], xlabel="force evaluations per period", ylabel="max |dE/E|",
                                    show_grid=True, hooks=[hv_clean_log_ticks])
 
@@ -67,7 +71,8 @@ def statistics_table(verdicts: list[dict], problem: str) -> pd.DataFrame:
     """Each ratio's median and range over ``problem``'s systems, per baseline and training family."""
     table = []
     for entry in ratio_statistics([v for v in verdicts if v["problem"] == problem]):
-        row = {"baseline": entry["baseline"], "family": entry["family"] or "-", "systems": entry["points"]}
+        row = {"baseline": entry["baseline"], "family": entry["family"] or "-", "systems": entry["points"],
+               "learned slower than every run": entry["slower"]}
         for name, label in RATIOS:
             figures = entry[name]
             row[label] = "-" if figures["median"] is None else \

@@ -257,13 +257,15 @@ def test_ratio_statistics_give_median_and_range_per_baseline_and_training_family
         return {"problem": "kepler", "baseline": baseline, "family": family, "ratio": ratio, "position_ratio": 1.0,
                 "wall_ratio": None, "outside": outside}
 
-    verdicts = [verdict(1.0, "in"), verdict(4.0, "in"), verdict(2.0, "in"), verdict(0.5, "out"), verdict(8.0, "out"),
+    verdicts = [verdict(1.0, "in") | {"wall_outside": "more"}, verdict(4.0, "in"), verdict(2.0, "in"),
+                verdict(0.5, "out"), verdict(8.0, "out"),
                 verdict(None, "out", outside="more"), verdict(3.0, "in", baseline="ttl")]
     by_key = {(e["baseline"], e["family"]): e for e in ratio_statistics(verdicts)}
     assert set(by_key) == {("analytic", "in"), ("analytic", "out"), ("ttl", "in")}
     inside, outside = by_key[("analytic", "in")], by_key[("analytic", "out")]
     assert inside["ratio"] == {"median": 2.0, "min": 1.0, "max": 4.0, "compared": 3, "by_checkpoint": [2.0]}
-    assert inside["points"] == 3
+    assert inside["points"] == 3 and inside["slower"] == 1
+    assert statistics_line(inside).endswith("; learned takes longer than every run of analytic in 1 of 3")
     assert outside["ratio"] == {"median": pytest.approx(2.0), "min": 0.5, "max": 8.0, "compared": 2,  # sqrt(0.5 * 8)
                                 "by_checkpoint": [pytest.approx(2.0)]}
     assert outside["points"] == 3 and outside["outside"] == {"more": 1, "less": 0}

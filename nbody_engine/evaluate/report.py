@@ -79,6 +79,9 @@ def _curves(rows: list[dict]):
                 key=lambda r: r["force_evals"])
 
 
+LEGEND_INCHES = 0.6  # two rows of policies above the panels
+
+
 def pareto_plot(rows: list[dict], path) -> None:
     """Per problem (a row of panels), force evaluations per period against max |dE/E| and against
     the final position error: a colour and line style per policy, one thin curve over its knob
@@ -87,7 +90,8 @@ def pareto_plot(rows: list[dict], path) -> None:
     problems = list(dict.fromkeys(r["problem"] for r in rows))
     policies = list(dict.fromkeys(r["policy"] for r in rows))
     colors = {policy: PALETTE[k % len(PALETTE)] for k, policy in enumerate(policies)}
-    fig, axes = new_figure(2, (11, 3.2 * len(problems)), nrows=len(problems))
+    height = 3.2 * len(problems) + LEGEND_INCHES
+    fig, axes = new_figure(2, (11, height), nrows=len(problems))
     axes = np.asarray(axes).reshape(len(problems), 2)
     for row_axes, problem in zip(axes, problems):
         for _, _, policy, curve in _curves([r for r in rows if r["problem"] == problem]):
@@ -109,5 +113,5 @@ def pareto_plot(rows: list[dict], path) -> None:
                       mfc="none" if p == "IAS15" else None, mec="k" if p not in STYLES else None, label=p)
                for p in policies]
     fig.legend(handles=handles, loc="upper center", ncol=min(len(handles), 6), fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.45 / len(problems)))
+    fig.tight_layout(rect=(0, 0, 1, 1 - LEGEND_INCHES / height))
     save_figure(fig, path)

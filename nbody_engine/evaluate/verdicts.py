@@ -74,14 +74,16 @@ def ratio_statistics(verdicts: list[dict]) -> list[dict]:
     ratio's median, smallest and largest over the learned points compared (every system of every
     checkpoint), how many were, each checkpoint's own median (``by_checkpoint``: the spread that
     retraining makes), and how many points cost more or less than every point of the baseline
-    (``outside``: no comparison at equal force evaluations)."""
+    (``outside``: no comparison at equal force evaluations) and how many learned runs take longer
+    than every run of the baseline (``slower``: the baseline reaches its best accuracy sooner)."""
     groups: dict[tuple, list[dict]] = {}
     for v in verdicts:
         groups.setdefault((v["problem"], v["baseline"], v.get("family")), []).append(v)
     statistics = []
     for (problem, baseline, family), mine in groups.items():
         entry = {"problem": problem, "baseline": baseline, "family": family, "points": len(mine),
-                 "outside": {side: sum(1 for v in mine if v["outside"] == side) for side in ("more", "less")}}
+                 "outside": {side: sum(1 for v in mine if v["outside"] == side) for side in ("more", "less")},
+                 "slower": sum(1 for v in mine if v.get("wall_outside") == "more")}
         for name, _ in RATIOS:
             values = sorted(v[name] for v in mine if v[name] is not None)
             entry[name] = {"median": _median(values), "min": values[0] if values else None,
@@ -116,6 +118,9 @@ def statistics_line(entry: dict) -> str:
         if count:
             parts.append(f"learned costs {side} than every point of {entry['baseline']} in {count} of "
                          f"{entry['points']} (no comparison at equal force evaluations)")
+    if entry["slower"]:
+        parts.append(f"learned takes longer than every run of {entry['baseline']} in {entry['slower']} of "
+                     f"{entry['points']}")
     return f"{entry['problem']}{family}, learned vs {entry['baseline']}: median [range] of " + "; ".join(parts)
 
 
