@@ -2,7 +2,8 @@
 
 Serves the dashboard (``nbody-explorer``) from a scratch directory, presses Train + simulate
 with the opening settings, then shows each tab as a user would and saves what the browser
-draws: the Simulation tab (with an evaluation of the new checkpoint on the Kepler problem),
+draws: the Simulation tab (with an evaluation of the new checkpoint on four Kepler orbits, set
+in the sidebar's Simulate tab),
 the Sweeps tab after a three-run sweep of ``eps``, and the Export / import tab.
 
     .venv/bin/python scripts/screenshots.py            # writes docs/images/tab_*.png
@@ -62,6 +63,24 @@ def show_tab(page: Page, name: str) -> None:
     page.wait_for_timeout(1500)  # the tab's plots draw after it is shown
 
 
+QUICK_EVALUATION = {"eval_systems": "4", "eval_long_periods": "20"}  # the default takes many minutes
+
+
+def quick_kepler_evaluation(page: Page) -> None:
+    """In the sidebar's Simulate tab: the Kepler problem alone, four systems, short long runs."""
+    page.locator(".bk-tab", has_text=re.compile(r"^\s*Simulate\s*$")).first.click()  # not the Simulate button
+    page.wait_for_timeout(1500)
+    search = page.get_by_placeholder("search keys (name or description)").filter(visible=True).first
+    search.fill("eval_")
+    search.press("Enter")
+    page.get_by_label("eval_suite", exact=True).filter(visible=True).first.select_option("kepler")
+    for key, value in QUICK_EVALUATION.items():
+        box = page.get_by_label(key, exact=True).filter(visible=True).first
+        box.fill(value)
+        box.press("Enter")
+    page.wait_for_timeout(1500)  # the server has the changes before Evaluate reads them
+
+
 def run_sweep(page: Page) -> None:
     """A three-run local sweep of the analytic step's accuracy ``eps``, drawn on a log axis."""
     page.get_by_placeholder("choose keys").filter(visible=True).first.click()
@@ -98,6 +117,7 @@ def main() -> int:
                 page.wait_for_function("window.Bokeh !== undefined && Bokeh.documents.length > 0", timeout=120_000)
                 page.get_by_role("button", name="Train + simulate", exact=True).click()
                 wait_for_text(page, r"finished in", timeout=SLOW)
+                quick_kepler_evaluation(page)
                 show_tab(page, "Simulation")
                 page.get_by_role("button", name=re.compile("^Evaluate")).click()
                 wait_for_text(page, r"^Evaluate finished in", timeout=SLOW)

@@ -144,16 +144,16 @@ def test_long_runs_tell_a_drifting_error_from_a_bounded_one(checkpoint):
     assert done.stdout.count("long run, kepler e=0.70, 60 periods") == 5
 
 
-def test_a_long_run_takes_the_knob_value_that_costs_what_the_learned_policy_does():
+def test_a_long_run_takes_per_system_the_knob_value_that_costs_what_the_learned_policy_does():
     from nbody_engine.evaluate.long_run import equal_cost_eps
 
-    rows = [{"policy": policy, "eps": eps, "evals_per_period": cost}
-            for policy, eps, costs in (("ttl", 0.1, (1200, 1300, 1250)), ("ttl", 0.4, (300, 330, 310)),
-                                       ("ttl", 1.6, (80, 90, 85)), ("analytic", 0.1, (100, 120, 110)))
-            for cost in costs]
-    assert equal_cost_eps(rows, "ttl", 250.0) == 0.4
-    assert equal_cost_eps(rows, "ttl", 150.0) == 1.6  # log scale: 150 / 85 is nearer than 310 / 150
-    assert equal_cost_eps(rows, "analytic", 5000.0) == 0.1
+    rows = [{"policy": policy, "eps": eps, "system": system, "evals_per_period": cost}
+            for policy, eps, costs in (("ttl", 0.1, (1200, 1300, 9000)), ("ttl", 0.4, (300, 330, 2200)),
+                                       ("ttl", 1.6, (80, 90, 600)), ("analytic", 0.1, (100, 120, 110)))
+            for system, cost in enumerate(costs)]
+    # system 2 costs seven times the others at every eps: it gets a coarser knob for the same cost
+    assert equal_cost_eps(rows, "ttl", {0: 250.0, 1: 150.0, 2: 500.0}) == {0: 0.4, 1: 1.6, 2: 1.6}
+    assert equal_cost_eps(rows, "analytic", {0: 5000.0}) == {0: 0.1}
 
 
 @pytest.mark.parametrize("dim", [2, 3])

@@ -410,6 +410,19 @@ def test_a_good_text_and_the_slider_set_the_key_and_reset_restores_it(explorer):
     assert e.train.lr == 1e-3 and not field.reset.visible and card.card.title.endswith(f"· {changed} changed")
 
 
+def test_a_list_of_paths_is_typed_comma_separated_and_exported_to_toml(explorer):
+    e = explorer
+    field = e.sim_settings.field("eval_model_paths")
+    field.widget.value = "data/s1/model/a b.pt, data/s2/model/c.pt"
+    assert e.simulate.eval_model_paths == ["data/s1/model/a b.pt", "data/s2/model/c.pt"]
+    assert tomllib.loads(e.toml_text())["simulate"]["eval_model_paths"] == e.simulate.eval_model_paths
+    field.widget.value = "/etc/passwd"  # outside the directories this server reads
+    assert field.message.visible and "'eval_model_paths' = '/etc/passwd' lies outside" in field.message.object
+    assert e.simulate.eval_model_paths == ["data/s1/model/a b.pt", "data/s2/model/c.pt"]
+    field.widget.value = ""
+    assert e.simulate.eval_model_paths == []
+
+
 def test_every_key_type_has_a_widget():
     from explorer.fields import WIDGETS
     from nbody_engine.config.keytypes import TYPES

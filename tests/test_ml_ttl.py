@@ -170,7 +170,7 @@ def test_the_explorer_simulates_and_evaluates_an_ml_ttl_checkpoint_against_log_h
         (table,) = [p.object for p in e.sim_view.select(pn.pane.DataFrame)]
         assert list(table.columns) == ["learned (ml_ttl)", "log-H (ttl)"]
         assert len(e.live.frame("simulation")) > 0  # the live plots drew the learned run
-        e.simulate.param.update(eval_suite="kepler", eval_e=[0.7], Nperiod=1.0, eval_eps=[0.2, 0.4],
+        e.simulate.param.update(eval_suite="kepler", eval_systems=0, eval_e=[0.7], Nperiod=1.0, eval_eps=[0.2, 0.4],
                                 eval_long_periods=50.0)
         assert e.start("evaluate"), e.error.object
         finish(e, timeout=600)

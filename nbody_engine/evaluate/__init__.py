@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import time as wallclock
 
-import numpy as np
 import torch
 
 from ..config.errors import InputError, NonFiniteStateError
@@ -154,20 +153,20 @@ def _learned_policy(learned: LearnedDt | OmegaNetwork, gravity: Gravity, eps: to
 def _long_runs(problem: Problem, rows: list[dict], checkpoints: list[LearnedDt | OmegaNetwork], eps: float,
                periods: float, reporter: Reporter) -> None:
     """The long-run metrics (:mod:`.long_run`) of LONG_POLICIES onto their rows: each checkpoint's
-    learned policy (at ``eps`` where it has the knob), each baseline at the knob value of its sweep
-    that costs what the first checkpoint does (:func:`.long_run.equal_cost_eps`)."""
+    learned policy (at ``eps`` where it has the knob), each baseline, system by system, at the knob
+    value of its sweep that costs what the first checkpoint does (:func:`.long_run.equal_cost_eps`)."""
     gravity = Gravity(problem.softening)
-    knob = lambda value: problem.state.position.new_tensor([value]).expand(problem.state.batch_size)  # noqa: E731
+    systems = range(problem.state.batch_size)
+    knob = lambda at: problem.state.position.new_tensor([at[b] for b in systems])  # noqa: E731
     for k, learned in enumerate(checkpoints):
-        at = eps if _takes_eps(learned) else None
+        at = dict.fromkeys(systems, eps if _takes_eps(learned) else None)
         make = lambda _unit, learned=learned, at=at: _learned_policy(  # noqa: E731
-            learned, gravity, None if at is None else knob(at))
+            learned, gravity, None if at[0] is None else knob(at))
         attach(rows, "learned", at, long_metrics(problem, make, periods, reporter), k)
-    first = [r["evals_per_period"] for r in rows if r["policy"] == "learned" and r["checkpoint"] == 0 and
-             r["eps"] == (eps if _takes_eps(checkpoints[0]) else None)]
-    cost = float(np.median(first))
+    first = {r["system"]: r["evals_per_period"] for r in rows if r["policy"] == "learned" and r["checkpoint"] == 0
+             and r["eps"] == (eps if _takes_eps(checkpoints[0]) else None)}
     for baseline in (b for b in BASELINES if b.name in LONG_POLICIES):
-        at = equal_cost_eps(rows, baseline.name, cost)
+        at = equal_cost_eps(rows, baseline.name, first)
         make = lambda unit, b=baseline, at=at: b.make(knob(at), unit, gravity)  # noqa: E731
         attach(rows, baseline.name, at, long_metrics(problem, make, periods, reporter))
 

@@ -5,8 +5,10 @@ that wins over 10 periods can lose over 1000. Each policy listed in LONG_POLICIE
 problem's systems for ``eval_long_periods`` time units (Kepler periods; a tenth as many inner
 periods for the triples, whose outer orbits make each period cost more) at equal cost: the
 learned policy at its own knob (or at the ``eval_eps`` value nearest ``eps``, where it has one),
-each baseline at the knob value of its sweep whose force evaluations per period (the median over
-the problem's systems in its short runs) lie nearest the learned policy's (:func:`equal_cost_eps`).
+each baseline, system by system, at the knob value of its sweep whose force evaluations per
+period in the short run lie nearest the learned policy's on that system (:func:`equal_cost_eps`;
+one knob for all would let one system take many times the others' steps, and a batch runs as
+long as its slowest system).
 Per system it gives:
 
 - ``long_first_dE``, ``long_last_dE``: max |dE/E| over the first and over the last tenth of the run;
@@ -40,14 +42,14 @@ def long_eps(eval_eps: list[float], eps: float) -> float:
     return min(eval_eps, key=lambda value: abs(math.log(value / eps)))
 
 
-def equal_cost_eps(rows: list[dict], policy: str, evals_per_period: float) -> float:
-    """The knob value of ``policy``'s rows whose median force evaluations per period over the
-    systems lie nearest ``evals_per_period`` (log scale)."""
-    by_eps: dict[float, list[float]] = {}
-    for row in rows:
-        if row["policy"] == policy:
-            by_eps.setdefault(row["eps"], []).append(row["evals_per_period"])
-    return min(by_eps, key=lambda eps: abs(math.log(float(np.median(by_eps[eps])) / evals_per_period)))
+def equal_cost_eps(rows: list[dict], policy: str, costs: dict[int, float]) -> dict[int, float]:
+    """Per system of ``costs`` (system -> force evaluations per period), the knob value of
+    ``policy``'s rows of that system whose force evaluations per period lie nearest (log scale)."""
+    chosen = {}
+    for system, cost in costs.items():
+        mine = [r for r in rows if r["policy"] == policy and r["system"] == system and r["evals_per_period"] > 0]
+        chosen[system] = min(mine, key=lambda r: abs(math.log(r["evals_per_period"] / cost)))["eps"]
+    return chosen
 
 
 def long_metrics(problem: Problem, make, periods: float, reporter: Reporter) -> list[dict]:
@@ -85,12 +87,12 @@ def _windows(time: np.ndarray, rel_dE: np.ndarray, t_end: float, periods: float)
             "growth_exponent": float(slope)}
 
 
-def attach(rows: list[dict], policy: str, eps: float | None, metrics: list[dict],
+def attach(rows: list[dict], policy: str, eps: dict[int, float | None], metrics: list[dict],
            checkpoint: int | None = None) -> None:
-    """Copy the long-run metrics onto the table rows of ``policy`` at ``eps`` (of the learned
-    policy of ``checkpoint``), system by system."""
+    """Copy the long-run metrics onto the table rows of ``policy`` (of the learned policy of
+    ``checkpoint``), system by system, each at its knob value ``eps[system]``."""
     for row in rows:
-        if row["policy"] == policy and row["eps"] == eps and row["system"] < len(metrics) and \
+        if row["policy"] == policy and row["system"] < len(metrics) and row["eps"] == eps[row["system"]] and \
                 row.get("checkpoint") == checkpoint:
             row.update(metrics[row["system"]])
 
