@@ -67,9 +67,12 @@ def simulation_tab(e) -> pn.Column:
                      e.sim_view,  # headed by what it compares (explorer/compare.py)
                      pn.pane.Markdown("### Is the learned step worth it?\n\nEvaluate compares the Simulate tab's "
                                       "`model_path` (empty: the checkpoint training with these settings "
-                                      "writes) with five baselines (fixed, classic, analytic, time-symmetric, "
-                                      "drift-corrected) at each `eval_eps`, on the problems of `eval_suite` "
-                                      "(`nbody-runner evaluate`; docs/SCIENCE.md)."),
+                                      "writes; more in `eval_model_paths`) with seven baselines (fixed, classic, "
+                                      "analytic, time-symmetric in one pass and iterated, drift-corrected, "
+                                      "log-H) at each `eval_eps` and with IAS15 and WHFast, on `eval_systems` "
+                                      "systems of each problem of `eval_suite` (`nbody-runner evaluate`; "
+                                      "docs/SCIENCE.md). The default takes many minutes: lower "
+                                      "`eval_systems` and `eval_long_periods` to look quickly."),
                      e.evaluate_button, e.eval_view, sizing_mode="stretch_width")
 
 def export_tab(e) -> pn.Column:
