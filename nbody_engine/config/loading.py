@@ -20,7 +20,7 @@ from typing import Any
 from .errors import InputError
 from .files import CONFIG_MAX_BYTES, ic_shape, open_input
 from .keytypes import Refused, key_type
-from .schema import ALIASES, Config, KEYS, PATH_KEYS, LossBounds, Rollout, Training, paths_of
+from .schema import ALIASES, Config, KEYS, PATH_KEYS, LossBounds, Rollout, Training
 
 PHASES = ("train", "simulate")
 TRAINING_SECTIONS = (Training, LossBounds, Rollout)  # keys only training reads: never in [simulate]
@@ -222,7 +222,8 @@ def check_paths_within(cfg: Config, roots: list[Path], source: str, hint: str) -
     value came from and ``hint`` how to allow more, for the message."""
     allowed = [Path(r).resolve() for r in roots]
     for key in PATH_KEYS:
-        for value in paths_of(cfg, key):
+        named = getattr(cfg, key)  # one path, a list of them (eval_model_paths), or none
+        for value in named if isinstance(named, list) else [named] if named else []:
             if not any(Path(value).resolve().is_relative_to(root) for root in allowed):
                 where = " or ".join(f"'{r}'" for r in allowed)
                 raise InputError(f"{source}: '{key}' = {_shown(value)} lies outside {where}, the only place this "

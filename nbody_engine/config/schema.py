@@ -342,12 +342,6 @@ ALIASES = {"learning_rate": "lr", "num_epochs": "epochs", "n_epochs": "epochs", 
 PATH_KEYS: tuple[str, ...] = tuple(key for key in KEYS if isinstance(Config.param[key], (FilePath, FilePathList)))
 
 
-def paths_of(cfg, key: str) -> list[str]:
-    """The paths a path key of ``cfg`` (or of a dict of values) names: none, one or a list."""
-    value = cfg.get(key) if isinstance(cfg, dict) else getattr(cfg, key)
-    return list(value) if isinstance(value, list) else [value] if value else []
-
-
 def flags_for(key: str) -> tuple[str, ...]:
     """The CLI option strings of ``key``."""
     section = KEYS[key]

@@ -76,8 +76,8 @@ def _evaluate_into(run: RunDirectory, cfg: Config, reporter: Reporter) -> dict:
         rows += reference_rows(problem, reference) + mine
         if problem.kepler_split and rebound_available():
             rows += whfast_rows(problem, cfg.eval_eps, reference)
-    families = {(p.name, k): training_family(p, load_checkpoint(path).config) for p in problems
-                for k, path in enumerate(checkpoints)}
+    trained = [load_checkpoint(path).config for path in checkpoints]
+    families = {(p.name, k): training_family(p, config) for p in problems for k, config in enumerate(trained)}
     for row in rows:  # a baseline's row: in or out of the first checkpoint's family
         row["family"] = families[(row["problem"], row.get("checkpoint") or 0)][row["system"]]
     competitors = [b.name for b in BASELINES] + ([WHFAST] if any(r["policy"] == WHFAST for r in rows) else [])
