@@ -172,11 +172,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def _exit_terminated(_signum, _frame):
+    os._exit(143)
+
+
 def entry() -> None:
     """The command (``nbody-runner``, ``python -m nbody_engine.runner``): :func:`main`'s exit
     status. A run stopped by Ctrl-C or SIGTERM has recorded everything by the time ``main``
-    returns, so the process ends at once instead of spending seconds finalizing torch and Dask."""
+    returns, so the process ends at once instead of spending seconds finalizing torch and Dask; a
+    SIGTERM from then on ends it at once too (raised during the shutdown, it printed a traceback)."""
     code = main()
+    signal.signal(signal.SIGTERM, _exit_terminated)
     if code in (130, 143):
         logging.shutdown()
         sys.stdout.flush()
